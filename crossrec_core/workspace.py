@@ -1,0 +1,137 @@
+"""Where datasets and models live on disk, and how they are written so a crash never leaves half a file.
+
+Layout (default ``./workspace``, overridable with ``CROSSREC_HOME``)::
+
+    workspace/
+      datasets/<name>/   manifest.json + parquet files
+      models/<name>/     registry folders (see registry.py)
+      cache/text/        text-encoder vectors by content hash
+      tmp/               staging area for atomic writes (same filesystem, so rename is atomic)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+
+from crossrec_core.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def workspace_root(root: str | os.PathLike | None = None) -> Path:
+    """Return the workspace folder (created if missing): ``root``, else $CROSSREC_HOME, else ./workspace."""
+    path = Path(root or os.environ.get("CROSSREC_HOME") or "workspace").expanduser().resolve()
+    for sub in ("datasets", "models", "cache", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def datasets_dir(root=None) -> Path:
+    return workspace_root(root) / "datasets"
+
+
+def models_dir(root=None) -> Path:
+    return workspace_root(root) / "models"
+
+
+def cache_dir(root=None) -> Path:
+    return workspace_root(root) / "cache"
+
+
+def safe_name(name: str) -> str:
+    """Return ``name`` if it is a safe folder name (letters, digits, . _ -), else raise ConfigError."""
+    name = str(name).strip()
+    if not _NAME_RE.match(name) or name in {".", ".."}:
+        raise ConfigError(
+            f"'{name[:40]}' is not a valid name. Use letters, digits, '.', '_' or '-' (at most 80 characters)."
+        )
+    return name
+
+
+def slugify(text: str, default: str = "dataset") -> str:
+    """Turn a file name or title into a safe workspace name."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-._")[:60]
+    return slug or default
+
+
+@contextlib.contextmanager
+def name_lock(target: Path, timeout: float = 600.0) -> Iterator[None]:
+    """Hold an inter-process lock for one workspace entry (two saves of one name never interleave)."""
+    lock_path = target.parent / f".{target.name}.lock"
+    with FileLock(str(lock_path), timeout=timeout):
+        yield
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a staging folder; on success it atomically replaces ``target``.
+
+    A crash (even SIGKILL) before the end leaves ``target`` exactly as it was: the new content only
+    becomes visible through a single ``os.replace``/rename. The previous version is moved aside first
+    and deleted only after the new one is in place.
+    """
+    target = Path(target)
+    root = target.parent.parent  # workspace root for datasets/<name> and models/<name>
+    tmp_root = root / "tmp" if (root / "tmp").is_dir() else target.parent
+    staging = tmp_root / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    with name_lock(target):
+        try:
+            yield staging
+            _fsync_tree(staging)
+            if target.exists():
+                if not overwrite:
+                    raise ConfigError(f"'{target.name}' already exists. Choose another name or delete it first.")
+                old = tmp_root / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+                os.replace(target, old)
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def clean_stale_staging(root=None) -> int:
+    """Remove staging folders left by a killed process; return how many were removed."""
+    tmp = workspace_root(root) / "tmp"
+    n = 0
+    for p in tmp.glob(".staging-*"):
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    for p in tmp.glob(".old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    return n
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
