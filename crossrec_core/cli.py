@@ -17,6 +17,7 @@ from crossrec_core.errors import CrossrecError
 _COMMAND_MODULES = (
     "crossrec_core.cli_data",
     "crossrec_core.cli_model",
+    "crossrec_core.cli_recommend",
     "crossrec_core.cli_eval",
 )
 
