@@ -256,6 +256,41 @@ def _lookup(index: pd.Index, values) -> np.ndarray:
     return index.get_indexer(arr).astype(np.int64)
 
 
+def _factorize_ids(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return (codes int64, uniques object array of str) in order of first appearance; -1 for missing."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        raw = col.cat.codes.to_numpy()
+        codes, first = pd.factorize(raw, sort=False)
+        cats = col.cat.categories.to_numpy(dtype=object)
+        if (first < 0).any():  # pandas keeps -1 out of uniques already; this guards older versions
+            keep = first >= 0
+            first = first[keep]
+        return codes.astype(np.int64), np.asarray([str(c) for c in cats[first]], dtype=object)
+    codes, uniques = pd.factorize(col.astype(str), sort=False)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def user_time_order(user_codes: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Return the stable order of events by (user, time), ties kept in row order.
+
+    Skips the sort when the rows are already grouped by user and time-ordered (most exports), and sorts one
+    combined int64 key instead of a multi-key lexsort when it fits (several times faster on 10M events).
+    """
+    n = len(user_codes)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    u = np.asarray(user_codes, dtype=np.int64)
+    t = np.asarray(times, dtype=np.int64)
+    du, dt = np.diff(u), np.diff(t)
+    if bool(np.all((du > 0) | ((du == 0) & (dt >= 0)))):
+        return np.arange(n, dtype=np.int64)
+    tmin = int(t.min())
+    span = int(t.max()) - tmin + 1
+    if (int(u.max()) + 1) * span < 2**62:
+        return np.argsort(u * span + (t - tmin), kind="stable")
+    return np.lexsort((t, u))
+
+
 def from_frames(
     interactions: pd.DataFrame,
     items: pd.DataFrame | None = None,
@@ -278,29 +313,38 @@ def from_frames(
     report = report or DataReport()
     inter = interactions
     n = len(inter)
-    user_codes, user_uniques = pd.factorize(inter["user_id"].astype(str), sort=False)
-    log_items = inter["item_id"].astype(str)
+    # Categorical id columns (as load_log passes them) are factorized through their integer codes: 10M
+    # events would otherwise pay for hashing every id string again. The result is the same either way.
+    user_codes, user_uniques = _factorize_ids(inter["user_id"])
+    item_codes, item_uniques = _factorize_ids(inter["item_id"])
     if items is not None and len(items):
         item_table = items.copy()
         item_table["item_id"] = item_table["item_id"].astype(str)
         item_table = item_table.drop_duplicates("item_id", keep="first")
-        all_items = pd.concat([log_items, item_table["item_id"]], ignore_index=True)
+        table_ids = item_table["item_id"].to_numpy(dtype=object)
+        new = pd.Index(item_uniques).get_indexer(table_ids) < 0  # table items absent from the log: cold items
+        item_uniques = np.concatenate([item_uniques, table_ids[new]])
     else:
         item_table = pd.DataFrame({"item_id": pd.Series([], dtype=object)})
-        all_items = log_items
-    all_codes, item_uniques = pd.factorize(all_items, sort=False)
-    item_codes = all_codes[:n]
 
     if "event" in inter.columns:
-        ev = inter["event"].astype(str).str.strip().str.lower()
-        ev = ev.where(ev != "", DEFAULT_EVENT)
+        # normalise the (few) distinct event names, not every row
+        raw_codes, raw_uniques = _factorize_ids(inter["event"])
+        names = pd.Series(raw_uniques, dtype=object).astype(str).str.strip().str.lower()
+        names = names.where(names != "", DEFAULT_EVENT).to_numpy(dtype=object)
+        names = np.append(names, DEFAULT_EVENT)  # code -1 (missing event) -> the default event
+        remap, canon = pd.factorize(names, sort=False)
+        # raw_codes == -1 picks the appended default; the second factorize keeps only names that occur,
+        # in order of first appearance
+        ev_codes, used = pd.factorize(remap[raw_codes], sort=False)
+        ev_uniques = np.asarray(canon, dtype=object)[used]
     else:
-        ev = pd.Series(np.full(n, DEFAULT_EVENT, dtype=object))
-    ev_codes, ev_uniques = pd.factorize(ev, sort=False)
+        ev_codes = np.zeros(n, dtype=np.int64)
+        ev_uniques = np.array([DEFAULT_EVENT] if n else [], dtype=object)
 
     times = inter["timestamp"].to_numpy(dtype=np.int64, copy=False) if "timestamp" in inter else np.arange(n, dtype=np.int64)
     # stable sort: by user, then time, ties keep row order
-    order = np.lexsort((np.arange(n), times, user_codes))
+    order = user_time_order(user_codes, times)
     user_sorted = user_codes[order]
     counts = np.bincount(user_sorted, minlength=len(user_uniques)).astype(np.int64)
     offsets = np.zeros(len(user_uniques) + 1, dtype=np.int64)
