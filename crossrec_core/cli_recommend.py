@@ -1,0 +1,280 @@
+"""`crossrec recommend`: top-K recommendations for every user of a log, written as one CSV.
+
+Contract (used by outside evaluation, keep it exact):
+    crossrec recommend --model DIR --interactions PATH [--items PATH] [--users PATH] --k K --out FILE.csv
+                       [--cross-category-only] [--threshold P] [--user-col ...] [--item-col ...] ...
+writes columns exactly ``user_id,rank,item_id,score,category``; rank 1..K, K rows per user (fewer only
+when --threshold removes some); score is the fusion probability used for ranking and the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crossrec_core.data.dataset import UNKNOWN_CATEGORY, InteractionDataset, Sequences
+from crossrec_core.errors import ConfigError, DataError, ModelError
+
+OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "score", "category"]
+PROGRESS_MIN_USERS = 1000  # fewer users finish in a blink: no bar
+# CLI flag -> canonical column (the same flags as `crossrec train`)
+MAPPING_FLAGS = {
+    "user_col": "user_id",
+    "item_col": "item_id",
+    "time_col": "timestamp",
+    "event_col": "event",
+    "category_col": "category",
+    "title_col": "title",
+}
+
+_HELP = """\
+Write the top-K recommendations of a trained model for every user in a log.
+
+Output CSV columns (exactly): user_id,rank,item_id,score,category
+  rank      1..K, best first
+  score     the model's fusion probability (0..1) that the user interacts with the item next;
+            the list is ranked by it and --threshold applies to it
+  category  the item's category in the model (else from --items)
+Every user with history in --interactions gets K rows (or every user listed in --users; users
+the log does not know get cold-start recommendations: popular items in likely categories). Fewer
+than K only when --threshold removes some. Items a user already interacted with anywhere in
+--interactions are never recommended.
+"""
+
+
+def register(subparsers) -> None:
+    """Add the `recommend` subcommand."""
+    p = subparsers.add_parser(
+        "recommend",
+        help="write top-K recommendations per user as CSV",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder written by `crossrec train`")
+    p.add_argument("--interactions", required=True, metavar="PATH", help="interaction log (CSV/TSV/Parquet/JSONL): the users' histories")
+    p.add_argument("--items", metavar="PATH", help="optional items table (item_id, category, title)")
+    p.add_argument("--users", metavar="PATH", help="optional one-column CSV of user ids (header optional); default: every user in the log")
+    p.add_argument("--k", type=int, required=True, metavar="K", help="recommendations per user")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="output CSV (written atomically)")
+    p.add_argument("--cross-category-only", action="store_true", help="only recommend items from categories absent from the user's history")
+    p.add_argument("--threshold", type=float, metavar="P", help="drop items whose score (fusion probability) is below P (0..1)")
+    p.add_argument("--candidates", type=int, default=None, metavar="N",
+                   help="items per user re-ranked by the fusion scorer (more = slower; default: as many as it was trained on)")
+    for flag, canon in MAPPING_FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, metavar="NAME", help=f"column of the interactions file holding the {canon} (default: detected)")
+    p.set_defaults(func=run_recommend)
+
+
+def _mapping(args: argparse.Namespace) -> dict[str, str] | None:
+    """Return the log's column mapping canonical -> source from the --*-col flags (as `crossrec train`
+    reads them, so a command line that trains a model also recommends with it)."""
+    m = {canon: getattr(args, flag) for flag, canon in MAPPING_FLAGS.items() if getattr(args, flag, None)}
+    return m or None
+
+
+def read_user_list(path: Path, known_users: np.ndarray, user_col: str | None = None) -> np.ndarray:
+    """Return the user ids listed in a one-column CSV (header optional), de-duplicated in file order."""
+    if not path.is_file():
+        raise DataError(f"The users file '{path}' does not exist. Give a one-column CSV of user ids.")
+    try:
+        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skip_blank_lines=True, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"Could not read the users file '{path.name}': {err}. Give a one-column CSV of user ids.") from err
+    if raw.shape[1] == 0 or raw.empty:
+        raise DataError(f"The users file '{path.name}' is empty. Give a one-column CSV of user ids.")
+    if raw.shape[1] > 1:
+        raise DataError(
+            f"The users file '{path.name}' has {raw.shape[1]} columns; it must have exactly one (user ids), "
+            f"e.g. first row: {', '.join(raw.iloc[0].astype(str).tolist()[:3])}."
+        )
+    values = raw.iloc[:, 0].astype(str).str.strip()
+    values = values[values != ""]
+    first = values.iloc[0] if len(values) else ""
+    from crossrec_core.data.schema import COLUMN_ALIASES
+
+    header_names = {a.replace("_", "") for a in COLUMN_ALIASES["user_id"]} | {"id", "userids", "users"}
+    if user_col:
+        header_names.add(user_col.lower().replace("_", ""))
+    looks_like_header = first.lower().replace("_", "").replace(" ", "").replace("-", "") in header_names
+    if looks_like_header and first not in set(map(str, known_users)):
+        values = values.iloc[1:]
+    if values.empty:
+        raise DataError(f"The users file '{path.name}' lists no user ids.")
+    return pd.unique(values.to_numpy(dtype=object))
+
+
+def _with_empty_users(seqs: Sequences, n_new: int) -> Sequences:
+    """Return seqs with ``n_new`` users without events appended (for users the log does not know)."""
+    if n_new == 0:
+        return seqs
+    offsets = np.concatenate([seqs.offsets, np.full(n_new, seqs.offsets[-1], dtype=np.int64)])
+    return Sequences(offsets, seqs.items, seqs.times, seqs.events)
+
+
+def _history_category_pairs(model, ds: InteractionDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Return (user_idx, model category_idx) for every event, using the log/items-file category, so
+    --cross-category-only also blocks categories of history items the model does not know."""
+    cat_names = ds.category_names[ds.item_category[ds.seqs.items]]
+    cat_idx = pd.Index(np.asarray(model.category_names, dtype=object).astype(str)).get_indexer(cat_names.astype(str))
+    users = ds.seqs.user_of_event().astype(np.int64)
+    keep = (cat_idx >= 0) & (cat_names != UNKNOWN_CATEGORY)
+    pairs = pd.DataFrame({"u": users[keep], "c": cat_idx[keep]}).drop_duplicates()
+    return pairs["u"].to_numpy(np.int64), pairs["c"].to_numpy(np.int64)
+
+
+def _output_categories(model, ds: InteractionDataset, item_idx: np.ndarray) -> np.ndarray:
+    """Return the category name of each recommended model item: the model's, else the items file's."""
+    names = np.asarray(model.category_names, dtype=object)[np.asarray(model.item_category)[item_idx]].astype(str)
+    missing = (names == UNKNOWN_CATEGORY) | (names == "")
+    if missing.any():
+        ds_idx = ds.item_index(np.asarray(model.item_ids, dtype=object)[item_idx[missing]])
+        fallback = np.where(ds_idx >= 0, ds.category_names[ds.item_category[np.maximum(ds_idx, 0)]], names[missing])
+        names = names.astype(object)
+        names[missing] = fallback
+    return names
+
+
+def recommend_for_log(
+    model,
+    ds: InteractionDataset,
+    *,
+    k: int,
+    users: np.ndarray | None = None,
+    cross_category_only: bool = False,
+    threshold: float | None = None,
+    n_candidates: int | None = None,
+    on_batch=None,
+) -> pd.DataFrame:
+    """Return the recommendations of ``model`` for the users of ``ds`` with columns exactly
+    user_id, rank, item_id, score (fusion probability), category.
+
+    Args:
+        model: a TrainedModel.
+        ds: the log whose events are the users' histories; nothing in a user's history is recommended.
+        users: user ids to recommend for (default: every user of ds); ids not in ds get cold-start lists.
+        on_batch: progress callback on_batch(users_done, users_total).
+    Raises:
+        ModelError: the log shares no (or too few) items with the model.
+    """
+    from crossrec_core.recommend import Recommender
+
+    known = model.item_index(ds.item_ids) >= 0
+    if not known.any():
+        raise ModelError(
+            f"The log '{ds.name}' shares no items with model '{getattr(model, 'name', 'model')}' ({ds.n_items} items "
+            f"in the log, e.g. '{ds.item_ids[0] if ds.n_items else ''}'; {len(model.item_ids)} in the model, e.g. "
+            f"'{model.item_ids[0]}'). Use the log the model was trained on, or check the --item-col mapping."
+        )
+    model.check_compatible(ds)
+    aligned = model.align(ds)
+    user_ids = np.asarray(ds.user_ids, dtype=object)
+    if users is not None:
+        wanted = np.asarray(users, dtype=object)
+        idx = ds.user_index(wanted).copy()
+        new = wanted[idx < 0]
+        idx[idx < 0] = ds.n_users + np.arange(len(new))
+        seqs = _with_empty_users(aligned, len(new))
+        user_ids = np.concatenate([user_ids, new.astype(str).astype(object)])
+        user_rows = idx.astype(np.int64)
+    else:
+        seqs = aligned
+        user_rows = np.arange(ds.n_users, dtype=np.int64)
+    recs = Recommender(model).recommend_batch(
+        seqs, user_rows, seqs.offsets[user_rows + 1], k,
+        cross_category_only=cross_category_only,
+        threshold=threshold,
+        n_candidates=n_candidates,
+        extra_history_categories=_history_category_pairs(model, ds) if cross_category_only else None,
+        on_batch=on_batch,
+    )
+    item_idx = recs["item_idx"].to_numpy(np.int64)
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series(user_ids[recs["user_idx"].to_numpy()], dtype=object),
+            "rank": recs["rank"].to_numpy(np.int64),
+            "item_id": pd.Series(np.asarray(model.item_ids, dtype=object)[item_idx], dtype=object),
+            "score": recs["probability"].to_numpy(np.float32),
+            "category": pd.Series(_output_categories(model, ds, item_idx), dtype=object),
+        },
+        columns=OUTPUT_COLUMNS,
+    )
+
+
+def write_csv_atomic(frame: pd.DataFrame, out: Path) -> None:
+    """Write ``frame`` to ``out`` through a temp file in the same folder and a rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        frame.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    """Handle `crossrec recommend`; returns the exit status (CrossrecError is turned into 2 by cli.main)."""
+    if args.k is None or args.k < 1:
+        raise ConfigError(f"--k must be at least 1, got {args.k}.")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ConfigError(f"--threshold is a probability between 0 and 1, got {args.threshold}.")
+    if args.candidates is not None and args.candidates < 1:
+        raise ConfigError(f"--candidates must be at least 1, got {args.candidates}.")
+    model_dir = Path(args.model).expanduser()
+    # a bare name may be a workspace model (load_model resolves it); a path must exist
+    if not model_dir.is_dir() and ("/" in args.model or os.sep in args.model or model_dir.exists()):
+        what = "is a file, not a model folder" if model_dir.exists() else "does not exist"
+        raise ModelError(
+            f"Model folder '{model_dir}' {what}. Train one with `crossrec train` "
+            "or pass the folder it printed (e.g. workspace/models/<name>)."
+        )
+    inter_path = Path(args.interactions).expanduser()
+    if not inter_path.is_file():
+        raise DataError(f"Interactions file '{inter_path}' does not exist.")
+    items_path = Path(args.items).expanduser() if args.items else None
+    if items_path is not None and not items_path.is_file():
+        raise DataError(f"Items file '{items_path}' does not exist.")
+
+    from crossrec_core.data.load import load_log
+    from crossrec_core.registry import load_model
+
+    model = load_model(model_dir)
+    ds = load_log(str(inter_path), str(items_path) if items_path else None, mapping=_mapping(args), name=inter_path.stem)
+    users_file = Path(args.users).expanduser() if args.users else None
+    wanted = read_user_list(users_file, ds.user_ids, args.user_col) if users_file else None
+    bar = None
+    n_users = ds.n_users if wanted is None else len(wanted)
+    if n_users >= PROGRESS_MIN_USERS:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_users, desc="recommend", unit="user", file=sys.stderr, mininterval=0.5)
+
+    def on_batch(done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        out = recommend_for_log(
+            model, ds, k=args.k, users=wanted, cross_category_only=args.cross_category_only,
+            threshold=args.threshold, n_candidates=args.candidates, on_batch=on_batch,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if wanted is not None:
+        n_new = int((ds.user_index(wanted) < 0).sum())
+        if n_new:
+            print(f"crossrec: {n_new} user(s) from {users_file.name} are not in the log; they got cold-start "
+                  "recommendations.", file=sys.stderr)
+    out_path = Path(args.out).expanduser()
+    write_csv_atomic(out, out_path)
+    print(f"Wrote {len(out)} recommendations for {n_users} users to {out_path}")
+    return 0

@@ -1,0 +1,650 @@
+"""Top-K recommendations from a trained model: cross-category filters, diversity, cold users, what-if.
+
+Pipeline (the same for one user and for thousands, see ``Recommender.recommend_batch``):
+
+1. retrieval scores by dot product over the whole catalogue (``model.score_histories``); cold users
+   (0-2 events known to the model) use category-aware popularity plus vector similarity instead;
+2. items already in the history, and items outside the category filters, are masked out BEFORE the
+   top-N cut, so filters never starve the list: K items come back whenever the catalogue allows;
+3. the top ``n_candidates`` (default: as many as the fusion scorer was trained on) are re-ranked by
+   the fusion probability (``model.fusion_proba``);
+4. the probability threshold, the per-category cap and diversity (maximal marginal relevance on item
+   vectors) are applied by one greedy pass, vectorised over users.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
+from crossrec_core.errors import ConfigError, UnknownItemError
+from crossrec_core.explain import Explanation, contributions, display_title, explain_cold, explain_warm, recency_weights
+from crossrec_core.scoring import one_user_sequences
+
+log = logging.getLogger(__name__)
+
+# A user with at most this many events known to the model is "cold": a GRU state from 1-2 items is noisy,
+# so retrieval falls back to category-aware popularity plus similarity to those items.
+COLD_MAX_EVENTS = 2
+# How much each signal weighs in a cold user's retrieval score (all three are scaled to [0, 1]).
+COLD_WEIGHTS = {"category_flow": 0.4, "popularity": 0.3, "similarity": 0.3}
+# Candidates re-ranked by fusion when the model does not say how deep its fusion scorer was trained.
+DEFAULT_CANDIDATES = 200
+# Cells (users x items) of float32 scores held at once by the batch path (~32 MB).
+BATCH_CELLS = 8_000_000
+
+
+class RecommendableModel(Protocol):
+    """What the recommender needs from a model (crossrec_core.models.trained.TrainedModel has it all)."""
+
+    item_ids: np.ndarray
+    item_titles: np.ndarray
+    category_names: np.ndarray
+    item_category: np.ndarray
+    event_names: np.ndarray
+    popularity: np.ndarray
+    category_transitions: np.ndarray
+
+    def item_index(self, ids) -> np.ndarray: ...
+    def event_index(self, names) -> np.ndarray: ...
+    def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray: ...
+    def item_vectors(self) -> np.ndarray: ...
+    def fusion_proba(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RecommendOptions:
+    """Filters and re-ranking knobs shared by the single-user and batch paths (validated)."""
+
+    k: int = 10
+    cross_category_only: bool = False  # keep only categories absent from the history
+    exclude_categories: tuple[str, ...] = ()
+    include_categories: tuple[str, ...] | None = None  # None = every category
+    threshold: float | None = None  # drop items whose fusion probability is below this
+    diversity: float = 0.0  # 0 = pure relevance, 1 = as different from each other as possible (MMR)
+    per_category_cap: int | None = None  # at most this many items per category
+    # re-ranked by the fusion scorer. None = the depth the model's fusion scorer was trained on
+    # (config.train.fusion_candidates): deeper candidates are items it never learned to score, and
+    # each extra candidate costs one MLP pass per user. 200 when the model does not say.
+    n_candidates: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise ConfigError(f"K (number of recommendations) must be a whole number of at least 1, got {self.k!r}.")
+        if self.threshold is not None and not (0.0 <= float(self.threshold) <= 1.0):
+            raise ConfigError(f"The probability threshold must be between 0 and 1, got {self.threshold}.")
+        if not (0.0 <= float(self.diversity) <= 1.0):
+            raise ConfigError(f"Diversity must be between 0 (pure relevance) and 1, got {self.diversity}.")
+        if self.per_category_cap is not None and int(self.per_category_cap) < 1:
+            raise ConfigError(f"The per-category cap must be at least 1, got {self.per_category_cap}.")
+        if self.n_candidates is not None and int(self.n_candidates) < 1:
+            raise ConfigError(f"The candidate pool must hold at least 1 item, got {self.n_candidates}.")
+        object.__setattr__(self, "exclude_categories", tuple(str(c) for c in self.exclude_categories))
+        if self.include_categories is not None:
+            object.__setattr__(self, "include_categories", tuple(str(c) for c in self.include_categories))
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item (row of a RecommendationList)."""
+
+    rank: int
+    item_idx: int  # index in the model's catalogue
+    item_id: str
+    title: str
+    category: str
+    score: float  # retrieval score: dot product of user state and item vector
+    probability: float  # fusion probability, used for ranking and the threshold
+    explanation: Explanation
+
+
+@dataclass(frozen=True)
+class RecommendationList:
+    """The recommendations for one history, best first, plus what happened to the history."""
+
+    items: tuple[Recommendation, ...]
+    user_id: str | None = None
+    history_item_ids: tuple[str, ...] = ()  # the history as used (items known to the model)
+    unknown_item_ids: tuple[str, ...] = ()  # history ids the model does not know (ignored)
+    cold_start: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [r.item_id for r in self.items]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Return one row per recommendation: rank, item_id, title, category, score, probability,
+        explanation (plain text), because (ids of the contributing history items, ';'-joined)."""
+        return pd.DataFrame(
+            {
+                "rank": pd.Series([r.rank for r in self.items], dtype=np.int64),
+                "item_id": pd.Series([r.item_id for r in self.items], dtype=object),
+                "title": pd.Series([r.title for r in self.items], dtype=object),
+                "category": pd.Series([r.category for r in self.items], dtype=object),
+                "score": pd.Series([r.score for r in self.items], dtype=np.float32),
+                "probability": pd.Series([r.probability for r in self.items], dtype=np.float32),
+                "explanation": pd.Series([r.explanation.sentence for r in self.items], dtype=object),
+                "because": pd.Series([";".join(r.explanation.because_item_ids) for r in self.items], dtype=object),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """Internal result of one batch: (B, k) arrays, item -1 where fewer than k items qualified."""
+
+    item_idx: np.ndarray
+    score: np.ndarray
+    probability: np.ndarray
+    cold: np.ndarray  # bool (B,)
+
+
+def history_positions(seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (row, pos) int64 arrays: for every history event, its row in ``users`` and its absolute
+    position in the sequence arrays (the histories seqs[offsets[users[i]]:ends[i]], concatenated)."""
+    starts = seqs.offsets[np.asarray(users, dtype=np.int64)]
+    ends = np.clip(np.asarray(ends, dtype=np.int64), starts, seqs.offsets[np.asarray(users, dtype=np.int64) + 1])
+    lengths = ends - starts
+    row = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+    first = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=first[1:])
+    pos = np.arange(int(first[-1]), dtype=np.int64) - np.repeat(first[:-1], lengths) + np.repeat(starts, lengths)
+    return row, pos
+
+
+class Recommender:
+    """Recommends products from a trained model, for a known user, a hand-made history or many users.
+
+    Args:
+        model: a TrainedModel (or anything implementing RecommendableModel).
+        dataset: optional InteractionDataset whose users can be named by id in ``recommend``.
+        cold_max_events: users with at most this many events known to the model get the cold fallback.
+        recency_half_life: in explanations, a history item's weight halves every this many events back.
+    """
+
+    def __init__(
+        self,
+        model: RecommendableModel,
+        dataset: InteractionDataset | None = None,
+        *,
+        cold_max_events: int = COLD_MAX_EVENTS,
+        recency_half_life: float = 5.0,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.cold_max_events = int(cold_max_events)
+        self.recency_half_life = float(recency_half_life)
+        self.item_category = np.asarray(model.item_category, dtype=np.int64)
+        self.category_names = np.asarray(model.category_names, dtype=object)
+        self.n_items = len(model.item_ids)
+        self.n_categories = len(self.category_names)
+        vecs = np.asarray(model.item_vectors(), dtype=np.float32)
+        self.item_vecs = vecs
+        self.unit_vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-8)
+        pop = np.log1p(np.maximum(np.asarray(model.popularity, dtype=np.float64), 0.0))
+        self.pop_norm = (pop / pop.max() if pop.max() > 0 else pop).astype(np.float32)
+        trans = np.asarray(model.category_transitions, dtype=np.float64)
+        if trans.shape != (self.n_categories, self.n_categories):
+            trans = np.zeros((self.n_categories, self.n_categories))
+        row_sum = trans.sum(axis=1, keepdims=True)
+        self.transitions = trans.astype(np.float32)
+        self.flow = np.divide(trans, row_sum, out=np.zeros_like(trans), where=row_sum > 0).astype(np.float32)
+        self._fusion_from_vectors = _fusion_from_vectors(model)
+        depth = getattr(getattr(getattr(model, "config", None), "train", None), "fusion_candidates", None)
+        self.default_candidates = int(depth) if isinstance(depth, (int, np.integer)) and depth > 0 else DEFAULT_CANDIDATES
+        cat_pop = np.bincount(self.item_category, weights=pop, minlength=self.n_categories)
+        self.category_prior = (cat_pop / cat_pop.max() if cat_pop.max() > 0 else cat_pop).astype(np.float32)
+
+    # -- single history (app, what-if) ---------------------------------------------------------
+    def recommend(
+        self,
+        history: str | Sequence[Any] | pd.DataFrame,
+        k: int = 10,
+        *,
+        cross_category_only: bool = False,
+        exclude_categories: Iterable[str] = (),
+        include_categories: Iterable[str] | None = None,
+        threshold: float | None = None,
+        diversity: float = 0.0,
+        per_category_cap: int | None = None,
+        n_candidates: int | None = None,
+    ) -> RecommendationList:
+        """Return the top-``k`` recommendations, with explanations, for one history.
+
+        Args:
+            history: a user id of ``dataset`` (str); or a list of item ids, or of (item_id, event) pairs,
+                or a frame with an ``item_id`` (and optional ``event``) column, oldest first (what-if).
+                Ids the model does not know are ignored and listed in ``unknown_item_ids``.
+            k: list length; fewer only when filters or the threshold leave fewer items.
+            (other arguments: see RecommendOptions)
+        """
+        opts = RecommendOptions(
+            k, cross_category_only, tuple(exclude_categories),
+            None if include_categories is None else tuple(include_categories),
+            threshold, diversity, per_category_cap, n_candidates,
+        )
+        user_id, ids, events, times = self._resolve_history(history)
+        idx = self.model.item_index(np.asarray(ids, dtype=object)) if len(ids) else np.zeros(0, np.int64)
+        known = idx >= 0
+        unknown = tuple(dict.fromkeys(str(i) for i in np.asarray(ids, dtype=object)[~known]))
+        if unknown:
+            log.info("%d history item(s) unknown to the model were ignored, e.g. %s", len(unknown), unknown[0])
+        items = idx[known].astype(np.int32)
+        ev_names = None if events is None else np.asarray(events, dtype=object)[known]
+        # no event names: the model's default event (what a log without an event column gets)
+        ev_idx = self.model.event_index(ev_names if ev_names is not None else np.full(len(items), DEFAULT_EVENT, dtype=object))
+        # a known user keeps real times (time-gap features); a hand-made history is one step apart
+        seqs = one_user_sequences(items, np.asarray(ev_idx, dtype=np.int16), None if times is None else times[known])
+        ranked = self._rank(seqs, np.zeros(1, np.int64), np.array([len(items)], np.int64), opts)
+        sel = ranked.item_idx[0] >= 0
+        rec_idx = ranked.item_idx[0][sel]
+        cold = bool(ranked.cold[0])
+        m = self.model
+        if cold:
+            expl = explain_cold(rec_idx, items, self.item_vecs, m.item_ids, m.item_titles, self.item_category,
+                                self.category_names, self.transitions)
+        else:
+            w = recency_weights(len(items), ev_names, self.recency_half_life)
+            contrib = contributions(self.item_vecs[items], w, self.item_vecs[rec_idx])
+            expl = explain_warm(contrib, items, m.item_ids, m.item_titles, self.item_category, self.category_names)
+        rows = tuple(
+            Recommendation(
+                rank=r + 1,
+                item_idx=int(i),
+                item_id=str(m.item_ids[i]),
+                title=display_title(m.item_titles[i], m.item_ids[i]),
+                category=str(self.category_names[self.item_category[i]]),
+                score=float(s),
+                probability=float(p),
+                explanation=e,
+            )
+            for r, (i, s, p, e) in enumerate(zip(rec_idx, ranked.score[0][sel], ranked.probability[0][sel], expl))
+        )
+        notes = []
+        if unknown:
+            notes.append(f"{len(unknown)} history item(s) are not in the model's catalogue and were ignored (e.g. {unknown[0]}).")
+        if cold:
+            notes.append(f"Only {len(items)} known event(s): using popular items in likely next categories.")
+        if len(rows) < opts.k:
+            notes.append(f"Only {len(rows)} item(s) pass the filters and threshold (asked for {opts.k}).")
+        return RecommendationList(
+            items=rows,
+            user_id=user_id,
+            history_item_ids=tuple(str(m.item_ids[i]) for i in items),
+            unknown_item_ids=unknown,
+            cold_start=cold,
+            notes=tuple(notes),
+        )
+
+    def _resolve_history(self, history) -> tuple[str | None, list, list | None, np.ndarray | None]:
+        """Return (user_id or None, item ids, event names or None, times or None) for any history form."""
+        if isinstance(history, (str, np.str_)):
+            ds = self.dataset
+            if ds is None:
+                raise UnknownItemError(
+                    f"'{history}' looks like a user id, but no dataset was given to look users up in. "
+                    "Pass the dataset to Recommender, or give the history as a list of item ids."
+                )
+            u = int(ds.user_index([str(history)])[0])
+            if u < 0:
+                raise UnknownItemError(
+                    f"User '{history}' is not in dataset '{ds.name}' ({ds.n_users} users, e.g. '{ds.user_ids[0]}'). "
+                    "Check the id, or build the history by hand from item ids."
+                )
+            items, times, events = ds.history(u)
+            return str(history), list(ds.item_ids[items]), list(ds.event_names[events]), np.asarray(times, np.int64)
+        if isinstance(history, pd.DataFrame):
+            if "item_id" not in history.columns:
+                raise UnknownItemError(
+                    f"The history table needs an 'item_id' column; it has {', '.join(map(str, history.columns))}."
+                )
+            ids = history["item_id"].astype(str).tolist()
+            events = history["event"].astype(str).tolist() if "event" in history.columns else None
+            return None, ids, events, None
+        ids, events, has_events = [], [], False
+        for entry in history:
+            if isinstance(entry, (tuple, list)) and len(entry) == 2:
+                ids.append(str(entry[0]))
+                events.append(str(entry[1]))
+                has_events = True
+            else:
+                ids.append(str(entry))
+                events.append(None)
+        if has_events:
+            default = DEFAULT_EVENT  # mapped to the model's default event
+            events = [e if e is not None else default for e in events]
+            return None, ids, events, None
+        return None, ids, None, None
+
+    # -- many users ------------------------------------------------------------------------------
+    def recommend_batch(
+        self,
+        seqs: Sequences,
+        users: np.ndarray,
+        ends: np.ndarray,
+        k: int = 10,
+        *,
+        cross_category_only: bool = False,
+        exclude_categories: Iterable[str] = (),
+        include_categories: Iterable[str] | None = None,
+        threshold: float | None = None,
+        diversity: float = 0.0,
+        per_category_cap: int | None = None,
+        n_candidates: int | None = None,
+        extra_history_categories: tuple[np.ndarray, np.ndarray] | None = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+        explain: bool = False,
+    ) -> pd.DataFrame:
+        """Return top-``k`` rows for many histories: user_idx, rank (1..k), item_idx, score (dot product),
+        probability (fusion, used for ranking and threshold), category (name).
+
+        Args:
+            seqs: sequences in the MODEL's item/event index space (e.g. ``model.align(ds)``).
+            users, ends: the history of users[i] is seqs[offsets[users[i]]:ends[i]]; items in it are
+                never recommended to that user.
+            extra_history_categories: optional (user_idx, category_idx) pairs that also count as "in
+                the history" for cross_category_only (e.g. categories of items the model does not know).
+            batch_size: users per chunk (default: as many as fit ~8M score cells).
+            on_batch: called as on_batch(users_done, users_total) after each chunk (progress bars).
+            explain: also add an ``explanation`` column (plain text; a Python loop per user, so off by
+                default: the CSV export of the app turns it on, the CLI leaves it off for speed).
+        """
+        opts = RecommendOptions(
+            k, cross_category_only, tuple(exclude_categories),
+            None if include_categories is None else tuple(include_categories),
+            threshold, diversity, per_category_cap, n_candidates,
+        )
+        users = np.asarray(users, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        if users.shape != ends.shape:
+            raise ConfigError(f"users and ends must have the same length, got {len(users)} and {len(ends)}.")
+        bs = int(batch_size or max(1, min(4096, BATCH_CELLS // max(self.n_items, 1))))
+        extra_lookup = None
+        if extra_history_categories is not None and cross_category_only:
+            extra_lookup = (np.asarray(extra_history_categories[0], np.int64), np.asarray(extra_history_categories[1], np.int64))
+        frames = []
+        for lo in range(0, len(users), bs):  # chunks of users, each fully vectorised
+            u, e = users[lo : lo + bs], ends[lo : lo + bs]
+            extra = None
+            if extra_lookup is not None:
+                where = np.full(seqs.n_users, -1, dtype=np.int64)
+                where[u] = np.arange(len(u))
+                rows = where[extra_lookup[0]]
+                keep = rows >= 0
+                extra = (rows[keep], extra_lookup[1][keep])
+            r = self._rank(seqs, u, e, opts, extra)
+            ok = r.item_idx >= 0
+            b, rank0 = np.nonzero(ok)
+            items = r.item_idx[ok]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "user_idx": u[b],
+                        "rank": (rank0 + 1).astype(np.int64),
+                        "item_idx": items.astype(np.int64),
+                        "score": r.score[ok].astype(np.float32),
+                        "probability": r.probability[ok].astype(np.float32),
+                        "category": pd.Series(self.category_names[self.item_category[items]], dtype=object),
+                    }
+                )
+            )
+            if explain:
+                frames[-1]["explanation"] = self._explain_rows(seqs, u, e, r, b, items)
+            if on_batch is not None:
+                on_batch(min(lo + bs, len(users)), len(users))
+        if not frames:
+            return pd.DataFrame(
+                {
+                    "user_idx": pd.Series([], dtype=np.int64), "rank": pd.Series([], dtype=np.int64),
+                    "item_idx": pd.Series([], dtype=np.int64), "score": pd.Series([], dtype=np.float32),
+                    "probability": pd.Series([], dtype=np.float32), "category": pd.Series([], dtype=object),
+                }
+            )
+        return pd.concat(frames, ignore_index=True)
+
+    def _explain_rows(
+        self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, ranked: _Ranked, rows: np.ndarray, items: np.ndarray
+    ) -> pd.Series:
+        """Return the explanation sentence of each (row, item) recommendation of one chunk."""
+        m = self.model
+        row, pos = history_positions(seqs, users, ends)
+        out = np.empty(len(rows), dtype=object)
+        bounds = np.searchsorted(row, np.arange(len(users) + 1))
+        for b in np.unique(rows):  # explanations only: list-sized work per user
+            hist = seqs.items[pos[bounds[b] : bounds[b + 1]]].astype(np.int64)
+            at = np.flatnonzero(rows == b)
+            rec_idx = items[at]
+            if ranked.cold[b]:
+                expl = explain_cold(rec_idx, hist, self.item_vecs, m.item_ids, m.item_titles, self.item_category,
+                                    self.category_names, self.transitions)
+            else:
+                ev = np.asarray(m.event_names, dtype=object)[seqs.events[pos[bounds[b] : bounds[b + 1]]]]
+                w = recency_weights(len(hist), ev, self.recency_half_life)
+                contrib = contributions(self.item_vecs[hist], w, self.item_vecs[rec_idx])
+                expl = explain_warm(contrib, hist, m.item_ids, m.item_titles, self.item_category, self.category_names)
+            out[at] = [x.sentence for x in expl]
+        return pd.Series(out, dtype=object)
+
+    # -- the shared core -------------------------------------------------------------------------
+    def _static_mask(self, opts: RecommendOptions) -> np.ndarray | None:
+        """Return bool (n_items,) items allowed by include/exclude categories, or None for all."""
+        names = pd.Index(self.category_names.astype(str))
+        allowed = np.ones(self.n_categories, dtype=bool)
+        touched = False
+        for label, wanted in (("include", opts.include_categories), ("exclude", opts.exclude_categories)):
+            if wanted is None or (label == "exclude" and not wanted):
+                continue
+            idx = names.get_indexer(list(wanted))
+            if (idx < 0).any():
+                bad = [w for w, i in zip(wanted, idx) if i < 0]
+                raise ConfigError(
+                    f"Unknown category '{bad[0]}' in the {label} filter. The model knows {self.n_categories} "
+                    f"categories, e.g. {', '.join(map(str, self.category_names[:3]))}."
+                )
+            if label == "include":
+                allowed[:] = False
+                allowed[idx] = True
+            else:
+                allowed[idx] = False
+            touched = True
+        return allowed[self.item_category] if touched else None
+
+    def _cold_scores(self, hist_row: np.ndarray, hist_items: np.ndarray, n_rows: int) -> np.ndarray:
+        """Return float32 (n_rows, n_items) cold retrieval scores in [0, 1]: category flow from the
+        user's categories (overall category popularity when empty), item popularity, and the best
+        cosine similarity to one of the user's items."""
+        cats = np.zeros((n_rows, self.n_categories), dtype=np.float32)
+        np.add.at(cats, (hist_row, self.item_category[hist_items]), 1.0)
+        flow = cats @ self.flow  # (n_rows, n_categories)
+        top = flow.max(axis=1, keepdims=True)
+        flow = np.where(top > 0, flow / np.maximum(top, 1e-12), self.category_prior[None, :])
+        score = COLD_WEIGHTS["category_flow"] * flow[:, self.item_category] + COLD_WEIGHTS["popularity"] * self.pop_norm[None, :]
+        if len(hist_items):
+            sim = np.zeros((n_rows, self.n_items), dtype=np.float32)
+            # few events per cold row (<= cold_max_events): loop over the slot, not the user
+            slot = np.arange(len(hist_row)) - np.searchsorted(hist_row, hist_row, side="left")
+            for s in range(int(slot.max()) + 1):
+                pick = slot == s
+                cos = self.unit_vecs[hist_items[pick]] @ self.unit_vecs.T  # (n_pick, n_items)
+                sim[hist_row[pick]] = np.maximum(sim[hist_row[pick]], cos)
+            score += COLD_WEIGHTS["similarity"] * sim
+        return score.astype(np.float32)
+
+    def _rank(
+        self,
+        seqs: Sequences,
+        users: np.ndarray,
+        ends: np.ndarray,
+        opts: RecommendOptions,
+        extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> _Ranked:
+        B = len(users)
+        row, pos = history_positions(seqs, users, ends)
+        hist_items = seqs.items[pos].astype(np.int64)
+        inside = (hist_items >= 0) & (hist_items < self.n_items)
+        row, hist_items = row[inside], hist_items[inside]
+        lengths = np.bincount(row, minlength=B)
+        user_vecs = None
+        if hasattr(self.model, "user_vectors"):
+            # one pass of the user encoder serves retrieval and fusion (score_histories is U @ V.T)
+            user_vecs = np.asarray(self.model.user_vectors(seqs, users, ends), dtype=np.float32)  # (B, d)
+            dot = user_vecs @ self.item_vecs.T  # (B, n_items)
+        else:
+            dot = np.asarray(self.model.score_histories(seqs, users, ends), dtype=np.float32)  # (B, n_items)
+        retrieval = dot.copy()
+        cold = lengths <= self.cold_max_events
+        if cold.any():
+            cold_rows = np.flatnonzero(cold)
+            remap = np.full(B, -1, dtype=np.int64)
+            remap[cold_rows] = np.arange(len(cold_rows))
+            pick = cold[row]
+            retrieval[cold_rows] = self._cold_scores(remap[row[pick]], hist_items[pick], len(cold_rows))
+        blocked = np.zeros((B, self.n_items), dtype=bool)
+        static = self._static_mask(opts)
+        if static is not None:
+            blocked |= ~static[None, :]
+        if opts.cross_category_only:
+            user_cats = np.zeros((B, self.n_categories), dtype=bool)
+            user_cats[row, self.item_category[hist_items]] = True
+            if extra_categories is not None:
+                user_cats[extra_categories[0], extra_categories[1]] = True
+            blocked |= user_cats[:, self.item_category]  # (B, n_items)
+        blocked[row, hist_items] = True  # never recommend an item the user interacted with
+        retrieval[blocked] = -np.inf
+
+        n_allowed = np.isfinite(retrieval).sum(axis=1)  # (B,)
+        n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
+        item_idx = np.full((B, opts.k), -1, dtype=np.int64)
+        prob = np.full((B, opts.k), np.nan, dtype=np.float32)
+        todo = np.arange(B)
+        while True:
+            # filters that act after the cut (threshold, cap) can leave a list short: widen the pool
+            # for those users only, until the list is full or every allowed item was a candidate
+            got_items, got_prob = self._select(
+                seqs, users[todo], ends[todo], None if user_vecs is None else user_vecs[todo],
+                retrieval[todo], cold[todo], n_cand, opts,
+            )
+            item_idx[todo], prob[todo] = got_items, got_prob
+            short = ((got_items >= 0).sum(axis=1) < opts.k) & (n_allowed[todo] > n_cand)
+            if not short.any() or n_cand >= self.n_items:
+                break
+            todo = todo[short]
+            n_cand = min(n_cand * 4, self.n_items)
+        has = item_idx >= 0
+        score = np.where(has, dot[np.arange(B)[:, None], np.where(has, item_idx, 0)], np.nan).astype(np.float32)
+        return _Ranked(item_idx, score, prob, cold)
+
+    def _select(
+        self,
+        seqs: Sequences,
+        users: np.ndarray,
+        ends: np.ndarray,
+        user_vecs: np.ndarray | None,
+        retrieval: np.ndarray,
+        cold: np.ndarray,
+        n_cand: int,
+        opts: RecommendOptions,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (item_idx int64 (B, k), probability float32 (B, k)) from the top-``n_cand`` of
+        ``retrieval`` (-inf = blocked), re-ranked by fusion probability; -1 / NaN where none is left."""
+        B = len(users)
+        top_val, top_idx = torch.topk(torch.from_numpy(np.ascontiguousarray(retrieval)), n_cand, dim=1)  # (B, N)
+        cand = top_idx.numpy().astype(np.int64)
+        valid = np.isfinite(top_val.numpy())
+        if user_vecs is not None and self._fusion_from_vectors is not None:
+            proba = np.asarray(self._fusion_from_vectors(user_vecs, cand), dtype=np.float32)  # (B, N)
+        else:
+            proba = np.asarray(self.model.fusion_proba(seqs, users, ends, cand), dtype=np.float32)  # (B, N)
+        if opts.threshold is not None:
+            valid &= proba >= float(opts.threshold)
+        rel = proba.copy()
+        if cold.any():
+            # a cold user's list comes from the popularity / category-flow pool; fusion only orders it
+            # (items past the pool are used only when filters empty the pool)
+            pool = min(n_cand, max(2 * opts.k, 20))
+            rel[np.ix_(cold, np.arange(pool, n_cand))] -= 2.0
+        chosen = self._greedy_select(cand, rel, valid, opts)  # (B, k) positions into N, -1 = none
+        has = chosen >= 0
+        safe = np.where(has, chosen, 0)
+        rows_b = np.arange(B)[:, None]
+        item_idx = np.where(has, cand[rows_b, safe], -1)
+        prob = np.where(has, proba[rows_b, safe], np.nan).astype(np.float32)
+        return item_idx, prob
+
+    def _greedy_select(self, cand: np.ndarray, rel: np.ndarray, valid: np.ndarray, opts: RecommendOptions) -> np.ndarray:
+        """Return int64 (B, k) chosen positions into the candidate axis (-1 when none is left).
+
+        Each step takes, for every user at once, the candidate maximising
+        (1 - diversity) * relevance - diversity * max cosine to the items already chosen (MMR), among
+        those still valid (threshold, per-category cap). With diversity 0 and no cap this is a stable
+        sort by relevance; ties keep retrieval order. NumPy, not torch: these are many small ops, and
+        torch's thread pool spins badly on them when the CPU is shared (20x slower measured)."""
+        B, N = cand.shape
+        k = min(opts.k, N)
+        lam = float(opts.diversity)
+        chosen = np.full((B, opts.k), -1, dtype=np.int64)
+        if lam == 0.0 and opts.per_category_cap is None:
+            key = np.where(valid, rel, -np.inf)
+            order = np.argsort(-key, axis=1, kind="stable")[:, :k]  # (B, k)
+            ok = np.isfinite(np.take_along_axis(key, order, axis=1))
+            chosen[:, :k] = np.where(ok, order, -1)
+            return chosen
+        valid = valid.copy()
+        rows = np.arange(B)
+        base = ((1.0 - lam) + 1e-6) * rel.astype(np.float32)  # tiny relevance term breaks MMR ties
+        max_sim = np.full((B, N), -np.inf, dtype=np.float32) if lam > 0 else None
+        cand_vecs = self.unit_vecs[cand] if lam > 0 else None  # (B, N, d)
+        cand_cat = self.item_category[cand] if opts.per_category_cap is not None else None
+        cat_count = np.zeros((B, N), dtype=np.int32) if cand_cat is not None else None
+        for step in range(k):  # k steps, each vectorised over users and candidates
+            key = base if max_sim is None or step == 0 else base - lam * max_sim
+            key = np.where(valid, key, -np.inf)
+            j = np.argmax(key, axis=1)
+            ok = np.isfinite(key[rows, j])
+            if not ok.any():
+                break
+            chosen[:, step] = np.where(ok, j, -1)
+            valid[rows[ok], j[ok]] = False
+            if cat_count is not None:
+                same = cand_cat == cand_cat[rows, j][:, None]  # (B, N)
+                cat_count += same & ok[:, None]
+                valid &= cat_count < int(opts.per_category_cap)
+            if cand_vecs is not None:
+                sim = np.matmul(cand_vecs, cand_vecs[rows, j][:, :, None])[:, :, 0]  # (B, N)
+                max_sim = np.where(ok[:, None], np.maximum(max_sim, sim), max_sim)
+        return chosen
+
+
+def _fusion_from_vectors(model) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """Return f(user_vecs (B, d), candidates (B, C)) -> probabilities (B, C) that reuses user vectors
+    already computed for retrieval, or None when the model only offers fusion_proba(seqs, ...).
+
+    Uses the model's ``fusion_proba_from_user_vectors`` when it has one, else, for a TrainedModel, the
+    module helper ``fusion_proba_from_vectors`` (halves the user-encoder work of a batch)."""
+    own = getattr(model, "fusion_proba_from_user_vectors", None)
+    if callable(own):
+        return own
+    net = getattr(model, "net", None)
+    if net is None or not hasattr(net, "fusion"):
+        return None
+    try:
+        from crossrec_core.models.trained import fusion_proba_from_vectors
+    except ImportError:
+        return None
+    device = getattr(model, "device", torch.device("cpu"))
+    batch = int(getattr(model, "batch_size", 512))
+    return lambda user_vecs, cand: fusion_proba_from_vectors(net, user_vecs, model.item_vectors(), cand, device, batch)

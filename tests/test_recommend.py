@@ -1,0 +1,320 @@
+"""Recommender API on a hand-built test double of TrainedModel (exact answers), plus cold users/items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossrec_core.data.dataset import Sequences, from_frames
+from crossrec_core.errors import ConfigError, UnknownItemError
+from crossrec_core.recommend import Recommender, RecommendOptions, history_positions
+from crossrec_core.scoring import one_user_sequences
+
+# id, title, category, vector (4-d: camping, footwear, kitchen, books directions)
+CATALOGUE = [
+    ("t1", "Trail Tent 2P", "Camping", [1.0, 0.2, 0.0, 0.0]),
+    ("t2", "Camp Stove", "Camping", [1.0, 0.0, 0.2, 0.0]),
+    ("t3", "Sleeping Bag", "Camping", [0.9, 0.1, 0.0, 0.0]),
+    ("f1", "Hiking Boots", "Footwear", [0.5, 1.0, 0.0, 0.0]),
+    ("f2", "Hiking Socks", "Footwear", [0.3, 1.0, 0.0, 0.0]),
+    ("f3", "Sandals", "Footwear", [0.0, 1.0, 0.0, 0.2]),
+    ("k1", "Espresso Machine", "Kitchen", [0.0, 0.0, 1.0, 0.0]),
+    ("k2", "Milk Frother", "Kitchen", [0.0, 0.0, 1.0, 0.1]),
+    ("k3", "Camping Mug", "Kitchen", [0.4, 0.0, 0.8, 0.0]),
+    ("b1", "Trail Guide", "Books", [0.55, 0.0, 0.0, 0.8]),
+    ("b2", "Cookbook", "Books", [0.0, 0.0, 0.5, 1.0]),
+    ("b3", "Novel", "Books", [0.0, 0.0, 0.0, 1.0]),
+    ("n1", "New Trail Runner", "Footwear", [0.45, 1.0, 0.0, 0.0]),  # cold item: never bought
+]
+CATEGORIES = np.array(["Books", "Camping", "Footwear", "Kitchen"], dtype=object)
+
+
+class FakeModel:
+    """TrainedModel test double: user state = mean of history item vectors, fusion = sigmoid(dot + bias)."""
+
+    name = "fake"
+
+    def __init__(self, fusion_bias: dict[str, float] | None = None):
+        self.item_ids = np.array([c[0] for c in CATALOGUE], dtype=object)
+        self.item_titles = np.array([c[1] for c in CATALOGUE], dtype=object)
+        self.category_names = CATEGORIES
+        self.item_category = pd.Index(CATEGORIES).get_indexer([c[2] for c in CATALOGUE]).astype(np.int32)
+        self.event_names = np.array(["view", "purchase"], dtype=object)
+        self._vecs = np.array([c[3] for c in CATALOGUE], dtype=np.float32)
+        pop = {"t1": 40, "t2": 30, "t3": 5, "f1": 50, "f2": 30, "f3": 2, "k1": 20, "k2": 8, "k3": 25,
+               "b1": 3, "b2": 1, "b3": 4, "n1": 0}
+        self.popularity = np.array([pop[i] for i in self.item_ids], dtype=np.float32)
+        t = np.zeros((4, 4), dtype=np.float32)
+        cam, foot, kit, books = 1, 2, 3, 0
+        t[cam, foot], t[cam, kit], t[kit, kit], t[foot, cam], t[books, kit] = 10, 3, 5, 2, 1
+        self.category_transitions = t
+        self.bias = np.zeros(len(self.item_ids), dtype=np.float32)
+        for item, b in (fusion_bias or {}).items():
+            self.bias[list(self.item_ids).index(item)] = b
+        self.calls: list[tuple[int, int]] = []
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def item_index(self, ids) -> np.ndarray:
+        return pd.Index(self.item_ids).get_indexer([str(i) for i in ids]).astype(np.int64)
+
+    def event_index(self, names) -> np.ndarray:
+        idx = pd.Index(self.event_names).get_indexer([str(n) for n in names]).astype(np.int64)
+        return np.where(idx < 0, 0, idx)
+
+    def item_vectors(self) -> np.ndarray:
+        return self._vecs
+
+    def user_vectors(self, seqs: Sequences, users, ends) -> np.ndarray:
+        row, pos = history_positions(seqs, np.asarray(users), np.asarray(ends))
+        out = np.zeros((len(users), self._vecs.shape[1]), dtype=np.float32)
+        np.add.at(out, row, self._vecs[seqs.items[pos]])
+        n = np.bincount(row, minlength=len(users))[:, None]
+        return out / np.maximum(n, 1)
+
+    def score_histories(self, seqs, users, ends) -> np.ndarray:
+        return self.user_vectors(seqs, users, ends) @ self._vecs.T
+
+    def fusion_proba(self, seqs, users, ends, candidates) -> np.ndarray:
+        self.calls.append(candidates.shape)
+        u = self.user_vectors(seqs, users, ends)
+        dot = np.einsum("bd,bnd->bn", u, self._vecs[candidates]) + self.bias[candidates]
+        return (1.0 / (1.0 + np.exp(-dot))).astype(np.float32)
+
+
+def sig(x: float) -> float:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.fixture
+def warm() -> Recommender:
+    """Every history counts as warm (cold fallback off) so the dot-product pipeline is tested exactly."""
+    return Recommender(FakeModel(), cold_max_events=0)
+
+
+def test_cross_category_only_exact_list(warm):
+    # state = mean(t1, t2) = (1, .1, .1, 0): dots t3 .91 (Camping), f1 .6, b1 .55, n1 .55, k3 .48, f2 .4
+    recs = warm.recommend(["t1", "t2"], k=4, cross_category_only=True)
+    cats = {r.category for r in recs}
+    assert "Camping" not in cats
+    assert recs.item_ids[0] == "f1"
+    assert set(recs.item_ids) == {"f1", "b1", "n1", "k3"}  # b1 and n1 tie at dot .55
+    assert len(recs) == 4
+
+
+def test_without_cross_filter_same_category_items_come_back(warm):
+    recs = warm.recommend(["t1", "t2"], k=2)
+    assert recs.item_ids == ["t3", "f1"]  # t3 (Camping, dot .91) is allowed when the filter is off
+
+
+def test_seen_items_never_returned(warm):
+    history = ["t1", "f1", "k1", "b3"]
+    recs = warm.recommend(history, k=20)
+    assert not set(recs.item_ids) & set(history)
+    assert len(recs) == len(CATALOGUE) - len(history)  # every other item, no more
+
+
+def test_what_if_adding_an_item_changes_the_list(warm):
+    before = warm.recommend(["k1"], k=3).item_ids
+    after = warm.recommend(["k1", "t1"], k=3).item_ids
+    assert before == ["k2", "k3", "b2"]
+    assert after != before and "t1" not in after
+
+
+def test_what_if_accepts_events_and_frames_and_reports_unknown_ids(warm):
+    recs = warm.recommend([("k1", "purchase"), ("zz-unknown", "view")], k=2)
+    assert recs.unknown_item_ids == ("zz-unknown",)
+    assert recs.history_item_ids == ("k1",)
+    assert any("not in the model" in n for n in recs.notes)
+    frame = warm.recommend(pd.DataFrame({"item_id": ["k1"], "event": ["view"]}), k=2)
+    assert frame.item_ids == recs.item_ids
+
+
+def test_threshold_removes_items_below_p(warm):
+    full = warm.recommend(["t1", "t2"], k=6, cross_category_only=True)
+    p = sig(0.5)  # between k3 (dot .48) and b1/n1 (.55)
+    cut = warm.recommend(["t1", "t2"], k=6, cross_category_only=True, threshold=p)
+    assert [r.item_id for r in full if r.probability >= p] == cut.item_ids
+    assert set(cut.item_ids) == {"f1", "b1", "n1"}
+    assert all(r.probability >= p for r in cut)
+
+
+def test_ranking_uses_fusion_probability_not_only_retrieval():
+    model = FakeModel(fusion_bias={"b3": 5.0})  # the fusion scorer loves the novel
+    recs = Recommender(model, cold_max_events=0).recommend(["t1", "t2"], k=3)
+    assert recs.item_ids[0] == "b3"
+    probs = [r.probability for r in recs]
+    assert probs == sorted(probs, reverse=True)
+    assert recs.items[0].score == pytest.approx(0.0)  # retrieval score stays the dot product
+
+
+def test_per_category_cap_respected(warm):
+    recs = warm.recommend(["t1"], k=4, per_category_cap=1)
+    counts = pd.Series([r.category for r in recs]).value_counts()
+    assert counts.max() == 1 and len(recs) == 4
+    capped2 = warm.recommend(["t1"], k=6, per_category_cap=2)
+    assert pd.Series([r.category for r in capped2]).value_counts().max() == 2
+
+
+def test_diversity_one_gives_more_distinct_categories_than_zero(warm):
+    plain = warm.recommend(["t1"], k=3, diversity=0.0)
+    diverse = warm.recommend(["t1"], k=3, diversity=1.0)
+    assert plain.item_ids == ["t2", "t3", "f1"]
+    assert len({r.category for r in diverse}) > len({r.category for r in plain})
+    assert diverse.item_ids[0] == "t2"  # the first pick is still the most relevant
+
+
+def test_explanation_names_the_top_contributing_history_item(warm):
+    recs = warm.recommend(["b3", "t1"], k=8)
+    f1 = next(r for r in recs if r.item_id == "f1")
+    assert f1.explanation.because_item_ids[0] == "t1"
+    assert f1.explanation.sentence == "Because of Trail Tent 2P (Camping)"  # the novel is unrelated (cosine 0)
+    novel_led = next(r for r in recs if r.item_id == "b1")  # Trail Guide: both history items pull it in
+    assert novel_led.explanation.because_item_ids == ("b3", "t1")
+    assert "<" not in f1.explanation.sentence
+
+
+def test_explanation_recency_weight_prefers_recent_item(warm):
+    # k3 (Camping Mug) is equally explained by nothing else; t1 bought long ago vs k1 just now
+    history = ["t1"] + ["b3"] * 12 + ["k1"]
+    recs = warm.recommend(history, k=20)
+    mug = next(r for r in recs if r.item_id == "k3")
+    assert mug.explanation.because_item_ids[0] == "k1"
+
+
+def test_cold_user_explanation_mentions_popularity():
+    rec = Recommender(FakeModel())  # 1 event <= 2: cold
+    recs = rec.recommend(["t1"], k=3, cross_category_only=True)
+    assert recs.cold_start
+    assert all(r.explanation.cold_start for r in recs)
+    assert all("Popular" in r.explanation.sentence for r in recs)
+    boots = next(r for r in recs if r.category == "Footwear")
+    assert "a category shoppers often move to after Camping" in boots.explanation.sentence
+    empty = rec.recommend([], k=3)
+    assert len(empty) == 3 and "no history" in empty.items[0].explanation.sentence
+
+
+def test_cold_user_pool_follows_category_flow():
+    rec = Recommender(FakeModel())
+    recs = rec.recommend(["t1"], k=2, cross_category_only=True)
+    # Camping -> Footwear is the strongest flow and f1 is the most popular footwear
+    assert recs.items[0].category == "Footwear"
+
+
+def test_cold_items_can_be_recommended(warm):
+    model = warm.model
+    assert model.popularity[list(model.item_ids).index("n1")] == 0
+    recs = warm.recommend(["f1", "f2"], k=3)
+    assert "n1" in recs.item_ids
+
+
+def test_filters_widen_the_pool_so_k_items_come_back(warm):
+    recs = warm.recommend(["t1", "t2"], k=5, cross_category_only=True, n_candidates=1)
+    assert len(recs) == 5 and "Camping" not in {r.category for r in recs}
+    capped = warm.recommend(["t1"], k=4, per_category_cap=1, n_candidates=2)
+    assert len(capped) == 4
+
+
+def test_include_and_exclude_categories(warm):
+    only_books = warm.recommend(["t1"], k=5, include_categories=["Books"])
+    assert {r.category for r in only_books} == {"Books"} and len(only_books) == 3
+    no_foot = warm.recommend(["t1"], k=5, exclude_categories=["Footwear"])
+    assert "Footwear" not in {r.category for r in no_foot}
+    with pytest.raises(ConfigError, match="Unknown category 'Toys'"):
+        warm.recommend(["t1"], k=5, exclude_categories=["Toys"])
+
+
+def test_bad_options_raise_config_error():
+    for kwargs in ({"k": 0}, {"threshold": 1.5}, {"diversity": -0.1}, {"per_category_cap": 0}, {"n_candidates": 0}):
+        with pytest.raises(ConfigError):
+            RecommendOptions(**kwargs)
+
+
+def test_known_user_from_dataset_and_unknown_user():
+    inter = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["t1", "t2", "k1"], "timestamp": [1, 2, 3]})
+    items = pd.DataFrame({"item_id": [c[0] for c in CATALOGUE], "category": [c[2] for c in CATALOGUE],
+                          "title": [c[1] for c in CATALOGUE]})
+    ds = from_frames(inter, items)
+    rec = Recommender(FakeModel(), ds, cold_max_events=0)
+    by_user = rec.recommend("u1", k=4, cross_category_only=True)
+    by_list = rec.recommend(["t1", "t2"], k=4, cross_category_only=True)
+    assert by_user.item_ids == by_list.item_ids and by_user.user_id == "u1"
+    with pytest.raises(UnknownItemError, match="User 'nobody'"):
+        rec.recommend("nobody")
+    with pytest.raises(UnknownItemError, match="no dataset"):
+        Recommender(FakeModel()).recommend("u1")
+
+
+def test_to_frame_columns_and_plain_text():
+    recs = Recommender(FakeModel(), cold_max_events=0).recommend(["t1"], k=3)
+    frame = recs.to_frame()
+    assert list(frame.columns) == ["rank", "item_id", "title", "category", "score", "probability", "explanation", "because"]
+    assert frame["rank"].tolist() == [1, 2, 3]
+    assert frame["title"].iloc[0] == "Camp Stove"
+
+
+@pytest.mark.parametrize("cold_max_events", [0, 2])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"cross_category_only": True}, {"threshold": 0.6}, {"per_category_cap": 1}, {"diversity": 0.7}],
+)
+def test_batch_equals_single_user_api(kwargs, cold_max_events):
+    histories = [["t1", "t2"], ["k1"], [], ["f1", "b3", "k2"], ["t1", "f1", "k1", "b1"]]
+    rec = Recommender(FakeModel(), cold_max_events=cold_max_events)
+    model = rec.model
+    items = np.concatenate([model.item_index(h) for h in histories]).astype(np.int32)
+    lengths = np.array([len(h) for h in histories])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    seqs = Sequences(offsets, items, np.arange(len(items), dtype=np.int64), np.zeros(len(items), np.int16))
+    users = np.arange(len(histories))
+    batch = rec.recommend_batch(seqs, users, offsets[1:], k=4, batch_size=2, **kwargs)
+    assert list(batch.columns) == ["user_idx", "rank", "item_idx", "score", "probability", "category"]
+    for u, h in enumerate(histories):
+        single = rec.recommend(h, k=4, **kwargs)
+        rows = batch[batch["user_idx"] == u].sort_values("rank")
+        assert list(model.item_ids[rows["item_idx"]]) == single.item_ids
+        assert rows["rank"].tolist() == list(range(1, len(single) + 1))
+        np.testing.assert_allclose(rows["probability"], [r.probability for r in single], rtol=1e-6)
+        assert rows["category"].tolist() == [r.category for r in single]
+
+
+def test_batch_respects_end_positions_and_extra_categories():
+    rec = Recommender(FakeModel(), cold_max_events=0)
+    seqs = one_user_sequences(rec.model.item_index(["t1", "t2", "f1"]))
+    # history cut before f1: f1 may be recommended (it is the future), t1/t2 not
+    out = rec.recommend_batch(seqs, np.array([0]), np.array([2]), k=3)
+    ids = list(rec.model.item_ids[out["item_idx"]])
+    assert "f1" in ids and not {"t1", "t2"} & set(ids)
+    foot = int(pd.Index(CATEGORIES).get_loc("Footwear"))
+    out2 = rec.recommend_batch(seqs, np.array([0]), np.array([2]), k=3, cross_category_only=True,
+                               extra_history_categories=(np.array([0]), np.array([foot])))
+    assert not {"Camping", "Footwear"} & set(out2["category"])
+
+
+def test_batch_progress_callback_and_empty():
+    rec = Recommender(FakeModel(), cold_max_events=0)
+    seqs = one_user_sequences(rec.model.item_index(["t1"]))
+    seen = []
+    rec.recommend_batch(seqs, np.array([0, 0, 0]), np.array([1, 1, 1]), k=2, batch_size=2,
+                        on_batch=lambda done, total: seen.append((done, total)))
+    assert seen == [(2, 3), (3, 3)]
+    empty = rec.recommend_batch(seqs, np.array([], np.int64), np.array([], np.int64), k=2)
+    assert len(empty) == 0 and list(empty.columns)[0] == "user_idx"
+
+
+def test_batch_explanations_match_single_user_sentences():
+    histories = [[("t1", "purchase"), ("b3", "view")], [("k1", "view")]]
+    rec = Recommender(FakeModel(), cold_max_events=1)  # the second history is cold
+    model = rec.model
+    flat = [i for h in histories for i, _ in h]
+    ev = model.event_index([e for h in histories for _, e in h]).astype(np.int16)
+    seqs = Sequences(np.array([0, 2, 3], np.int64), model.item_index(flat).astype(np.int32), np.arange(3, dtype=np.int64), ev)
+    out = rec.recommend_batch(seqs, np.array([0, 1]), np.array([2, 3]), k=3, explain=True)
+    for u, h in enumerate(histories):
+        single = rec.recommend(h, k=3)
+        assert out.loc[out["user_idx"] == u, "explanation"].tolist() == [r.explanation.sentence for r in single]
+    assert out.loc[out["user_idx"] == 1, "explanation"].str.startswith("Popular").all()
+    assert "explanation" not in rec.recommend_batch(seqs, np.array([0]), np.array([2]), k=3).columns
