@@ -1,0 +1,137 @@
+"""`crossrec train` and `crossrec models`: train a model from a log, list and delete saved models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from crossrec_core.errors import ConfigError
+
+
+def register(subparsers) -> None:
+    """Add the `train` and `models` subcommands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on an interaction log and save it",
+        description="Train the cross-category model on a log (leave-last-out early stopping) and save it to --out.",
+    )
+    p.add_argument("--interactions", required=True, help="interaction log (CSV/TSV/Parquet/JSONL)")
+    p.add_argument("--items", default=None, help="optional items table (item_id, category, title, ...)")
+    p.add_argument("--out", required=True, help="folder to save the model into")
+    p.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping still applies)")
+    p.add_argument("--encoder", choices=("transformer", "gru"), default=None, help="user encoder (default transformer)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (auto = GPU if present)")
+    for col in ("user", "item", "time", "event", "category", "title"):
+        p.add_argument(f"--{col}-col", default=None, help=f"column of the interactions file holding the {col}")
+    p.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
+    p.add_argument("--ddp", action="store_true", help="data-parallel training; launch with torchrun")
+    p.set_defaults(func=_train)
+
+    m = subparsers.add_parser("models", help="list or delete saved models in the workspace")
+    m.add_argument("--delete", metavar="NAME", default=None, help="delete the saved model NAME")
+    m.set_defaults(func=_models)
+
+
+_CANON = {"user": "user_id", "item": "item_id", "time": "timestamp", "event": "event", "category": "category", "title": "title"}
+
+
+def _mapping(args: argparse.Namespace) -> dict[str, str] | None:
+    m = {canon: getattr(args, f"{flag}_col") for flag, canon in _CANON.items() if getattr(args, f"{flag}_col")}
+    return m or None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from crossrec_core import registry
+    from crossrec_core.config import default_config
+    from crossrec_core.data.load import load_log
+    from crossrec_core.train import train_model
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}.")
+    if args.resume and not args.checkpoint_dir:
+        raise ConfigError("--resume needs --checkpoint-dir (the folder with the checkpoint to continue).")
+    interactions = Path(args.interactions)
+    out = Path(args.out)
+    cfg = default_config(encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
+    rank = 0
+    if args.ddp:
+        from crossrec_core.ddp import init_distributed
+
+        rank = init_distributed(cfg.train.device)
+    ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=_mapping(args), name=out.name or interactions.stem)
+    show = rank == 0
+    if show:
+        print(f"Training on {ds.name}: {ds.n_events:,} events, {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_categories:,} categories", file=sys.stderr)
+    bar = None
+    state = {"phase": None}
+
+    def on_progress(p) -> None:
+        nonlocal bar
+        if not show:
+            return
+        if p.phase != state["phase"] or (p.phase == "train" and bar is not None and bar.total != p.n_steps):
+            if bar is not None:
+                bar.close()
+            desc = {"text": "encoding titles", "fusion": "fusion scorer"}.get(p.phase, "training")
+            bar = tqdm(total=p.n_steps or None, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+            state["phase"] = p.phase
+        if p.phase in ("text", "train", "fusion"):
+            bar.n = p.step
+            post = {"epoch": f"{p.epoch}/{p.n_epochs}"}
+            if p.loss is not None:
+                post["loss"] = f"{p.loss:.3f}"
+            if state.get("ndcg") is not None:
+                post["valid_ndcg10"] = f"{state['ndcg']:.4f}"
+            bar.set_postfix(post, refresh=False)
+            bar.refresh()
+        if p.phase == "valid" and p.valid_ndcg10 is not None:
+            state["ndcg"] = p.valid_ndcg10
+            tqdm.write(f"epoch {p.epoch}: loss {p.loss:.4f}  valid NDCG@10 {p.valid_ndcg10:.4f}", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    try:
+        model = train_model(
+            ds,
+            cfg,
+            on_progress=on_progress,
+            checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+            resume=args.resume,
+            name=out.name or ds.name,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if rank != 0:
+        return 0
+    path = registry.save_model(model, out)
+    v = model.metrics.get("valid", {})
+    print(
+        f"best epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
+        f"HR@10 {v.get('hr10', 0.0):.4f}  ({v.get('n', 0)} users)  time {time.perf_counter() - t0:.0f}s\n"
+        f"model saved to {path}"
+    )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from crossrec_core import registry
+
+    if args.delete:
+        registry.delete_model(args.delete)
+        print(f"deleted model '{args.delete}'")
+        return 0
+    models = registry.list_models()
+    if not models:
+        print("no saved models (train one with `crossrec train`)")
+        return 0
+    print(f"{'name':30s} {'items':>8s} {'encoder':>11s} {'best epoch':>10s} {'valid NDCG@10':>13s} {'size MB':>8s}")
+    for m in models:
+        nd = f"{m.valid_ndcg10:.4f}" if m.valid_ndcg10 is not None else "-"
+        print(f"{m.name:30s} {m.n_items:>8d} {m.encoder:>11s} {str(m.best_epoch or '-'):>10s} {nd:>13s} {m.size_bytes / 1e6:>8.1f}")
+    return 0

@@ -1,0 +1,201 @@
+"""Frozen configuration dataclasses for the model and its training, validated on construction.
+
+Defaults run on a 2-core laptop and are meant to be good without tuning: early stopping picks the
+number of epochs, and the loss switches from a full-catalogue softmax to a sampled softmax by itself
+when the catalogue is large.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from crossrec_core.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class ItemEncoderConfig:
+    """How an item becomes a vector: a sum of switchable parts (so each part's value can be measured)."""
+
+    dim: int = 64
+    use_id: bool = True
+    use_category: bool = True
+    use_attributes: bool = True
+    use_text: bool = True
+    use_vectors: bool = True
+    # Why: with few events per item an ID embedding overfits; dropping it for a share of positions
+    # makes text + category carry the item, which is also what cold items rely on.
+    id_dropout: float = 0.25
+    attr_max_tokens: int = 16
+    attr_vocab_max: int = 20000
+    attr_kernel: int = 3
+    text_model_dir: str | None = None  # None = the bundled all-MiniLM-L6-v2
+    text_max_seq_length: int = 48  # titles are short; 48 tokens keeps CPU encoding fast
+    text_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.dim) and 8 <= self.dim <= 1024, f"item dim must be an integer between 8 and 1024, got {self.dim!r}.")
+        for name in ("use_id", "use_category", "use_attributes", "use_text", "use_vectors"):
+            _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}.")
+        _check(
+            self.use_id or self.use_category or self.use_attributes or self.use_text or self.use_vectors,
+            "The item encoder needs at least one part: enable use_id, use_category, use_attributes, use_text or use_vectors.",
+        )
+        _check(_is_num(self.id_dropout) and 0.0 <= self.id_dropout < 1.0, f"id_dropout must be in [0, 1), got {self.id_dropout!r}.")
+        _check(_is_int(self.attr_max_tokens) and 1 <= self.attr_max_tokens <= 256, f"attr_max_tokens must be 1..256, got {self.attr_max_tokens!r}.")
+        _check(_is_int(self.attr_vocab_max) and self.attr_vocab_max >= 2, f"attr_vocab_max must be an integer >= 2, got {self.attr_vocab_max!r}.")
+        _check(_is_int(self.attr_kernel) and 1 <= self.attr_kernel <= 9, f"attr_kernel must be 1..9, got {self.attr_kernel!r}.")
+        _check(
+            self.text_model_dir is None or (isinstance(self.text_model_dir, str) and self.text_model_dir.strip() != ""),
+            f"text_model_dir must be a folder path or empty, got {self.text_model_dir!r}.",
+        )
+        _check(_is_int(self.text_max_seq_length) and 8 <= self.text_max_seq_length <= 512, f"text_max_seq_length must be 8..512, got {self.text_max_seq_length!r}.")
+        _check(_is_int(self.text_batch_size) and 1 <= self.text_batch_size <= 4096, f"text_batch_size must be 1..4096, got {self.text_batch_size!r}.")
+
+
+@dataclass(frozen=True)
+class UserEncoderConfig:
+    """The user-interest encoder over the time-ordered history."""
+
+    kind: Literal["transformer", "gru"] = "transformer"
+    dim: int = 64
+    max_len: int = 50  # longer histories rarely change the top-10
+    n_layers: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    use_events: bool = True
+    use_time_gaps: bool = True
+    n_time_buckets: int = 18  # log-scale (natural log) buckets of seconds: covers a few months
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("transformer", "gru"), f"encoder kind must be 'transformer' or 'gru', got {self.kind!r}.")
+        _check(_is_int(self.dim) and 8 <= self.dim <= 1024, f"user dim must be an integer between 8 and 1024, got {self.dim!r}.")
+        _check(_is_int(self.max_len) and 2 <= self.max_len <= 1000, f"max_len must be 2..1000, got {self.max_len!r}.")
+        _check(_is_int(self.n_layers) and 1 <= self.n_layers <= 8, f"n_layers must be 1..8, got {self.n_layers!r}.")
+        _check(_is_int(self.n_heads) and 1 <= self.n_heads <= 16, f"n_heads must be 1..16, got {self.n_heads!r}.")
+        _check(self.dim % self.n_heads == 0, f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads}).")
+        _check(_is_num(self.dropout) and 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}.")
+        _check(isinstance(self.use_events, bool) and isinstance(self.use_time_gaps, bool), "use_events / use_time_gaps must be true or false.")
+        _check(_is_int(self.n_time_buckets) and 2 <= self.n_time_buckets <= 64, f"n_time_buckets must be 2..64, got {self.n_time_buckets!r}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fit loop: loss, optimiser, early stopping, fusion head, device."""
+
+    epochs: int = 40  # a cap: early stopping on validation NDCG@10 normally ends far earlier
+    patience: int = 3
+    batch_size: int = 128  # sequences per step (each holds up to max_len positions)
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    # "auto": full-catalogue softmax CE when n_items <= full_softmax_max_items, else sampled softmax.
+    # "bce": SASRec's original one-negative BCE (kept as the reference the benchmark compares to).
+    loss: Literal["auto", "ce", "sampled", "bce"] = "auto"
+    full_softmax_max_items: int = 12000
+    n_negatives: int = 1024  # shared uniform negatives per batch for the sampled softmax
+    # Targets the user already had earlier can never be recommended (seen items are excluded):
+    # their loss weight. 1 = keep as is, 0 = drop them.
+    seen_target_weight: float = 0.0
+    fusion_candidates: int = 50
+    fusion_epochs: int = 3
+    fusion_max_positions: int = 20000
+    seed: int = 42
+    device: str = "auto"
+    eval_batch_size: int = 512
+    progress_every: int = 10  # steps between progress callbacks
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, f"epochs must be 1..1000, got {self.epochs!r}.")
+        _check(_is_int(self.patience) and 1 <= self.patience <= 100, f"patience must be 1..100, got {self.patience!r}.")
+        _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 65536, f"batch_size must be 1..65536, got {self.batch_size!r}.")
+        _check(_is_num(self.lr) and 0.0 < self.lr <= 1.0, f"lr must be in (0, 1], got {self.lr!r}.")
+        _check(_is_num(self.weight_decay) and 0.0 <= self.weight_decay < 1.0, f"weight_decay must be in [0, 1), got {self.weight_decay!r}.")
+        _check(self.loss in ("auto", "ce", "sampled", "bce"), f"loss must be auto, ce, sampled or bce, got {self.loss!r}.")
+        _check(_is_int(self.full_softmax_max_items) and self.full_softmax_max_items >= 1, f"full_softmax_max_items must be >= 1, got {self.full_softmax_max_items!r}.")
+        _check(_is_int(self.n_negatives) and 1 <= self.n_negatives <= 1_000_000, f"n_negatives must be 1..1000000, got {self.n_negatives!r}.")
+        _check(_is_num(self.seen_target_weight) and 0.0 <= self.seen_target_weight <= 1.0, f"seen_target_weight must be in [0, 1], got {self.seen_target_weight!r}.")
+        _check(_is_int(self.fusion_candidates) and 2 <= self.fusion_candidates <= 10000, f"fusion_candidates must be 2..10000, got {self.fusion_candidates!r}.")
+        _check(_is_int(self.fusion_epochs) and 0 <= self.fusion_epochs <= 100, f"fusion_epochs must be 0..100, got {self.fusion_epochs!r}.")
+        _check(_is_int(self.fusion_max_positions) and self.fusion_max_positions >= 1, f"fusion_max_positions must be >= 1, got {self.fusion_max_positions!r}.")
+        _check(_is_int(self.seed) and 0 <= self.seed < 2**63, f"seed must be a non-negative integer, got {self.seed!r}.")
+        _check(
+            isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
+            f"device must be auto, cpu or cuda, got {self.device!r}.",
+        )
+        _check(_is_int(self.eval_batch_size) and self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}.")
+        _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model: item encoder + user encoder + training. Derive variants with dataclasses.replace."""
+
+    item: ItemEncoderConfig = field(default_factory=ItemEncoderConfig)
+    user: UserEncoderConfig = field(default_factory=UserEncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.item, ItemEncoderConfig), "item must be an ItemEncoderConfig.")
+        _check(isinstance(self.user, UserEncoderConfig), "user must be a UserEncoderConfig.")
+        _check(isinstance(self.train, TrainConfig), "train must be a TrainConfig.")
+        _check(
+            self.item.dim == self.user.dim,
+            f"item dim ({self.item.dim}) and user dim ({self.user.dim}) must be equal: retrieval is their dot product.",
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.user.dim
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict of the whole config (with a version)."""
+        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Return the config stored by to_dict; unknown keys raise ConfigError (so typos are not ignored)."""
+        if not isinstance(d, dict):
+            raise ConfigError("The model configuration must be a JSON object.")
+        d = {k: v for k, v in d.items() if k != "version"}
+        parts = {"item": ItemEncoderConfig, "user": UserEncoderConfig, "train": TrainConfig}
+        unknown = set(d) - set(parts)
+        if unknown:
+            raise ConfigError(f"Unknown configuration section(s): {', '.join(sorted(unknown))}. Expected item, user, train.")
+        kwargs = {}
+        for key, klass in parts.items():
+            sub = d.get(key, {}) or {}
+            names = {f.name for f in fields(klass)}
+            bad = set(sub) - names
+            if bad:
+                raise ConfigError(f"Unknown setting(s) in '{key}': {', '.join(sorted(bad))}.")
+            kwargs[key] = klass(**sub)
+        return cls(**kwargs)
+
+
+def default_config(
+    *, encoder: str | None = None, epochs: int | None = None, seed: int | None = None, device: str | None = None
+) -> ModelConfig:
+    """Return the default ModelConfig with the few settings the CLI exposes replaced."""
+    cfg = ModelConfig()
+    user = cfg.user if encoder is None else dataclasses.replace(cfg.user, kind=encoder)
+    train = cfg.train
+    changes = {k: v for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None}
+    if changes:
+        train = dataclasses.replace(train, **changes)
+    return ModelConfig(item=cfg.item, user=user, train=train)

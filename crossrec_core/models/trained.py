@@ -1,0 +1,243 @@
+"""TrainedModel: a trained CrossRecNet plus its vocabularies; implements scoring.ProbabilisticRanker."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossrec_core.config import ModelConfig
+from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
+from crossrec_core.errors import ModelError
+from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core.models.user_encoder import time_gap_buckets
+
+log = logging.getLogger(__name__)
+
+# check_compatible: below this share of known events a log is "another shop" for the model
+MIN_KNOWN_EVENT_SHARE = 0.3
+
+
+def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (row (N,), absolute position (N,)) for the concatenated ranges starts[i]:starts[i]+lengths[i]."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    row = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    first = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths):
+        np.cumsum(lengths[:-1], out=first[1:])
+    pos = np.arange(total, dtype=np.int64) - first[row] + np.asarray(starts, dtype=np.int64)[row]
+    return row, pos
+
+
+def history_windows(
+    seqs: Sequences, users: np.ndarray, ends: np.ndarray, width: int, n_time_buckets: int
+) -> dict[str, np.ndarray]:
+    """Return left-padded windows of the last ``width`` events before each end.
+
+    Returns a dict of (B, T) arrays, T = min(width, longest history) (at least 1): "items" int64
+    item_idx (-1 on padding), "events" int64 event_idx + 1 (0 on padding), "gaps" int64 time buckets,
+    "valid" bool, and "pos" int64 absolute event positions (clipped; meaningless where not valid).
+    """
+    users = np.asarray(users, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    starts = seqs.offsets[users]
+    ends = np.clip(ends, starts, seqs.offsets[users + 1])
+    lengths = np.minimum(ends - starts, width)
+    T = int(max(1, lengths.max(initial=0)))
+    pos = ends[:, None] - T + np.arange(T, dtype=np.int64)[None, :]  # (B, T)
+    valid = pos >= (ends - lengths)[:, None]
+    safe = np.clip(pos, 0, max(seqs.n_events - 1, 0))
+    if seqs.n_events == 0:
+        items = np.full(pos.shape, -1, dtype=np.int64)
+        events = np.zeros(pos.shape, dtype=np.int64)
+        times = np.zeros(pos.shape, dtype=np.int64)
+    else:
+        items = np.where(valid, seqs.items[safe], -1).astype(np.int64)
+        events = np.where(valid, seqs.events[safe].astype(np.int64) + 1, 0)
+        times = seqs.times[safe]
+    gaps = time_gap_buckets(times, n_time_buckets)
+    # the first real event of a window has no previous event inside it
+    first_valid = np.concatenate([valid[:, :1], valid[:, 1:] & ~valid[:, :-1]], axis=1)
+    gaps = np.where(valid & ~first_valid, gaps, 0)
+    return {"items": items, "events": events, "gaps": gaps, "valid": valid, "pos": safe}
+
+
+class TrainedModel:
+    """A trained cross-category recommender (retrieval dot product + fusion re-ranker).
+
+    Inference methods set eval() and torch.no_grad() themselves and work in batches internally.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: ModelConfig,
+        net: CrossRecNet,
+        item_ids: np.ndarray,
+        item_titles: np.ndarray,
+        category_names: np.ndarray,
+        item_category: np.ndarray,
+        event_names: np.ndarray,
+        popularity: np.ndarray,
+        category_transitions: np.ndarray,
+        metrics: dict,
+        data_fingerprint: str,
+        attribute_columns: tuple[str, ...] = (),
+        vector_columns: tuple[str, ...] = (),
+        attr_vocab: list[str] | None = None,
+        device: torch.device | None = None,
+        batch_size: int = 512,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.net = net
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.item_titles = np.asarray(item_titles, dtype=object)
+        self.category_names = np.asarray(category_names, dtype=object)
+        self.item_category = np.asarray(item_category, dtype=np.int32)
+        self.event_names = np.asarray(event_names, dtype=object)
+        self.popularity = np.asarray(popularity, dtype=np.float32)
+        self.category_transitions = np.asarray(category_transitions, dtype=np.float32)
+        self.metrics = metrics
+        self.data_fingerprint = data_fingerprint
+        self.attribute_columns = tuple(attribute_columns)
+        self.vector_columns = tuple(vector_columns)
+        self.attr_vocab = list(attr_vocab or ["<pad>", "<unk>"])
+        self.device = device or torch.device("cpu")
+        self.batch_size = int(batch_size)
+        self.net.to(self.device).eval()
+        self._item_vecs: np.ndarray | None = None
+        self._item_lookup = pd.Index(pd.Series(self.item_ids, dtype=object).astype(str))
+        self._event_lookup = pd.Index(pd.Series(self.event_names, dtype=object).astype(str))
+
+    # -- sizes and lookups ---------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.category_names)
+
+    def item_index(self, ids) -> np.ndarray:
+        """Return int64 item_idx for each id, -1 for unknown ids."""
+        return _lookup(self._item_lookup, ids)
+
+    @property
+    def default_event_index(self) -> int:
+        hit = np.flatnonzero(self.event_names == DEFAULT_EVENT)
+        return int(hit[0]) if len(hit) else 0
+
+    def event_index(self, names) -> np.ndarray:
+        """Return int64 event_idx for each name; unknown events get the default event index."""
+        idx = _lookup(self._event_lookup, names)
+        return np.where(idx < 0, self.default_event_index, idx)
+
+    # -- data alignment ------------------------------------------------------------------------
+    def align(self, ds: InteractionDataset) -> Sequences:
+        """Return ds's sequences in the model's item/event index space; unknown items dropped (count logged).
+
+        One row per ds user, in ds.user_ids order.
+        """
+        item_map = self.item_index(ds.item_ids)
+        ev_map = self.event_index(ds.event_names).astype(np.int16)
+        mapped = item_map[ds.seqs.items] if ds.n_events else np.zeros(0, dtype=np.int64)
+        keep = mapped >= 0
+        n_drop = int((~keep).sum())
+        if n_drop:
+            log.info("align: dropped %d of %d events whose items the model does not know", n_drop, len(keep))
+        users = ds.seqs.user_of_event()[keep]
+        counts = np.bincount(users, minlength=ds.n_users).astype(np.int64)
+        offsets = np.zeros(ds.n_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        events = ev_map[ds.seqs.events[keep]] if len(ev_map) else ds.seqs.events[keep]
+        return Sequences(offsets, mapped[keep].astype(np.int32), ds.seqs.times[keep], events.astype(np.int16))
+
+    def check_compatible(self, ds: InteractionDataset) -> None:
+        """Raise ModelError when too few of ds's events are on items the model knows."""
+        if ds.n_events == 0:
+            return
+        known_items = self.item_index(ds.item_ids) >= 0
+        share = float(known_items[ds.seqs.items].mean())
+        if share < MIN_KNOWN_EVENT_SHARE:
+            unknown = ds.item_ids[~known_items]
+            example = f" (for example item '{unknown[0]}')" if len(unknown) else ""
+            raise ModelError(
+                f"Model '{self.name}' knows the items of only {share:.0%} of the events in '{ds.name}'"
+                f"{example}; at least {MIN_KNOWN_EVENT_SHARE:.0%} is needed. It was trained on another "
+                "catalogue: train a new model on this log, or pick the model trained on it."
+            )
+
+    # -- inference -----------------------------------------------------------------------------
+    def item_vectors(self) -> np.ndarray:
+        """Return float32 (n_items, d) item vectors used by retrieval (cached)."""
+        if self._item_vecs is None:
+            self.net.eval()
+            with torch.no_grad():
+                chunks = [
+                    self.net.item_encoder(torch.arange(s, min(s + 8192, self.n_items), device=self.device)).float().cpu()
+                    for s in range(0, self.n_items, 8192)
+                ]
+            self._item_vecs = torch.cat(chunks).numpy().astype(np.float32) if chunks else np.zeros((0, self.config.dim), np.float32)
+        return self._item_vecs
+
+    def _item_table(self) -> torch.Tensor:
+        return torch.from_numpy(self.item_vectors()).to(self.device)
+
+    def user_vectors(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return float32 (B, d) user states for the histories seqs[offsets[u]:end] (empty -> generic state)."""
+        users = np.asarray(users, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        out = np.zeros((len(users), self.config.dim), dtype=np.float32)
+        if len(users) == 0:
+            return out
+        table = self._item_table()
+        self.net.eval()
+        cfg = self.config.user
+        with torch.no_grad():
+            for s in range(0, len(users), self.batch_size):
+                w = history_windows(seqs, users[s : s + self.batch_size], ends[s : s + self.batch_size], cfg.max_len, cfg.n_time_buckets)
+                t = {k: torch.from_numpy(w[k]).to(self.device) for k in ("items", "events", "gaps", "valid")}
+                h = self.net.user_states(t["items"], t["events"], t["gaps"], t["valid"], item_table=table)  # (B, T, d)
+                out[s : s + len(h)] = h[:, -1].float().cpu().numpy()
+        return out
+
+    def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return float32 (B, n_items) retrieval scores (user_vectors @ item_vectors.T)."""
+        return self.user_vectors(seqs, users, ends) @ self.item_vectors().T
+
+    def fusion_proba(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Return float32 (B, C) fusion-MLP probabilities for candidate item_idx (B, C)."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        if candidates.ndim != 2 or candidates.shape[0] != len(users):
+            raise ValueError("candidates must be (len(users), C)")
+        if candidates.size and (candidates.min() < 0 or candidates.max() >= self.n_items):
+            raise ModelError(f"Candidate item indices must be in 0..{self.n_items - 1}.")
+        u = self.user_vectors(seqs, users, ends)
+        return fusion_proba_from_vectors(self.net, u, self.item_vectors(), candidates, self.device, self.batch_size)
+
+
+def fusion_proba_from_vectors(
+    net: CrossRecNet, user_vecs: np.ndarray, item_vecs: np.ndarray, candidates: np.ndarray, device: torch.device, batch_size: int = 512
+) -> np.ndarray:
+    """Return float32 (B, C) sigmoid(fusion) for user vectors (B, d) and candidate item_idx (B, C)."""
+    out = np.zeros(candidates.shape, dtype=np.float32)
+    net.eval()
+    table = torch.from_numpy(item_vecs).to(device)
+    with torch.no_grad():
+        for s in range(0, len(user_vecs), batch_size):
+            u = torch.from_numpy(user_vecs[s : s + batch_size]).to(device)
+            c = torch.from_numpy(candidates[s : s + batch_size]).to(device)
+            out[s : s + len(u)] = torch.sigmoid(net.fusion(u, table[c]).float()).cpu().numpy()
+    return out
+
+
+def _lookup(index: pd.Index, values) -> np.ndarray:
+    if isinstance(values, (str, bytes)) or np.isscalar(values):
+        values = [values]
+    arr = pd.Index(pd.Series(list(values), dtype=object).astype(str))
+    return index.get_indexer(arr).astype(np.int64)

@@ -1,0 +1,112 @@
+"""User-interest encoders over a time-ordered history: a causal Transformer (SASRec-style) and a GRU.
+
+Inputs are LEFT-padded windows (most recent event in the last column). Every column's output is the
+user state after that event, so one causal pass trains every position at once.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossrec_core.config import UserEncoderConfig
+
+
+def time_gap_buckets(times: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Return int64 log-scale buckets of the gap (seconds) to the previous event, same shape as times.
+
+    ``times`` is (..., T) left-padded; bucket 0 is used for the first column (no previous event)
+    and the caller masks padding. Bucket b >= 1 holds gaps with floor(ln(1 + gap)) == b - 1.
+    """
+    times = np.asarray(times, dtype=np.int64)
+    gap = np.zeros(times.shape, dtype=np.float64)
+    gap[..., 1:] = np.maximum(times[..., 1:] - times[..., :-1], 0)
+    b = 1 + np.minimum(np.floor(np.log1p(gap)), n_buckets - 2).astype(np.int64)
+    b[..., 0] = 0
+    return b
+
+
+class _Block(nn.Module):
+    """Pre-LN causal self-attention block."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=2)
+        q = q.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        k = k.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, Dh)
+        y = y.transpose(1, 2).reshape(B, T, D)
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class UserEncoder(nn.Module):
+    """Encodes (item vectors, events, time gaps) of left-padded windows into per-position user states."""
+
+    def __init__(self, cfg: UserEncoderConfig, *, n_event_types: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.event_emb = nn.Embedding(max(n_event_types, 1) + 1, d) if cfg.use_events else None
+        self.gap_emb = nn.Embedding(cfg.n_time_buckets, d) if cfg.use_time_gaps else None
+        for emb in (self.event_emb, self.gap_emb):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.02)
+        self.in_drop = nn.Dropout(cfg.dropout)
+        if cfg.kind == "transformer":
+            self.pos_emb = nn.Embedding(cfg.max_len, d)  # position counted from the most recent event
+            nn.init.normal_(self.pos_emb.weight, std=0.02)
+            self.blocks = nn.ModuleList([_Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
+            self.gru = None
+        else:
+            self.gru = nn.GRU(d, d, num_layers=cfg.n_layers, batch_first=True, dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
+            self.blocks = nn.ModuleList()
+        self.out_norm = nn.LayerNorm(d)
+
+    def forward(self, item_vecs: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Return float (B, T, d) user states; column t summarises events up to and including t.
+
+        Args:
+            item_vecs: (B, T, d) vectors of the history items (anything in padded columns).
+            events: (B, T) int64 event_idx + 1 (0 = padding).
+            gaps: (B, T) int64 time-gap buckets.
+            valid: (B, T) bool, False on left padding.
+        """
+        B, T, D = item_vecs.shape
+        vm = valid.unsqueeze(-1).to(item_vecs.dtype)  # (B, T, 1)
+        x = item_vecs
+        if self.event_emb is not None:
+            x = x + self.event_emb(events)
+        if self.gap_emb is not None:
+            x = x + self.gap_emb(gaps)
+        if self.gru is None:
+            pos = torch.arange(T - 1, -1, -1, device=x.device).clamp(max=self.cfg.max_len - 1)
+            x = x + self.pos_emb(pos).unsqueeze(0)
+            x = self.in_drop(x * vm)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
+            # a padded query may only see itself, so no row is fully masked (no NaN)
+            eye = torch.eye(T, dtype=torch.bool, device=x.device)
+            mask = (causal.unsqueeze(0) & valid.unsqueeze(1)) | eye.unsqueeze(0)  # (B, T, T)
+            mask = mask.unsqueeze(1)  # (B, 1, T, T)
+            for blk in self.blocks:
+                x = blk(x, mask)
+        else:
+            x = self.in_drop(x * vm)
+            x, _ = self.gru(x)  # left padding: zeros before the first event only delay the state
+        return self.out_norm(x)

@@ -1,0 +1,389 @@
+"""Saved models: folders of safetensors + JSON + parquet, written atomically, loaded without any pickle.
+
+Folder layout (format version 1)::
+
+    model.safetensors   network weights and per-item input buffers
+    aux.safetensors     popularity (n_items,), category_transitions (C, C), item_category (n_items,)
+    config.json         {"format_version", "name", "config", "sizes", "attribute_columns", "vector_columns"}
+    items.parquet       item_id, title, category, popularity
+    vocab.json          categories, events, attribute tokens
+    fingerprint.json    data fingerprint of the training log
+    metrics.json        validation metrics, per-epoch history, best epoch, training time
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import stat
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossrec_core.config import ModelConfig
+from crossrec_core.errors import ConfigError, CrossrecError, ModelError
+from crossrec_core.workspace import atomic_dir, atomic_write_json, models_dir, name_lock, safe_name, workspace_root
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILES = {
+    "model.safetensors",
+    "aux.safetensors",
+    "config.json",
+    "items.parquet",
+    "vocab.json",
+    "fingerprint.json",
+    "metrics.json",
+}
+REQUIRED_FILES = ("model.safetensors", "aux.safetensors", "config.json", "items.parquet", "vocab.json")
+PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npz"}
+MAX_ZIP_BYTES = 2 * 1024**3
+MAX_ZIP_RATIO = 200  # uncompressed / compressed, beyond this the archive is treated as a zip bomb
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One saved model in the workspace, as shown by `crossrec models`."""
+
+    name: str
+    path: Path
+    n_items: int
+    best_epoch: int | None
+    valid_ndcg10: float | None
+    encoder: str
+    size_bytes: int
+    modified: float
+
+
+# -- safe primitives ------------------------------------------------------------------------
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write tensors to a safetensors file atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Return the tensors of a safetensors file; ModelError when it is missing, truncated or invalid."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path.name} is missing from {path.parent}. The model folder is incomplete: save or train it again.")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ModelError(
+            f"{path.name} in {path.parent} is damaged or not a safetensors file ({str(err)[:120]}). "
+            "Save or train the model again."
+        ) from err
+
+
+def read_json(path: Path) -> dict:
+    """Return a JSON file's content; ModelError when missing or invalid."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ModelError(f"{path.name} is missing from {path.parent}. The model folder is incomplete.") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path.name} in {path.parent} is not valid JSON ({err}).") from err
+
+
+def _refuse_pickles(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.suffix.lower() in PICKLE_SUFFIXES or (p.is_file() and _looks_like_pickle(p)):
+            raise ModelError(
+                f"{folder.name} contains {p.name}, a pickle-style file. Pickles can run code when opened, so "
+                "crossrec refuses them for safety. Use a model folder saved by crossrec (safetensors + JSON)."
+            )
+
+
+def _looks_like_pickle(p: Path) -> bool:
+    if p.name in MODEL_FILES:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+        return len(head) == 2 and head[0] == 0x80 and head[1] <= 5  # pickle protocol opcode
+    return False
+
+
+# -- save -----------------------------------------------------------------------------------
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Return the folder the model was written to, atomically (a crash never leaves half a model).
+
+    ``path`` is any folder path; an existing model there is replaced in one rename.
+    """
+    target = Path(path).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{target} exists and is not a folder. Choose another --out path.")
+    staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        with name_lock(target):
+            _write_folder(model, staging)
+            old = None
+            if target.exists():
+                if any(target.iterdir()) and not (target / "config.json").is_file():
+                    raise ConfigError(f"{target} is a non-empty folder that is not a crossrec model. Choose another --out path.")
+                old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+                os.replace(target, old)
+            os.replace(staging, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("saved model '%s' to %s", model.name, target)
+    return target
+
+
+def save_model_to_workspace(model, name: str | None = None, root=None) -> Path:
+    """Return the workspace folder models/<name> the model was saved to (atomically)."""
+    name = safe_name(name or model.name)
+    target = models_dir(root) / name
+    with atomic_dir(target) as staging:
+        _write_folder(model, staging)
+    return target
+
+
+def _write_folder(model, folder: Path) -> None:
+    folder = Path(folder)
+    write_safetensors(folder / "model.safetensors", model.net.state_dict())
+    write_safetensors(
+        folder / "aux.safetensors",
+        {
+            "popularity": torch.from_numpy(np.ascontiguousarray(model.popularity, dtype=np.float32)),
+            "category_transitions": torch.from_numpy(np.ascontiguousarray(model.category_transitions, dtype=np.float32)),
+            "item_category": torch.from_numpy(np.ascontiguousarray(model.item_category, dtype=np.int32)),
+        },
+    )
+    enc = model.net.item_encoder
+    atomic_write_json(
+        folder / "config.json",
+        {
+            "format_version": FORMAT_VERSION,
+            "name": model.name,
+            "config": model.config.to_dict(),
+            "sizes": {
+                "n_items": model.n_items,
+                "n_categories": model.n_categories,
+                "n_event_types": len(model.event_names),
+                "attr_vocab_size": len(model.attr_vocab),
+                "use_text": bool(enc.use_text),
+                "n_vector_columns": int(enc.extra_vecs.shape[1]) if enc.use_vec else 0,
+            },
+            "attribute_columns": list(model.attribute_columns),
+            "vector_columns": list(model.vector_columns),
+        },
+    )
+    pd.DataFrame(
+        {
+            "item_id": pd.Series(model.item_ids, dtype=object).astype(str),
+            "title": pd.Series(model.item_titles, dtype=object).astype(str),
+            "category": pd.Series(model.category_names[model.item_category], dtype=object).astype(str),
+            "popularity": model.popularity.astype(np.float32),
+        }
+    ).to_parquet(folder / "items.parquet", index=False)
+    atomic_write_json(
+        folder / "vocab.json",
+        {
+            "categories": [str(c) for c in model.category_names],
+            "events": [str(e) for e in model.event_names],
+            "attribute_tokens": list(model.attr_vocab),
+        },
+    )
+    atomic_write_json(folder / "fingerprint.json", {"data_fingerprint": model.data_fingerprint})
+    atomic_write_json(folder / "metrics.json", model.metrics)
+
+
+# -- load -----------------------------------------------------------------------------------
+def load_model(path: str | os.PathLike, device: str | torch.device | None = None):
+    """Return the TrainedModel saved in ``path`` (a folder, or a workspace model name).
+
+    Never unpickles: safetensors + JSON + parquet only. A folder holding pickle files is refused.
+    """
+    from crossrec_core.device import pick_device
+    from crossrec_core.models.trained import TrainedModel
+    from crossrec_core.train import build_net
+
+    folder = Path(path).expanduser()
+    if not folder.exists() and os.sep not in str(path) and "/" not in str(path):
+        folder = models_dir() / str(path)
+    if not folder.is_dir():
+        raise ModelError(f"No model folder at {folder}. Train a model first, or check the path.")
+    _refuse_pickles(folder)
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ModelError(f"{folder} is not a complete crossrec model: missing {', '.join(missing)}. Save or train it again.")
+    meta = read_json(folder / "config.json")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{folder.name} has model format version {version!r}; this crossrec reads version {FORMAT_VERSION}.")
+    try:
+        cfg = ModelConfig.from_dict(meta["config"])
+        sizes = meta["sizes"]
+        vocab = read_json(folder / "vocab.json")
+        items = pd.read_parquet(folder / "items.parquet")
+    except (KeyError, TypeError, ConfigError) as err:
+        raise ModelError(f"{folder.name}/config.json is not a valid crossrec model description ({err}).") from err
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{folder.name}/items.parquet cannot be read ({str(err)[:120]}).") from err
+    weights = read_safetensors(folder / "model.safetensors")
+    aux = read_safetensors(folder / "aux.safetensors")
+    dev = pick_device(str(device)) if device is not None else pick_device(cfg.train.device if cfg.train.device == "cpu" else "auto")
+    try:
+        net = build_net(
+            cfg,
+            n_items=int(sizes["n_items"]),
+            n_categories=int(sizes["n_categories"]),
+            n_event_types=int(sizes["n_event_types"]),
+            attr_vocab_size=int(sizes["attr_vocab_size"]),
+            use_text=bool(sizes["use_text"]),
+            n_vector_columns=int(sizes["n_vector_columns"]),
+        )
+        net.load_state_dict(weights, strict=True)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise ModelError(f"The weights in {folder.name} do not match its config.json ({' '.join(str(err).split())[:160]}).") from err
+    if len(items) != int(sizes["n_items"]):
+        raise ModelError(f"{folder.name}/items.parquet has {len(items)} items but the weights expect {sizes['n_items']}.")
+    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+    fp = read_json(folder / "fingerprint.json").get("data_fingerprint", "") if (folder / "fingerprint.json").is_file() else ""
+    return TrainedModel(
+        name=str(meta.get("name") or folder.name),
+        config=cfg,
+        net=net,
+        item_ids=items["item_id"].astype(str).to_numpy(dtype=object),
+        item_titles=items["title"].astype(str).to_numpy(dtype=object),
+        category_names=np.asarray(vocab["categories"], dtype=object),
+        item_category=aux["item_category"].numpy().astype(np.int32),
+        event_names=np.asarray(vocab["events"], dtype=object),
+        popularity=aux["popularity"].numpy().astype(np.float32),
+        category_transitions=aux["category_transitions"].numpy().astype(np.float32),
+        metrics=metrics,
+        data_fingerprint=fp,
+        attribute_columns=tuple(meta.get("attribute_columns", [])),
+        vector_columns=tuple(meta.get("vector_columns", [])),
+        attr_vocab=list(vocab.get("attribute_tokens", ["<pad>", "<unk>"])),
+        device=dev,
+        batch_size=cfg.train.eval_batch_size,
+    )
+
+
+# -- workspace listing ----------------------------------------------------------------------
+def list_models(root=None) -> list[ModelInfo]:
+    """Return the models saved in the workspace models folder, newest first (damaged ones skipped)."""
+    out = []
+    for folder in models_dir(root).iterdir():
+        if not folder.is_dir() or folder.name.startswith(".") or not (folder / "config.json").is_file():
+            continue
+        try:
+            meta = read_json(folder / "config.json")
+            metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            out.append(
+                ModelInfo(
+                    name=folder.name,
+                    path=folder,
+                    n_items=int(meta.get("sizes", {}).get("n_items", 0)),
+                    best_epoch=metrics.get("best_epoch"),
+                    valid_ndcg10=(metrics.get("valid") or {}).get("ndcg10"),
+                    encoder=str(meta.get("config", {}).get("user", {}).get("kind", "?")),
+                    size_bytes=size,
+                    modified=(folder / "config.json").stat().st_mtime,
+                )
+            )
+        except (CrossrecError, OSError) as err:
+            log.warning("skipping %s: %s", folder.name, err)
+    return sorted(out, key=lambda m: -m.modified)
+
+
+def delete_model(name: str, root=None) -> None:
+    """Delete the workspace model ``name``; ModelError when there is none."""
+    name = safe_name(name)
+    target = models_dir(root) / name
+    if not target.is_dir():
+        raise ModelError(f"There is no saved model named '{name}'. `crossrec models` lists the saved models.")
+    with name_lock(target):
+        trash = workspace_root(root) / "tmp" / f".old-{name}-{uuid.uuid4().hex[:8]}"
+        os.replace(target, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+# -- zip import -----------------------------------------------------------------------------
+def import_model_zip(zip_path_or_bytes, name: str, root=None) -> Path:
+    """Return the workspace folder of a model imported from a zip (validated, then loaded, then renamed in).
+
+    Refused with ModelError: absolute paths, '..', symlinks, unexpected files (pickles included), more
+    than 2 GB uncompressed or a suspicious compression ratio (zip bomb), or a model that does not load.
+    """
+    name = safe_name(name)
+    target = models_dir(root) / name
+    if target.exists():
+        raise ModelError(f"A model named '{name}' already exists. Delete it first or choose another name.")
+    src = io.BytesIO(zip_path_or_bytes) if isinstance(zip_path_or_bytes, (bytes, bytearray)) else zip_path_or_bytes
+    try:
+        zf = zipfile.ZipFile(src)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelError(f"The uploaded file is not a readable zip archive ({err}).") from err
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        total = 0
+        names = []
+        for m in members:
+            fname = m.filename.replace("\\", "/")
+            parts = [p for p in fname.split("/") if p]
+            if fname.startswith("/") or (len(fname) > 1 and fname[1] == ":") or ".." in parts:
+                raise ModelError(f"The zip contains the unsafe path '{m.filename}' (absolute or with '..'); refused.")
+            if stat.S_ISLNK(m.external_attr >> 16):
+                raise ModelError(f"The zip contains a symbolic link '{m.filename}'; refused.")
+            base = parts[-1]
+            if base.lower().endswith(tuple(PICKLE_SUFFIXES)):
+                raise ModelError(f"The zip contains {base}, a pickle-style file; pickles are refused for safety.")
+            if base not in MODEL_FILES:
+                raise ModelError(f"The zip contains an unexpected file '{m.filename}'. Expected only: {', '.join(sorted(MODEL_FILES))}.")
+            if len(parts) > 2:
+                raise ModelError(f"The zip nests '{m.filename}' too deep; zip the model folder itself.")
+            total += m.file_size
+            if total > MAX_ZIP_BYTES:
+                raise ModelError("The zip would unpack to more than 2 GB; refused.")
+            if m.file_size > 1_000_000 and m.file_size > MAX_ZIP_RATIO * max(m.compress_size, 1):
+                raise ModelError(f"'{m.filename}' is compressed suspiciously well (a zip bomb?); refused.")
+            names.append((m, base))
+        if len({b for _, b in names}) != len(names):
+            raise ModelError("The zip holds more than one model (duplicate file names); zip one model folder.")
+        staging = workspace_root(root) / "tmp" / f".staging-import-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            for m, base in names:
+                written = 0
+                with zf.open(m) as fin, open(staging / base, "wb") as fout:
+                    while True:
+                        chunk = fin.read(1 << 20)
+                        if not chunk:
+                            break
+                        written += len(chunk)
+                        if written > m.file_size or written > MAX_ZIP_BYTES:
+                            raise ModelError(f"'{m.filename}' unpacks to more than it declares; refused.")
+                        fout.write(chunk)
+            load_model(staging, device="cpu")  # validates everything; raises ModelError on any problem
+            with name_lock(target):
+                if target.exists():
+                    raise ModelError(f"A model named '{name}' already exists. Delete it first or choose another name.")
+                os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,561 @@
+"""The fit loop: every position predicts its next item in one causal pass, early stopping on valid NDCG@10.
+
+Loss: full-catalogue softmax cross-entropy when the catalogue is small, else a sampled softmax with many
+shared uniform negatives (Klenitskiy & Vasilev, RecSys 2023: CE beats one-negative BCE by a wide margin);
+``loss="bce"`` keeps SASRec's original one-negative BCE as a reference. After the retrieval model, the
+fusion MLP is fit on the retrieval head's own top-N candidates (see models/fusion.py).
+
+The best epoch's weights are kept as the final model (no refit on the valid event: simple and honest
+about what validation measured).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from crossrec_core.config import ModelConfig
+from crossrec_core.data.dataset import InteractionDataset, Sequences
+from crossrec_core.device import pick_device, seed_everything
+from crossrec_core.errors import ConfigError, DataError
+from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core.models.item_encoder import attribute_token_matrix, build_attribute_vocab
+from crossrec_core.models.text import TEXT_DIM, TextEncoder, item_texts
+from crossrec_core.models.trained import TrainedModel, fusion_proba_from_vectors, gather_ranges, history_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One progress report: phase is "text", "train", "valid", "fusion" or "done"."""
+
+    epoch: int
+    n_epochs: int
+    step: int
+    n_steps: int
+    loss: float | None
+    valid_ndcg10: float | None
+    elapsed_s: float
+    phase: str
+
+
+# -- data preparation (numpy, once) -------------------------------------------------------------
+def training_windows(seqs: Sequences, train_end: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (users, ends) of training windows: each user's train events cut into chunks of max_len targets.
+
+    A window ending at ``e`` covers events [e - max_len - 1, e): inputs are all but the last, targets all
+    but the first. Chunks are taken from the most recent end backwards, so long histories give several.
+    """
+    starts = seqs.offsets[:-1]
+    n = np.asarray(train_end, dtype=np.int64) - starts
+    n_chunks = np.where(n >= 2, -(-(n - 1) // max_len), 0)
+    users = np.repeat(np.arange(len(n), dtype=np.int64), n_chunks)
+    k = np.arange(int(n_chunks.sum()), dtype=np.int64) - np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
+    ends = np.asarray(train_end, dtype=np.int64)[users] - k * max_len
+    return users, ends
+
+
+def seen_before(seqs: Sequences) -> np.ndarray:
+    """Return bool (n_events,): the user already had this item earlier in the sequence."""
+    if seqs.n_events == 0:
+        return np.zeros(0, dtype=bool)
+    df = pd.DataFrame({"u": seqs.user_of_event(), "i": seqs.items})
+    return df.duplicated(keep="first").to_numpy()
+
+
+def train_popularity(ds: InteractionDataset, train_end: np.ndarray) -> np.ndarray:
+    """Return float32 (n_items,) interaction counts over the training events."""
+    row, pos = gather_ranges(ds.seqs.offsets[:-1], train_end - ds.seqs.offsets[:-1])
+    return np.bincount(ds.seqs.items[pos], minlength=ds.n_items).astype(np.float32)
+
+
+def category_transition_counts(ds: InteractionDataset, train_end: np.ndarray) -> np.ndarray:
+    """Return float32 (n_categories, n_categories) counts of consecutive category pairs in training sequences."""
+    nc = ds.n_categories
+    starts = ds.seqs.offsets[:-1]
+    row, pos = gather_ranges(starts, np.maximum(train_end - starts - 1, 0))  # pairs (pos, pos + 1)
+    a = ds.item_category[ds.seqs.items[pos]].astype(np.int64)
+    b = ds.item_category[ds.seqs.items[pos + 1]].astype(np.int64)
+    return np.bincount(a * nc + b, minlength=nc * nc).astype(np.float32).reshape(nc, nc)
+
+
+def compute_item_features(ds: InteractionDataset, cfg: ModelConfig, device: torch.device, on_text: Callable[[int, int], None] | None) -> dict:
+    """Return the per-item inputs of the item encoder: text vectors, attribute tokens/vocab, vec_* matrix."""
+    feats: dict = {"attr_vocab": ["<pad>", "<unk>"], "text": None, "vectors": None}
+    if cfg.item.use_text:
+        enc = TextEncoder(
+            cfg.item.text_model_dir,
+            max_seq_length=cfg.item.text_max_seq_length,
+            batch_size=cfg.item.text_batch_size,
+            device=str(device),
+        )
+        feats["text"] = enc.encode(item_texts(ds.items, ds.attribute_columns), on_progress=on_text)
+    if cfg.item.use_attributes and ds.attribute_columns:
+        vocab = build_attribute_vocab(ds.items, ds.attribute_columns, cfg.item.attr_vocab_max)
+        feats["attr_vocab"] = vocab
+        feats["attr_tokens"] = attribute_token_matrix(ds.items, ds.attribute_columns, vocab, cfg.item.attr_max_tokens)
+    if cfg.item.use_vectors and ds.vector_columns:
+        v = ds.items[list(ds.vector_columns)].to_numpy(dtype=np.float32)
+        sd = v.std(axis=0, keepdims=True)
+        feats["vectors"] = (v - v.mean(axis=0, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+    return feats
+
+
+def build_net(cfg: ModelConfig, *, n_items: int, n_categories: int, n_event_types: int, attr_vocab_size: int, use_text: bool, n_vector_columns: int) -> CrossRecNet:
+    """Return a fresh CrossRecNet sized for a vocabulary."""
+    return CrossRecNet(
+        cfg,
+        n_items=n_items,
+        n_categories=n_categories,
+        n_event_types=n_event_types,
+        attr_vocab_size=attr_vocab_size,
+        text_dim=TEXT_DIM if use_text else 0,
+        n_vector_columns=n_vector_columns,
+    )
+
+
+def _fill_buffers(net: CrossRecNet, ds: InteractionDataset, feats: dict, popularity: np.ndarray) -> None:
+    enc = net.item_encoder
+    with torch.no_grad():
+        enc.item_category.copy_(torch.from_numpy(ds.item_category.astype(np.int64)))
+        enc.id_mask.copy_(torch.from_numpy((popularity > 0).astype(np.float32)))
+        if enc.use_attr:
+            enc.attr_tokens.copy_(torch.from_numpy(feats["attr_tokens"]))
+        if enc.use_text:
+            enc.text_vecs.copy_(torch.from_numpy(feats["text"]))
+        if enc.use_vec:
+            enc.extra_vecs.copy_(torch.from_numpy(feats["vectors"]))
+
+
+# -- loss -----------------------------------------------------------------------------------
+class _RetrievalLoss(nn.Module):
+    """Wraps the encoders so one forward returns the loss of a batch (what DDP needs)."""
+
+    def __init__(self, net: CrossRecNet, mode: str, n_negatives: int) -> None:
+        super().__init__()
+        self.item_encoder = net.item_encoder
+        self.user_encoder = net.user_encoder
+        self.mode = mode
+        self.n_negatives = n_negatives
+
+    def forward(self, items, events, gaps, valid, targets, weights, negatives):  # noqa: ANN001
+        table = self.item_encoder() if self.mode == "ce" else None  # (n_items, d)
+        vecs = table[items.clamp(min=0)] if table is not None else self.item_encoder(items.clamp(min=0))
+        h = self.user_encoder(vecs, events, gaps, valid)  # (B, T, d)
+        m = weights > 0
+        hv, tv, wv = h[m], targets[m], weights[m]  # (N, d), (N,), (N,)
+        if hv.shape[0] == 0:
+            return h.sum() * 0.0
+        if self.mode == "ce":
+            logits = hv @ table.T  # (N, n_items)
+            loss = nn.functional.cross_entropy(logits.float(), tv, reduction="none")
+        elif self.mode == "sampled":
+            pos_vec = self.item_encoder(tv)  # (N, d)
+            neg_vec = self.item_encoder(negatives)  # (K, d)
+            pos = (hv * pos_vec).sum(-1, keepdim=True)  # (N, 1)
+            neg = hv @ neg_vec.T  # (N, K)
+            # uniform sampling: the logQ correction is a constant and cancels; accidental hits are masked
+            neg = neg.masked_fill(negatives.unsqueeze(0) == tv.unsqueeze(1), float("-inf"))
+            logits = torch.cat([pos, neg], dim=1).float()
+            loss = nn.functional.cross_entropy(logits, torch.zeros_like(tv), reduction="none")
+        else:  # bce, one negative per position (SASRec)
+            neg_idx = negatives[: hv.shape[0]] if negatives.shape[0] >= hv.shape[0] else negatives[torch.arange(hv.shape[0], device=hv.device) % negatives.shape[0]]
+            pos = (hv * self.item_encoder(tv)).sum(-1)
+            neg = (hv * self.item_encoder(neg_idx)).sum(-1)
+            loss = nn.functional.softplus(-pos.float()) + nn.functional.softplus(neg.float())
+        return (loss * wv).sum() / wv.sum().clamp(min=1e-6)
+
+
+def resolve_loss(cfg: ModelConfig, n_items: int) -> str:
+    """Return the loss actually used: "ce", "sampled" or "bce"."""
+    if cfg.train.loss == "auto":
+        return "ce" if n_items <= cfg.train.full_softmax_max_items else "sampled"
+    return cfg.train.loss
+
+
+# -- evaluation -----------------------------------------------------------------------------
+def rank_targets(scores: np.ndarray, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Return int64 (B,) 0-based rank of each target among unseen items; a large rank if it was seen.
+
+    Seen items (anything in the history) are excluded from the ranking, as the product never recommends them.
+    """
+    scores = scores.copy()
+    starts = seqs.offsets[users]
+    row, pos = gather_ranges(starts, ends - starts)
+    scores[row, seqs.items[pos]] = -np.inf
+    t = scores[np.arange(len(users)), targets]
+    rank = (scores > t[:, None]).sum(axis=1)
+    return np.where(np.isfinite(t), rank, scores.shape[1]).astype(np.int64)
+
+
+def ndcg_hr(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
+    """Return {"ndcg10", "hr10", "n"} for 0-based ranks."""
+    if len(ranks) == 0:
+        return {f"ndcg{k}": 0.0, f"hr{k}": 0.0, "n": 0}
+    hit = ranks < k
+    ndcg = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return {f"ndcg{k}": float(ndcg.mean()), f"hr{k}": float(hit.mean()), "n": int(len(ranks))}
+
+
+def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray, fusion_n: int = 0) -> np.ndarray:
+    out = np.zeros(len(users), dtype=np.int64)
+    bs = max(1, min(model.batch_size, 4_000_000 // max(model.n_items, 1)))
+    item_vecs = model.item_vectors()
+    for s in range(0, len(users), bs):
+        u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
+        uv = model.user_vectors(seqs, u, e)
+        scores = uv @ item_vecs.T
+        if fusion_n:
+            scores = _rerank_scores(model, uv, scores, seqs, u, e, fusion_n)
+        out[s : s + bs] = rank_targets(scores, seqs, u, e, t)
+    return out
+
+
+def _rerank_scores(model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs: Sequences, users, ends, n: int) -> np.ndarray:
+    """Return scores where the top-n unseen retrieved items are re-ordered by fusion probability (others below)."""
+    masked = scores.copy()
+    starts = seqs.offsets[users]
+    row, pos = gather_ranges(starts, ends - starts)
+    masked[row, seqs.items[pos]] = -np.inf
+    n = min(n, masked.shape[1])
+    cand = np.argpartition(-masked, n - 1, axis=1)[:, :n]
+    proba = fusion_proba_from_vectors(model.net, uv, model.item_vectors(), cand, model.device, model.batch_size)
+    out = np.full_like(scores, -1e9)
+    np.put_along_axis(out, cand, 10.0 + proba, axis=1)
+    out[row, seqs.items[pos]] = -np.inf
+    return out
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def _save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: torch.optim.Optimizer, state: dict) -> None:
+    from crossrec_core import registry
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    registry.write_safetensors(ckpt / "last.safetensors", net.state_dict())
+    registry.write_safetensors(ckpt / "best.safetensors", best_state)
+    tensors, scalars = _optimizer_to_flat(opt)
+    registry.write_safetensors(ckpt / "optimizer.safetensors", tensors)
+    from crossrec_core.workspace import atomic_write_json
+
+    atomic_write_json(ckpt / "state.json", {**state, "optimizer": scalars})  # written last: the commit point
+
+
+def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        scalars["state"][str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.dim() > 0:
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars["state"][str(pid)][k] = float(v.item() if torch.is_tensor(v) else v)
+    return tensors, scalars
+
+
+def _optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, scalars: dict) -> None:
+    state = {}
+    for pid, sc in scalars["state"].items():
+        st = {k: torch.tensor(v, dtype=torch.float32) for k, v in sc.items()}
+        for key, t in tensors.items():
+            p, k = key.split(".", 1)
+            if p == pid:
+                st[k] = t
+        state[int(pid)] = st
+    opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+
+
+# -- the fit loop ---------------------------------------------------------------------------
+def train_model(
+    ds: InteractionDataset,
+    config: ModelConfig | None = None,
+    *,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    name: str | None = None,
+) -> TrainedModel:
+    """Return a TrainedModel fit on ds with leave-last-out early stopping on validation NDCG@10.
+
+    Args:
+        ds: the interaction log.
+        config: model + training settings (defaults when None).
+        on_progress: called every few steps and at each phase change.
+        checkpoint_dir: when given, a checkpoint (safetensors + JSON, no pickle) is written every epoch.
+        resume: continue from the last checkpoint in checkpoint_dir (same data and config required).
+        name: the model's name (defaults to the dataset name).
+    Under torch.distributed (torchrun), batches are split over ranks and gradients averaged (DDP).
+    """
+    cfg = config or ModelConfig()
+    tc = cfg.train
+    if ds.n_events < 2 or ds.n_items < 2:
+        raise DataError(f"'{ds.name}' has {ds.n_events} events on {ds.n_items} items; training needs at least 2 of each.")
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if dist else 0
+    world = torch.distributed.get_world_size() if dist else 1
+    device = pick_device(tc.device)
+    if dist and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    seed_everything(tc.seed)
+    t0 = time.perf_counter()
+    n_epochs = tc.epochs
+
+    def report(**kw) -> None:
+        if on_progress is not None:
+            base = dict(epoch=0, n_epochs=n_epochs, step=0, n_steps=0, loss=None, valid_ndcg10=None)
+            base.update(kw)
+            on_progress(TrainProgress(elapsed_s=time.perf_counter() - t0, **base))
+
+    # text vectors: rank 0 fills the cache first, the others then read it
+    def on_text(done: int, total: int) -> None:
+        report(step=done, n_steps=total, phase="text")
+
+    if dist and rank != 0:
+        torch.distributed.barrier()
+    feats = compute_item_features(ds, cfg, device, on_text)
+    if dist and rank == 0:
+        torch.distributed.barrier()
+
+    split = ds.leave_last_out()
+    popularity = train_popularity(ds, split.train_end)
+    net = build_net(
+        cfg,
+        n_items=ds.n_items,
+        n_categories=ds.n_categories,
+        n_event_types=len(ds.event_names),
+        attr_vocab_size=len(feats["attr_vocab"]),
+        use_text=feats["text"] is not None,
+        n_vector_columns=0 if feats["vectors"] is None else feats["vectors"].shape[1],
+    )
+    _fill_buffers(net, ds, feats, popularity)
+    net.to(device)
+    mode = resolve_loss(cfg, ds.n_items)
+    loss_mod = _RetrievalLoss(net, mode, tc.n_negatives)
+    params = [p for n_, p in net.named_parameters() if not n_.startswith("fusion.")]
+    opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    if dist:
+        ddp_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        ddp_mod = loss_mod
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
+
+    # training windows, built once with numpy
+    W = cfg.user.max_len + 1
+    w_users, w_ends = training_windows(ds.seqs, split.train_end, cfg.user.max_len)
+    if len(w_users) == 0:
+        raise DataError(f"'{ds.name}' has no user with 2 or more training events, so there is nothing to learn from.")
+    win = history_windows(ds.seqs, w_users, w_ends, W, cfg.user.n_time_buckets)
+    if win["items"].shape[1] < W:  # every history is shorter than the window: pad on the left
+        pad = W - win["items"].shape[1]
+        for k, fill in (("items", -1), ("events", 0), ("gaps", 0), ("valid", False), ("pos", 0)):
+            win[k] = np.pad(win[k], ((0, 0), (pad, 0)), constant_values=fill)
+    seen = seen_before(ds.seqs)
+    tgt_valid = win["valid"][:, 1:] & win["valid"][:, :-1]
+    weights = np.where(tgt_valid, np.where(seen[win["pos"][:, 1:]], tc.seen_target_weight, 1.0), 0.0).astype(np.float32)
+    if tc.seen_target_weight == 0.0 and not (weights > 0).any():
+        weights = tgt_valid.astype(np.float32)  # every target a repeat: learning repeats beats learning nothing
+    # the first event of a window gets no gap (its predecessor is outside the input)
+    tensors = {
+        "items": torch.from_numpy(win["items"][:, :-1]),
+        "events": torch.from_numpy(win["events"][:, :-1]),
+        "gaps": torch.from_numpy(win["gaps"][:, :-1]),
+        "valid": torch.from_numpy(win["valid"][:, :-1]),
+        "targets": torch.from_numpy(np.maximum(win["items"][:, 1:], 0)),
+        "weights": torch.from_numpy(weights),
+    }
+    win_len = win["valid"][:, :-1].sum(axis=1)
+    n_win = len(w_users)
+    bs = tc.batch_size
+    # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
+    n_batches_total = -(-(-(-n_win // bs)) // world) * world
+    n_steps = n_batches_total // world
+
+    v_users = split.valid_users.astype(np.int64)
+    v_ends = split.valid_pos
+    v_targets = ds.seqs.items[split.valid_pos].astype(np.int64)
+
+    model = TrainedModel(
+        name=name or ds.name,
+        config=cfg,
+        net=net,
+        item_ids=ds.item_ids,
+        item_titles=ds.item_titles,
+        category_names=ds.category_names,
+        item_category=ds.item_category,
+        event_names=ds.event_names,
+        popularity=popularity,
+        category_transitions=category_transition_counts(ds, split.train_end),
+        metrics={},
+        data_fingerprint=ds.fingerprint(),
+        attribute_columns=ds.attribute_columns if len(feats["attr_vocab"]) > 2 else (),
+        vector_columns=ds.vector_columns if feats["vectors"] is not None else (),
+        attr_vocab=feats["attr_vocab"],
+        device=device,
+        batch_size=tc.eval_batch_size,
+    )
+
+    history: list[dict] = []
+    best = {"ndcg10": -1.0, "epoch": 0}
+    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    bad_epochs = 0
+    start_epoch = 1
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    if resume and ckpt is not None and (ckpt / "state.json").is_file():
+        from crossrec_core import registry
+
+        state = registry.read_json(ckpt / "state.json")
+        if state.get("data_fingerprint") != ds.fingerprint() or state.get("config") != cfg.to_dict():
+            raise ConfigError(f"The checkpoint in {ckpt} was made with other data or settings; delete it or train without resume.")
+        net.load_state_dict(registry.read_safetensors(ckpt / "last.safetensors"))
+        best_state = registry.read_safetensors(ckpt / "best.safetensors")
+        _optimizer_from_flat(opt, registry.read_safetensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        start_epoch = int(state["epoch"]) + 1
+        log.info("resuming from epoch %d (best %s)", state["epoch"], best)
+    if bad_epochs >= tc.patience:
+        start_epoch = n_epochs + 1
+
+    log.info("training %s: %d windows, %d steps/epoch, loss=%s, device=%s", ds.name, n_win, n_steps, mode, device)
+    for epoch in range(start_epoch, n_epochs + 1):
+        # per-epoch seeds make resume reproduce an uninterrupted run exactly
+        torch.manual_seed(tc.seed * 1009 + epoch)
+        rng = np.random.default_rng([tc.seed, epoch])
+        gen = torch.Generator().manual_seed(tc.seed * 7919 + epoch)
+        # batches of similar length (less padding), in random order
+        order = np.lexsort((rng.random(n_win), win_len))
+        batches = [b for b in np.array_split(order, n_batches_total) if len(b)]
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        if dist:
+            batches = batches[rank::world]
+            if len(batches) < n_steps:  # fewer windows than ranks: repeat one so every rank steps
+                batches = batches + batches[: n_steps - len(batches)] if batches else [order[:1]] * n_steps
+        net.train()
+        t_ep = time.perf_counter()
+        losses = []
+        for step, b in enumerate(batches, start=1):
+            L = int(win_len[b].max())
+            bt = {k: v[torch.from_numpy(b)][:, -L:].to(device) for k, v in tensors.items()}
+            negs = torch.randint(0, ds.n_items, (tc.n_negatives if mode == "sampled" else (bs * L if mode == "bce" else 1),), generator=gen).to(device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = ddp_mod(bt["items"], bt["events"], bt["gaps"], bt["valid"], bt["targets"], bt["weights"], negs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if step % tc.progress_every == 0 or step == len(batches):
+                report(epoch=epoch, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase="train")
+        train_s = time.perf_counter() - t_ep
+        model._item_vecs = None
+        report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase="valid")
+        vm = ndcg_hr(_valid_ranks(model, ds.seqs, v_users, v_ends, v_targets)) if len(v_users) else {"ndcg10": 0.0, "hr10": 0.0, "n": 0}
+        n_train_events = int(tensors["weights"].gt(0).sum()) if not dist else int(tensors["weights"].gt(0).sum()) // world
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)), **vm, "train_s": train_s, "events_per_s": n_train_events / max(train_s, 1e-9)}
+        history.append(rec)
+        improved = vm["ndcg10"] > best["ndcg10"]
+        if improved:
+            best = {"ndcg10": vm["ndcg10"], "epoch": epoch}
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        log.info("epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.1fs)", epoch, rec["loss"], vm["ndcg10"], vm["hr10"], train_s)
+        report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10"], phase="valid")
+        if ckpt is not None and rank == 0:
+            _save_checkpoint(
+                ckpt, net, best_state, opt,
+                {"epoch": epoch, "best": best, "bad_epochs": bad_epochs, "history": history,
+                 "data_fingerprint": ds.fingerprint(), "config": cfg.to_dict()},
+            )
+        if bad_epochs >= tc.patience:
+            break
+
+    net.load_state_dict(best_state)
+    model._item_vecs = None
+    _fit_fusion(model, ds, split.train_end, report, n_epochs)
+    best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
+    valid = {k: best_rec[k] for k in ("ndcg10", "hr10", "n") if k in best_rec}
+    if len(v_users) and tc.fusion_epochs:
+        vf = ndcg_hr(_valid_ranks(model, ds.seqs, v_users, v_ends, v_targets, fusion_n=tc.fusion_candidates))
+        valid.update({"ndcg10_fusion": vf["ndcg10"], "hr10_fusion": vf["hr10"], "fusion_mlp": True})
+        if vf["ndcg10"] < valid.get("ndcg10", 0.0):
+            # the MLP's re-ranking lost on validation: keep only the calibrated dot product (same order as retrieval)
+            net.fusion.reset_mlp()
+            valid.update({"ndcg10_fusion": valid.get("ndcg10", 0.0), "hr10_fusion": valid.get("hr10", 0.0), "fusion_mlp": False})
+    model.metrics = {
+        "valid": valid,
+        "history": history,
+        "best_epoch": int(best["epoch"]),
+        "train_seconds": float(time.perf_counter() - t0),
+        "loss": mode,
+        "n_train_windows": int(n_win),
+    }
+    net.eval()
+    report(epoch=int(best["epoch"]), step=0, n_steps=0, loss=None, valid_ndcg10=valid.get("ndcg10"), phase="done")
+    return model
+
+
+def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarray, report, n_epochs: int) -> None:
+    """Fit the fusion MLP with BCE on the retrieval head's top-N unseen candidates for training positions."""
+    tc = model.config.train
+    if tc.fusion_epochs == 0:
+        return
+    starts = ds.seqs.offsets[:-1]
+    n_train = train_end - starts
+    # the last few training targets of each user, most recent first, up to fusion_max_positions
+    per_user = max(1, tc.fusion_max_positions // max(int((n_train >= 2).sum()), 1))
+    k = np.minimum(np.maximum(n_train - 1, 0), per_user)
+    users = np.repeat(np.arange(ds.n_users, dtype=np.int64), k)
+    offs = np.arange(int(k.sum()), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+    ends = train_end[users] - 1 - offs  # history ends; target is the event at `ends`
+    users, ends = users[: tc.fusion_max_positions], ends[: tc.fusion_max_positions]
+    if len(users) == 0:
+        return
+    targets = ds.seqs.items[ends].astype(np.int64)
+    item_vecs = model.item_vectors()
+    uv = model.user_vectors(ds.seqs, users, ends)
+    n = min(tc.fusion_candidates, model.n_items)
+    cands = np.zeros((len(users), n), dtype=np.int64)
+    bsz = max(1, 4_000_000 // max(model.n_items, 1))
+    for s in range(0, len(users), bsz):
+        scores = uv[s : s + bsz] @ item_vecs.T
+        row, pos = gather_ranges(ds.seqs.offsets[users[s : s + bsz]], ends[s : s + bsz] - ds.seqs.offsets[users[s : s + bsz]])
+        scores[row, ds.seqs.items[pos]] = -np.inf
+        cands[s : s + bsz] = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    labels = (cands == targets[:, None]).astype(np.float32)
+    dev = model.device
+    net = model.net
+    fusion = net.fusion
+    opt = torch.optim.Adam(fusion.parameters(), lr=1e-3, weight_decay=1e-4)
+    U = torch.from_numpy(uv).to(dev)
+    C = torch.from_numpy(cands).to(dev)
+    Y = torch.from_numpy(labels).to(dev)
+    table = torch.from_numpy(item_vecs).to(dev)
+    gen = torch.Generator().manual_seed(tc.seed + 17)
+    fusion.train()
+    bs = 256
+    n_steps = -(-len(users) // bs)
+    for epoch in range(1, tc.fusion_epochs + 1):
+        perm = torch.randperm(len(users), generator=gen)
+        losses = []
+        for step in range(n_steps):
+            idx = perm[step * bs : (step + 1) * bs].to(dev)
+            logits = fusion(U[idx], table[C[idx]])
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), Y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        report(epoch=epoch, n_epochs=tc.fusion_epochs, step=n_steps, n_steps=n_steps, loss=float(np.mean(losses)), phase="fusion")
+    fusion.eval()
+    for p in net.parameters():
+        p.grad = None

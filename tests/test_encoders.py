@@ -1,0 +1,133 @@
+"""Item / user encoders and fusion scorer: shapes, dtypes, causality, cold items, overfit one batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crossrec_core.config import ItemEncoderConfig, ModelConfig, UserEncoderConfig
+from crossrec_core.data.dataset import Sequences
+from crossrec_core.models.fusion import CrossRecNet, FusionScorer
+from crossrec_core.models.item_encoder import ItemEncoder, attribute_token_matrix, build_attribute_vocab
+from crossrec_core.models.trained import history_windows
+from crossrec_core.models.user_encoder import UserEncoder, time_gap_buckets
+
+
+def _item_encoder(**kw) -> ItemEncoder:
+    torch.manual_seed(0)
+    enc = ItemEncoder(ItemEncoderConfig(dim=16, **kw), n_items=6, n_categories=3, attr_vocab_size=5, text_dim=8, n_vector_columns=2)
+    with torch.no_grad():
+        enc.item_category.copy_(torch.tensor([0, 0, 1, 1, 2, 2]))
+        enc.attr_tokens.copy_(torch.tensor([[2, 3] + [0] * 14] * 3 + [[4] + [0] * 15] * 2 + [[0] * 16]))
+        enc.text_vecs.copy_(torch.randn(6, 8))
+        enc.extra_vecs.copy_(torch.randn(6, 2))
+    return enc
+
+
+def test_item_encoder_shape_dtype_all_and_subset():
+    enc = _item_encoder().eval()
+    all_vecs = enc()
+    assert all_vecs.shape == (6, 16) and all_vecs.dtype == torch.float32
+    sub = enc(torch.tensor([[4, 1], [0, 0]]))
+    assert sub.shape == (2, 2, 16)
+    torch.testing.assert_close(sub[0, 0], all_vecs[4])
+
+
+def test_cold_item_is_carried_by_text_and_category():
+    enc = _item_encoder().eval()
+    with torch.no_grad():
+        enc.id_emb.weight.normal_()  # pretend item 5 got a (noisy) ID vector
+        enc.id_mask[5] = 0.0  # ...but it has no training interactions
+    no_id = _item_encoder(use_id=False).eval()
+    no_id.load_state_dict({k: v for k, v in enc.state_dict().items() if not k.startswith("id_emb")})
+    torch.testing.assert_close(enc(torch.tensor([5])), no_id(torch.tensor([5])))
+    assert not torch.allclose(enc(torch.tensor([4])), no_id(torch.tensor([4])))
+
+
+def test_cold_item_id_is_masked_in_training_too():
+    enc = _item_encoder().train()
+    with torch.no_grad():
+        enc.id_mask.zero_()
+    no_id = _item_encoder(use_id=False).train()
+    no_id.load_state_dict({k: v for k, v in enc.state_dict().items() if not k.startswith("id_emb")})
+    torch.testing.assert_close(enc(), no_id())
+
+
+def test_attribute_vocab_and_tokens_exact():
+    items = pd.DataFrame({"brand": ["Acme", "acme", "Zed", ""], "tags": ["red, blue", "blue", "", "red"]})
+    vocab = build_attribute_vocab(items, ("brand", "tags"), 100)
+    assert vocab == ["<pad>", "<unk>", "brand=acme", "tags=blue", "tags=red", "brand=zed"]
+    tok = attribute_token_matrix(items, ("brand", "tags"), vocab, 3)
+    assert tok.tolist() == [[2, 4, 3], [2, 3, 0], [5, 0, 0], [4, 0, 0]]
+
+
+def test_time_gap_buckets_exact():
+    b = time_gap_buckets(np.array([[0, 0, 1, 3, 100000]]), 8)
+    # gaps: -, 0, 1, 2, 99997 -> 1 + floor(ln(1+gap)) capped at 7
+    assert b.tolist() == [[0, 1, 1, 2, 7]]
+
+
+def test_history_windows_left_padded_exact():
+    seqs = Sequences(np.array([0, 3, 3, 5]), np.array([5, 6, 7, 8, 9], np.int32), np.arange(5, dtype=np.int64), np.array([0, 1, 0, 0, 1], np.int16))
+    w = history_windows(seqs, np.array([0, 1, 2, 0]), np.array([3, 3, 5, 2]), width=2, n_time_buckets=4)
+    assert w["items"].tolist() == [[6, 7], [-1, -1], [8, 9], [5, 6]]
+    assert w["events"].tolist() == [[2, 1], [0, 0], [1, 2], [1, 2]]
+    assert w["valid"].tolist() == [[True, True], [False, False], [True, True], [True, True]]
+    assert w["gaps"].tolist() == [[0, 1], [0, 0], [0, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gru"])
+def test_user_encoder_shape_and_causality(kind):
+    torch.manual_seed(0)
+    enc = UserEncoder(UserEncoderConfig(kind=kind, dim=16, max_len=6, dropout=0.0), n_event_types=3).eval()
+    x = torch.randn(2, 5, 16)
+    ev = torch.ones(2, 5, dtype=torch.long)
+    gaps = torch.zeros(2, 5, dtype=torch.long)
+    valid = torch.tensor([[False, True, True, True, True], [True] * 5])
+    h = enc(x, ev, gaps, valid)
+    assert h.shape == (2, 5, 16) and h.dtype == torch.float32 and torch.isfinite(h).all()
+    x2 = x.clone()
+    x2[:, 4] = torch.randn(2, 16)  # change the most recent event only
+    h2 = enc(x2, ev, gaps, valid)
+    torch.testing.assert_close(h[:, :4], h2[:, :4])  # earlier states never see the future
+    assert not torch.allclose(h[:, 4], h2[:, 4])
+
+
+def test_empty_history_gives_finite_state():
+    enc = UserEncoder(UserEncoderConfig(dim=16, max_len=4), n_event_types=1).eval()
+    h = enc(torch.zeros(1, 1, 16), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.bool))
+    assert torch.isfinite(h).all()
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gru"])
+def test_overfit_one_batch(kind):
+    torch.manual_seed(0)
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False, id_dropout=0.0), user=UserEncoderConfig(kind=kind, dim=16, max_len=4, dropout=0.0))
+    net = CrossRecNet(cfg, n_items=8, n_categories=2, n_event_types=1, attr_vocab_size=2, text_dim=0, n_vector_columns=0)
+    items = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7], [7, 6, 5, 4]])
+    targets = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 0], [6, 5, 4, 3]])
+    ev = torch.ones_like(items)
+    gaps = torch.zeros_like(items)
+    valid = torch.ones_like(items, dtype=torch.bool)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(100):
+        h = net.user_states(items, ev, gaps, valid)
+        logits = h @ net.item_encoder().T
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 8), targets.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    pred = (net.user_states(items, ev, gaps, valid) @ net.item_encoder().T).argmax(-1)
+    assert (pred == targets).float().mean() == 1.0
+
+
+def test_fusion_scorer_shape_and_starts_as_scaled_dot():
+    torch.manual_seed(0)
+    f = FusionScorer(8)
+    u, v = torch.randn(3, 8), torch.randn(3, 5, 8)
+    out = f(u, v)
+    assert out.shape == (3, 5) and out.dtype == torch.float32
+    torch.testing.assert_close(out, (u.unsqueeze(1) * v).sum(-1))  # zero-init MLP: same order as retrieval

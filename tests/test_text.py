@@ -1,0 +1,81 @@
+"""Text encoder: offline bundled MiniLM, 384-d unit vectors, dedup, cache by content hash."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossrec_core.errors import ConfigError
+from crossrec_core.models.text import TEXT_DIM, TextEncoder, item_texts
+
+
+@pytest.fixture(scope="module")
+def shared_encoder(tmp_path_factory):
+    return TextEncoder(cache_dir=tmp_path_factory.mktemp("textcache"))
+
+
+def test_offline_load_gives_384d_unit_vectors(shared_encoder):
+    v = shared_encoder.encode(["Dome Tent | Camping", "Hiking Boots | Footwear"])
+    assert v.shape == (2, TEXT_DIM) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    # related products are closer than unrelated ones
+    w = shared_encoder.encode(["camping tent", "tent for camping", "espresso machine"])
+    assert w[0] @ w[1] > w[0] @ w[2]
+
+
+def test_identical_text_identical_vector_and_dedup(tmp_path):
+    enc = TextEncoder(cache_dir=tmp_path)
+    v = enc.encode(["Camp Stove", "Lantern", "Camp Stove", "Camp Stove"])
+    assert enc.n_encoded == 2  # duplicates encoded once
+    assert np.array_equal(v[0], v[2]) and np.array_equal(v[0], v[3])
+    assert not np.array_equal(v[0], v[1])
+
+
+def test_cache_hit_avoids_reencoding(tmp_path, monkeypatch):
+    first = TextEncoder(cache_dir=tmp_path)
+    v1 = first.encode(["Trail Sandals", "Camp Stove"])
+    second = TextEncoder(cache_dir=tmp_path)
+
+    def boom(texts):
+        raise AssertionError("the network must not run for cached texts")
+
+    monkeypatch.setattr(second, "_encode_network", boom)
+    v2 = second.encode(["Camp Stove", "Trail Sandals"])
+    assert np.array_equal(v1[::-1], v2)
+    assert second._model is None  # the model was not even loaded
+
+
+def test_two_writers_share_the_cache(tmp_path):
+    a, b = TextEncoder(cache_dir=tmp_path), TextEncoder(cache_dir=tmp_path)
+    va = a.encode(["one"])
+    vb = b.encode(["two"])
+    c = TextEncoder(cache_dir=tmp_path)
+    c._encode_network = None  # any call would fail
+    vc = c.encode(["two", "one"])
+    assert np.array_equal(vc[0], vb[0]) and np.array_equal(vc[1], va[0])
+    assert len(list(tmp_path.rglob("*.keys.npy"))) == 2
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_damaged_shard_is_ignored_and_recomputed(tmp_path):
+    a = TextEncoder(cache_dir=tmp_path)
+    v = a.encode(["Dome Tent"])
+    vec_file = next(tmp_path.rglob("*.vecs.npy"))
+    vec_file.write_bytes(b"garbage")
+    b = TextEncoder(cache_dir=tmp_path)
+    w = b.encode(["Dome Tent"])
+    assert b.n_encoded == 1 and np.allclose(v, w, atol=1e-6)
+
+
+def test_bad_model_dir_is_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="text_model_dir"):
+        TextEncoder(tmp_path / "nope", cache_dir=tmp_path)
+
+
+def test_item_texts_joins_title_category_attributes():
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["Dome Tent", ""], "category": ["Camping", "Food"], "brand": ["Acme", ""]})
+    assert list(item_texts(items, ("brand",))) == ["Dome Tent | Camping | Acme", "Food"]
