@@ -15,7 +15,7 @@ Pipeline (the same for one user and for thousands, see ``Recommender.recommend_b
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -492,6 +492,7 @@ class Recommender:
         opts: RecommendOptions,
         extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> _Ranked:
+        opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
         B = len(users)
         row, pos = history_positions(seqs, users, ends)
         hist_items = seqs.items[pos].astype(np.int64)

@@ -21,6 +21,7 @@ import shutil
 import stat
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,15 @@ import torch
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ConfigError, CrossrecError, ModelError
-from crossrec_core.workspace import atomic_dir, atomic_write_json, models_dir, name_lock, safe_name, workspace_root
+from crossrec_core.workspace import (
+    atomic_dir,
+    atomic_write_json,
+    models_dir,
+    name_lock,
+    publish_dir,
+    safe_name,
+    workspace_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +143,9 @@ def save_model(model, path: str | os.PathLike) -> Path:
     try:
         with name_lock(target):
             _write_folder(model, staging)
-            old = None
-            if target.exists():
-                if any(target.iterdir()) and not (target / "config.json").is_file():
-                    raise ConfigError(f"{target} is a non-empty folder that is not a crossrec model. Choose another --out path.")
-                old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
-                os.replace(target, old)
-            os.replace(staging, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            if target.exists() and any(target.iterdir()) and not (target / "config.json").is_file():
+                raise ConfigError(f"{target} is a non-empty folder that is not a crossrec model. Choose another --out path.")
+            publish_dir(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -243,6 +246,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise ModelError(f"{folder.name}/items.parquet cannot be read ({str(err)[:120]}).") from err
     weights = read_safetensors(folder / "model.safetensors")
     aux = read_safetensors(folder / "aux.safetensors")
+    # Check declared sizes against the vocabulary BEFORE building the network, so a folder that claims
+    # 10^8 items cannot make us allocate gigabytes before being refused.
+    try:
+        n_items_declared = int(sizes["n_items"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{folder.name}/config.json has no valid item count ({err}).") from err
+    if len(items) != n_items_declared:
+        raise ModelError(f"{folder.name}/items.parquet has {len(items)} items but config.json declares {n_items_declared}.")
+    if "item_category" in aux and int(aux["item_category"].shape[0]) != n_items_declared:
+        raise ModelError(f"{folder.name}/aux.safetensors describes {int(aux['item_category'].shape[0])} items, not {n_items_declared}.")
     dev = pick_device(str(device)) if device is not None else pick_device(cfg.train.device if cfg.train.device == "cpu" else "auto")
     try:
         net = build_net(
@@ -254,11 +267,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
             use_text=bool(sizes["use_text"]),
             n_vector_columns=int(sizes["n_vector_columns"]),
         )
+        # models saved before the log-prior blend existed have no prior_weights: the blend is off
+        weights.setdefault("prior_weights", torch.zeros(2, dtype=torch.float32))
         net.load_state_dict(weights, strict=True)
     except (RuntimeError, KeyError, ValueError) as err:
         raise ModelError(f"The weights in {folder.name} do not match its config.json ({' '.join(str(err).split())[:160]}).") from err
-    if len(items) != int(sizes["n_items"]):
-        raise ModelError(f"{folder.name}/items.parquet has {len(items)} items but the weights expect {sizes['n_items']}.")
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
     fp = read_json(folder / "fingerprint.json").get("data_fingerprint", "") if (folder / "fingerprint.json").is_file() else ""
     return TrainedModel(
@@ -369,15 +382,20 @@ def import_model_zip(zip_path_or_bytes, name: str, root=None) -> Path:
         try:
             for m, base in names:
                 written = 0
-                with zf.open(m) as fin, open(staging / base, "wb") as fout:
-                    while True:
-                        chunk = fin.read(1 << 20)
-                        if not chunk:
-                            break
-                        written += len(chunk)
-                        if written > m.file_size or written > MAX_ZIP_BYTES:
-                            raise ModelError(f"'{m.filename}' unpacks to more than it declares; refused.")
-                        fout.write(chunk)
+                try:
+                    with zf.open(m) as fin, open(staging / base, "wb") as fout:
+                        while True:
+                            chunk = fin.read(1 << 20)
+                            if not chunk:
+                                break
+                            written += len(chunk)
+                            if written > m.file_size or written > MAX_ZIP_BYTES:
+                                raise ModelError(f"'{m.filename}' unpacks to more than it declares; refused.")
+                            fout.write(chunk)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+                    raise ModelError(
+                        f"The zip is damaged: '{m.filename}' cannot be unpacked ({err}). Zip the model folder again."
+                    ) from err
             load_model(staging, device="cpu")  # validates everything; raises ModelError on any problem
             with name_lock(target):
                 if target.exists():

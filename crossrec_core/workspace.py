@@ -12,10 +12,12 @@ Layout (default ``./workspace``, overridable with ``CROSSREC_HOME``)::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -75,9 +77,8 @@ def name_lock(target: Path, timeout: float = 600.0) -> Iterator[None]:
 def atomic_dir(target: Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a staging folder; on success it atomically replaces ``target``.
 
-    A crash (even SIGKILL) before the end leaves ``target`` exactly as it was: the new content only
-    becomes visible through a single ``os.replace``/rename. The previous version is moved aside first
-    and deleted only after the new one is in place.
+    A crash (even SIGKILL) at any point leaves ``target`` either as it was or fully replaced: the new
+    content becomes visible through one atomic exchange (see ``publish_dir``).
     """
     target = Path(target)
     root = target.parent.parent  # workspace root for datasets/<name> and models/<name>
@@ -88,18 +89,47 @@ def atomic_dir(target: Path, *, overwrite: bool = True) -> Iterator[Path]:
         try:
             yield staging
             _fsync_tree(staging)
-            if target.exists():
-                if not overwrite:
-                    raise ConfigError(f"'{target.name}' already exists. Choose another name or delete it first.")
-                old = tmp_root / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
-                os.replace(target, old)
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, target)
+            if target.exists() and not overwrite:
+                raise ConfigError(f"'{target.name}' already exists. Choose another name or delete it first.")
+            publish_dir(staging, target)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_dir(staging: Path, target: Path) -> None:
+    """Move the finished folder ``staging`` to ``target``, replacing any previous version atomically.
+
+    On Linux the two folders are swapped with one ``renameat2(RENAME_EXCHANGE)`` call, so there is no
+    instant at which ``target`` is missing. Elsewhere the old version is first moved aside under a
+    name that records where it belongs (``.old~<parent>~<name>~<hex>``) and ``clean_stale_staging``
+    puts it back if a crash happens before the new one lands.
+    """
+    staging, target = Path(staging), Path(target)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if _rename_exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the previous version
+        return
+    aside = staging.parent / f".old~{target.parent.name}~{target.name}~{uuid.uuid4().hex[:8]}"
+    os.replace(target, aside)
+    os.replace(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); return False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -118,14 +148,22 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def clean_stale_staging(root=None) -> int:
-    """Remove staging folders left by a killed process; return how many were removed."""
-    tmp = workspace_root(root) / "tmp"
+    """Remove staging folders left by a killed process; return how many entries were cleaned.
+
+    A previous version moved aside by ``publish_dir`` whose replacement never landed is put back.
+    """
+    ws = workspace_root(root)
     n = 0
-    for p in tmp.glob(".staging-*"):
+    for p in (ws / "tmp").glob(".staging-*"):
         shutil.rmtree(p, ignore_errors=True)
         n += 1
-    for p in tmp.glob(".old-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for p in (ws / "tmp").glob(".old~*"):
+        parts = p.name.split("~")
+        home = ws / parts[1] / parts[2] if len(parts) == 4 else None
+        if home is not None and not home.exists():
+            os.replace(p, home)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
         n += 1
     return n
 
