@@ -45,8 +45,12 @@ class ItemEncoderConfig:
     attr_max_tokens: int = 16
     attr_vocab_max: int = 20000
     attr_kernel: int = 3
+    # "bag": mean of the attribute-token embeddings; "cnn": a 1-D conv + max-pool over them. The bag is
+    # the default: every training step re-encodes the whole catalogue, and the CNN made that the
+    # slowest part of a step (attribute tokens carry no order worth a convolution).
+    attr_encoder: Literal["bag", "cnn"] = "bag"
     text_model_dir: str | None = None  # None = the bundled all-MiniLM-L6-v2
-    text_max_seq_length: int = 48  # titles are short; 48 tokens keeps CPU encoding fast
+    text_max_seq_length: int = 32  # titles are short (median well under 32 tokens); 32 keeps CPU encoding fast
     text_batch_size: int = 128
 
     def __post_init__(self) -> None:
@@ -60,6 +64,7 @@ class ItemEncoderConfig:
         _check(_is_num(self.id_dropout) and 0.0 <= self.id_dropout < 1.0, f"id_dropout must be in [0, 1), got {self.id_dropout!r}.")
         _check(_is_int(self.attr_max_tokens) and 1 <= self.attr_max_tokens <= 256, f"attr_max_tokens must be 1..256, got {self.attr_max_tokens!r}.")
         _check(_is_int(self.attr_vocab_max) and self.attr_vocab_max >= 2, f"attr_vocab_max must be an integer >= 2, got {self.attr_vocab_max!r}.")
+        _check(self.attr_encoder in ("bag", "cnn"), f"attr_encoder must be 'bag' or 'cnn', got {self.attr_encoder!r}.")
         _check(_is_int(self.attr_kernel) and 1 <= self.attr_kernel <= 9, f"attr_kernel must be 1..9, got {self.attr_kernel!r}.")
         _check(
             self.text_model_dir is None or (isinstance(self.text_model_dir, str) and self.text_model_dir.strip() != ""),
@@ -118,6 +123,11 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     eval_batch_size: int = 512
+    # early stopping on a seeded sample of this many validation users (cheap, and stable enough)
+    valid_max_users: int = 2000
+    # after training, blend a log-prior (popularity + category flow) into retrieval with weights chosen
+    # on validation; stays off when it does not help (models/prior.py)
+    prior_blend: bool = True
     progress_every: int = 10  # steps between progress callbacks
 
     def __post_init__(self) -> None:
@@ -139,6 +149,8 @@ class TrainConfig:
             f"device must be auto, cpu or cuda, got {self.device!r}.",
         )
         _check(_is_int(self.eval_batch_size) and self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}.")
+        _check(_is_int(self.valid_max_users) and self.valid_max_users >= 1, f"valid_max_users must be >= 1, got {self.valid_max_users!r}.")
+        _check(isinstance(self.prior_blend, bool), f"prior_blend must be true or false, got {self.prior_blend!r}.")
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
 
 
@@ -179,7 +191,9 @@ class ModelConfig:
             raise ConfigError(f"Unknown configuration section(s): {', '.join(sorted(unknown))}. Expected item, user, train.")
         kwargs = {}
         for key, klass in parts.items():
-            sub = d.get(key, {}) or {}
+            sub = dict(d.get(key, {}) or {})
+            if key == "item" and isinstance(d.get(key), dict):
+                sub.setdefault("attr_encoder", "cnn")  # configs saved before the bag existed used the CNN
             names = {f.name for f in fields(klass)}
             bad = set(sub) - names
             if bad:

@@ -220,6 +220,44 @@ def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: 
     return out
 
 
+PRIOR_GRID_POP = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+PRIOR_GRID_CAT = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def select_prior_weights(
+    model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray
+) -> tuple[float, float, dict[str, float]]:
+    """Return (w_pop, w_cat, {"ndcg10", "hr10", "n"}) of the log-prior blend best on these validation targets.
+
+    Grid search over PRIOR_GRID_POP x PRIOR_GRID_CAT of score = dot + w_pop * log P(item) + w_cat * category
+    lift (models/prior.py); (0, 0) -- the model alone -- wins ties, so the blend is on only when it helps.
+    """
+    model.set_prior_weights(0.0, 0.0)
+    grid = [(a, b) for a in PRIOR_GRID_POP for b in PRIOR_GRID_CAT]
+    ranks = np.zeros((len(grid), len(users)), dtype=np.int64)
+    V = model.base_item_vectors()
+    log_pop = model.prior.log_pop[None, :]
+    bs = max(1, min(model.batch_size, 2_000_000 // max(model.n_items, 1)))
+    for s in range(0, len(users), bs):
+        u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
+        dot = model.base_user_vectors(seqs, u, e) @ V.T  # (b, n_items)
+        lift = model.category_lift(seqs, u, e)[:, model.prior.bucket]  # (b, n_items)
+        starts = seqs.offsets[u]
+        row, pos = gather_ranges(starts, e - starts)
+        dot[row, seqs.items[pos]] = -np.inf
+        rows = np.arange(len(u))
+        for g, (a, b) in enumerate(grid):
+            sc = dot + a * log_pop + b * lift if (a or b) else dot
+            tv = sc[rows, t]
+            ranks[g, s : s + bs] = np.where(np.isfinite(tv), (sc > tv[:, None]).sum(axis=1), sc.shape[1])
+    results = [ndcg_hr(r) for r in ranks]
+    best = 0
+    for g, r in enumerate(results):
+        if r["ndcg10"] > results[best]["ndcg10"] + 1e-9:
+            best = g
+    return float(grid[best][0]), float(grid[best][1]), results[best]
+
+
 def _rerank_scores(model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs: Sequences, users, ends, n: int) -> np.ndarray:
     """Return scores where the top-n unseen retrieved items are re-ordered by fusion probability (others below)."""
     masked = scores.copy()
@@ -382,7 +420,11 @@ def train_model(
 
     v_users = split.valid_users.astype(np.int64)
     v_ends = split.valid_pos
-    v_targets = ds.seqs.items[split.valid_pos].astype(np.int64)
+    if len(v_users) > tc.valid_max_users:
+        # early stopping needs a stable estimate, not every user: a seeded subsample keeps validation cheap
+        keep = np.sort(np.random.default_rng(tc.seed).choice(len(v_users), tc.valid_max_users, replace=False))
+        v_users, v_ends = v_users[keep], v_ends[keep]
+    v_targets = ds.seqs.items[v_ends].astype(np.int64)
 
     model = TrainedModel(
         name=name or ds.name,
@@ -455,7 +497,7 @@ def train_model(
             if step % tc.progress_every == 0 or step == len(batches):
                 report(epoch=epoch, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase="train")
         train_s = time.perf_counter() - t_ep
-        model._item_vecs = None
+        model.invalidate_cache()
         report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase="valid")
         vm = ndcg_hr(_valid_ranks(model, ds.seqs, v_users, v_ends, v_targets)) if len(v_users) else {"ndcg10": 0.0, "hr10": 0.0, "n": 0}
         n_train_events = int(tensors["weights"].gt(0).sum()) if not dist else int(tensors["weights"].gt(0).sum()) // world
@@ -480,17 +522,25 @@ def train_model(
             break
 
     net.load_state_dict(best_state)
-    model._item_vecs = None
-    _fit_fusion(model, ds, split.train_end, report, n_epochs)
+    model.invalidate_cache()
     best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
     valid = {k: best_rec[k] for k in ("ndcg10", "hr10", "n") if k in best_rec}
+    retrieval_ndcg = valid.get("ndcg10", 0.0)
+    if len(v_users) and tc.prior_blend:
+        report(epoch=int(best["epoch"]), phase="prior")
+        w_pop, w_cat, vp = select_prior_weights(model, ds.seqs, v_users, v_ends, v_targets)
+        model.set_prior_weights(w_pop, w_cat)
+        valid.update({"prior_w_pop": w_pop, "prior_w_cat": w_cat, "ndcg10_prior": vp["ndcg10"], "hr10_prior": vp["hr10"]})
+        retrieval_ndcg = max(retrieval_ndcg, vp["ndcg10"])
+        log.info("log-prior blend: w_pop=%.2f w_cat=%.2f valid ndcg@10 %.4f (model alone %.4f)", w_pop, w_cat, vp["ndcg10"], valid.get("ndcg10", 0.0))
+    _fit_fusion(model, ds, split.train_end, report, n_epochs)
     if len(v_users) and tc.fusion_epochs:
         vf = ndcg_hr(_valid_ranks(model, ds.seqs, v_users, v_ends, v_targets, fusion_n=tc.fusion_candidates))
         valid.update({"ndcg10_fusion": vf["ndcg10"], "hr10_fusion": vf["hr10"], "fusion_mlp": True})
-        if vf["ndcg10"] < valid.get("ndcg10", 0.0):
+        if vf["ndcg10"] < retrieval_ndcg:
             # the MLP's re-ranking lost on validation: keep only the calibrated dot product (same order as retrieval)
             net.fusion.reset_mlp()
-            valid.update({"ndcg10_fusion": valid.get("ndcg10", 0.0), "hr10_fusion": valid.get("hr10", 0.0), "fusion_mlp": False})
+            valid.update({"fusion_mlp": False})
     model.metrics = {
         "valid": valid,
         "history": history,

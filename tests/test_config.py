@@ -87,3 +87,13 @@ def test_json_round_trip_and_unknown_keys():
         ModelConfig.from_dict(bad)
     with pytest.raises(ConfigError, match="section"):
         ModelConfig.from_dict({"optim": {}})
+
+
+def test_attr_encoder_defaults_to_bag_but_old_saved_configs_keep_the_cnn():
+    from crossrec_core.config import ModelConfig
+
+    assert ModelConfig().item.attr_encoder == "bag"
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).item.attr_encoder == "bag"
+    old = ModelConfig().to_dict()
+    del old["item"]["attr_encoder"]  # a config.json written before the bag existed
+    assert ModelConfig.from_dict(old).item.attr_encoder == "cnn"

@@ -131,3 +131,19 @@ def test_fusion_scorer_shape_and_starts_as_scaled_dot():
     out = f(u, v)
     assert out.shape == (3, 5) and out.dtype == torch.float32
     torch.testing.assert_close(out, (u.unsqueeze(1) * v).sum(-1))  # zero-init MLP: same order as retrieval
+
+
+def test_attribute_bag_is_the_mean_of_real_token_embeddings():
+    import torch
+
+    from crossrec_core.config import ItemEncoderConfig
+    from crossrec_core.models.item_encoder import ItemEncoder
+
+    cfg = ItemEncoderConfig(dim=8, use_id=False, use_category=False, use_text=False, attr_max_tokens=3, attr_encoder="bag")
+    enc = ItemEncoder(cfg, n_items=2, n_categories=1, attr_vocab_size=5, text_dim=0, n_vector_columns=0).eval()
+    enc.attr_tokens.copy_(torch.tensor([[2, 3, 0], [0, 0, 0]]))
+    with torch.no_grad():
+        out = enc()
+        w = enc.attr_emb.weight
+        torch.testing.assert_close(out[0], (w[2] + w[3]) / 2)
+        torch.testing.assert_close(out[1], torch.zeros(8))  # no attributes: no contribution

@@ -89,7 +89,10 @@ def test_trained_model_interface_types(trained):
     assert model.popularity.dtype == np.float32 and model.popularity.shape == (ds.n_items,)
     assert model.category_transitions.shape == (2, 2)
     iv = model.item_vectors()
-    assert iv.shape == (ds.n_items, 32) and iv.dtype == np.float32
+    assert model.base_item_vectors().shape == (ds.n_items, 32)
+    # the learned 32 columns, plus the log-prior columns when validation turned the blend on
+    n_prior = (model.prior_weights[0] != 0) + (model.prior.n_buckets if model.prior_weights[1] != 0 else 0)
+    assert iv.shape == (ds.n_items, 32 + n_prior) and iv.dtype == np.float32
     users = np.arange(5)
     ends = ds.seqs.offsets[1:6] - 1
     uv = model.user_vectors(ds.seqs, users, ends)
@@ -153,3 +156,39 @@ def test_training_windows_and_seen_flags_exact():
     assert seen_before(ds.seqs).tolist() == [False, False, True, False, False, False, False, False]
     tr = category_transition_counts(ds, np.array([6, 8]))
     assert tr.shape == (1, 1) and tr[0, 0] == 5 + 1
+
+
+def test_prior_blend_adds_log_popularity_and_category_lift_to_the_dot_product(trained):
+    ds, model, _ = trained
+    users = np.arange(6)
+    ends = ds.seqs.offsets[1:7] - 1
+    saved = model.prior_weights
+    try:
+        model.set_prior_weights(0.0, 0.0)
+        base = model.score_histories(ds.seqs, users, ends)
+        assert model.item_vectors().shape[1] == 32
+        model.set_prior_weights(0.5, 2.0)
+        blended = model.score_histories(ds.seqs, users, ends)
+        lift = model.category_lift(ds.seqs, users, ends)[:, model.prior.bucket]
+        expected = base + 0.5 * model.prior.log_pop[None, :] + 2.0 * lift
+        np.testing.assert_allclose(blended, expected, rtol=1e-4, atol=1e-3)
+        assert model.user_vectors(ds.seqs, users, ends).shape[1] == model.item_vectors().shape[1]
+    finally:
+        model.set_prior_weights(*saved)
+
+
+def test_category_lift_follows_the_last_category_transitions():
+    from crossrec_core.data.dataset import Sequences
+    from crossrec_core.models.prior import build_item_prior, category_lift
+
+    # 4 items, categories [0, 0, 1, 1]; training always goes 0 -> 1, never 0 -> 0
+    item_category = np.array([0, 0, 1, 1], dtype=np.int32)
+    prior = build_item_prior(np.array([3, 1, 2, 2], np.float32), item_category, np.array([[0, 10], [0, 0]], np.float32))
+    seqs = Sequences(np.array([0, 1, 1], np.int64), np.array([0], np.int32), np.zeros(1, np.int64), np.zeros(1, np.int16))
+    lift = category_lift(prior, item_category, seqs, np.array([0, 1]), np.array([1, 1]))
+    # after a category-0 item, P(next = 1) = 10.01 / 10.02, while both categories hold half the events
+    p1 = 10.01 / 10.02
+    np.testing.assert_allclose(lift[0], [np.log((1 - p1) / 0.5), np.log(p1 / 0.5)], rtol=1e-5)
+    np.testing.assert_array_equal(lift[1], [0.0, 0.0])  # empty history: no lift
+    # log popularity share with +0.1 smoothing
+    np.testing.assert_allclose(prior.log_pop, np.log(np.array([3.1, 1.1, 2.1, 2.1]) / 8.4), rtol=1e-5)

@@ -28,14 +28,20 @@ class FusionScorer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(3 * d + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, 1))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
+        self.d = d
         self.scale = nn.Parameter(torch.ones(()))
         self.bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        """Return float (B, C) logits for user (B, d) against item (B, C, d)."""
-        u = user.unsqueeze(1).expand_as(item)  # (B, C, d)
+        """Return float (B, C) logits for user (B, D) against item (B, C, D).
+
+        D >= d: columns past d are the log-prior columns (models/prior.py); they count in the dot
+        product but the MLP only sees the learned d columns.
+        """
+        u = user.unsqueeze(1).expand_as(item)  # (B, C, D)
         dot = (u * item).sum(-1, keepdim=True)  # (B, C, 1)
-        x = torch.cat([u, item, u * item, dot], dim=-1)  # (B, C, 3d + 1)
+        ub, ib = u[..., : self.d], item[..., : self.d]  # (B, C, d)
+        x = torch.cat([ub, ib, ub * ib, dot], dim=-1)  # (B, C, 3d + 1)
         return self.scale * dot.squeeze(-1) + self.bias + self.mlp(x).squeeze(-1)
 
     def reset_mlp(self) -> None:
@@ -71,6 +77,8 @@ class CrossRecNet(nn.Module):
         )
         self.user_encoder = UserEncoder(cfg.user, n_event_types=n_event_types)
         self.fusion = FusionScorer(cfg.dim)
+        # (w_pop, w_cat) of the log-prior blended into retrieval (models/prior.py); chosen on validation
+        self.register_buffer("prior_weights", torch.zeros(2, dtype=torch.float32))
 
     def user_states(
         self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, item_table: torch.Tensor | None = None

@@ -99,7 +99,8 @@ class ItemEncoder(nn.Module):
             nn.init.normal_(self.attr_emb.weight, std=0.1)
             with torch.no_grad():
                 self.attr_emb.weight[PAD_TOKEN].zero_()
-            self.attr_conv = nn.Conv1d(d, d, kernel_size=cfg.attr_kernel, padding=cfg.attr_kernel // 2)
+            if cfg.attr_encoder == "cnn":
+                self.attr_conv = nn.Conv1d(d, d, kernel_size=cfg.attr_kernel, padding=cfg.attr_kernel // 2)
         self.use_text = cfg.use_text and text_dim > 0
         if self.use_text:
             self.register_buffer("text_vecs", torch.zeros(n_items, text_dim, dtype=torch.float32))
@@ -124,10 +125,15 @@ class ItemEncoder(nn.Module):
         if self.use_attr:
             tok = self.attr_tokens[idx]  # (..., L)
             flat = tok.reshape(-1, tok.shape[-1])
-            e = self.attr_emb(flat).transpose(1, 2)  # (N, d, L)
-            h = torch.relu(self.attr_conv(e))  # (N, d, L)
-            h = h.masked_fill((flat == PAD_TOKEN).unsqueeze(1), float("-inf")).amax(dim=2)  # (N, d)
-            h = torch.where(torch.isfinite(h), h, torch.zeros_like(h))  # items without attributes
+            if self.cfg.attr_encoder == "bag":
+                # the pad row is zero, so the sum over all slots is the sum over real tokens
+                n_tok = (flat != PAD_TOKEN).sum(dim=1, keepdim=True).clamp(min=1)  # (N, 1)
+                h = self.attr_emb(flat).sum(dim=1) / n_tok  # (N, d)
+            else:
+                e = self.attr_emb(flat).transpose(1, 2)  # (N, d, L)
+                h = torch.relu(self.attr_conv(e))  # (N, d, L)
+                h = h.masked_fill((flat == PAD_TOKEN).unsqueeze(1), float("-inf")).amax(dim=2)  # (N, d)
+                h = torch.where(torch.isfinite(h), h, torch.zeros_like(h))  # items without attributes
             out = out + h.reshape(idx.shape + (self.cfg.dim,))
         if self.use_text:
             out = out + self.text_proj(self.text_vecs[idx])

@@ -153,7 +153,7 @@ class TextEncoder:
         import torch
 
         self._load()
-        with torch.no_grad():
+        with torch.inference_mode():
             batch = self._tokenizer(
                 texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
             ).to(self.device)

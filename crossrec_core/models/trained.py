@@ -12,6 +12,7 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
 from crossrec_core.errors import ModelError
 from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core.models.prior import build_item_prior, category_lift, item_prior_columns, user_prior_columns
 from crossrec_core.models.user_encoder import time_gap_buckets
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class TrainedModel:
         self.batch_size = int(batch_size)
         self.net.to(self.device).eval()
         self._item_vecs: np.ndarray | None = None
+        self._base_vecs: np.ndarray | None = None
+        self.prior = build_item_prior(self.popularity, self.item_category, self.category_transitions)
         self._item_lookup = pd.Index(pd.Series(self.item_ids, dtype=object).astype(str))
         self._event_lookup = pd.Index(pd.Series(self.event_names, dtype=object).astype(str))
 
@@ -173,23 +176,52 @@ class TrainedModel:
             )
 
     # -- inference -----------------------------------------------------------------------------
-    def item_vectors(self) -> np.ndarray:
-        """Return float32 (n_items, d) item vectors used by retrieval (cached)."""
-        if self._item_vecs is None:
+    @property
+    def prior_weights(self) -> tuple[float, float]:
+        """Return (w_pop, w_cat): the weights of the log-prior folded into retrieval (0, 0 = off)."""
+        w = self.net.prior_weights.detach().cpu().numpy()
+        return float(w[0]), float(w[1])
+
+    def set_prior_weights(self, w_pop: float, w_cat: float) -> None:
+        """Set the log-prior weights (stored in the network's weights, so saved with the model)."""
+        with torch.no_grad():
+            self.net.prior_weights.copy_(torch.tensor([w_pop, w_cat], dtype=torch.float32))
+        self._item_vecs = None
+
+    def invalidate_cache(self) -> None:
+        """Forget cached item vectors (after the weights changed)."""
+        self._base_vecs = None
+        self._item_vecs = None
+
+    def base_item_vectors(self) -> np.ndarray:
+        """Return float32 (n_items, d) learned item vectors (without the prior columns; cached)."""
+        if self._base_vecs is None:
             self.net.eval()
             with torch.no_grad():
                 chunks = [
                     self.net.item_encoder(torch.arange(s, min(s + 8192, self.n_items), device=self.device)).float().cpu()
                     for s in range(0, self.n_items, 8192)
                 ]
-            self._item_vecs = torch.cat(chunks).numpy().astype(np.float32) if chunks else np.zeros((0, self.config.dim), np.float32)
+            self._base_vecs = torch.cat(chunks).numpy().astype(np.float32) if chunks else np.zeros((0, self.config.dim), np.float32)
+        return self._base_vecs
+
+    def item_vectors(self) -> np.ndarray:
+        """Return float32 (n_items, D) item vectors used by retrieval (cached).
+
+        D = d, plus the log-prior columns when the blend is on (models/prior.py): the dot product with
+        user_vectors then includes the popularity / category-flow prior.
+        """
+        if self._item_vecs is None:
+            base = self.base_item_vectors()
+            extra = item_prior_columns(self.prior, self.prior_weights)
+            self._item_vecs = np.ascontiguousarray(np.concatenate([base, extra], axis=1)) if extra.shape[1] else base
         return self._item_vecs
 
     def _item_table(self) -> torch.Tensor:
-        return torch.from_numpy(self.item_vectors()).to(self.device)
+        return torch.from_numpy(self.base_item_vectors()).to(self.device)
 
-    def user_vectors(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Return float32 (B, d) user states for the histories seqs[offsets[u]:end] (empty -> generic state)."""
+    def base_user_vectors(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return float32 (B, d) learned user states (without the prior columns; empty -> generic state)."""
         users = np.asarray(users, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
         out = np.zeros((len(users), self.config.dim), dtype=np.float32)
@@ -206,8 +238,24 @@ class TrainedModel:
                 out[s : s + len(h)] = h[:, -1].float().cpu().numpy()
         return out
 
+    def category_lift(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return float32 (B, n_buckets) log P(category bucket | last events) - log P(bucket)."""
+        return category_lift(self.prior, self.item_category, seqs, users, ends)
+
+    def user_vectors(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return float32 (B, D) user states for the histories seqs[offsets[u]:end] (empty -> generic state).
+
+        D matches item_vectors(): the learned d columns plus the log-prior columns when the blend is on.
+        """
+        base = self.base_user_vectors(seqs, users, ends)
+        weights = self.prior_weights
+        if weights == (0.0, 0.0):
+            return base
+        lift = self.category_lift(seqs, users, ends) if weights[1] != 0 else None
+        return np.concatenate([base, user_prior_columns(lift, len(base), weights)], axis=1)
+
     def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Return float32 (B, n_items) retrieval scores (user_vectors @ item_vectors.T)."""
+        """Return float32 (B, n_items) retrieval scores (user_vectors @ item_vectors.T, prior included)."""
         return self.user_vectors(seqs, users, ends) @ self.item_vectors().T
 
     def fusion_proba(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray:
