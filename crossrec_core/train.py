@@ -11,7 +11,9 @@ about what validation measured).
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,16 +277,45 @@ def _rerank_scores(model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs
 
 # -- checkpoints ----------------------------------------------------------------------------
 def _save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: torch.optim.Optimizer, state: dict) -> None:
+    """Write one epoch's checkpoint as a whole: all files go to a staging folder that then replaces
+    ``ckpt/current`` in one atomic exchange, so a kill can never pair weights of one epoch with the
+    state of another."""
+    import uuid
+
     from crossrec_core import registry
+    from crossrec_core.workspace import atomic_write_json, publish_dir
 
     ckpt.mkdir(parents=True, exist_ok=True)
-    registry.write_safetensors(ckpt / "last.safetensors", net.state_dict())
-    registry.write_safetensors(ckpt / "best.safetensors", best_state)
-    tensors, scalars = _optimizer_to_flat(opt)
-    registry.write_safetensors(ckpt / "optimizer.safetensors", tensors)
-    from crossrec_core.workspace import atomic_write_json
+    staging = ckpt / f".next-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        registry.write_safetensors(staging / "last.safetensors", net.state_dict())
+        registry.write_safetensors(staging / "best.safetensors", best_state)
+        tensors, scalars = _optimizer_to_flat(opt)
+        registry.write_safetensors(staging / "optimizer.safetensors", tensors)
+        atomic_write_json(staging / "state.json", {**state, "optimizer": scalars})
+        publish_dir(staging, _checkpoint_folder(ckpt))
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
-    atomic_write_json(ckpt / "state.json", {**state, "optimizer": scalars})  # written last: the commit point
+
+def _same_settings(saved: dict | None, current: dict) -> bool:
+    """Return whether a checkpoint's config matches, ignoring the epoch cap (resuming may raise it)."""
+    if not isinstance(saved, dict):
+        return False
+
+    def strip(d: dict) -> dict:
+        d = json.loads(json.dumps(d))
+        d.get("train", {}).pop("epochs", None)
+        return d
+
+    return strip(saved) == strip(current)
+
+
+def _checkpoint_folder(ckpt: Path) -> Path:
+    """Return the folder holding the last complete checkpoint inside ``ckpt``."""
+    return ckpt / "current"
 
 
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -452,15 +483,15 @@ def train_model(
     bad_epochs = 0
     start_epoch = 1
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    if resume and ckpt is not None and (ckpt / "state.json").is_file():
+    if resume and ckpt is not None and (_checkpoint_folder(ckpt) / "state.json").is_file():
         from crossrec_core import registry
 
-        state = registry.read_json(ckpt / "state.json")
-        if state.get("data_fingerprint") != ds.fingerprint() or state.get("config") != cfg.to_dict():
+        state = registry.read_json(_checkpoint_folder(ckpt) / "state.json")
+        if state.get("data_fingerprint") != ds.fingerprint() or not _same_settings(state.get("config"), cfg.to_dict()):
             raise ConfigError(f"The checkpoint in {ckpt} was made with other data or settings; delete it or train without resume.")
-        net.load_state_dict(registry.read_safetensors(ckpt / "last.safetensors"))
-        best_state = registry.read_safetensors(ckpt / "best.safetensors")
-        _optimizer_from_flat(opt, registry.read_safetensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+        net.load_state_dict(registry.read_safetensors(_checkpoint_folder(ckpt) / "last.safetensors"))
+        best_state = registry.read_safetensors(_checkpoint_folder(ckpt) / "best.safetensors")
+        _optimizer_from_flat(opt, registry.read_safetensors(_checkpoint_folder(ckpt) / "optimizer.safetensors"), state["optimizer"])
         history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
         start_epoch = int(state["epoch"]) + 1
         log.info("resuming from epoch %d (best %s)", state["epoch"], best)

@@ -179,15 +179,15 @@ def test_sigkill_during_training_then_resume_continues_from_the_checkpoint(saved
 
     def two_epochs_done() -> bool:
         try:
-            return json.loads((ckpt / "state.json").read_text())["epoch"] >= 2
+            return json.loads((ckpt / "current" / "state.json").read_text())["epoch"] >= 2
         except (OSError, ValueError, KeyError):
             return False
 
     kill_when(proc, two_epochs_done)
-    state = json.loads((ckpt / "state.json").read_text())
+    state = json.loads((ckpt / "current" / "state.json").read_text())
     done = int(state["epoch"])
     assert 2 <= done < n_epochs, "the child finished before it was killed"
-    assert {"last.safetensors", "best.safetensors", "optimizer.safetensors"} <= {p.name for p in ckpt.iterdir()}
+    assert {"last.safetensors", "best.safetensors", "optimizer.safetensors"} <= {p.name for p in (ckpt / "current").iterdir()}
 
     seen = []
     model = train_model(load_dataset("keep"), ModelConfig.from_dict(tiny_config_dict(n_epochs)), checkpoint_dir=ckpt,
@@ -197,7 +197,7 @@ def test_sigkill_during_training_then_resume_continues_from_the_checkpoint(saved
     history = model.metrics["history"]
     assert [h["epoch"] for h in history] == list(range(1, n_epochs + 1))
     assert history[:done] == state["history"][:done]  # the epochs before the crash are kept, not redone
-    assert json.loads((ckpt / "state.json").read_text())["epoch"] == n_epochs
+    assert json.loads((ckpt / "current" / "state.json").read_text())["epoch"] == n_epochs
     assert_previous_entries_intact(root, digests, ds_hash)
 
 
