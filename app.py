@@ -1,0 +1,20 @@
+"""crossrec studio: the router. Page config, logo, navigation; every page lives in pages/."""
+
+import streamlit as st
+
+from pages.common import ASSETS, sidebar
+
+st.set_page_config(page_title="crossrec studio", page_icon=":material/hub:", layout="wide")
+st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
+
+pages = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/table_view:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/embedding_map.py", title="Embedding map", icon=":material/scatter_plot:"),
+    st.Page("pages/recommendations.py", title="Recommendations", icon=":material/recommend:"),
+    st.Page("pages/evaluation.py", title="Evaluation", icon=":material/monitoring:"),
+]
+pg = st.navigation(pages)
+sidebar()
+pg.run()

@@ -1,0 +1,96 @@
+"""Data: upload a log, check the column mapping, read the validation report, profile it, save it."""
+
+import streamlit as st
+
+from crossrec_core.errors import CrossrecError
+from crossrec_core.workspace import slugify
+from pages import charts
+from crossrec_core.data.schema import suggest_mapping
+from pages.common import (
+    active_dataset, get_profile, get_upload_columns, get_upload_dataset, get_upload_profile, md_escape, show_error,
+)
+
+MAX_MB = int(st.get_option("server.maxUploadSize"))
+TYPES = ["csv", "tsv", "txt", "parquet", "jsonl", "ndjson", "json", "gz", "inter", "item"]
+NONE = "(not in this file)"
+CANONICAL = {"user_id": "Shopper id (required)", "item_id": "Product id (required)", "timestamp": "Time of the event",
+             "event": "Event type (view / cart / purchase)", "category": "Product category", "title": "Product title"}
+
+st.title("Data")
+st.caption(f"CSV, TSV, Parquet or JSON Lines (also .gz), up to {MAX_MB} MB per file. "
+           "Bigger logs: use `crossrec ingest` in a terminal. Nothing leaves this machine.")
+log_file = st.file_uploader("Interaction log (one row per view, cart or purchase)", type=TYPES, key="data_log")
+items_file = st.file_uploader("Items table (optional: item id, category, title)", type=TYPES, key="data_items")
+
+
+def show_profile(profile) -> None:
+    """Show a DatasetProfile: sizes, category distribution, events per user, transition heatmap."""
+    c = st.columns(4)
+    c[0].metric("Users", f"{profile.n_users:,}")
+    c[1].metric("Items", f"{profile.n_items:,}")
+    c[2].metric("Categories", f"{profile.n_categories:,}")
+    c[3].metric("Events", f"{profile.n_events:,}")
+    st.caption(f"{profile.cross_category_user_share:.0%} of shoppers span two or more categories; "
+               f"{profile.cross_category_transition_share:.0%} of consecutive events change category.")
+    left, right = st.columns(2)
+    left.plotly_chart(charts.bar(profile.category_counts, "Events per category", "category", "events"), key="data_cat_chart")
+    right.plotly_chart(charts.histogram(profile.user_lengths, "Events per shopper", "events"), key="data_len_chart")
+    st.plotly_chart(charts.heatmap(profile.transitions, "Which category comes next (counts)"), key="data_heatmap")
+
+
+if log_file is None:
+    name, ds = active_dataset()
+    if ds is not None:
+        st.subheader(f"Active dataset: {md_escape(name)}")
+        try:
+            show_profile(get_profile(name))
+        except CrossrecError as err:
+            show_error(err)
+    st.stop()
+
+try:
+    columns = get_upload_columns(log_file.getvalue(), log_file.name, log_file.file_id)
+except CrossrecError as err:
+    show_error(err)
+guess = suggest_mapping(columns)
+st.subheader("Column mapping")
+st.caption("crossrec guessed which column is which; change any that are wrong.")
+mapping = {}
+cols = st.columns(3)
+for i, (canon, label) in enumerate(CANONICAL.items()):
+    options = [NONE, *columns]
+    default = options.index(guess[canon]) if guess.get(canon) in columns else 0
+    choice = cols[i % 3].selectbox(label, options, index=default, key=f"map_{canon}")
+    if choice != NONE:
+        mapping[canon] = choice
+
+items_args = (items_file.getvalue(), items_file.name, items_file.file_id) if items_file else (None, None, None)
+upload_key = (log_file.file_id, items_args[2], tuple(sorted(mapping.items())))
+try:
+    ds = get_upload_dataset(log_file.getvalue(), log_file.name, *items_args[:2], upload_key)
+except CrossrecError as err:
+    show_error(err)
+
+st.subheader("Validation report")
+if ds.report.warnings:
+    for w in ds.report.warnings:
+        st.warning(md_escape(w), icon=":material/warning:")
+else:
+    st.success("No problems found.", icon=":material/check_circle:")
+for note in ds.report.notes:
+    st.caption(md_escape(note))
+show_profile(get_upload_profile(ds, upload_key))
+
+st.subheader("Save to the workspace")
+name = st.text_input("Dataset name", value=slugify(log_file.name.rsplit(".", 1)[0]), key="data_name",
+                     help="Letters, digits, '.', '_' or '-'. Saving under an existing name replaces it.")
+if st.button("Save dataset", icon=":material/save:", key="data_save", type="primary"):
+    from crossrec_core.data.store import save_dataset
+
+    try:
+        save_dataset(ds, name)
+    except CrossrecError as err:
+        show_error(err)
+    st.session_state.dataset_name = name
+    st.success(f"Saved. '{name}' is now the active dataset; train a model on it on the Train page.",
+               icon=":material/check_circle:")

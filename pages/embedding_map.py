@@ -1,0 +1,76 @@
+"""Embedding map: the catalogue as category islands, users on top, one shopper's path drawn with arrows."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from crossrec_core.errors import CrossrecError
+from crossrec_core.scoring import one_user_sequences
+from pages import charts
+from pages.common import (
+    current_history, get_projection, get_recommender, get_user_vectors, persist, recommend_options, require_pair,
+    show_error, umap_ready, user_options,
+)
+
+
+
+def pick_user() -> None:
+    picked = st.session_state["_map_user_w"]
+    st.session_state.rec_user = None if picked == "(nobody)" else picked
+    st.session_state.whatif_add, st.session_state.whatif_remove = [], []
+
+
+st.title("Embedding map")
+ds_name, ds, model_name, model = require_pair()
+
+c1, c2, c3 = st.columns([1, 1, 2])
+st.session_state["_map_method_w"] = st.session_state.map_method
+method = c1.radio("Layout", ["PCA", "UMAP"], key="_map_method_w", horizontal=True,
+                  on_change=persist, args=("_map_method_w", "map_method"),
+                  help="PCA is instant. UMAP separates islands better; it is computed once per model and kept.")
+show_users = c2.toggle("Show shoppers", key="map_users", help="Places a sample of shoppers on the map.")
+users = ["(nobody)", *user_options(ds, limit=300)]
+st.session_state["_map_user_w"] = st.session_state.rec_user if st.session_state.rec_user in users else "(nobody)"
+c3.selectbox("Draw a shopper's path", users, key="_map_user_w", on_change=pick_user,
+             help="Their history (circles) and recommendations (stars), with arrows from the shopper.")
+
+try:
+    if method == "UMAP" and not umap_ready(model_name):
+        st.info("The UMAP layout takes about a minute the first time; after that it opens at once.", icon=":material/info:")
+        if not st.button("Compute the UMAP layout", icon=":material/scatter_plot:", key="map_umap"):
+            st.stop()
+    proj = get_projection(model_name, "umap" if method == "UMAP" else "pca")
+    users_xy = labels = None
+    if show_users:
+        u_idx, u_vecs = get_user_vectors(model_name, ds_name)
+        users_xy, labels = proj.place(u_vecs), ds.user_ids[u_idx]
+    hist_idx = rec_idx = user_xy = None
+    if st.session_state.rec_user is not None:
+        history = current_history(ds, st.session_state.rec_user)
+        recs = get_recommender(model_name, ds_name).recommend(history, **recommend_options())
+        hist_idx = model.item_index(np.asarray(recs.history_item_ids, dtype=object))
+        rec_idx = np.array([r.item_idx for r in recs.items], dtype=np.int64)
+        seqs = one_user_sequences(hist_idx.astype(np.int32))
+        user_xy = proj.place(model.user_vectors(seqs, np.zeros(1, np.int64), np.array([len(hist_idx)])))[0]
+except CrossrecError as err:
+    show_error(err)
+
+fig = charts.embedding_map(proj.items_xy, model.category_names[model.item_category], model.item_titles, model.popularity,
+                           users_xy=users_xy, user_labels=labels, history_idx=hist_idx, rec_idx=rec_idx, user_xy=user_xy,
+                           title=f"{model.n_items:,} items of {model_name} ({method})")
+event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
+try:
+    points = event["selection"]["points"]
+except (KeyError, TypeError):
+    points = []
+if points:  # a lasso / box selection replaces the stored one; tests set map_selection directly
+    members = charts.map_trace_members(model.category_names[model.item_category])
+    st.session_state.map_selection = charts.selected_items(points, members)
+sel = np.asarray(st.session_state.map_selection, dtype=np.int64)
+sel = sel[(sel >= 0) & (sel < model.n_items)]
+st.caption("Drag a lasso or a box over the map to list the items inside.")
+if len(sel):
+    st.dataframe(pd.DataFrame({"item_id": model.item_ids[sel], "title": model.item_titles[sel],
+                               "category": model.category_names[model.item_category[sel]],
+                               "popularity": model.popularity[sel]}),
+                 hide_index=True, key="map_selected_table")

@@ -1,0 +1,110 @@
+"""Recommendations: pick a shopper, see the history and the top-K with reasons, tune, what-if, export."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from crossrec_core.errors import CrossrecError
+from pages import charts
+from pages.common import (
+    current_history, get_recommender, item_labels, md_escape, persist, recommend_options, require_pair,
+    show_error, user_options,
+)
+
+st.title("Recommendations")
+ds_name, ds, model_name, model = require_pair()
+state = st.session_state
+
+
+def pick_user(user: str | None) -> None:
+    state.rec_user = user
+    state.whatif_add, state.whatif_remove = [], []
+
+
+def mirror(*pairs: tuple[str, str]) -> None:
+    """Set each widget key from its persistent session key before the widget is drawn."""
+    for widget, key in pairs:
+        state[widget] = state[key]
+
+
+if state.rec_user is None and ds.n_users:
+    pick_user(str(ds.user_ids[0]))
+c1, c2, c3 = st.columns([2, 2, 1])
+search = c1.text_input("Find a shopper by id", key="rec_search", placeholder="type part of an id")
+options = user_options(ds, search) or [state.rec_user]
+state["_rec_user_w"] = state.rec_user if state.rec_user in options else options[0]
+c2.selectbox("Shopper", options, key="_rec_user_w", on_change=lambda: pick_user(state["_rec_user_w"]))
+state["_rec_random_n"] = state.get("_rec_random_n", 0)
+if c3.button("Random shopper", icon=":material/shuffle:", key="rec_random"):
+    state["_rec_random_n"] += 1
+    pick_user(str(ds.user_ids[np.random.default_rng(state["_rec_random_n"]).integers(ds.n_users)]))
+    st.rerun()
+
+mirror(("_k_w", "k"), ("_threshold_w", "threshold"), ("_diversity_w", "diversity"), ("_cross_w", "cross_only"),
+       ("_excluded_w", "excluded_categories"), ("_whatif_add_w", "whatif_add"), ("_whatif_remove_w", "whatif_remove"))
+s1, s2, s3 = st.columns(3)
+s1.slider("How many products (K)", 1, 50, key="_k_w", on_change=persist, args=("_k_w", "k"))
+s2.slider("Only show products at least this likely", 0.0, 1.0, step=0.01, key="_threshold_w", on_change=persist,
+          args=("_threshold_w", "threshold"), help="Higher = fewer, surer recommendations. Shared with Evaluation.")
+s3.slider("Variety", 0.0, 1.0, step=0.05, key="_diversity_w", on_change=persist, args=("_diversity_w", "diversity"),
+          help="0 = most likely first; higher = more different products from each other.")
+t1, t2 = st.columns([1, 2])
+t1.toggle("Only categories new to this shopper", key="_cross_w", on_change=persist, args=("_cross_w", "cross_only"))
+t2.multiselect("Never recommend from", list(map(str, model.category_names)), key="_excluded_w", on_change=persist,
+               args=("_excluded_w", "excluded_categories"))
+
+u = int(ds.user_index([state.rec_user])[0])
+items, times, events = ds.history(u)
+hist = pd.DataFrame({"when": times if ds.has_timestamps else np.arange(len(items)), "item_id": ds.item_ids[items],
+                     "title": ds.item_titles[items], "category": ds.category_names[ds.item_category[items]],
+                     "event": ds.event_names[events]})
+if ds.has_timestamps:
+    hist["when"] = pd.to_datetime(hist["when"], unit="s")
+st.subheader("History")
+st.pills("Categories in this history", sorted(hist["category"].unique()), key="rec_chips", disabled=True,
+         format_func=md_escape)
+st.plotly_chart(charts.history_timeline(hist), key="rec_timeline")
+
+with st.expander("What if... (edit the history)", icon=":material/edit:", expanded=bool(state.whatif_add or state.whatif_remove)):
+    top = np.argsort(-model.popularity, kind="stable")[:3000]
+    keep = np.union1d(top, model.item_index(np.asarray(state.whatif_add, dtype=object)))
+    keep = keep[keep >= 0]
+    label = dict(zip(model.item_ids[keep], item_labels(model.item_titles[keep], model.item_ids[keep],
+                                                        model.category_names[model.item_category[keep]])))
+    st.multiselect("Add products (newest last)", list(label), key="_whatif_add_w", format_func=label.get,
+                   on_change=persist, args=("_whatif_add_w", "whatif_add"))
+    own = dict(zip(hist["item_id"], item_labels(hist["title"], hist["item_id"], hist["category"])))
+    st.multiselect("Remove products", list(own), key="_whatif_remove_w", format_func=own.get,
+                   on_change=persist, args=("_whatif_remove_w", "whatif_remove"))
+
+try:
+    recs = get_recommender(model_name, ds_name).recommend(current_history(ds, state.rec_user), **recommend_options())
+except CrossrecError as err:
+    show_error(err)
+st.subheader(f"Top {len(recs)} for shopper {md_escape(state.rec_user)}")
+for note in recs.notes:
+    st.caption(md_escape(note))
+frame = recs.to_frame().drop(columns=["because"])
+st.dataframe(frame, hide_index=True, key="rec_table", column_config={
+    "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0, format="%.2f"),
+    "score": st.column_config.NumberColumn("score", format="%.3f"),
+    "explanation": st.column_config.TextColumn("why", width="large"),
+})
+
+e1, e2 = st.columns(2)
+e1.download_button("Download this list (CSV)", frame.to_csv(index=False).encode(), f"recs-{state.rec_user}.csv"[:80],
+                   "text/csv", key="rec_dl_one", icon=":material/download:")
+if e2.button("Prepare the list for all shoppers", icon=":material/groups:", key="rec_all"):
+    bar = st.progress(0.0, text="Recommending for every shopper...")
+    opts = recommend_options()
+    seqs = model.align(ds)
+    batch = get_recommender(model_name, ds_name).recommend_batch(
+        seqs, np.arange(ds.n_users), seqs.offsets[1:], opts.pop("k"), **opts,
+        on_batch=lambda done, total: bar.progress(done / max(total, 1), text=f"{done:,} / {total:,} shoppers"))
+    out = pd.DataFrame({"user_id": ds.user_ids[batch["user_idx"]], "rank": batch["rank"],
+                        "item_id": model.item_ids[batch["item_idx"]], "title": model.item_titles[batch["item_idx"]],
+                        "category": batch["category"], "probability": batch["probability"], "score": batch["score"]})
+    state["_rec_all_csv"] = out.to_csv(index=False).encode()
+if state.get("_rec_all_csv"):
+    e2.download_button("Download all shoppers (CSV)", state["_rec_all_csv"], f"recs-{model_name}.csv", "text/csv",
+                       key="rec_dl_all", icon=":material/download:")

@@ -1,0 +1,295 @@
+"""AppTest tests of every studio page on the demo store with a tiny trained model.
+
+AppTest cannot click plotly charts or upload files: map selections are driven through session state
+(the page reads ``map_selection``); uploads are covered by tests/test_browser.py.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+N_USERS = 600
+RECS, MAP, EVAL = "pages/recommendations.py", "pages/embedding_map.py", "pages/evaluation.py"
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    """Return a workspace holding a small demo store (600 shoppers, 300 items, the 12 categories and the
+    planted journeys) and a tiny 'demo-model' (1 epoch, text off), built once per module."""
+    from crossrec_core.bootstrap import DEMO_DATASET, DEMO_MODEL
+    from crossrec_core.data.demo_store import make_demo_store
+    from crossrec_core.data.load import load_log
+    from crossrec_core.data.store import save_dataset
+    from crossrec_core.registry import save_model
+    from crossrec_core.train import train_model
+
+    root = tmp_path_factory.mktemp("studio")
+    store = make_demo_store(seed=0, n_users=N_USERS, n_items=300)
+    ds = load_log(store.interactions, store.items, name=DEMO_DATASET)
+    save_dataset(ds, DEMO_DATASET, root=root, extras={"journeys": store.journeys})
+    cfg = ModelConfig(
+        item=ItemEncoderConfig(dim=16, use_text=False),
+        user=UserEncoderConfig(kind="gru", dim=16, max_len=20),
+        train=TrainConfig(epochs=1, fusion_epochs=1, device="cpu", seed=0),
+    )
+    save_model(train_model(ds, cfg, name=DEMO_MODEL), root / "models" / DEMO_MODEL)
+    return root
+
+
+@pytest.fixture
+def home(demo_home, monkeypatch):
+    monkeypatch.setenv("CROSSREC_HOME", str(demo_home))
+    return demo_home
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSREC_HOME", str(tmp_path))
+    return tmp_path
+
+
+def open_page(page: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest, *columns: str):
+    """Return the first displayed dataframe holding all ``columns`` (AppTest does not expose a table's key)."""
+    for df in at.dataframe:
+        value = df.value
+        if set(columns) <= set(value.columns):
+            return value
+    raise AssertionError(f"no dataframe with columns {columns}; shown: {[list(d.value.columns) for d in at.dataframe]}")
+
+
+def plotly_spec(at: AppTest, key: str) -> dict:
+    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith("-" + key)]
+    assert charts, f"no plotly chart with key {key}"
+    return json.loads(charts[0].proto.spec)
+
+
+# -- pages without a workspace: calls to action, never errors -------------------------------------
+
+
+@pytest.mark.parametrize("page", ["pages/train.py", MAP, RECS, EVAL])
+def test_pages_without_data_show_a_call_to_action(empty_home, page):
+    at = open_page(page)
+    assert not at.error
+    assert any("No dataset yet" in i.value for i in at.info)
+
+
+def test_home_on_an_empty_workspace_offers_the_demo(empty_home):
+    at = open_page()
+    assert at.title[0].value == "crossrec studio"
+    assert [m.value for m in at.metric] == ["0", "0"]
+    assert any(b.key == "home_demo" for b in at.button)
+
+
+# -- pages on the demo store ------------------------------------------------------------------------
+
+
+def test_home_lists_the_workspace_and_the_sidebar_selects_it(home):
+    at = open_page()
+    assert [m.value for m in at.metric] == ["1", "1"]
+    assert table(at, "model", "encoder")["model"].tolist() == ["demo-model"]
+    assert at.sidebar.selectbox(key="_sb_dataset").value == "demo-store"
+    assert at.sidebar.selectbox(key="_sb_model").value == "demo-model"
+
+
+def test_data_page_profiles_the_active_dataset(home):
+    at = open_page("pages/data.py")
+    assert [m.value for m in at.metric][:3] == [f"{N_USERS:,}", "300", "12"]
+    assert len(at.get("plotly_chart")) == 3  # categories, events per shopper, transition heatmap
+    assert "500 MB" in at.caption[0].value
+
+
+def test_train_page_follows_a_job_from_its_progress_file(home):
+    from crossrec_core import jobs
+
+    folder = jobs.jobs_dir() / "20990101-000000-abcdef"
+    folder.mkdir(parents=True, exist_ok=True)
+    progress = jobs._progress_dict("20990101-000000-abcdef", "demo-store", "m2", jobs.STATUS_RUNNING,
+                                   pid=os.getpid(), phase="train", epoch=2, n_epochs=4, step=5, n_steps=10,
+                                   loss=1.25, loss_curve=[[0.5, 2.0], [1.0, 1.6]], valid_curve=[[1, 0.1]])
+    (folder / "progress.json").write_text(json.dumps(progress))
+    try:
+        at = open_page("pages/train.py")
+        bar = at.get("progress")[0]
+        assert "epoch 2/4" in bar.proto.text and "loss 1.250" in bar.proto.text
+        assert bar.proto.value == 37  # (1 + 5/10) / 4
+        assert any(b.key == "train_cancel" for b in at.button)
+        progress.update(status=jobs.STATUS_FAILED, message="The log has no events.")
+        (folder / "progress.json").write_text(json.dumps(progress))
+        at.run()
+        assert any("The log has no events." in e.value for e in at.error)
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+
+
+def test_recommendations_page_reacts_to_its_controls(home):
+    at = open_page(RECS)
+    first = table(at, "explanation")
+    assert len(first) == 10 and list(first.columns[:4]) == ["rank", "item_id", "title", "category"]
+    user = at.session_state["rec_user"]
+
+    # threshold: every shown probability is at least the threshold, and it is shared with Evaluation
+    t = float(np.round(first["probability"].median(), 2))
+    at.slider(key="_threshold_w").set_value(t).run()
+    shown = table(at, "explanation")
+    assert (shown["probability"] >= t - 1e-6).all() and len(shown) < 10
+    assert at.session_state["threshold"] == t
+    at.slider(key="_threshold_w").set_value(0.0).run()
+
+    # cross-category only: no recommended category occurs in the history
+    from crossrec_core.data.store import load_dataset
+
+    ds = load_dataset("demo-store")
+    u = int(ds.user_index([user])[0])
+    hist_cats = set(ds.category_names[ds.item_category[ds.history(u)[0]]])
+    at.toggle(key="_cross_w").set_value(True).run()
+    cross = table(at, "explanation")
+    assert len(cross) and not (set(cross["category"]) & hist_cats)
+    at.toggle(key="_cross_w").set_value(False).run()
+
+    # what-if: adding an item changes the list, and the added item is never recommended back
+    added = str(first["item_id"].iloc[0])
+    at.multiselect(key="_whatif_add_w").set_value([added]).run()
+    whatif = table(at, "explanation")
+    assert added not in set(whatif["item_id"]) and whatif["item_id"].tolist() != first["item_id"].tolist()
+
+    # another user: a different history and list
+    other = str(ds.user_ids[1])
+    at.selectbox(key="_rec_user_w").set_value(other).run()
+    assert at.session_state["rec_user"] == other and at.session_state["whatif_add"] == []
+    assert table(at, "explanation")["item_id"].tolist() != first["item_id"].tolist()
+    assert not at.exception
+
+
+def test_recommendations_for_all_users_are_prepared_for_download(home):
+    at = open_page(RECS)
+    at.button(key="rec_all").click().run()
+    assert not at.exception
+    csv = at.session_state["_rec_all_csv"].decode()
+    header, *rows = csv.strip().splitlines()
+    assert header.startswith("user_id,rank,item_id,title,category,probability")
+    assert len(rows) == N_USERS * 10
+
+
+def test_map_page_draws_pca_users_a_path_and_the_selection(home):
+    at = open_page(MAP)
+    spec = plotly_spec(at, "map_chart")
+    names = [t.get("name") for t in spec["data"]]
+    assert len([n for n in names if n not in ("users", "history", "recommended", "this user")]) == 12
+    assert not spec["layout"].get("annotations")  # nobody chosen yet: no arrows
+    at.toggle(key="map_users").set_value(True).run()
+    assert "users" in [t.get("name") for t in plotly_spec(at, "map_chart")["data"]]
+    # a chosen user: history, stars for the recommendations and one arrow per recommendation
+    at.selectbox(key="_map_user_w").set_value(at.selectbox(key="_map_user_w").options[1]).run()
+    spec = plotly_spec(at, "map_chart")
+    names = [t.get("name") for t in spec["data"]]
+    assert {"history", "recommended", "this user"} <= set(names)
+    rec = next(t for t in spec["data"] if t.get("name") == "recommended")
+    assert len(spec["layout"]["annotations"]) == len(rec["text"]) == 10
+    # a lasso selection (driven through session state) lists exactly those items
+    at.session_state["map_selection"] = [3, 1, 2]
+    at.run()
+    sel = table(at, "popularity")
+    assert len(sel) == 3
+    assert not at.exception
+
+
+def test_map_page_does_not_compute_umap_on_start(home):
+    at = open_page(MAP, map_method="UMAP")
+    assert any(b.key == "map_umap" for b in at.button)  # waits for the button
+    assert not at.get("plotly_chart")
+
+
+def test_evaluation_page_compares_with_baselines_and_shares_the_threshold(home):
+    at = open_page(EVAL, threshold=0.3)
+    assert not at.dataframe  # nothing computed before the button
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    methods = table(at, "HR@10").index.tolist()
+    assert methods[0] == "crossrec" and {"popularity", "item-kNN"} <= set(methods)
+    assert at.slider(key="_eval_threshold_w").value == 0.3
+    spec = plotly_spec(at, "eval_threshold_curve")
+    assert any(s.get("x0") == 0.3 for s in spec["layout"].get("shapes", []))
+    assert len(table(at, "recovered")) > 0
+
+
+# -- hostile text renders as plain text ------------------------------------------------------------
+
+HOSTILE_USER = "<b>u</b>**0**"
+HOSTILE_TITLE = "<script>alert(1)</script> [x](javascript:alert(1))"
+HOSTILE_CATEGORY = "<img src=x onerror=alert(1)>"
+
+
+def test_md_escape_neutralises_markdown_and_html():
+    from pages.common import md_escape
+
+    out = md_escape(HOSTILE_USER + " " + HOSTILE_TITLE)
+    assert "<" not in out.replace("\\<", "") and "**" not in out.replace("\\*", "")
+    assert out.startswith("\\<b\\>u\\</b\\>\\*\\*0\\*\\*")
+
+
+def test_hostile_ids_titles_and_categories_render_as_plain_text(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from crossrec_core.data.dataset import from_frames
+    from crossrec_core.data.store import save_dataset
+    from crossrec_core.registry import save_model
+    from crossrec_core.train import train_model
+
+    monkeypatch.setenv("CROSSREC_HOME", str(tmp_path))
+    users = [HOSTILE_USER] + [f"u{i}" for i in range(1, 30)]
+    rows = [(u, f"i{(k + j) % 12}", j) for k, u in enumerate(users) for j in range(4)]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(12)],
+                          "category": [HOSTILE_CATEGORY if i % 3 == 0 else f"C{i % 3}" for i in range(12)],
+                          "title": [HOSTILE_TITLE if i == 0 else f"Item {i}" for i in range(12)]})
+    ds = from_frames(inter, items, name="hostile")
+    save_dataset(ds, "hostile")
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=8, use_text=False, use_attributes=False),
+                      user=UserEncoderConfig(kind="gru", dim=8, max_len=8),
+                      train=TrainConfig(epochs=1, fusion_epochs=1, device="cpu", seed=0))
+    save_model(train_model(ds, cfg, name="m"), tmp_path / "models" / "m")
+
+    at = open_page(RECS, rec_user=HOSTILE_USER)
+    assert at.session_state["rec_user"] == HOSTILE_USER
+    heading = next(h.value for h in at.subheader if h.value.startswith("Top"))
+    assert "\\<b\\>u\\</b\\>\\*\\*0\\*\\*" in heading  # escaped: shown literally, not as bold/HTML
+    shown = table(at, "explanation")
+    assert set(shown["category"]) <= set(items["category"])  # raw strings in a dataframe cell (plain text)
+    for page in (MAP, EVAL, "pages/data.py", "pages/train.py"):
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, (page, at.exception)
+    at.switch_page(MAP)
+    at.run()
+    spec = plotly_spec(at, "map_chart")
+    assert "<img" not in json.dumps(spec["data"]) and "<script>" not in json.dumps(spec["data"])
+
+    # a dataset from another catalogue: a plain warning and a call to action, not an error
+    other = inter.assign(item_id="x" + inter["item_id"])
+    save_dataset(from_frames(other, name="other"), "other")
+    at.session_state["dataset_name"] = "other"
+    at.switch_page(RECS)
+    at.run()
+    assert not at.exception and not at.error
+    assert any("another catalogue" in w.value for w in at.warning)

@@ -1,0 +1,187 @@
+"""End-to-end test in a real browser: Debian's Chromium driven by playwright against `streamlit run app.py`.
+
+Journey: load the demo store, train a small model (1 epoch, text off), open the map and the
+recommendations, move the threshold slider, upload the real H&M log on Data. Screenshots go to
+test-artifacts/browser/ (git-ignored). Skips where /usr/bin/chromium is missing, except with CI=true,
+where it must run. Never runs `playwright install`: it uses the system browser only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+HM_LOG = Path("/work/shared/data/hm-fashion-oneday/interactions.csv")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _require_browser() -> None:
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package is missing (pip install playwright; no `playwright install`)")
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true requires the browser test to run: " + "; ".join(missing))
+        pytest.skip("; ".join(missing))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Yield the base URL of a studio running on a free port with an empty workspace in tmp_path."""
+    _require_browser()
+    port = _free_port()
+    env = dict(os.environ, CROSSREC_HOME=str(tmp_path / "ws"), PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    text = (tmp_path / "streamlit.log").read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+
+
+def _settle(page, timeout: float = 120_000) -> None:
+    """Wait until the app has finished its script run (the 'Running...' status widget is gone)."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    page.wait_for_timeout(1000)  # the status widget shows up only after a short delay
+    # finished = no "Running..." status widget and no element faded as stale by a rerun in progress
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " && !document.querySelector('[data-stale=\"true\"]')", timeout=timeout, polling=250)
+    page.wait_for_timeout(300)
+
+
+def _shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+
+
+def test_demo_journey_in_chromium(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=180_000)  # the first script run imports torch: slow on a busy 2-core machine
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            # Home: empty workspace, load the demo store
+            page.goto(server)
+            _settle(page)
+            expect(page.get_by_role("heading", name="crossrec studio")).to_be_visible()
+            page.get_by_role("button", name="Load the demo store").click()
+            expect(page.get_by_text("Demo store loaded and selected.")).to_be_visible(timeout=120_000)
+            _settle(page)
+            _no_exception(page)
+            _shot(page, "01-home-demo-loaded")
+
+            # Train: 1 epoch, GRU, titles off, in the background; follow the live progress
+            page.get_by_role("link", name="Train", exact=True).click()
+            _settle(page)
+            page.get_by_label("Model name").fill("tiny")
+            page.get_by_text("GRU", exact=True).click()
+            page.get_by_text("Read product titles").click()
+            epochs = page.get_by_role("spinbutton", name="At most this many epochs")
+            epochs.fill("1")
+            epochs.press("Tab")
+            page.get_by_role("button", name="Train", exact=True).click()
+            expect(page.get_by_text("Training tiny on demo-store")).to_be_visible(timeout=60_000)
+            _shot(page, "02-train-running")
+            expect(page.get_by_text("Saved as 'tiny'.")).to_be_visible(timeout=900_000)
+            _settle(page)
+            _no_exception(page)
+            _shot(page, "03-train-done")
+
+            # Embedding map (PCA) with a shopper's path
+            page.get_by_role("link", name="Embedding map").click()
+            _settle(page)
+            expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+            _no_exception(page)
+            _shot(page, "04-map")
+
+            # Recommendations: the table, then move the threshold slider with the keyboard
+            page.get_by_role("link", name="Recommendations").click()
+            _settle(page)
+            expect(page.get_by_text("Top 10 for shopper")).to_be_visible()
+            _shot(page, "05-recommendations")
+            slider = page.locator('[data-testid="stSlider"]').filter(has_text="Only show products").get_by_role("slider")
+            slider.focus()
+            for _ in range(20):
+                slider.press("ArrowRight")
+            _settle(page)
+            expect(slider).to_have_value("0.2")
+            _settle(page)
+            _no_exception(page)
+            _shot(page, "06-recommendations-threshold")
+
+            # back on the map, the same shopper's path is drawn (history -> recommendations arrows)
+            page.get_by_role("link", name="Embedding map").click()
+            _settle(page)
+            expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+            expect(page.get_by_text("recommended", exact=True)).to_be_visible()  # legend entry of the stars
+            _no_exception(page)
+            _shot(page, "07-map-shopper-path")
+
+            # Data: upload the real H&M log through the uploader
+            page.get_by_role("link", name="Data", exact=True).click()
+            _settle(page)
+            page.locator('[data-testid="stFileUploader"]').first.locator('input[type="file"]').set_input_files(str(HM_LOG))
+            expect(page.get_by_text("Validation report")).to_be_visible(timeout=180_000)
+            _settle(page)
+            expect(page.get_by_text("Column mapping")).to_be_visible()
+            _no_exception(page)
+            _shot(page, "08-data-upload-hm")
+        except Exception:
+            _shot(page, "99-failure")
+            raise
+        finally:
+            browser.close()

@@ -1,0 +1,124 @@
+"""Tests of crossrec_core.jobs: background training in a child process, progress file, failures, cancel."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossrec_core import jobs
+from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
+from crossrec_core.data.dataset import from_frames
+from crossrec_core.data.store import save_dataset
+from crossrec_core.errors import ConfigError
+from crossrec_core.train import TrainProgress
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSREC_HOME", str(tmp_path))
+    return tmp_path
+
+
+def tiny_config(epochs: int = 2) -> ModelConfig:
+    return ModelConfig(
+        item=ItemEncoderConfig(dim=16, use_text=False, use_attributes=False),
+        user=UserEncoderConfig(kind="gru", dim=16, max_len=8),
+        train=TrainConfig(epochs=epochs, batch_size=32, fusion_epochs=1, progress_every=1, device="cpu", seed=0),
+    )
+
+
+def save_tiny_dataset(n_users: int = 80) -> str:
+    """Every user views a Camping item then buys the matching Footwear item (i -> i + 10), twice over."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(n_users):
+        for step, a in enumerate(rng.integers(0, 10, size=2)):
+            rows += [(f"u{u}", f"c{a}", 4 * step, "view"), (f"u{u}", f"f{a}", 4 * step + 1, "purchase")]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
+    items = pd.DataFrame({"item_id": [f"c{i}" for i in range(10)] + [f"f{i}" for i in range(10)],
+                          "category": ["Camping"] * 10 + ["Footwear"] * 10,
+                          "title": [f"Tent {i}" for i in range(10)] + [f"Boot {i}" for i in range(10)]})
+    save_dataset(from_frames(inter, items, name="tiny"), "tiny")
+    return "tiny"
+
+
+def test_progress_writer_records_curves_and_throttles_writes(home):
+    folder = home / "jobs" / "j1"
+    folder.mkdir(parents=True)
+    now = [0.0]
+    w = jobs.ProgressWriter(folder, clock=lambda: now[0])
+    w(TrainProgress(1, 3, 5, 10, 2.0, None, 0.1, "train"))  # new phase: written at once
+    w(TrainProgress(1, 3, 10, 10, 1.5, None, 0.2, "train"))  # same phase, 0 s later: held back
+    on_disk = json.loads((folder / "progress.json").read_text())
+    assert on_disk["step"] == 5 and on_disk["loss_curve"] == [[0.5, 2.0]]
+    now[0] = 1.0
+    w(TrainProgress(1, 3, 10, 10, 1.4, 0.25, 0.3, "valid"))  # phase change and a validation point
+    on_disk = json.loads((folder / "progress.json").read_text())
+    assert on_disk["loss_curve"] == [[0.5, 2.0], [1.0, 1.5]]
+    assert on_disk["valid_curve"] == [[1, 0.25]]
+    assert on_disk["phase"] == "valid" and on_disk["epoch"] == 1 and on_disk["n_epochs"] == 3
+    status = jobs._status_from_dict(on_disk)
+    assert status.fraction == pytest.approx(1 / 3)
+
+
+def test_training_job_runs_in_a_child_process_and_saves_the_model(home):
+    from crossrec_core.registry import load_model
+
+    ds_name = save_tiny_dataset()
+    job_id = jobs.start_training_job(ds_name, "tiny-model", tiny_config(2))
+    first = jobs.read_job(job_id)
+    assert first.pid is not None and first.pid != os.getpid()
+    assert first.status in (jobs.STATUS_QUEUED, jobs.STATUS_RUNNING)
+    final = jobs.wait_for_job(job_id, timeout=120)
+    assert final.status == jobs.STATUS_DONE, final.message
+    assert final.loss_curve and final.valid_curve and final.epoch >= 1
+    assert "best_epoch" in final.metrics
+    model = load_model(home / "models" / "tiny-model")
+    assert model.n_items == 20
+    assert [j.job_id for j in jobs.list_jobs()] == [job_id]
+
+
+def test_a_job_on_a_missing_dataset_fails_with_the_plain_message(home):
+    job_id = jobs.start_training_job("no-such-data", "m", tiny_config(1))
+    final = jobs.wait_for_job(job_id, timeout=60)
+    assert final.status == jobs.STATUS_FAILED
+    assert "no-such-data" in final.message and "Traceback" not in final.message
+    assert not (home / "models" / "m").exists()
+
+
+def test_a_dead_worker_reads_as_failed(home):
+    folder = jobs.jobs_dir() / "dead-job"
+    folder.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    (folder / "progress.json").write_text(json.dumps(
+        jobs._progress_dict("dead-job", "d", "m", jobs.STATUS_RUNNING, pid=proc.pid)))
+    status = jobs.read_job("dead-job")
+    assert status.status == jobs.STATUS_FAILED and "stopped unexpectedly" in status.message
+
+
+def test_cancel_stops_the_worker_and_a_second_job_for_a_running_name_is_refused(home):
+    ds_name = save_tiny_dataset(400)
+    cfg = tiny_config(200)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, patience=100))
+    job_id = jobs.start_training_job(ds_name, "long", cfg)
+    with pytest.raises(ConfigError, match="already running"):
+        jobs.start_training_job(ds_name, "long", cfg)
+    deadline = time.monotonic() + 60
+    while jobs.read_job(job_id).status != jobs.STATUS_RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = jobs.read_job(job_id).pid
+    status = jobs.cancel_job(job_id)
+    assert status.status == jobs.STATUS_CANCELLED
+    deadline = time.monotonic() + 20
+    while jobs._pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not jobs._pid_alive(pid)
+    assert not (home / "models" / "long").exists()
+    assert jobs.read_job(job_id).status == jobs.STATUS_CANCELLED
