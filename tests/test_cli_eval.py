@@ -1,0 +1,103 @@
+"""`crossrec evaluate` end to end on a tiny trained model, plus the evaluation modules on a real TrainedModel."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossrec_core.cli import main
+
+train_mod = pytest.importorskip("crossrec_core.train")
+registry = pytest.importorskip("crossrec_core.registry")
+from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig  # noqa: E402
+from crossrec_core.data.dataset import from_frames  # noqa: E402
+
+PREFIX = {"t": "Camping", "b": "Footwear", "s": "Outdoor Cooking", "m": "Kitchenware"}
+
+
+def _frames():
+    rows = []
+    for u in range(60):  # tent -> boots -> stove -> mug
+        rows += [(f"u{u}", f"t{u % 3}", 1, "view"), (f"u{u}", f"b{u % 2}", 2, "cart"),
+                 (f"u{u}", f"s{u % 4}", 3, "purchase"), (f"u{u}", f"m{u % 2}", 4, "view")]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
+    ids = sorted(set(inter["item_id"]))
+    items = pd.DataFrame({"item_id": ids, "category": [PREFIX[i[0]] for i in ids], "title": [f"Item {i}" for i in ids]})
+    return inter, items
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Return (model folder, interactions csv, items csv, model, dataset) for a tiny model trained once."""
+    root = tmp_path_factory.mktemp("evalcli")
+    inter, items = _frames()
+    inter_path, items_path = root / "interactions.csv", root / "items.csv"
+    inter.to_csv(inter_path, index=False)
+    items.to_csv(items_path, index=False)
+    ds = from_frames(inter, items, name="tiny")
+    cfg = ModelConfig(
+        item=ItemEncoderConfig(dim=8, use_text=False),
+        user=UserEncoderConfig(dim=8, n_layers=1, max_len=8),
+        train=TrainConfig(epochs=2, device="cpu", fusion_epochs=1, seed=0),
+    )
+    model = train_mod.train_model(ds, cfg, name="tiny")
+    folder = registry.save_model(model, root / "tiny-model")
+    return folder, inter_path, items_path, model, ds
+
+
+def test_cli_evaluate_prints_table_and_writes_json(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CROSSREC_HOME", str(tmp_path / "ws"))
+    folder, inter_path, items_path, _, _ = trained
+    out = tmp_path / "eval.json"
+    rc = main(["evaluate", "--model", str(folder), "--interactions", str(inter_path), "--items", str(items_path),
+               "--k", "3", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "all users (n=60)" in captured.out and "novel users" in captured.out
+    for name in ("popularity", "item-kNN", "category-transition", "HR@3", "NDCG@3"):
+        assert name in captured.out
+    data = json.loads(out.read_text())
+    assert {"dataset", "split", "k", "n_users", "metrics", "per_category", "model"} <= set(data)
+    assert data["k"] == 3 and data["n_users"]["all"] == 60
+    assert set(data["metrics"]) == {data["model"], "popularity", "item-kNN", "category-transition"}
+    for method in data["metrics"].values():
+        assert set(method) == {"all", "switch", "novel"}
+        assert 0.0 <= method["all"]["HR@3"] <= 1.0
+
+
+def test_cli_evaluate_bad_input_exits_2_without_traceback(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CROSSREC_HOME", str(tmp_path / "ws"))
+    folder, inter_path, _, _, _ = trained
+    rc = main(["evaluate", "--model", str(tmp_path / "nope"), "--interactions", str(inter_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("crossrec: error:") and "Traceback" not in err
+    rc = main(["evaluate", "--model", str(folder), "--interactions", str(tmp_path / "missing.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.csv" in err
+    rc = main(["evaluate", "--model", str(folder), "--interactions", str(inter_path), "--k", "0"])
+    assert rc == 2 and "--k" in capsys.readouterr().err
+
+
+def test_real_model_through_evaluator_thresholds_and_affinity(trained):
+    from crossrec_core.affinity import journey_recall, learned_affinity
+    from crossrec_core.evaluate import evaluate_rankers
+    from crossrec_core.thresholds import threshold_curve
+
+    _, _, _, model, ds = trained
+    res = evaluate_rankers(ds, {"crossrec": model}, k=3)
+    assert res.subset_sizes["all"] == 60 and res.subset_sizes["switch"] == 60  # every target is a new category
+    assert 0.0 <= res.value("crossrec", "all", "HR@3") <= 1.0
+    curve = threshold_curve(model, ds, k=3, n_candidates=5)
+    top = curve.scope("top_k")
+    assert (np.diff(top["recall"].to_numpy()) <= 1e-12).all()
+    assert curve.best_f1 == pytest.approx(top["f1"].max())
+    aff = learned_affinity(model, ds, max_users=30)
+    np.testing.assert_allclose(aff.sum(axis=1, min_count=1).dropna(), 1.0, rtol=1e-6)
+    journeys = pd.DataFrame(
+        [(0, "tent -> boots", 1, "Camping", "tent", ["t0", "t1", "t2"], 60),
+         (0, "tent -> boots", 2, "Footwear", "boots", ["b0", "b1"], 60)],
+        columns=["journey_id", "name", "step", "category", "product", "item_ids", "n_users"],
+    )
+    rep = journey_recall(model, ds, journeys, k=3)
+    assert rep.total == 1 and rep.steps["n_probes"].iloc[0] == 3
