@@ -32,8 +32,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 def workspace_root(root: str | os.PathLike | None = None) -> Path:
     """Return the workspace folder (created if missing): ``root``, else $CROSSREC_HOME, else ./workspace."""
     path = Path(root or os.environ.get("CROSSREC_HOME") or "workspace").expanduser().resolve()
-    for sub in ("datasets", "models", "cache", "tmp"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in ("datasets", "models", "cache", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise ConfigError(
+            f"The workspace {path} is not a folder (a file is in the way). "
+            "Point CROSSREC_HOME at a folder, or move that file."
+        ) from err
+    except PermissionError as err:
+        raise ConfigError(f"No permission to write the workspace {path}. Point CROSSREC_HOME at a folder you can write.") from err
     return path
 
 

@@ -133,3 +133,14 @@ def test_sigkill_during_save_keeps_previous_version(workspace, tiny_frames, tmp_
             proc.kill()
     assert load_dataset("x").n_events == 10
     assert [i.name for i in list_datasets()] == ["x"]
+
+
+def test_workspace_that_is_a_file_gives_a_plain_error(tmp_path, monkeypatch):
+    from crossrec_core.errors import ConfigError
+    from crossrec_core.workspace import workspace_root
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("CROSSREC_HOME", str(blocker))
+    with pytest.raises(ConfigError, match="not a folder"):
+        workspace_root()
