@@ -217,12 +217,12 @@ def _upload_dataset(_raw: bytes, name: str, _items_raw: bytes | None, items_name
     return load_log(
         _raw, _items_raw, mapping=mapping, name=name.split(".", 1)[0],
         max_bytes=int(st.get_option("server.maxUploadSize")) * 1024 * 1024,
-        interactions_name=name, items_name=items_name,
+        interactions_name=name, items_name=items_name, pseudonymize=bool(key[3]) if len(key) > 3 else False,
     )
 
 
 def get_upload_dataset(raw: bytes, name: str, items_raw: bytes | None, items_name: str | None, key: tuple):
-    """Return the validated dataset of an upload; ``key`` = (log file_id, items file_id, mapping items)."""
+    """Return the validated dataset of an upload; ``key`` = (log file_id, items file_id, mapping items, pseudonymise)."""
     return _upload_dataset(raw, name, items_raw, items_name, key)
 
 

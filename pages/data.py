@@ -64,8 +64,10 @@ for i, (canon, label) in enumerate(CANONICAL.items()):
     if choice != NONE:
         mapping[canon] = choice
 
+pseudonymize = st.toggle("Pseudonymise shopper ids", key="data_pseudonymize",
+                         help="Store a salted hash instead of each raw customer id; the salt stays in this workspace.")
 items_args = (items_file.getvalue(), items_file.name, items_file.file_id) if items_file else (None, None, None)
-upload_key = (log_file.file_id, items_args[2], tuple(sorted(mapping.items())))
+upload_key = (log_file.file_id, items_args[2], tuple(sorted(mapping.items())), pseudonymize)
 try:
     ds = get_upload_dataset(log_file.getvalue(), log_file.name, *items_args[:2], upload_key)
 except CrossrecError as err:

@@ -183,3 +183,22 @@ def test_pseudonymized_ids_never_reach_the_disk(tmp_path, monkeypatch):
     # without pseudonymize the same bytes do reach the disk: the check above can fail
     save_dataset(load_log(log, interactions_name="plain.csv"), "plain")
     assert any(raw_ids[0].encode() in p.read_bytes() for p in (root / "datasets" / "plain").iterdir())
+
+
+def test_data_page_pseudonymise_toggle_keeps_raw_ids_off_the_disk(tmp_path, monkeypatch):
+    """The Data page's 'Pseudonymise shopper ids' toggle saves salted hashes, never the raw ids."""
+    root = tmp_path / "ws"
+    monkeypatch.setenv("CROSSREC_HOME", str(root))
+    raw_ids = ["alice.smith@example.com", "CUST-0042-BOB"]
+    rows = "".join(f"{raw_ids[k % 2]},i{k % 5},{1_700_000_000 + k}\n" for k in range(20))
+    at = open_data_page()
+    at.file_uploader(key="data_log").set_value(("shop.csv", ("user_id,item_id,timestamp\n" + rows).encode(), "text/csv"))
+    at.run()
+    at.toggle(key="data_pseudonymize").set_value(True).run()
+    at.button(key="data_save").click().run()
+    assert not at.exception and not at.error
+    files = [p for p in (root / "datasets").rglob("*") if p.is_file()]
+    assert files, "nothing was saved"
+    for p in files:
+        for raw in raw_ids:
+            assert raw.encode() not in p.read_bytes(), (raw, p)
