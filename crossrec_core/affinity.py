@@ -194,7 +194,6 @@ def journey_recall(
     k, n_probes = int(k), int(n_probes)
     model_like = is_model_like(model)
     space = ranker_space(model, ds, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    n_items = len(space.to_ds)
     to_ranker = (np.asarray(model.item_index(ds.item_ids), dtype=np.int64) if model_like
                  else np.arange(ds.n_items, dtype=np.int64))
     pop = np.bincount(ds.seqs.items, minlength=ds.n_items)

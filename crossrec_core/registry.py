@@ -14,7 +14,6 @@ Folder layout (format version 1)::
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import shutil
@@ -22,7 +21,6 @@ import stat
 import uuid
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,8 @@ import pandas as pd
 import torch
 
 from crossrec_core.config import ModelConfig
-from crossrec_core.errors import ConfigError, CrossrecError, ModelError
+from crossrec_core.errors import ConfigError, ModelError
+from crossrec_core.model_catalog import ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
 from crossrec_core.workspace import (
     atomic_dir,
     atomic_write_json,
@@ -59,20 +58,6 @@ MAX_ZIP_BYTES = 2 * 1024**3
 MAX_ZIP_RATIO = 200  # uncompressed / compressed, beyond this the archive is treated as a zip bomb
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """One saved model in the workspace, as shown by `crossrec models`."""
-
-    name: str
-    path: Path
-    n_items: int
-    best_epoch: int | None
-    valid_ndcg10: float | None
-    encoder: str
-    size_bytes: int
-    modified: float
-
-
 # -- safe primitives ------------------------------------------------------------------------
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write tensors to a safetensors file atomically (temp file + rename)."""
@@ -98,17 +83,6 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             f"{path.name} in {path.parent} is damaged or not a safetensors file ({str(err)[:120]}). "
             "Save or train the model again."
         ) from err
-
-
-def read_json(path: Path) -> dict:
-    """Return a JSON file's content; ModelError when missing or invalid."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ModelError(f"{path.name} is missing from {path.parent}. The model folder is incomplete.") from err
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ModelError(f"{path.name} in {path.parent} is not valid JSON ({err}).") from err
 
 
 def _refuse_pickles(folder: Path) -> None:
@@ -296,33 +270,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
 
 
 # -- workspace listing ----------------------------------------------------------------------
-def list_models(root=None) -> list[ModelInfo]:
-    """Return the models saved in the workspace models folder, newest first (damaged ones skipped)."""
-    out = []
-    for folder in models_dir(root).iterdir():
-        if not folder.is_dir() or folder.name.startswith(".") or not (folder / "config.json").is_file():
-            continue
-        try:
-            meta = read_json(folder / "config.json")
-            metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
-            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-            out.append(
-                ModelInfo(
-                    name=folder.name,
-                    path=folder,
-                    n_items=int(meta.get("sizes", {}).get("n_items", 0)),
-                    best_epoch=metrics.get("best_epoch"),
-                    valid_ndcg10=(metrics.get("valid") or {}).get("ndcg10"),
-                    encoder=str(meta.get("config", {}).get("user", {}).get("kind", "?")),
-                    size_bytes=size,
-                    modified=(folder / "config.json").stat().st_mtime,
-                )
-            )
-        except (CrossrecError, OSError) as err:
-            log.warning("skipping %s: %s", folder.name, err)
-    return sorted(out, key=lambda m: -m.modified)
-
-
 def delete_model(name: str, root=None) -> None:
     """Delete the workspace model ``name``; ModelError when there is none."""
     name = safe_name(name)

@@ -162,9 +162,10 @@ def clean_stale_staging(root=None) -> int:
     """
     ws = workspace_root(root)
     n = 0
-    for p in (ws / "tmp").glob(".staging-*"):
-        shutil.rmtree(p, ignore_errors=True)
-        n += 1
+    for pattern in (".staging-*", ".old-*"):  # unfinished writes; entries already being deleted
+        for p in (ws / "tmp").glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
     for p in (ws / "tmp").glob(".old~*"):
         parts = p.name.split("~")
         home = ws / parts[1] / parts[2] if len(parts) == 4 else None

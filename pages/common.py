@@ -90,7 +90,7 @@ def dataset_names() -> list[str]:
 
 def model_infos() -> list:
     """Return the workspace's ModelInfo entries, sorted by name."""
-    from crossrec_core.registry import list_models
+    from crossrec_core.model_catalog import list_models
 
     return sorted(list_models(), key=lambda m: m.name)
 

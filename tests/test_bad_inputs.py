@@ -8,7 +8,6 @@ stderr, no traceback, workspace unchanged; or exit status 0 for the cases that l
 from __future__ import annotations
 
 import gzip
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

@@ -114,7 +114,6 @@ for _ in range({ROUNDS}):
 
 
 def test_two_processes_saving_one_model_name(tmp_path, monkeypatch):
-    from crossrec_core.train import train_model
 
     root = tmp_path / "ws"
     monkeypatch.setenv("CROSSREC_HOME", str(root))
