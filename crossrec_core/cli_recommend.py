@@ -211,7 +211,7 @@ def write_csv_atomic(frame: pd.DataFrame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        frame.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+        frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out)

@@ -321,3 +321,14 @@ def test_cli_real_model_on_a_slice_of_hm_fashion(tmp_path, monkeypatch):
     n_cats = items["category"].nunique()
     open_users = {u for u, c in hist.items() if len(c) < n_cats}
     assert out.groupby("user_id").size().to_dict() == {u: 10 for u in open_users}
+
+
+def test_tiny_probabilities_keep_their_order_in_the_csv(tmp_path):
+    """Scores are written with significant digits, so 3e-9 and 1e-9 stay distinct (not both 0.000000)."""
+    from crossrec_core.cli_recommend import write_csv_atomic
+
+    frame = pd.DataFrame({"user_id": ["u", "u"], "rank": [1, 2], "item_id": ["a", "b"], "score": [3e-9, 1e-9], "category": ["x", "y"]})
+    out = tmp_path / "r.csv"
+    write_csv_atomic(frame, out)
+    back = pd.read_csv(out)
+    assert back["score"].tolist() == [3e-9, 1e-9]
