@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 from crossrec_core.errors import ConfigError
@@ -29,6 +30,8 @@ def register(subparsers) -> None:
 
     d = subparsers.add_parser("demo", help="build the simulated demo store into the workspace")
     d.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+    d.add_argument("--export", metavar="DIR", default=None,
+                   help="also write the demo store as canonical files DIR/interactions.csv and DIR/items.csv")
     d.set_defaults(func=cmd_demo)
 
     ls = subparsers.add_parser("datasets", help="list stored datasets, or delete one")
@@ -74,12 +77,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     ds, journeys = build_demo_dataset(seed=args.seed)
     path = save_dataset(ds, ds.name, extras={"journeys": journeys})
+    if args.export:
+        _export_demo(ds, Path(args.export))
     _print_profile(ds, profile_dataset(ds))
     print("\nPlanted journeys:")
     for _, row in journeys[journeys["step"] == 1].iterrows():
         print(f"  {row['journey_id']}: {row['name']} ({row['n_users']:,} users)")
     print(f"\nSaved dataset '{path.name}' to {path}")
     return 0
+
+
+def _export_demo(ds, folder: Path) -> None:
+    """Write the demo store as the canonical CSV files that `crossrec train` reads with no flags."""
+    from crossrec_core.workspace import atomic_write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "interactions.csv", ds.interactions_frame().to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(folder / "items.csv", ds.items.to_csv(index=False, lineterminator="\n"))
+    print(f"Exported interactions.csv and items.csv to {folder}")
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

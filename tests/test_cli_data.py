@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from crossrec_core.cli import main
@@ -79,3 +80,14 @@ def test_console_script_bad_file(workspace, tmp_path):
     r = subprocess.run([exe, "ingest", "--interactions", str(p)], capture_output=True, text=True,
                        env={**os.environ, "CROSSREC_HOME": str(workspace)}, timeout=120)
     assert r.returncode == 2 and "binary" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_export_writes_canonical_files_that_load_back(workspace, tmp_path):
+    from crossrec_core.cli import main
+    from crossrec_core.data.load import load_log
+
+    out = tmp_path / "demo-files"
+    assert main(["demo", "--export", str(out)]) == 0
+    ds = load_log(out / "interactions.csv", out / "items.csv")
+    assert (ds.n_users, ds.n_items, ds.n_categories) == (5000, 2000, 12)
+    assert list(pd.read_csv(out / "interactions.csv", nrows=1).columns) == ["user_id", "item_id", "timestamp", "event"]
