@@ -172,6 +172,17 @@ class ItemKNNRanker(BaselineRanker):
         log.info("item-kNN: %d items, %d similarity entries", n, len(dst))
         return self
 
+    @classmethod
+    def from_arrays(cls, offsets: np.ndarray, items: np.ndarray, values: np.ndarray, popularity: np.ndarray) -> "ItemKNNRanker":
+        """Return a fitted ranker rebuilt from its saved CSR similarity (used by saved models)."""
+        r = cls()
+        r.n_items_ = len(offsets) - 1
+        r.popularity_ = np.asarray(popularity, dtype=np.float32)
+        r.sim_offsets_ = np.asarray(offsets, dtype=np.int64)
+        r.sim_items_ = np.asarray(items, dtype=np.int32)
+        r.sim_values_ = np.asarray(values, dtype=np.float32)
+        return r
+
     def neighbours(self, item_idx: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (item_idx, similarity) of one item's kept neighbours, best first."""
         self._check_fitted()

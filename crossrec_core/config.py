@@ -129,6 +129,9 @@ class TrainConfig:
     # on validation; stays off when it does not help (models/prior.py)
     prior_blend: bool = True
     progress_every: int = 10  # steps between progress callbacks
+    # Add an item-kNN (co-occurrence) term to retrieval with a weight chosen on validation NDCG@10
+    # (0 when it does not help): sparse catalogues reward item-to-item co-occurrence.
+    knn_blend: bool = True
 
     def __post_init__(self) -> None:
         _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, f"epochs must be 1..1000, got {self.epochs!r}.")
@@ -151,6 +154,7 @@ class TrainConfig:
         _check(_is_int(self.eval_batch_size) and self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}.")
         _check(_is_int(self.valid_max_users) and self.valid_max_users >= 1, f"valid_max_users must be >= 1, got {self.valid_max_users!r}.")
         _check(isinstance(self.prior_blend, bool), f"prior_blend must be true or false, got {self.prior_blend!r}.")
+        _check(isinstance(self.knn_blend, bool), f"knn_blend must be true or false, got {self.knn_blend!r}.")
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
 
 

@@ -504,6 +504,8 @@ class Recommender:
             # one pass of the user encoder serves retrieval and fusion (score_histories is U @ V.T)
             user_vecs = np.asarray(self.model.user_vectors(seqs, users, ends), dtype=np.float32)  # (B, d)
             dot = user_vecs @ self.item_vecs.T  # (B, n_items)
+            if hasattr(self.model, "add_neighbour_scores"):  # the validated item-kNN term, when the model has one
+                dot = np.asarray(self.model.add_neighbour_scores(dot, seqs, users, ends), dtype=np.float32)
         else:
             dot = np.asarray(self.model.score_histories(seqs, users, ends), dtype=np.float32)  # (B, n_items)
         retrieval = dot.copy()
@@ -566,7 +568,7 @@ class Recommender:
         top_val, top_idx = torch.topk(torch.from_numpy(np.ascontiguousarray(retrieval)), n_cand, dim=1)  # (B, N)
         cand = top_idx.numpy().astype(np.int64)
         valid = np.isfinite(top_val.numpy())
-        if user_vecs is not None and self._fusion_from_vectors is not None:
+        if user_vecs is not None and self._fusion_from_vectors is not None and not getattr(self.model, "has_neighbour_term", False):
             proba = np.asarray(self._fusion_from_vectors(user_vecs, cand), dtype=np.float32)  # (B, N)
         else:
             proba = np.asarray(self.model.fusion_proba(seqs, users, ends, cand), dtype=np.float32)  # (B, N)

@@ -136,6 +136,41 @@ def save_model_to_workspace(model, name: str | None = None, root=None) -> Path:
     return target
 
 
+def _knn_tensors(model) -> dict[str, torch.Tensor]:
+    """Return the item-kNN term's CSR arrays and weight as tensors (empty when the model has none)."""
+    knn = getattr(model, "knn", None)
+    if knn is None:
+        return {}
+    return {
+        "knn_offsets": torch.from_numpy(np.ascontiguousarray(knn.sim_offsets_, dtype=np.int64)),
+        "knn_items": torch.from_numpy(np.ascontiguousarray(knn.sim_items_, dtype=np.int32)),
+        "knn_values": torch.from_numpy(np.ascontiguousarray(knn.sim_values_, dtype=np.float32)),
+        "knn_weight": torch.tensor([float(model.knn_weight)], dtype=torch.float32),
+        "knn_popularity": torch.from_numpy(np.ascontiguousarray(knn.popularity_, dtype=np.float32)),
+    }
+
+
+def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path):
+    """Return (ItemKNNRanker | None, weight) from aux tensors; ModelError when they are inconsistent."""
+    if "knn_offsets" not in aux:
+        return None, 0.0
+    from crossrec_core.baselines import ItemKNNRanker
+
+    offsets = aux["knn_offsets"].numpy()
+    items = aux["knn_items"].numpy() if "knn_items" in aux else np.zeros(0, np.int32)
+    values = aux["knn_values"].numpy() if "knn_values" in aux else np.zeros(0, np.float32)
+    ok = (
+        len(offsets) == n_items + 1 and len(items) == len(values) and int(offsets[-1]) == len(items)
+        and bool(np.all(np.diff(offsets) >= 0)) and (len(items) == 0 or (int(items.min()) >= 0 and int(items.max()) < n_items))
+    )
+    if not ok:
+        raise ModelError(f"{folder.name}/aux.safetensors holds an inconsistent item-neighbour table. Save or train the model again.")
+    weight = float(aux["knn_weight"].numpy().reshape(-1)[0]) if "knn_weight" in aux else 0.0
+    if "knn_popularity" in aux and aux["knn_popularity"].shape[0] == n_items:
+        popularity = aux["knn_popularity"].numpy()
+    return ItemKNNRanker.from_arrays(offsets, items, values, popularity), weight
+
+
 def _write_folder(model, folder: Path) -> None:
     folder = Path(folder)
     write_safetensors(folder / "model.safetensors", model.net.state_dict())
@@ -145,6 +180,7 @@ def _write_folder(model, folder: Path) -> None:
             "popularity": torch.from_numpy(np.ascontiguousarray(model.popularity, dtype=np.float32)),
             "category_transitions": torch.from_numpy(np.ascontiguousarray(model.category_transitions, dtype=np.float32)),
             "item_category": torch.from_numpy(np.ascontiguousarray(model.item_category, dtype=np.int32)),
+            **_knn_tensors(model),
         },
     )
     enc = model.net.item_encoder
@@ -248,6 +284,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise ModelError(f"The weights in {folder.name} do not match its config.json ({' '.join(str(err).split())[:160]}).") from err
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
     fp = read_json(folder / "fingerprint.json").get("data_fingerprint", "") if (folder / "fingerprint.json").is_file() else ""
+    knn, knn_weight = _knn_from_aux(aux, aux["popularity"].numpy(), n_items_declared, folder)
     return TrainedModel(
         name=str(meta.get("name") or folder.name),
         config=cfg,
@@ -266,6 +303,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         attr_vocab=list(vocab.get("attribute_tokens", ["<pad>", "<unk>"])),
         device=dev,
         batch_size=cfg.train.eval_batch_size,
+        knn=knn,
+        knn_weight=knn_weight,
     )
 
 

@@ -215,11 +215,46 @@ def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: 
     for s in range(0, len(users), bs):
         u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
         uv = model.user_vectors(seqs, u, e)
-        scores = uv @ item_vecs.T
+        scores = model.add_neighbour_scores(uv @ item_vecs.T, seqs, u, e)
         if fusion_n:
             scores = _rerank_scores(model, uv, scores, seqs, u, e, fusion_n)
         out[s : s + bs] = rank_targets(scores, seqs, u, e, t)
     return out
+
+
+KNN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 1000.0)
+
+
+def select_knn_weight(
+    model: TrainedModel, knn, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray
+) -> tuple[float, dict[str, float]]:
+    """Return (weight, {"ndcg10", "hr10", "n"}) of the item-kNN term best on these validation targets.
+
+    score = model score (prior included) + weight * item-kNN score; 0 (the model alone) wins ties, and
+    the largest weight amounts to item-kNN with the model as tie-break, so the result is at least as
+    good on validation as the better of the two.
+    """
+    ranks = np.zeros((len(KNN_GRID), len(users)), dtype=np.int64)
+    V = model.item_vectors()
+    bs = max(1, min(model.batch_size, 2_000_000 // max(model.n_items, 1)))
+    for s in range(0, len(users), bs):
+        u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
+        base = model.user_vectors(seqs, u, e) @ V.T  # (b, n_items)
+        nb = knn.score_histories(seqs, u, e)  # (b, n_items)
+        starts = seqs.offsets[u]
+        row, pos = gather_ranges(starts, e - starts)
+        base[row, seqs.items[pos]] = -np.inf
+        rows = np.arange(len(u))
+        for g, w in enumerate(KNN_GRID):
+            sc = base + np.float32(w) * nb if w else base
+            tv = sc[rows, t]
+            ranks[g, s : s + bs] = np.where(np.isfinite(tv), (sc > tv[:, None]).sum(axis=1), sc.shape[1])
+    results = [ndcg_hr(r) for r in ranks]
+    best = 0
+    for g, r in enumerate(results):
+        if r["ndcg10"] > results[best]["ndcg10"] + 1e-9:
+            best = g
+    return float(KNN_GRID[best]), results[best]
 
 
 PRIOR_GRID_POP = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -268,7 +303,10 @@ def _rerank_scores(model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs
     masked[row, seqs.items[pos]] = -np.inf
     n = min(n, masked.shape[1])
     cand = np.argpartition(-masked, n - 1, axis=1)[:, :n]
-    proba = fusion_proba_from_vectors(model.net, uv, model.item_vectors(), cand, model.device, model.batch_size)
+    proba = fusion_proba_from_vectors(
+        model.net, uv, model.item_vectors(), cand, model.device, model.batch_size,
+        extra=model.neighbour_extra(seqs, users, ends, cand),
+    )
     out = np.full_like(scores, -1e9)
     np.put_along_axis(out, cand, 10.0 + proba, axis=1)
     out[row, seqs.items[pos]] = -np.inf
@@ -564,6 +602,19 @@ def train_model(
         valid.update({"prior_w_pop": w_pop, "prior_w_cat": w_cat, "ndcg10_prior": vp["ndcg10"], "hr10_prior": vp["hr10"]})
         retrieval_ndcg = max(retrieval_ndcg, vp["ndcg10"])
         log.info("log-prior blend: w_pop=%.2f w_cat=%.2f valid ndcg@10 %.4f (model alone %.4f)", w_pop, w_cat, vp["ndcg10"], valid.get("ndcg10", 0.0))
+    if len(v_users) and tc.knn_blend:
+        from crossrec_core.baselines import ItemKNNRanker
+
+        report(epoch=int(best["epoch"]), phase="prior")
+        # neighbours learned from the training part only, like the embeddings and the popularity prior:
+        # no validation or test target leaks into the model, so evaluating it on this log stays honest
+        knn_train = ItemKNNRanker().fit(ds, ds.seqs.truncate(split.train_end))
+        w_knn, vk = select_knn_weight(model, knn_train, ds.seqs, v_users, v_ends, v_targets)
+        if w_knn:
+            model.knn, model.knn_weight = knn_train, w_knn
+            retrieval_ndcg = max(retrieval_ndcg, vk["ndcg10"])
+        valid.update({"knn_weight": w_knn, "ndcg10_knn": vk["ndcg10"], "hr10_knn": vk["hr10"]})
+        log.info("item-kNN term: weight %.2f valid ndcg@10 %.4f", w_knn, vk["ndcg10"])
     _fit_fusion(model, ds, split.train_end, report, n_epochs)
     if len(v_users) and tc.fusion_epochs:
         vf = ndcg_hr(_valid_ranks(model, ds.seqs, v_users, v_ends, v_targets, fusion_n=tc.fusion_candidates))

@@ -107,7 +107,7 @@ def test_read_user_list_with_and_without_header(tmp_path):
 def test_write_csv_atomic_leaves_no_temp_files(tmp_path):
     out = tmp_path / "sub" / "recs.csv"
     write_csv_atomic(pd.DataFrame({"user_id": ["a"], "rank": [1], "item_id": ["x"], "score": [0.5], "category": ["C"]}), out)
-    assert out.read_text().splitlines() == ["user_id,rank,item_id,score,category", "a,1,x,0.500000,C"]
+    assert out.read_text().splitlines() == ["user_id,rank,item_id,score,category", "a,1,x,0.5,C"]
     assert [p.name for p in out.parent.iterdir()] == ["recs.csv"]
 
 
@@ -269,8 +269,13 @@ def test_real_model_batch_equals_single_and_fast_fusion_path(real_model):
     users = np.arange(6)
     cand = np.tile(np.arange(5), (6, 1))
     uv = model.user_vectors(seqs, users, seqs.offsets[users + 1])
-    np.testing.assert_allclose(rec._fusion_from_vectors(uv, cand),
-                               model.fusion_proba(seqs, users, seqs.offsets[users + 1], cand), rtol=1e-5, atol=1e-6)
+    fast = rec._fusion_from_vectors(uv, cand)
+    extra = model.neighbour_extra(seqs, users, seqs.offsets[users + 1], cand)
+    if extra is not None:  # with the item-kNN term the fast path needs the history's kNN scores too
+        from crossrec_core.models.trained import fusion_proba_from_vectors
+
+        fast = fusion_proba_from_vectors(model.net, uv, model.item_vectors(), cand, model.device, extra=extra)
+    np.testing.assert_allclose(fast, model.fusion_proba(seqs, users, seqs.offsets[users + 1], cand), rtol=1e-5, atol=1e-6)
     batch = rec.recommend_batch(seqs, users, seqs.offsets[users + 1], 4, cross_category_only=True)
     for u in users:
         single = rec.recommend(str(ds.user_ids[u]), k=4, cross_category_only=True)

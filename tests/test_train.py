@@ -96,7 +96,10 @@ def test_trained_model_interface_types(trained):
     users = np.arange(5)
     ends = ds.seqs.offsets[1:6] - 1
     uv = model.user_vectors(ds.seqs, users, ends)
-    np.testing.assert_allclose(model.score_histories(ds.seqs, users, ends), uv @ iv.T, rtol=1e-5, atol=1e-5)
+    expected = uv @ iv.T
+    if model.has_neighbour_term:  # retrieval = dot product + the validated item-kNN term
+        expected = expected + np.float32(model.knn_weight) * model.knn.score_histories(ds.seqs, users, ends)
+    np.testing.assert_allclose(model.score_histories(ds.seqs, users, ends), expected, rtol=1e-5, atol=1e-5)
     cand = np.tile(np.arange(4), (5, 1))
     p = model.fusion_proba(ds.seqs, users, ends, cand)
     assert p.shape == (5, 4) and p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
@@ -190,3 +193,30 @@ def test_category_lift_follows_the_last_category_transitions():
     np.testing.assert_array_equal(lift[1], [0.0, 0.0])  # empty history: no lift
     # log popularity share with +0.1 smoothing
     np.testing.assert_allclose(prior.log_pop, np.log(np.array([3.1, 1.1, 2.1, 2.1]) / 8.4), rtol=1e-5)
+
+
+def test_item_knn_term_is_selected_when_it_helps_and_survives_save_load(tmp_path):
+    """An (almost) untrained model on a co-occurrence pattern: validation picks a positive kNN weight,
+    the blended score ranks the valid targets better than the model alone, and save/load keeps it."""
+    from crossrec_core.baselines import ItemKNNRanker
+    from crossrec_core.registry import load_model, save_model
+    from crossrec_core.train import ndcg_hr, rank_targets, select_knn_weight
+
+    ds = pattern_dataset(n_users=120)
+    model = train_model(ds, small_config(epochs=1, patience=1, lr=1e-5, knn_blend=False, prior_blend=False))
+    split = ds.leave_last_out()
+    users, ends = split.valid_users, split.valid_pos
+    targets = ds.seqs.items[ends].astype(np.int64)
+    knn = ItemKNNRanker().fit(ds, ds.seqs.truncate(split.train_end))
+    weight, chosen = select_knn_weight(model, knn, ds.seqs, users, ends, targets)
+    alone = ndcg_hr(rank_targets(model.score_histories(ds.seqs, users, ends), ds.seqs, users, ends, targets))
+    assert weight > 0 and chosen["ndcg10"] > alone["ndcg10"]
+
+    model.knn, model.knn_weight = knn, weight
+    blended = ndcg_hr(rank_targets(model.score_histories(ds.seqs, users, ends), ds.seqs, users, ends, targets))
+    assert blended["ndcg10"] == pytest.approx(chosen["ndcg10"])
+    back = load_model(save_model(model, tmp_path / "m"))
+    assert back.knn_weight == weight
+    np.testing.assert_allclose(back.score_histories(ds.seqs, users, ends), model.score_histories(ds.seqs, users, ends), rtol=1e-5, atol=1e-5)
+    cand = np.argsort(-model.score_histories(ds.seqs, users, ends), axis=1)[:, :5]
+    np.testing.assert_allclose(back.fusion_proba(ds.seqs, users, ends, cand), model.fusion_proba(ds.seqs, users, ends, cand), rtol=1e-5, atol=1e-6)

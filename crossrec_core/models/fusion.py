@@ -32,17 +32,19 @@ class FusionScorer(nn.Module):
         self.scale = nn.Parameter(torch.ones(()))
         self.bias = nn.Parameter(torch.zeros(()))
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+    def forward(self, user: torch.Tensor, item: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Return float (B, C) logits for user (B, D) against item (B, C, D).
 
         D >= d: columns past d are the log-prior columns (models/prior.py); they count in the dot
-        product but the MLP only sees the learned d columns.
+        product but the MLP only sees the learned d columns. ``extra`` (B, C) is added to the retrieval
+        score before scaling (the weighted item-kNN term), so the probability ranks like retrieval.
         """
         u = user.unsqueeze(1).expand_as(item)  # (B, C, D)
         dot = (u * item).sum(-1, keepdim=True)  # (B, C, 1)
         ub, ib = u[..., : self.d], item[..., : self.d]  # (B, C, d)
         x = torch.cat([ub, ib, ub * ib, dot], dim=-1)  # (B, C, 3d + 1)
-        return self.scale * dot.squeeze(-1) + self.bias + self.mlp(x).squeeze(-1)
+        retrieval = dot.squeeze(-1) if extra is None else dot.squeeze(-1) + extra
+        return self.scale * retrieval + self.bias + self.mlp(x).squeeze(-1)
 
     def reset_mlp(self) -> None:
         """Switch the MLP's correction off (keep the calibrated dot product only)."""

@@ -92,6 +92,8 @@ class TrainedModel:
         attr_vocab: list[str] | None = None,
         device: torch.device | None = None,
         batch_size: int = 512,
+        knn=None,
+        knn_weight: float = 0.0,
     ) -> None:
         self.name = name
         self.config = config
@@ -110,6 +112,11 @@ class TrainedModel:
         self.attr_vocab = list(attr_vocab or ["<pad>", "<unk>"])
         self.device = device or torch.device("cpu")
         self.batch_size = int(batch_size)
+        # item-kNN term of the retrieval score (an ItemKNNRanker over the training data), weighted by a
+        # scalar chosen on validation; 0 = off. It captures item-to-item co-occurrence that a small
+        # embedding misses on sparse catalogues.
+        self.knn = knn
+        self.knn_weight = float(knn_weight)
         self.net.to(self.device).eval()
         self._item_vecs: np.ndarray | None = None
         self._base_vecs: np.ndarray | None = None
@@ -255,8 +262,22 @@ class TrainedModel:
         return np.concatenate([base, user_prior_columns(lift, len(base), weights)], axis=1)
 
     def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Return float32 (B, n_items) retrieval scores (user_vectors @ item_vectors.T, prior included)."""
-        return self.user_vectors(seqs, users, ends) @ self.item_vectors().T
+        """Return float32 (B, n_items) retrieval scores: user_vectors @ item_vectors.T (prior included)
+        plus the validated item-kNN term (see neighbour_scores)."""
+        return self.add_neighbour_scores(self.user_vectors(seqs, users, ends) @ self.item_vectors().T, seqs, users, ends)
+
+    def neighbour_scores(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+        """Return float32 (B, n_items) item-kNN scores of the histories, or None when the term is off."""
+        if self.knn is None or self.knn_weight == 0.0:
+            return None
+        return self.knn.score_histories(seqs, users, ends)
+
+    def add_neighbour_scores(self, scores: np.ndarray, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return ``scores`` (B, n_items) plus knn_weight * item-kNN scores (unchanged when the term is off)."""
+        nb = self.neighbour_scores(seqs, users, ends)
+        if nb is None:
+            return scores
+        return scores + np.float32(self.knn_weight) * nb
 
     def fusion_proba(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Return float32 (B, C) fusion-MLP probabilities for candidate item_idx (B, C)."""
@@ -266,13 +287,37 @@ class TrainedModel:
         if candidates.size and (candidates.min() < 0 or candidates.max() >= self.n_items):
             raise ModelError(f"Candidate item indices must be in 0..{self.n_items - 1}.")
         u = self.user_vectors(seqs, users, ends)
-        return fusion_proba_from_vectors(self.net, u, self.item_vectors(), candidates, self.device, self.batch_size)
+        return fusion_proba_from_vectors(
+            self.net, u, self.item_vectors(), candidates, self.device, self.batch_size,
+            extra=self.neighbour_extra(seqs, users, ends, candidates),
+        )
+
+    @property
+    def has_neighbour_term(self) -> bool:
+        """Whether retrieval includes the item-kNN term (fusion then needs the history, not just user vectors)."""
+        return self.knn is not None and self.knn_weight != 0.0
+
+    def neighbour_extra(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
+        """Return float32 (B, C) knn_weight * item-kNN score of each candidate, or None when the term is off."""
+        nb = self.neighbour_scores(seqs, users, ends)
+        if nb is None:
+            return None
+        return np.float32(self.knn_weight) * np.take_along_axis(nb, np.asarray(candidates, dtype=np.int64), axis=1)
 
 
 def fusion_proba_from_vectors(
-    net: CrossRecNet, user_vecs: np.ndarray, item_vecs: np.ndarray, candidates: np.ndarray, device: torch.device, batch_size: int = 512
+    net: CrossRecNet,
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    candidates: np.ndarray,
+    device: torch.device,
+    batch_size: int = 512,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Return float32 (B, C) sigmoid(fusion) for user vectors (B, d) and candidate item_idx (B, C)."""
+    """Return float32 (B, C) sigmoid(fusion) for user vectors (B, d) and candidate item_idx (B, C).
+
+    ``extra`` (B, C), when given, is the weighted item-kNN score of each candidate (see FusionScorer).
+    """
     out = np.zeros(candidates.shape, dtype=np.float32)
     net.eval()
     table = torch.from_numpy(item_vecs).to(device)
@@ -280,7 +325,8 @@ def fusion_proba_from_vectors(
         for s in range(0, len(user_vecs), batch_size):
             u = torch.from_numpy(user_vecs[s : s + batch_size]).to(device)
             c = torch.from_numpy(candidates[s : s + batch_size]).to(device)
-            out[s : s + len(u)] = torch.sigmoid(net.fusion(u, table[c]).float()).cpu().numpy()
+            x = None if extra is None else torch.from_numpy(np.ascontiguousarray(extra[s : s + batch_size], dtype=np.float32)).to(device)
+            out[s : s + len(u)] = torch.sigmoid(net.fusion(u, table[c], x).float()).cpu().numpy()
     return out
 
 
