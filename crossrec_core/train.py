@@ -657,12 +657,17 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarr
     uv = model.user_vectors(ds.seqs, users, ends)
     n = min(tc.fusion_candidates, model.n_items)
     cands = np.zeros((len(users), n), dtype=np.int64)
+    # the weighted item-kNN score of each candidate: part of the retrieval score the fusion calibrates
+    extra = np.zeros((len(users), n), dtype=np.float32) if model.has_neighbour_term else None
     bsz = max(1, 4_000_000 // max(model.n_items, 1))
     for s in range(0, len(users), bsz):
-        scores = uv[s : s + bsz] @ item_vecs.T
-        row, pos = gather_ranges(ds.seqs.offsets[users[s : s + bsz]], ends[s : s + bsz] - ds.seqs.offsets[users[s : s + bsz]])
+        ub, eb = users[s : s + bsz], ends[s : s + bsz]
+        scores = model.add_neighbour_scores(uv[s : s + bsz] @ item_vecs.T, ds.seqs, ub, eb)
+        row, pos = gather_ranges(ds.seqs.offsets[ub], eb - ds.seqs.offsets[ub])
         scores[row, ds.seqs.items[pos]] = -np.inf
         cands[s : s + bsz] = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        if extra is not None:
+            extra[s : s + bsz] = model.neighbour_extra(ds.seqs, ub, eb, cands[s : s + bsz])
     labels = (cands == targets[:, None]).astype(np.float32)
     dev = model.device
     net = model.net
@@ -672,6 +677,7 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarr
     C = torch.from_numpy(cands).to(dev)
     Y = torch.from_numpy(labels).to(dev)
     table = torch.from_numpy(item_vecs).to(dev)
+    X = torch.from_numpy(extra).to(dev) if extra is not None else None
     gen = torch.Generator().manual_seed(tc.seed + 17)
     fusion.train()
     bs = 256
@@ -681,7 +687,7 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarr
         losses = []
         for step in range(n_steps):
             idx = perm[step * bs : (step + 1) * bs].to(dev)
-            logits = fusion(U[idx], table[C[idx]])
+            logits = fusion(U[idx], table[C[idx]], X[idx] if X is not None else None)
             loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), Y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
