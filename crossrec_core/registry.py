@@ -142,11 +142,11 @@ def _knn_tensors(model) -> dict[str, torch.Tensor]:
     if knn is None:
         return {}
     return {
-        "knn_offsets": torch.from_numpy(np.ascontiguousarray(knn.sim_offsets_, dtype=np.int64)),
-        "knn_items": torch.from_numpy(np.ascontiguousarray(knn.sim_items_, dtype=np.int32)),
-        "knn_values": torch.from_numpy(np.ascontiguousarray(knn.sim_values_, dtype=np.float32)),
+        "knn_offsets": torch.from_numpy(np.array(knn.sim_offsets_, dtype=np.int64)),
+        "knn_items": torch.from_numpy(np.array(knn.sim_items_, dtype=np.int32)),
+        "knn_values": torch.from_numpy(np.array(knn.sim_values_, dtype=np.float32)),
         "knn_weight": torch.tensor([float(model.knn_weight)], dtype=torch.float32),
-        "knn_popularity": torch.from_numpy(np.ascontiguousarray(knn.popularity_, dtype=np.float32)),
+        "knn_popularity": torch.from_numpy(np.array(knn.popularity_, dtype=np.float32)),
     }
 
 
@@ -177,9 +177,9 @@ def _write_folder(model, folder: Path) -> None:
     write_safetensors(
         folder / "aux.safetensors",
         {
-            "popularity": torch.from_numpy(np.ascontiguousarray(model.popularity, dtype=np.float32)),
-            "category_transitions": torch.from_numpy(np.ascontiguousarray(model.category_transitions, dtype=np.float32)),
-            "item_category": torch.from_numpy(np.ascontiguousarray(model.item_category, dtype=np.int32)),
+            "popularity": torch.from_numpy(np.array(model.popularity, dtype=np.float32)),
+            "category_transitions": torch.from_numpy(np.array(model.category_transitions, dtype=np.float32)),
+            "item_category": torch.from_numpy(np.array(model.item_category, dtype=np.int32)),
             **_knn_tensors(model),
         },
     )
