@@ -223,6 +223,42 @@ def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: 
 
 
 KNN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 1000.0)
+PRIOR_GRID_POP = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+PRIOR_GRID_CAT = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def _best_on_grid(
+    model: TrainedModel,
+    seqs: Sequences,
+    users: np.ndarray,
+    ends: np.ndarray,
+    targets: np.ndarray,
+    n_grid: int,
+    batch_parts: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, Callable[[int, np.ndarray], np.ndarray]]],
+) -> tuple[int, dict[str, float]]:
+    """Return (grid index, {"ndcg10", "hr10", "n"}) of the scoring variant best on these validation targets.
+
+    ``batch_parts(u, e)`` returns the base scores (b, n_items) of a batch and ``score(g, base)`` giving
+    variant g's scores; seen items are masked in the base. Index 0 (the plain model) wins ties.
+    """
+    ranks = np.zeros((n_grid, len(users)), dtype=np.int64)
+    bs = max(1, min(model.batch_size, 2_000_000 // max(model.n_items, 1)))
+    for s in range(0, len(users), bs):
+        u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
+        base, score = batch_parts(u, e)
+        row, pos = gather_ranges(seqs.offsets[u], e - seqs.offsets[u])
+        base[row, seqs.items[pos]] = -np.inf
+        rows = np.arange(len(u))
+        for g in range(n_grid):
+            sc = score(g, base)
+            tv = sc[rows, t]
+            ranks[g, s : s + bs] = np.where(np.isfinite(tv), (sc > tv[:, None]).sum(axis=1), sc.shape[1])
+    results = [ndcg_hr(r) for r in ranks]
+    best = 0
+    for g, r in enumerate(results):
+        if r["ndcg10"] > results[best]["ndcg10"] + 1e-9:
+            best = g
+    return best, results[best]
 
 
 def select_knn_weight(
@@ -234,31 +270,14 @@ def select_knn_weight(
     the largest weight amounts to item-kNN with the model as tie-break, so the result is at least as
     good on validation as the better of the two.
     """
-    ranks = np.zeros((len(KNN_GRID), len(users)), dtype=np.int64)
     V = model.item_vectors()
-    bs = max(1, min(model.batch_size, 2_000_000 // max(model.n_items, 1)))
-    for s in range(0, len(users), bs):
-        u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
-        base = model.user_vectors(seqs, u, e) @ V.T  # (b, n_items)
+
+    def parts(u: np.ndarray, e: np.ndarray):
         nb = knn.score_histories(seqs, u, e)  # (b, n_items)
-        starts = seqs.offsets[u]
-        row, pos = gather_ranges(starts, e - starts)
-        base[row, seqs.items[pos]] = -np.inf
-        rows = np.arange(len(u))
-        for g, w in enumerate(KNN_GRID):
-            sc = base + np.float32(w) * nb if w else base
-            tv = sc[rows, t]
-            ranks[g, s : s + bs] = np.where(np.isfinite(tv), (sc > tv[:, None]).sum(axis=1), sc.shape[1])
-    results = [ndcg_hr(r) for r in ranks]
-    best = 0
-    for g, r in enumerate(results):
-        if r["ndcg10"] > results[best]["ndcg10"] + 1e-9:
-            best = g
-    return float(KNN_GRID[best]), results[best]
+        return model.user_vectors(seqs, u, e) @ V.T, lambda g, base: base + np.float32(KNN_GRID[g]) * nb if KNN_GRID[g] else base
 
-
-PRIOR_GRID_POP = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-PRIOR_GRID_CAT = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    best, result = _best_on_grid(model, seqs, users, ends, targets, len(KNN_GRID), parts)
+    return float(KNN_GRID[best]), result
 
 
 def select_prior_weights(
@@ -271,28 +290,20 @@ def select_prior_weights(
     """
     model.set_prior_weights(0.0, 0.0)
     grid = [(a, b) for a in PRIOR_GRID_POP for b in PRIOR_GRID_CAT]
-    ranks = np.zeros((len(grid), len(users)), dtype=np.int64)
     V = model.base_item_vectors()
     log_pop = model.prior.log_pop[None, :]
-    bs = max(1, min(model.batch_size, 2_000_000 // max(model.n_items, 1)))
-    for s in range(0, len(users), bs):
-        u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
-        dot = model.base_user_vectors(seqs, u, e) @ V.T  # (b, n_items)
+
+    def parts(u: np.ndarray, e: np.ndarray):
         lift = model.category_lift(seqs, u, e)[:, model.prior.bucket]  # (b, n_items)
-        starts = seqs.offsets[u]
-        row, pos = gather_ranges(starts, e - starts)
-        dot[row, seqs.items[pos]] = -np.inf
-        rows = np.arange(len(u))
-        for g, (a, b) in enumerate(grid):
-            sc = dot + a * log_pop + b * lift if (a or b) else dot
-            tv = sc[rows, t]
-            ranks[g, s : s + bs] = np.where(np.isfinite(tv), (sc > tv[:, None]).sum(axis=1), sc.shape[1])
-    results = [ndcg_hr(r) for r in ranks]
-    best = 0
-    for g, r in enumerate(results):
-        if r["ndcg10"] > results[best]["ndcg10"] + 1e-9:
-            best = g
-    return float(grid[best][0]), float(grid[best][1]), results[best]
+
+        def score(g: int, dot: np.ndarray) -> np.ndarray:
+            a, b = grid[g]
+            return dot + a * log_pop + b * lift if (a or b) else dot
+
+        return model.base_user_vectors(seqs, u, e) @ V.T, score
+
+    best, result = _best_on_grid(model, seqs, users, ends, targets, len(grid), parts)
+    return float(grid[best][0]), float(grid[best][1]), result
 
 
 def _rerank_scores(model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs: Sequences, users, ends, n: int) -> np.ndarray:
