@@ -154,11 +154,16 @@ def test_demo_journey_in_chromium(server):
             expect(page.get_by_text("Top 10 for shopper")).to_be_visible()
             _shot(page, "05-recommendations")
             slider = page.locator('[data-testid="stSlider"]').filter(has_text="Only show products").get_by_role("slider")
-            slider.focus()
-            for _ in range(20):
+            # each key press may trigger a rerun that takes the focus away: re-focus and read back until
+            # the slider reaches 0.20 (a fixed number of presses loses some of them on a busy machine)
+            for _ in range(80):
+                if float(slider.input_value()) >= 0.2 - 1e-9:
+                    break
+                slider.focus()
                 slider.press("ArrowRight")
+                page.wait_for_timeout(100)
             _settle(page)
-            expect(slider).to_have_value("0.2")
+            assert 0.2 - 1e-9 <= float(slider.input_value()) <= 0.25, slider.input_value()
             _settle(page)
             _no_exception(page)
             _shot(page, "06-recommendations-threshold")
