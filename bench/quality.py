@@ -105,6 +105,15 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     rankers.update(default_baselines())
     max_users = args.max_users if args.max_users is not None else (2000 if args.quick else None)
     res = evaluate_rankers(ds, rankers, k=10, split="test", max_users=max_users, seed=0)
+    differences = []  # crossrec minus every other method, per subset and metric, paired bootstrap 95% CI
+    for other in res.methods:
+        for subset in SUBSETS:
+            for metric in METRICS:
+                if other == "crossrec" or res.subset_sizes[subset] == 0:
+                    continue
+                d = res.difference("crossrec", other, subset, metric)
+                differences.append({"other": other, "subset": subset, "metric": metric,
+                                    "mean": d.mean, "low": d.low, "high": d.high, "significant": d.significant})
     out = {
         "dataset": name,
         "n_users": ds.n_users,
@@ -113,6 +122,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
         "n_categories": ds.n_categories,
         "subset_sizes": res.subset_sizes,
         "metrics": res.metrics.to_dict(orient="records"),
+        "differences": differences,
         "train_seconds": train_s,
         "eval_seconds": res.seconds,
         "seconds": time.perf_counter() - t0,
@@ -138,9 +148,14 @@ def markdown_table(result: dict) -> str:
 
 
 def losses(result: dict, model: str = "crossrec") -> list[str]:
-    """Return one line per (subset, metric) where a baseline or the reference beats ``model``."""
+    """Return one line per (subset, metric) where a baseline or the reference beats ``model``.
+
+    Each line carries the paired-bootstrap 95% interval of ``model`` minus the best other method, and
+    says whether the loss is significant (the interval excludes 0) or within noise.
+    """
     m = pd.DataFrame(result["metrics"])
     m = m[m["metric"].isin(METRICS)]
+    diffs = {(d["other"], d["subset"], d["metric"]): d for d in result.get("differences", [])}
     lines = []
     for (subset, metric), grp in m.groupby(["subset", "metric"], sort=False):
         vals = grp.set_index("method")["value"]
@@ -152,8 +167,28 @@ def losses(result: dict, model: str = "crossrec") -> list[str]:
         best = others.idxmax()
         if others[best] > vals[model]:
             rel = (others[best] - vals[model]) / others[best] * 100 if others[best] > 0 else 0.0
+            d = diffs.get((best, subset, metric))
+            ci = ""
+            if d is not None:
+                verdict = "significant" if d["significant"] else "within noise"
+                ci = f"; 95% CI of the difference [{d['low']:+.4f}, {d['high']:+.4f}], {verdict}"
             lines.append(f"- {result['dataset']}, {subset} users, {metric}: {best} {others[best]:.4f} vs {model} "
-                         f"{vals[model]:.4f} ({others[best] - vals[model]:+.4f}, {model} {rel:.0f}% lower)")
+                         f"{vals[model]:.4f} ({model} {rel:.0f}% lower{ci})")
+    return lines
+
+
+def uncertain_wins(result: dict, model: str = "crossrec") -> list[str]:
+    """Return one line per (subset, metric) where ``model`` leads but its lead over the runner-up is within noise."""
+    lines = []
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for d in result.get("differences", []):
+        by_key.setdefault((d["subset"], d["metric"]), []).append(d)
+    for (subset, metric), ds in by_key.items():
+        if all(d["mean"] >= 0 for d in ds):
+            closest = min(ds, key=lambda d: d["mean"])
+            if not closest["significant"]:
+                lines.append(f"- {result['dataset']}, {subset} users, {metric}: ahead of {closest['other']} by "
+                             f"{closest['mean']:+.4f}, 95% CI [{closest['low']:+.4f}, {closest['high']:+.4f}] (within noise)")
     return lines
 
 
@@ -176,6 +211,11 @@ def report(results: list[dict], command: str) -> str:
     lost = [line for r in results for line in losses(r)]
     parts.append("## Where crossrec loses")
     parts.extend(lost or ["- nowhere: crossrec is best on every dataset, subset and metric"])
+    close = [line for r in results for line in uncertain_wins(r)]
+    if close:
+        parts.append("")
+        parts.append("## Where crossrec leads, but within noise (paired bootstrap, 2,000 resamples of users)")
+        parts.extend(close)
     return "\n".join(parts) + "\n"
 
 

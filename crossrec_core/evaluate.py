@@ -250,6 +250,10 @@ class EvaluationResult:
     per_category: pd.DataFrame
     subset_sizes: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
+    # per-user ranking metrics {method: {"NDCG@10": (U,) ...}} and subset masks {subset: bool (U,)},
+    # kept so two methods can be compared user by user (``difference``)
+    per_user: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    subset_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def methods(self) -> list[str]:
@@ -262,6 +266,21 @@ class EvaluationResult:
         if sel.empty:
             raise KeyError(f"no value for {method!r} / {subset!r} / {metric!r}")
         return float(sel["value"].iloc[0])
+
+    def difference(
+        self, a: str, b: str, subset: str = "all", metric: str | None = None, *, n_boot: int = 2000, seed: int = 0
+    ) -> M.PairedDifference:
+        """Return ``a - b`` on ``metric`` (default NDCG@K) over ``subset``, with a paired-bootstrap 95% interval."""
+        metric = metric or _metric_label("NDCG", self.k)
+        for method in (a, b):
+            if method not in self.per_user:
+                raise KeyError(f"no per-user scores for {method!r}; evaluated: {', '.join(self.per_user) or 'none'}")
+            if metric not in self.per_user[method]:
+                raise KeyError(f"no per-user {metric!r}; available: {', '.join(self.per_user[method])}")
+        if subset not in self.subset_masks:
+            raise KeyError(f"unknown subset {subset!r}; use one of: {', '.join(self.subset_masks)}")
+        mask = self.subset_masks[subset]
+        return M.paired_bootstrap(self.per_user[a][metric][mask], self.per_user[b][metric][mask], n_boot=n_boot, seed=seed)
 
     def table(self, subset: str = "all") -> pd.DataFrame:
         """Return a wide frame: rows method (evaluation order), columns metric (reporting order)."""
@@ -377,6 +396,7 @@ def evaluate_rankers(
     rows: list[tuple] = []
     cat_rows: list[pd.DataFrame] = []
     seconds: dict[str, float] = {}
+    kept: dict[str, dict[str, np.ndarray]] = {}
     for name, ranker in named.items():
         t0 = time.perf_counter()
         if fit_baselines and isinstance(ranker, BaselineRanker):
@@ -386,6 +406,7 @@ def evaluate_rankers(
         topk_ds = np.where(topk >= 0, space.to_ds[np.maximum(topk, 0)], -1)
         seconds[name] = time.perf_counter() - t0
         per_user = per_user_scores(topk_ds, targets, ds, k, popularity=popularity, item_vectors=item_vectors)
+        kept[name] = {_metric_label(metric, k): per_user[metric] for metric in M.RANKING_METRICS}
         for subset in SUBSETS:
             mask = masks[subset]
             n = int(mask.sum())
@@ -420,4 +441,6 @@ def evaluate_rankers(
         per_category=per_category,
         subset_sizes={s: int(m.sum()) for s, m in masks.items()},
         seconds=seconds,
+        per_user=kept,
+        subset_masks=masks,
     )

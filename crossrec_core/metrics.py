@@ -12,6 +12,8 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from crossrec_core.data.dataset import Sequences
@@ -112,6 +114,54 @@ def recall_at_k(topk: np.ndarray, targets: np.ndarray, k: int | None = None) -> 
 def f1_at_k(topk: np.ndarray, targets: np.ndarray, k: int | None = None) -> np.ndarray:
     """Return per-user F1@K, the harmonic mean of Precision@K and Recall@K."""
     return per_user_ranking_metrics(topk, targets, k)["F1"]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of ``a - b`` over the same users, with a paired-bootstrap confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n_users: int
+    level: float = 0.95
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval excludes 0 (the sign of the difference is unlikely to be noise)."""
+        return bool(self.low > 0 or self.high < 0)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> PairedDifference:
+    """Return the mean per-user difference ``a - b`` and its percentile bootstrap interval.
+
+    ``a`` and ``b`` hold one value per user for the SAME users (e.g. NDCG@10 of two methods); users are
+    resampled with replacement, which keeps each user's pair together. With one held-out item per user
+    most values are 0, so small test sets give wide intervals: read a "win" only when ``significant``.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D arrays of the same length, got {a.shape} and {b.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    n = len(a)
+    if n == 0:
+        return PairedDifference(float("nan"), float("nan"), float("nan"), 0, level)
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    # resample in blocks so memory stays at ~8 MB whatever n_boot is
+    means = np.empty(int(n_boot), dtype=np.float64)
+    block = max(1, 2**20 // max(n, 1))
+    for start in range(0, int(n_boot), block):
+        stop = min(int(n_boot), start + block)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = diff[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return PairedDifference(float(diff.mean()), float(low), float(high), n, level)
 
 
 # -- probability quality -----------------------------------------------------------------------

@@ -100,6 +100,17 @@ def test_evaluate_fixed_ranker_matches_hand_computed_metrics():
     # per-category breakdown by the target's category: X (b), Y (e), Z (d)
     pc = res.per_category[res.per_category.metric == "HR@3"].set_index("category")
     assert list(pc.index) == ["X", "Y", "Z"] and list(pc["n_users"]) == [1, 1, 1]
+    # per-user scores are kept for paired comparisons: fixed vs itself is exactly 0, vs popularity paired
+    assert list(res.per_user["fixed"]["NDCG@3"]) == pytest.approx([0.5, 0.5, 1.0])
+    assert res.difference("fixed", "fixed", "switch").mean == 0.0
+    res3 = evaluate_rankers(ds, {"fixed": FixedRanker(ds), "pop": PopularityRanker()}, k=3)
+    d = res3.difference("fixed", "pop", "all", "HR@3", n_boot=200)
+    assert d.n_users == 3
+    assert d.mean == pytest.approx(res3.value("fixed", "all", "HR@3") - res3.value("pop", "all", "HR@3"))
+    with pytest.raises(KeyError, match="subset"):
+        res3.difference("fixed", "pop", "lapsed")
+    with pytest.raises(KeyError, match="nobody"):
+        res3.difference("fixed", "nobody")
 
 
 def test_seen_items_are_never_recommended():

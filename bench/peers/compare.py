@@ -80,6 +80,8 @@ def _crossrec_child(name: str, max_events: int | None, epochs: int | None, home:
     os.environ["CROSSREC_HOME"] = home
     import dataclasses
 
+    import torch
+
     from crossrec_core.config import ModelConfig
     from crossrec_core.recommend import Recommender
     from crossrec_core.train import train_model
@@ -94,9 +96,12 @@ def _crossrec_child(name: str, max_events: int | None, epochs: int | None, home:
         if p.phase == "valid" and p.valid_ndcg10 is not None:
             valid_times[int(p.epoch)] = float(p.elapsed_s)
 
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     model = train_model(ds, cfg, on_progress=on_progress, name=f"bench-{name}")
     train_s = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    train_cpu_s = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     best_epoch = int(model.metrics.get("best_epoch", -1))
     llo = ds.leave_last_out()
     t1 = time.perf_counter()
@@ -109,6 +114,8 @@ def _crossrec_child(name: str, max_events: int | None, epochs: int | None, home:
         "rank": rec["rank"].to_numpy().astype(np.int64).tolist(),
         "item_idx": item_idx.tolist(),
         "train_seconds": train_s,
+        "train_cpu_seconds": train_cpu_s,
+        "torch_threads": torch.get_num_threads(),
         "time_to_best_seconds": valid_times.get(best_epoch, float("nan")),
         "recommend_seconds": recommend_s,
         "best_epoch": best_epoch,
@@ -125,8 +132,40 @@ def run_crossrec(name: str, max_events: int | None, epochs: int | None, home: Pa
 
 
 # -- RecBole, in the peer venv ----------------------------------------------------------------------
-def run_recbole(model: str, data_path: Path, rb_name: str, out: Path, epochs: int, stopping_step: int) -> dict:
-    """Return run_recbole.py's JSON result plus its top-K frame (tokens = crossrec user_idx / item_idx)."""
+def split_digest(data_path: Path, rb_name: str) -> str:
+    """Return a sha256 over the three atomic split files: RecBole results are reused only for the same split."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in ("train", "valid", "test"):
+        h.update((data_path / rb_name / f"{rb_name}.{part}.inter").read_bytes())
+    return h.hexdigest()
+
+
+def reusable_recbole(model: str, data_path: Path, rb_name: str, out: Path, epochs: int, stopping_step: int) -> dict | None:
+    """Return a finished RecBole result for exactly this split and settings, or None (then it must run)."""
+    stamp = out / f"{model}.split.json"
+    if not (stamp.is_file() and (out / f"{model}.json").is_file() and (out / f"{model}.topk.csv").is_file()):
+        return None
+    want = {"split_sha256": split_digest(data_path, rb_name), "epochs": epochs, "stopping_step": stopping_step}
+    if json.loads(stamp.read_text(encoding="utf-8")) != want:
+        return None
+    result = json.loads((out / f"{model}.json").read_text(encoding="utf-8"))
+    result["topk"] = pd.read_csv(out / f"{model}.topk.csv", dtype=np.int64)
+    result["reused"] = True
+    return result
+
+
+def run_recbole(model: str, data_path: Path, rb_name: str, out: Path, epochs: int, stopping_step: int, reuse: bool = False) -> dict:
+    """Return run_recbole.py's JSON result plus its top-K frame (tokens = crossrec user_idx / item_idx).
+
+    With ``reuse``, a result that an earlier run left for the same split files and settings is read back
+    instead of training again (RecBole is the slow part of this benchmark; crossrec always retrains).
+    """
+    if reuse:
+        found = reusable_recbole(model, data_path, rb_name, out, epochs, stopping_step)
+        if found is not None:
+            return found
     if not PEER_PY.is_file():
         raise SystemExit(f"{PEER_PY} is missing: run `bash bench/peers/setup_recbole.sh` first.")
     cmd = [
@@ -141,6 +180,8 @@ def run_recbole(model: str, data_path: Path, rb_name: str, out: Path, epochs: in
         raise RuntimeError(f"RecBole {model} failed (exit {proc.returncode}); see {log_path}")
     result = json.loads((out / f"{model}.json").read_text(encoding="utf-8"))
     result["topk"] = pd.read_csv(out / f"{model}.topk.csv", dtype=np.int64)
+    stamp = {"split_sha256": split_digest(data_path, rb_name), "epochs": epochs, "stopping_step": stopping_step}
+    (out / f"{model}.split.json").write_text(json.dumps(stamp), encoding="utf-8")
     return result
 
 
@@ -175,23 +216,35 @@ def score_lists(ds, topk_ds: np.ndarray) -> dict[str, float]:
 
 def markdown_table(name: str, ds, rows: list[dict], note: str) -> str:
     """Return one dataset's markdown section: the table and the crossrec / RecBole-SASRec ratios."""
-    head = "| method | HR@10 | NDCG@10 | switch-NDCG@10 | novel-NDCG@10 | coverage | train s | time to best s | recommend s | peak MB | epochs (best) |"
-    lines = [f"### {name}", "", note, "", head, "|" + "---|" * 11]
+    head = ("| method | HR@10 | NDCG@10 | switch-NDCG@10 | novel-NDCG@10 | coverage | train s | train CPU s | "
+            "time to best s | recommend s | peak MB | epochs (best) | load avg |")
+    lines = [f"### {name}", "", note, "", head, "|" + "---|" * 13]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error']} |" + " |" * 9)
+            lines.append(f"| {r['method']} | failed: {r['error']} |" + " |" * 11)
             continue
+        method = r["method"] + (" (reused)" if r.get("reused") else "")
         lines.append(
-            f"| {r['method']} | {r['all_HR@10']:.4f} | {r['all_NDCG@10']:.4f} | {r['switch_NDCG@10']:.4f} | "
-            f"{r['novel_NDCG@10']:.4f} | {r['coverage']:.3f} | {r['train_seconds']:.1f} | {r['time_to_best_seconds']:.1f} | "
-            f"{r['recommend_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['epochs_run']} ({r['best_epoch']}) |"
+            f"| {method} | {r['all_HR@10']:.4f} | {r['all_NDCG@10']:.4f} | {r['switch_NDCG@10']:.4f} | "
+            f"{r['novel_NDCG@10']:.4f} | {r['coverage']:.3f} | {r['train_seconds']:.1f} | {r.get('train_cpu_seconds', float('nan')):.1f} | "
+            f"{r['time_to_best_seconds']:.1f} | {r['recommend_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['epochs_run']} ({r['best_epoch']}) | "
+            f"{r.get('load_avg', float('nan')):.1f} |"
         )
     by = {r["method"]: r for r in rows if "error" not in r}
     if "crossrec" in by and "RecBole-SASRec" in by:
         c, s = by["crossrec"], by["RecBole-SASRec"]
         nd = c["all_NDCG@10"] / s["all_NDCG@10"] if s["all_NDCG@10"] > 0 else float("inf")
         tr = c["train_seconds"] / s["train_seconds"] if s["train_seconds"] > 0 else float("nan")
-        lines += ["", f"crossrec / RecBole-SASRec: NDCG@10 x{nd:.2f}, training time x{tr:.2f}"]
+        cpu = c.get("train_cpu_seconds", float("nan")) / s.get("train_cpu_seconds", float("nan")) if s.get("train_cpu_seconds") else float("nan")
+        nov = c["novel_NDCG@10"] / s["novel_NDCG@10"] if s["novel_NDCG@10"] > 0 else float("inf")
+        verdict = []
+        verdict.append("NDCG target met" if nd >= 1 else "NDCG target MISSED")
+        if c["novel_n"] > 0:
+            verdict.append("novel target met" if c["novel_NDCG@10"] > s["novel_NDCG@10"] else "novel target MISSED")
+        verdict.append("time target met" if tr <= 1 / 3 else "time target MISSED")
+        ratio = (f"crossrec / RecBole-SASRec: NDCG@10 x{nd:.2f}, novel-NDCG@10 x{nov:.2f}, training wall time x{tr:.2f}, "
+                 f"training CPU time x{cpu:.2f} ({'; '.join(verdict)})")
+        lines += ["", ratio]
     first = rows[0] if rows and "error" not in rows[0] else {}
     if first:
         lines += [f"users evaluated: all {first['all_n']}, switch {first['switch_n']}, novel {first['novel_n']}"]
@@ -214,7 +267,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[str, dict]:
         try:
             cr = run_crossrec(name, args.max_events, args.epochs, OUT / "peers" / "workspace")
             topk = topk_matrix(np.array(cr["user_idx"]), np.array(cr["rank"]), np.array(cr["item_idx"]), test_users)
-            rows.append({"method": "crossrec", **score_lists(ds, topk), **{k: v for k, v in cr.items() if k not in ("user_idx", "rank", "item_idx")}})
+            rows.append({"method": "crossrec", **score_lists(ds, topk), **{k: v for k, v in cr.items() if k not in ("user_idx", "rank", "item_idx")},
+                         "load_avg": os.getloadavg()[1]})
         except Exception as err:  # a failing method is reported in the table, the others still run
             rows.append({"method": "crossrec", "error": f"{type(err).__name__}: {err}"[:200]})
         print(f"[{name}] crossrec done in {time.perf_counter() - t:.0f}s", flush=True)
@@ -223,10 +277,12 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[str, dict]:
             continue
         t = time.perf_counter()
         try:
-            rb = run_recbole(model, work / "data", "bench", work / model, args.epochs or args.recbole_epochs, args.stopping_step)
+            rb = run_recbole(model, work / "data", "bench", work / model, args.epochs or args.recbole_epochs, args.stopping_step,
+                             reuse=args.reuse_recbole)
             f = rb.pop("topk")
             topk = topk_matrix(f["user_id"].to_numpy(), f["rank"].to_numpy(), f["item_id"].to_numpy(), test_users)
-            rows.append({"method": f"RecBole-{model}", **score_lists(ds, topk), **{k: v for k, v in rb.items() if k != "epoch_log"}})
+            rows.append({"method": f"RecBole-{model}", **score_lists(ds, topk), **{k: v for k, v in rb.items() if k != "epoch_log"},
+                         "load_avg": rb.get("load_avg", os.getloadavg()[1])})
         except Exception as err:
             rows.append({"method": f"RecBole-{model}", "error": f"{type(err).__name__}: {err}"[:200]})
         print(f"[{name}] RecBole {model} done in {time.perf_counter() - t:.0f}s", flush=True)
@@ -234,7 +290,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[str, dict]:
         f"{ds.n_users:,} users, {ds.n_items:,} items, {ds.n_events:,} events"
         + (f" (seeded sample of whole users, at most {args.max_events:,} events)" if args.max_events else "")
         + f"; epoch cap {args.epochs or 'crossrec default'} (crossrec) / {args.epochs or args.recbole_epochs} (RecBole), "
-        f"RecBole stopping_step {args.stopping_step}. Times are wall seconds on this machine (2 shared cores)."
+        f"RecBole stopping_step {args.stopping_step}. Times are wall seconds on this machine (2 cores); "
+        "train CPU s is user + system CPU time of the training (steadier than wall time when other work shares "
+        "the cores); load avg is the 5-minute load average when the method finished; (reused) marks a RecBole "
+        "result read back from an earlier run on the identical split files (--reuse-recbole)."
     )
     return markdown_table(name, ds, rows, note), {"dataset": name, "n_users": ds.n_users, "n_items": ds.n_items, "n_events": ds.n_events, "rows": rows}
 
@@ -248,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="epoch cap for every method (default: crossrec's own, RecBole --recbole-epochs)")
     p.add_argument("--recbole-epochs", type=int, default=30, help="RecBole epoch cap when --epochs is not given (its own default is 300)")
     p.add_argument("--stopping-step", type=int, default=10, help="RecBole early-stopping patience (its default)")
+    p.add_argument("--reuse-recbole", action="store_true",
+                   help="read back RecBole results an earlier run left for the same split and settings (crossrec still retrains)")
     p.add_argument("--out", default=str(OUT / "peers.md"))
     args = p.parse_args(argv)
     if args.quick:

@@ -84,6 +84,12 @@ from recbole.utils import get_model, get_trainer, init_seed  # noqa: E402
 SUPPORTED = ("SASRec", "GRU4Rec")
 
 
+def _cpu_seconds() -> float:
+    """Return this process's user + system CPU time: less sensitive than wall time to other load."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def build_config(args: argparse.Namespace, checkpoint_dir: Path) -> Config:
     """Return RecBole's Config: model yaml defaults + the benchmark protocol overrides."""
     overrides = {
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     epoch_log: list[dict] = []
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
 
     def on_epoch(epoch_idx: int, valid_score: float) -> None:
@@ -200,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     best_valid, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
     train_s = time.perf_counter() - t0
+    train_cpu_s = _cpu_seconds() - cpu0
     best = max(epoch_log, key=lambda e: (e["valid_ndcg"], -e["epoch"])) if epoch_log else {"epoch": -1, "elapsed_s": train_s}
 
     recbole_test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)  # reloads the best epoch
@@ -231,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         "best_epoch": int(best["epoch"]),
         "data_seconds": round(t_data, 3),
         "train_seconds": round(train_s, 3),
+        "train_cpu_seconds": round(train_cpu_s, 3),
+        "torch_threads": torch.get_num_threads(),
         "time_to_best_seconds": round(float(best["elapsed_s"]), 3),
         "recommend_seconds": round(recommend_s, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "load_avg": round(os.getloadavg()[1], 2),
         "best_valid": {k_: float(v) for k_, v in (best_valid_result or {}).items()},
         "recbole_test_unmasked": {k_: float(v) for k_, v in (recbole_test or {}).items()},
         "epoch_log": epoch_log,
