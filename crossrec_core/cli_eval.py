@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from crossrec_core.cli_columns import add_column_flags, column_mapping
 from crossrec_core.errors import ConfigError, DataError
 
 _HELP = """\
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-users", type=int, metavar="N", help="evaluate a random sample of at most N users (faster on big logs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the user sample (default 0)")
     p.add_argument("--no-baselines", action="store_true", help="evaluate the model alone")
+    add_column_flags(p)
     p.set_defaults(func=run_evaluate)
 
 
@@ -73,7 +75,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     model = load_model(args.model)
-    ds = load_log(Path(args.interactions).expanduser(), Path(args.items).expanduser() if args.items else None)
+    ds = load_log(Path(args.interactions).expanduser(), Path(args.items).expanduser() if args.items else None, mapping=column_mapping(args))
     for warning in ds.report.warnings:
         print(f"note: {warning}", file=sys.stderr)
     model_name = str(getattr(model, "name", "model")) or "model"

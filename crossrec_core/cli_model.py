@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from crossrec_core.cli_columns import add_column_flags, column_mapping
 from crossrec_core.errors import ConfigError
 
 
@@ -24,8 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--encoder", choices=("transformer", "gru"), default=None, help="user encoder (default transformer)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (auto = GPU if present)")
-    for col in ("user", "item", "time", "event", "category", "title"):
-        p.add_argument(f"--{col}-col", default=None, help=f"column of the interactions file holding the {col}")
+    add_column_flags(p)
     p.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     p.add_argument("--ddp", action="store_true", help="data-parallel training; launch with torchrun")
@@ -34,14 +34,6 @@ def register(subparsers) -> None:
     m = subparsers.add_parser("models", help="list or delete saved models in the workspace")
     m.add_argument("--delete", metavar="NAME", default=None, help="delete the saved model NAME")
     m.set_defaults(func=_models)
-
-
-_CANON = {"user": "user_id", "item": "item_id", "time": "timestamp", "event": "event", "category": "category", "title": "title"}
-
-
-def _mapping(args: argparse.Namespace) -> dict[str, str] | None:
-    m = {canon: getattr(args, f"{flag}_col") for flag, canon in _CANON.items() if getattr(args, f"{flag}_col")}
-    return m or None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -64,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
         from crossrec_core.ddp import init_distributed
 
         rank = init_distributed(cfg.train.device)
-    ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=_mapping(args), name=out.name or interactions.stem)
+    ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=column_mapping(args), name=out.name or interactions.stem)
     show = rank == 0
     if show:
         print(f"Training on {ds.name}: {ds.n_events:,} events, {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_categories:,} categories", file=sys.stderr)

@@ -18,20 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crossrec_core.cli_columns import add_column_flags, column_mapping
 from crossrec_core.data.dataset import UNKNOWN_CATEGORY, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError, ModelError
 
 OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "score", "category"]
 PROGRESS_MIN_USERS = 1000  # fewer users finish in a blink: no bar
-# CLI flag -> canonical column (the same flags as `crossrec train`)
-MAPPING_FLAGS = {
-    "user_col": "user_id",
-    "item_col": "item_id",
-    "time_col": "timestamp",
-    "event_col": "event",
-    "category_col": "category",
-    "title_col": "title",
-}
 
 _HELP = """\
 Write the top-K recommendations of a trained model for every user in a log.
@@ -66,16 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, metavar="P", help="drop items whose score (fusion probability) is below P (0..1)")
     p.add_argument("--candidates", type=int, default=None, metavar="N",
                    help="items per user re-ranked by the fusion scorer (more = slower; default: as many as it was trained on)")
-    for flag, canon in MAPPING_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, metavar="NAME", help=f"column of the interactions file holding the {canon} (default: detected)")
+    add_column_flags(p)
     p.set_defaults(func=run_recommend)
-
-
-def _mapping(args: argparse.Namespace) -> dict[str, str] | None:
-    """Return the log's column mapping canonical -> source from the --*-col flags (as `crossrec train`
-    reads them, so a command line that trains a model also recommends with it)."""
-    m = {canon: getattr(args, flag) for flag, canon in MAPPING_FLAGS.items() if getattr(args, flag, None)}
-    return m or None
 
 
 def read_user_list(path: Path, known_users: np.ndarray, user_col: str | None = None) -> np.ndarray:
@@ -247,7 +231,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     from crossrec_core.registry import load_model
 
     model = load_model(model_dir)
-    ds = load_log(str(inter_path), str(items_path) if items_path else None, mapping=_mapping(args), name=inter_path.stem)
+    ds = load_log(str(inter_path), str(items_path) if items_path else None, mapping=column_mapping(args), name=inter_path.stem)
     users_file = Path(args.users).expanduser() if args.users else None
     wanted = read_user_list(users_file, ds.user_ids, args.user_col) if users_file else None
     bar = None

@@ -33,11 +33,19 @@ def test_train_canonical_csv_writes_loadable_model(tmp_path, workspace, capsys):
     assert len(model.metrics["history"]) <= 2
 
 
-def test_column_mapping_flags(tmp_path, workspace):
-    _write_log(tmp_path, user_col="customer")
-    out = tmp_path / "m2"
-    rc = main(["train", "--interactions", str(tmp_path / "log.csv"), "--items", str(tmp_path / "items.csv"), "--out", str(out), "--epochs", "1", "--user-col", "customer", "--device", "cpu"])
+def test_column_mapping_flags_work_the_same_in_train_recommend_and_evaluate(tmp_path, workspace):
+    _write_log(tmp_path, user_col="shopper_code")
+    log, items, out = str(tmp_path / "log.csv"), str(tmp_path / "items.csv"), tmp_path / "m2"
+    rc = main(["train", "--interactions", log, "--items", items, "--out", str(out), "--epochs", "1", "--user-col", "shopper_code", "--device", "cpu"])
     assert rc == 0 and (out / "model.safetensors").is_file()
+    recs = tmp_path / "recs.csv"
+    assert main(["recommend", "--model", str(out), "--interactions", log, "--k", "3", "--out", str(recs), "--user-col", "shopper_code"]) == 0
+    frame = pd.read_csv(recs)
+    assert set(frame["user_id"]) == {f"u{u}" for u in range(30)}  # the shopper_code column was read as users
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(out), "--interactions", log, "--items", items, "--k", "3", "--json", str(report),
+                 "--user-col", "shopper_code", "--no-baselines"]) == 0
+    assert report.is_file()
 
 
 def test_bad_input_exits_2_without_traceback(tmp_path, workspace):
