@@ -94,16 +94,20 @@ st.dataframe(frame, hide_index=True, key="rec_table", column_config={
 e1, e2 = st.columns(2)
 e1.download_button("Download this list (CSV)", frame.to_csv(index=False).encode(), f"recs-{state.rec_user}.csv"[:80],
                    "text/csv", key="rec_dl_one", icon=":material/download:")
+with_reasons = e2.toggle("With the reason for each item", key="rec_all_explain",
+                         help="Adds an 'explanation' column to the all-shoppers file; slower on big logs.")
 if e2.button("Prepare the list for all shoppers", icon=":material/groups:", key="rec_all"):
     bar = st.progress(0.0, text="Recommending for every shopper...")
     opts = recommend_options()
     seqs = model.align(ds)
     batch = get_recommender(model_name, ds_name).recommend_batch(
-        seqs, np.arange(ds.n_users), seqs.offsets[1:], opts.pop("k"), **opts,
+        seqs, np.arange(ds.n_users), seqs.offsets[1:], opts.pop("k"), **opts, explain=with_reasons,
         on_batch=lambda done, total: bar.progress(done / max(total, 1), text=f"{done:,} / {total:,} shoppers"))
     out = pd.DataFrame({"user_id": ds.user_ids[batch["user_idx"]], "rank": batch["rank"],
                         "item_id": model.item_ids[batch["item_idx"]], "title": model.item_titles[batch["item_idx"]],
                         "category": batch["category"], "probability": batch["probability"], "score": batch["score"]})
+    if with_reasons:
+        out["explanation"] = batch["explanation"].to_numpy()
     state["_rec_all_csv"] = out.to_csv(index=False).encode()
 if state.get("_rec_all_csv"):
     e2.download_button("Download all shoppers (CSV)", state["_rec_all_csv"], f"recs-{model_name}.csv", "text/csv",

@@ -4,11 +4,13 @@ AppTest cannot click plotly charts or upload files: map selections are driven th
 (the page reads ``map_selection``); uploads are covered by tests/test_browser.py.
 """
 
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -188,7 +190,15 @@ def test_recommendations_for_all_users_are_prepared_for_download(home):
     csv = at.session_state["_rec_all_csv"].decode()
     header, *rows = csv.strip().splitlines()
     assert header.startswith("user_id,rank,item_id,title,category,probability")
+    assert "explanation" not in header
     assert len(rows) == N_USERS * 10
+    # with reasons: the same rows plus a non-empty explanation per item
+    at.toggle(key="rec_all_explain").set_value(True).run()
+    at.button(key="rec_all").click().run()
+    assert not at.exception
+    frame = pd.read_csv(io.BytesIO(at.session_state["_rec_all_csv"]))
+    assert list(frame.columns)[-1] == "explanation" and len(frame) == N_USERS * 10
+    assert frame["explanation"].fillna("").str.len().gt(0).all()
 
 
 def test_map_page_draws_pca_users_a_path_and_the_selection(home):
