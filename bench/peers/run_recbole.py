@@ -84,6 +84,10 @@ from recbole.utils import get_model, get_trainer, init_seed  # noqa: E402
 SUPPORTED = ("SASRec", "GRU4Rec")
 
 
+class _TimeBudgetReached(Exception):
+    """Raised from RecBole's epoch callback once --time-budget seconds of training have passed."""
+
+
 def _cpu_seconds() -> float:
     """Return this process's user + system CPU time: less sensitive than wall time to other load."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -175,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="stop after the first epoch that ends past this many seconds of training (0 = no budget); "
+                        "the best epoch so far is kept and the result says stopped_by='time budget'")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -204,8 +211,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_epoch(epoch_idx: int, valid_score: float) -> None:
         epoch_log.append({"epoch": int(epoch_idx), "valid_ndcg": float(valid_score), "elapsed_s": time.perf_counter() - t0})
+        # RecBole saves the best checkpoint before it calls back, so stopping here keeps the best epoch
+        if args.time_budget and time.perf_counter() - t0 > args.time_budget:
+            raise _TimeBudgetReached
 
-    best_valid, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
+    stopped_by = "early stopping"
+    try:
+        best_valid, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
+        if len(epoch_log) >= args.epochs:
+            stopped_by = "epoch cap"
+    except _TimeBudgetReached:
+        best_valid, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+        stopped_by = "time budget"
     train_s = time.perf_counter() - t0
     train_cpu_s = _cpu_seconds() - cpu0
     best = max(epoch_log, key=lambda e: (e["valid_ndcg"], -e["epoch"])) if epoch_log else {"epoch": -1, "elapsed_s": train_s}
@@ -236,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         "epochs_cap": args.epochs,
         "stopping_step": args.stopping_step,
         "epochs_run": len(epoch_log),
+        "stopped_by": stopped_by,
+        "time_budget_s": args.time_budget,
+        # still improving = the best epoch is one of the last two: more time would probably have helped
+        "still_improving": bool(epoch_log) and int(best["epoch"]) >= int(epoch_log[-1]["epoch"]) - 1,
         "best_epoch": int(best["epoch"]),
         "data_seconds": round(t_data, 3),
         "train_seconds": round(train_s, 3),
