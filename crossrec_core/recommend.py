@@ -500,12 +500,16 @@ class Recommender:
         row, hist_items = row[inside], hist_items[inside]
         lengths = np.bincount(row, minlength=B)
         user_vecs = None
+        knn = None  # (B, n_items) weighted item-kNN term, computed once for retrieval and fusion
         if hasattr(self.model, "user_vectors"):
             # one pass of the user encoder serves retrieval and fusion (score_histories is U @ V.T)
             user_vecs = np.asarray(self.model.user_vectors(seqs, users, ends), dtype=np.float32)  # (B, d)
             dot = user_vecs @ self.item_vecs.T  # (B, n_items)
-            if hasattr(self.model, "add_neighbour_scores"):  # the validated item-kNN term, when the model has one
-                dot = np.asarray(self.model.add_neighbour_scores(dot, seqs, users, ends), dtype=np.float32)
+            nb_fn = getattr(self.model, "neighbour_scores", None)  # the validated item-kNN term, when the model has one
+            nb = nb_fn(seqs, users, ends) if callable(nb_fn) else None
+            if nb is not None:
+                knn = np.float32(self.model.knn_weight) * np.asarray(nb, dtype=np.float32)
+                dot += knn
         else:
             dot = np.asarray(self.model.score_histories(seqs, users, ends), dtype=np.float32)  # (B, n_items)
         retrieval = dot.copy()
@@ -539,7 +543,7 @@ class Recommender:
             # for those users only, until the list is full or every allowed item was a candidate
             got_items, got_prob = self._select(
                 seqs, users[todo], ends[todo], None if user_vecs is None else user_vecs[todo],
-                retrieval[todo], cold[todo], n_cand, opts,
+                retrieval[todo], cold[todo], n_cand, opts, None if knn is None else knn[todo],
             )
             item_idx[todo], prob[todo] = got_items, got_prob
             short = ((got_items >= 0).sum(axis=1) < opts.k) & (n_allowed[todo] > n_cand)
@@ -561,15 +565,21 @@ class Recommender:
         cold: np.ndarray,
         n_cand: int,
         opts: RecommendOptions,
+        knn: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return (item_idx int64 (B, k), probability float32 (B, k)) from the top-``n_cand`` of
-        ``retrieval`` (-inf = blocked), re-ranked by fusion probability; -1 / NaN where none is left."""
+        ``retrieval`` (-inf = blocked), re-ranked by fusion probability; -1 / NaN where none is left.
+
+        ``knn`` (B, n_items), when the model has an item-kNN term, is that term as already computed for
+        retrieval: the fusion scorer reads it per candidate instead of scoring the histories again."""
         B = len(users)
         top_val, top_idx = torch.topk(torch.from_numpy(np.ascontiguousarray(retrieval)), n_cand, dim=1)  # (B, N)
         cand = top_idx.numpy().astype(np.int64)
         valid = np.isfinite(top_val.numpy())
-        if user_vecs is not None and self._fusion_from_vectors is not None and not getattr(self.model, "has_neighbour_term", False):
-            proba = np.asarray(self._fusion_from_vectors(user_vecs, cand), dtype=np.float32)  # (B, N)
+        needs_knn = getattr(self.model, "has_neighbour_term", False)
+        if user_vecs is not None and self._fusion_from_vectors is not None and (knn is not None or not needs_knn):
+            extra = None if knn is None else np.take_along_axis(knn, cand, axis=1)
+            proba = np.asarray(self._fusion_from_vectors(user_vecs, cand, extra), dtype=np.float32)  # (B, N)
         else:
             proba = np.asarray(self.model.fusion_proba(seqs, users, ends, cand), dtype=np.float32)  # (B, N)
         if opts.threshold is not None:
@@ -632,15 +642,13 @@ class Recommender:
         return chosen
 
 
-def _fusion_from_vectors(model) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """Return f(user_vecs (B, d), candidates (B, C)) -> probabilities (B, C) that reuses user vectors
-    already computed for retrieval, or None when the model only offers fusion_proba(seqs, ...).
+def _fusion_from_vectors(model) -> Callable[..., np.ndarray] | None:
+    """Return f(user_vecs (B, d), candidates (B, C), extra (B, C) or None) -> probabilities (B, C) that
+    reuses user vectors (and item-kNN scores) already computed for retrieval, or None when the model
+    only offers fusion_proba(seqs, ...).
 
-    Uses the model's ``fusion_proba_from_user_vectors`` when it has one, else, for a TrainedModel, the
-    module helper ``fusion_proba_from_vectors`` (halves the user-encoder work of a batch)."""
-    own = getattr(model, "fusion_proba_from_user_vectors", None)
-    if callable(own):
-        return own
+    For a TrainedModel this is the module helper ``fusion_proba_from_vectors`` (halves the user-encoder
+    work of a batch)."""
     net = getattr(model, "net", None)
     if net is None or not hasattr(net, "fusion"):
         return None
@@ -650,4 +658,4 @@ def _fusion_from_vectors(model) -> Callable[[np.ndarray, np.ndarray], np.ndarray
         return None
     device = getattr(model, "device", torch.device("cpu"))
     batch = int(getattr(model, "batch_size", 512))
-    return lambda user_vecs, cand: fusion_proba_from_vectors(net, user_vecs, model.item_vectors(), cand, device, batch)
+    return lambda user_vecs, cand, extra=None: fusion_proba_from_vectors(net, user_vecs, model.item_vectors(), cand, device, batch, extra=extra)

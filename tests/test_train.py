@@ -220,3 +220,25 @@ def test_item_knn_term_is_selected_when_it_helps_and_survives_save_load(tmp_path
     np.testing.assert_allclose(back.score_histories(ds.seqs, users, ends), model.score_histories(ds.seqs, users, ends), rtol=1e-5, atol=1e-5)
     cand = np.argsort(-model.score_histories(ds.seqs, users, ends), axis=1)[:, :5]
     np.testing.assert_allclose(back.fusion_proba(ds.seqs, users, ends, cand), model.fusion_proba(ds.seqs, users, ends, cand), rtol=1e-5, atol=1e-6)
+
+
+def test_recommender_with_a_knn_term_scores_fusion_like_the_model_does():
+    """recommend_batch computes the item-kNN term once and hands it to the fusion scorer: the
+    probabilities it reports must equal model.fusion_proba (which scores the histories itself)."""
+    from crossrec_core.baselines import ItemKNNRanker
+    from crossrec_core.recommend import Recommender
+
+    ds = pattern_dataset(n_users=60)
+    model = train_model(ds, small_config(epochs=1, patience=1, knn_blend=False, prior_blend=False))
+    split = ds.leave_last_out()
+    model.knn, model.knn_weight = ItemKNNRanker().fit(ds, ds.seqs.truncate(split.train_end)), 4.0
+    users = np.arange(ds.n_users, dtype=np.int64)
+    ends = ds.seqs.offsets[1:].astype(np.int64)
+    rec = Recommender(model, ds, cold_max_events=0).recommend_batch(ds.seqs, users, ends, 3)
+    assert len(rec) == 3 * ds.n_users
+    cand = rec["item_idx"].to_numpy().reshape(ds.n_users, 3)
+    expected = model.fusion_proba(ds.seqs, users, ends, cand).reshape(-1)
+    np.testing.assert_allclose(rec["probability"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    # and the retrieval score includes the weighted kNN term
+    full = model.score_histories(ds.seqs, users, ends)
+    np.testing.assert_allclose(rec["score"].to_numpy(), np.take_along_axis(full, cand, axis=1).reshape(-1), rtol=1e-4, atol=1e-4)
