@@ -237,12 +237,17 @@ class TrainedModel:
         table = self._item_table()
         self.net.eval()
         cfg = self.config.user
+        # Why sorted: a batch is padded to its longest history, so batching similar lengths together
+        # avoids encoding mostly padding when a few long histories sit among many short ones
+        lengths = np.minimum(ends - seqs.offsets[users], cfg.max_len)
+        order = np.argsort(lengths, kind="stable")
         with torch.no_grad():
             for s in range(0, len(users), self.batch_size):
-                w = history_windows(seqs, users[s : s + self.batch_size], ends[s : s + self.batch_size], cfg.max_len, cfg.n_time_buckets)
+                idx = order[s : s + self.batch_size]
+                w = history_windows(seqs, users[idx], ends[idx], cfg.max_len, cfg.n_time_buckets)
                 t = {k: torch.from_numpy(w[k]).to(self.device) for k in ("items", "events", "gaps", "valid")}
                 h = self.net.user_states(t["items"], t["events"], t["gaps"], t["valid"], item_table=table)  # (B, T, d)
-                out[s : s + len(h)] = h[:, -1].float().cpu().numpy()
+                out[idx] = h[:, -1].float().cpu().numpy()
         return out
 
     def category_lift(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
