@@ -5,9 +5,24 @@ import streamlit as st
 from crossrec_core.errors import CrossrecError
 from pages import charts
 from pages.common import (
-    get_affinities, get_evaluation, get_journey_report, get_threshold_curve, persist, require_pair,
+    get_affinities, get_evaluation, get_journey_report, get_threshold_curve, md_escape, persist, require_pair,
     show_error,
 )
+
+def lead_sentence(result, subset: str) -> str:
+    """Return one sentence: the model's NDCG@10 lead over the best other method, with its 95% interval."""
+    metric = f"NDCG@{result.k}"
+    mine = result.methods[0]
+    others = [m for m in result.methods[1:] if m in result.per_user]
+    if not others or mine not in result.per_user:
+        return ""
+    best = max(others, key=lambda m: result.value(m, subset, metric))
+    d = result.difference(mine, best, subset, metric)
+    verdict = ("a real difference" if d.significant else
+               "within noise: these shoppers cannot tell the two apart, more are needed")
+    return (f"{md_escape(mine)} vs the best other method ({md_escape(best)}): {metric} {d.mean:+.3f}, 95% interval "
+            f"{d.low:+.3f} to {d.high:+.3f} (paired bootstrap over shoppers): {verdict}.")
+
 
 SUBSETS = {"all": "All shoppers", "switch": "Next product in another category", "novel": "Next product in a category new to them"}
 
@@ -33,6 +48,8 @@ for tab, (subset, label) in zip(st.tabs(list(SUBSETS.values())), SUBSETS.items()
     with tab:
         st.caption(f"{label}: {result.subset_sizes.get(subset, 0):,} shoppers")
         st.dataframe(result.table(subset).style.format("{:.3f}", na_rep="-"), key=f"eval_table_{subset}")
+        if result.subset_sizes.get(subset, 0):
+            st.caption(lead_sentence(result, subset))
 
 st.subheader("Per category (crossrec, all shoppers)")
 per_cat = result.per_category

@@ -241,6 +241,10 @@ def test_evaluation_page_compares_with_baselines_and_shares_the_threshold(home):
     spec = plotly_spec(at, "eval_threshold_curve")
     assert any(s.get("x0") == 0.3 for s in spec["layout"].get("shapes", []))
     assert len(table(at, "recovered")) > 0
+    # each subset says whether the model's lead over the best other method is more than noise
+    leads = [c.value for c in at.caption if "95% interval" in c.value]
+    assert len(leads) >= 2 and all("paired bootstrap" in c for c in leads)
+    assert all(("a real difference" in c) or ("within noise" in c) for c in leads)
 
 
 # -- hostile text renders as plain text ------------------------------------------------------------
