@@ -15,8 +15,8 @@ Pipeline (the same for one user and for thousands, see ``Recommender.recommend_b
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,14 @@ import torch
 
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, UnknownItemError
-from crossrec_core.explain import Explanation, contributions, display_title, explain_cold, explain_warm, recency_weights
+from crossrec_core.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
+from crossrec_core.metrics import history_positions
+from crossrec_core.recommend_types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
 from crossrec_core.scoring import one_user_sequences
+
+__all__ = [
+    "Recommender", "RecommendOptions", "Recommendation", "RecommendationList", "RecommendableModel", "history_positions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,108 +46,6 @@ DEFAULT_CANDIDATES = 200
 BATCH_CELLS = 8_000_000
 
 
-class RecommendableModel(Protocol):
-    """What the recommender needs from a model (crossrec_core.models.trained.TrainedModel has it all)."""
-
-    item_ids: np.ndarray
-    item_titles: np.ndarray
-    category_names: np.ndarray
-    item_category: np.ndarray
-    event_names: np.ndarray
-    popularity: np.ndarray
-    category_transitions: np.ndarray
-
-    def item_index(self, ids) -> np.ndarray: ...
-    def event_index(self, names) -> np.ndarray: ...
-    def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray: ...
-    def item_vectors(self) -> np.ndarray: ...
-    def fusion_proba(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class RecommendOptions:
-    """Filters and re-ranking knobs shared by the single-user and batch paths (validated)."""
-
-    k: int = 10
-    cross_category_only: bool = False  # keep only categories absent from the history
-    exclude_categories: tuple[str, ...] = ()
-    include_categories: tuple[str, ...] | None = None  # None = every category
-    threshold: float | None = None  # drop items whose fusion probability is below this
-    diversity: float = 0.0  # 0 = pure relevance, 1 = as different from each other as possible (MMR)
-    per_category_cap: int | None = None  # at most this many items per category
-    # re-ranked by the fusion scorer. None = the depth the model's fusion scorer was trained on
-    # (config.train.fusion_candidates): deeper candidates are items it never learned to score, and
-    # each extra candidate costs one MLP pass per user. 200 when the model does not say.
-    n_candidates: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ConfigError(f"K (number of recommendations) must be a whole number of at least 1, got {self.k!r}.")
-        if self.threshold is not None and not (0.0 <= float(self.threshold) <= 1.0):
-            raise ConfigError(f"The probability threshold must be between 0 and 1, got {self.threshold}.")
-        if not (0.0 <= float(self.diversity) <= 1.0):
-            raise ConfigError(f"Diversity must be between 0 (pure relevance) and 1, got {self.diversity}.")
-        if self.per_category_cap is not None and int(self.per_category_cap) < 1:
-            raise ConfigError(f"The per-category cap must be at least 1, got {self.per_category_cap}.")
-        if self.n_candidates is not None and int(self.n_candidates) < 1:
-            raise ConfigError(f"The candidate pool must hold at least 1 item, got {self.n_candidates}.")
-        object.__setattr__(self, "exclude_categories", tuple(str(c) for c in self.exclude_categories))
-        if self.include_categories is not None:
-            object.__setattr__(self, "include_categories", tuple(str(c) for c in self.include_categories))
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One recommended item (row of a RecommendationList)."""
-
-    rank: int
-    item_idx: int  # index in the model's catalogue
-    item_id: str
-    title: str
-    category: str
-    score: float  # retrieval score: dot product of user state and item vector
-    probability: float  # fusion probability, used for ranking and the threshold
-    explanation: Explanation
-
-
-@dataclass(frozen=True)
-class RecommendationList:
-    """The recommendations for one history, best first, plus what happened to the history."""
-
-    items: tuple[Recommendation, ...]
-    user_id: str | None = None
-    history_item_ids: tuple[str, ...] = ()  # the history as used (items known to the model)
-    unknown_item_ids: tuple[str, ...] = ()  # history ids the model does not know (ignored)
-    cold_start: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self):
-        return iter(self.items)
-
-    @property
-    def item_ids(self) -> list[str]:
-        return [r.item_id for r in self.items]
-
-    def to_frame(self) -> pd.DataFrame:
-        """Return one row per recommendation: rank, item_id, title, category, score, probability,
-        explanation (plain text), because (ids of the contributing history items, ';'-joined)."""
-        return pd.DataFrame(
-            {
-                "rank": pd.Series([r.rank for r in self.items], dtype=np.int64),
-                "item_id": pd.Series([r.item_id for r in self.items], dtype=object),
-                "title": pd.Series([r.title for r in self.items], dtype=object),
-                "category": pd.Series([r.category for r in self.items], dtype=object),
-                "score": pd.Series([r.score for r in self.items], dtype=np.float32),
-                "probability": pd.Series([r.probability for r in self.items], dtype=np.float32),
-                "explanation": pd.Series([r.explanation.sentence for r in self.items], dtype=object),
-                "because": pd.Series([";".join(r.explanation.because_item_ids) for r in self.items], dtype=object),
-            }
-        )
-
-
 @dataclass(frozen=True)
 class _Ranked:
     """Internal result of one batch: (B, k) arrays, item -1 where fewer than k items qualified."""
@@ -150,19 +54,6 @@ class _Ranked:
     score: np.ndarray
     probability: np.ndarray
     cold: np.ndarray  # bool (B,)
-
-
-def history_positions(seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (row, pos) int64 arrays: for every history event, its row in ``users`` and its absolute
-    position in the sequence arrays (the histories seqs[offsets[users[i]]:ends[i]], concatenated)."""
-    starts = seqs.offsets[np.asarray(users, dtype=np.int64)]
-    ends = np.clip(np.asarray(ends, dtype=np.int64), starts, seqs.offsets[np.asarray(users, dtype=np.int64) + 1])
-    lengths = ends - starts
-    row = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
-    first = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=first[1:])
-    pos = np.arange(int(first[-1]), dtype=np.int64) - np.repeat(first[:-1], lengths) + np.repeat(starts, lengths)
-    return row, pos
 
 
 class Recommender:
