@@ -120,6 +120,7 @@ def _crossrec_child(name: str, max_events: int | None, epochs: int | None, home:
         "recommend_seconds": recommend_s,
         "best_epoch": best_epoch,
         "epochs_run": len(model.metrics.get("history", [])),
+        "events_per_s": float(np.median([h["events_per_s"] for h in model.metrics.get("history", [])] or [float("nan")])),
         "valid": model.metrics.get("valid", {}),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -320,6 +321,8 @@ def markdown_table(name: str, ds, rows: list[dict], note: str) -> str:
         ratio = (f"crossrec / RecBole-SASRec: NDCG@10 x{nd:.2f}, novel-NDCG@10 x{nov:.2f}, training wall time x{tr:.2f}, "
                  f"training CPU time x{cpu:.2f} ({'; '.join(verdict)})")
         lines += ["", ratio]
+    if "crossrec" in by and "events_per_s" in by["crossrec"]:
+        lines += ["", f"crossrec trained on {by['crossrec']['events_per_s']:,.0f} target events/s per epoch (median over epochs)."]
     paired = paired_lines(rows)
     if paired:
         lines += ["", "Paired bootstrap (2,000 resamples of users), 95% interval of the NDCG@10 difference:"] + paired
