@@ -8,7 +8,6 @@ background job process) while a second session renders the map and the recommend
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from ondisk import content_hash, folder_digest
 
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.data.store import list_datasets, load_dataset, save_dataset
@@ -39,19 +39,15 @@ def frames(seed: int, n_users: int = 50, n_items: int = 16):
 
 
 def tiny_config(epochs: int = 1, seed: int = 0):
-    from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
+    from crossrec_core.config import (
+        ItemEncoderConfig,
+        ModelConfig,
+        TrainConfig,
+        UserEncoderConfig,
+    )
 
     return ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(kind="gru", dim=16, max_len=8),
                        train=TrainConfig(epochs=epochs, patience=epochs, batch_size=16, device="cpu", fusion_epochs=1, seed=seed))
-
-
-def content_hash(ds) -> str:
-    ds.__dict__.pop("_fingerprint_cache", None)
-    return ds.fingerprint()
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def run_children(tmp_path: Path, root: Path, bodies: list[str], timeout: float = 240) -> None:
@@ -136,9 +132,9 @@ for _ in range({ROUNDS}):
     save_model(model, models_dir() / "shared")
 """)
     run_children(tmp_path, root, bodies)
-    versions = [digest(own[1]), digest(own[2])]
+    versions = [folder_digest(own[1]), folder_digest(own[2])]
     assert versions[0] != versions[1]
-    final = digest(root / "models" / "shared")
+    final = folder_digest(root / "models" / "shared")
     assert final in versions, "the saved model mixes the files of two saves"
     assert [m.name for m in list_models()] == ["shared"]
     assert load_model(root / "models" / "shared").n_items == 16

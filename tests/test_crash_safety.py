@@ -8,7 +8,6 @@ half-written entry is listed, and that a resumed training continues from its las
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from ondisk import content_hash, folder_digest
 
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.data.store import list_datasets, load_dataset, save_dataset
@@ -41,22 +41,16 @@ def tiny_frames(n_users: int = 60, n_items: int = 20, seed: int = 0):
 
 
 def tiny_config_dict(epochs: int = 1) -> dict:
-    from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
+    from crossrec_core.config import (
+        ItemEncoderConfig,
+        ModelConfig,
+        TrainConfig,
+        UserEncoderConfig,
+    )
 
     cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(kind="gru", dim=16, max_len=8),
                       train=TrainConfig(epochs=epochs, patience=epochs, batch_size=16, device="cpu", fusion_epochs=1, seed=5))
     return cfg.to_dict()
-
-
-def folder_digest(folder: Path) -> dict[str, str]:
-    """Return {file name: sha256} of every file in a folder (the on-disk content, byte for byte)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def content_hash(ds) -> str:
-    """Return the dataset's fingerprint recomputed from its arrays (not the one cached from the manifest)."""
-    ds.__dict__.pop("_fingerprint_cache", None)
-    return ds.fingerprint()
 
 
 @pytest.fixture
