@@ -264,11 +264,6 @@ class Recommender:
         if users.shape != ends.shape:
             raise ConfigError(f"users and ends must have the same length, got {len(users)} and {len(ends)}.")
         bs = int(batch_size or max(1, min(4096, BATCH_CELLS // max(self.n_items, 1))))
-        # user states for every user in one call (d floats each): the encoder batches histories of
-        # similar length, which chunks of a few hundred users (sized for the n_items score block) cannot
-        all_vecs = None
-        if hasattr(self.model, "user_vectors") and len(users) > bs:
-            all_vecs = np.asarray(self.model.user_vectors(seqs, users, ends), dtype=np.float32)
         extra_lookup = None
         if extra_history_categories is not None and cross_category_only:
             extra_lookup = (np.asarray(extra_history_categories[0], np.int64), np.asarray(extra_history_categories[1], np.int64))
@@ -282,7 +277,7 @@ class Recommender:
                 rows = where[extra_lookup[0]]
                 keep = rows >= 0
                 extra = (rows[keep], extra_lookup[1][keep])
-            r = self._rank(seqs, u, e, opts, extra, None if all_vecs is None else all_vecs[lo : lo + bs])
+            r = self._rank(seqs, u, e, opts, extra)
             ok = r.item_idx >= 0
             b, rank0 = np.nonzero(ok)
             items = r.item_idx[ok]
@@ -387,7 +382,6 @@ class Recommender:
         ends: np.ndarray,
         opts: RecommendOptions,
         extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
-        user_vecs: np.ndarray | None = None,
     ) -> _Ranked:
         opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
         B = len(users)
@@ -396,11 +390,11 @@ class Recommender:
         inside = (hist_items >= 0) & (hist_items < self.n_items)
         row, hist_items = row[inside], hist_items[inside]
         lengths = np.bincount(row, minlength=B)
+        user_vecs = None
         knn = None  # (B, n_items) weighted item-kNN term, computed once for retrieval and fusion
         if hasattr(self.model, "user_vectors"):
             # one pass of the user encoder serves retrieval and fusion (score_histories is U @ V.T)
-            if user_vecs is None:
-                user_vecs = np.asarray(self.model.user_vectors(seqs, users, ends), dtype=np.float32)  # (B, d)
+            user_vecs = np.asarray(self.model.user_vectors(seqs, users, ends), dtype=np.float32)  # (B, d)
             dot = user_vecs @ self.item_vecs.T  # (B, n_items)
             nb_fn = getattr(self.model, "neighbour_scores", None)  # the validated item-kNN term, when the model has one
             nb = nb_fn(seqs, users, ends) if callable(nb_fn) else None
