@@ -695,12 +695,17 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarr
     bsz = max(1, 4_000_000 // max(model.n_items, 1))
     for s in range(0, len(users), bsz):
         ub, eb = users[s : s + bsz], ends[s : s + bsz]
-        scores = model.add_neighbour_scores(uv[s : s + bsz] @ item_vecs.T, ds.seqs, ub, eb)
+        scores = uv[s : s + bsz] @ item_vecs.T
+        # the item-kNN term is scored once and serves both the retrieval score and the fusion input
+        knn = model.neighbour_scores(ds.seqs, ub, eb)
+        if knn is not None:
+            knn = np.float32(model.knn_weight) * knn
+            scores += knn
         row, pos = gather_ranges(ds.seqs.offsets[ub], eb - ds.seqs.offsets[ub])
         scores[row, ds.seqs.items[pos]] = -np.inf
         cands[s : s + bsz] = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-        if extra is not None:
-            extra[s : s + bsz] = model.neighbour_extra(ds.seqs, ub, eb, cands[s : s + bsz])
+        if extra is not None and knn is not None:
+            extra[s : s + bsz] = np.take_along_axis(knn, cands[s : s + bsz], axis=1)
     labels = (cands == targets[:, None]).astype(np.float32)
     dev = model.device
     net = model.net
