@@ -396,10 +396,9 @@ class Recommender:
             # one pass of the user encoder serves retrieval and fusion (score_histories is U @ V.T)
             user_vecs = np.asarray(self.model.user_vectors(seqs, users, ends), dtype=np.float32)  # (B, d)
             dot = user_vecs @ self.item_vecs.T  # (B, n_items)
-            nb_fn = getattr(self.model, "neighbour_scores", None)  # the validated item-kNN term, when the model has one
-            nb = nb_fn(seqs, users, ends) if callable(nb_fn) else None
-            if nb is not None:
-                knn = np.float32(self.model.knn_weight) * np.asarray(nb, dtype=np.float32)
+            knn_fn = getattr(self.model, "weighted_neighbour_scores", None)  # the validated item-kNN term, if any
+            knn = knn_fn(seqs, users, ends) if callable(knn_fn) else None
+            if knn is not None:
                 dot += knn
         else:
             dot = np.asarray(self.model.score_histories(seqs, users, ends), dtype=np.float32)  # (B, n_items)

@@ -228,9 +228,10 @@ def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: 
     for s in range(0, len(users), bs):
         u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
         uv = model.user_vectors(seqs, u, e)
-        scores = model.add_neighbour_scores(uv @ item_vecs.T, seqs, u, e)
+        knn = model.weighted_neighbour_scores(seqs, u, e)  # once: retrieval and the fusion re-rank both use it
+        scores = uv @ item_vecs.T if knn is None else uv @ item_vecs.T + knn
         if fusion_n:
-            scores = _rerank_scores(model, uv, scores, seqs, u, e, fusion_n)
+            scores = _rerank_scores(model, uv, scores, seqs, u, e, fusion_n, knn)
         out[s : s + bs] = rank_targets(scores, seqs, u, e, t)
     return out
 
@@ -328,7 +329,9 @@ def select_prior_weights(
     return float(grid[best][0]), float(grid[best][1]), result
 
 
-def _rerank_scores(model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs: Sequences, users, ends, n: int) -> np.ndarray:
+def _rerank_scores(
+    model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs: Sequences, users, ends, n: int, knn: np.ndarray | None = None
+) -> np.ndarray:
     """Return scores where the top-n unseen retrieved items are re-ordered by fusion probability (others below)."""
     masked = scores.copy()
     starts = seqs.offsets[users]
@@ -338,7 +341,7 @@ def _rerank_scores(model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs
     cand = np.argpartition(-masked, n - 1, axis=1)[:, :n]
     proba = fusion_proba_from_vectors(
         model.net, uv, model.item_vectors(), cand, model.device, model.batch_size,
-        extra=model.neighbour_extra(seqs, users, ends, cand),
+        extra=None if knn is None else np.take_along_axis(knn, cand, axis=1),
     )
     out = np.full_like(scores, -1e9)
     np.put_along_axis(out, cand, 10.0 + proba, axis=1)
@@ -697,9 +700,8 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarr
         ub, eb = users[s : s + bsz], ends[s : s + bsz]
         scores = uv[s : s + bsz] @ item_vecs.T
         # the item-kNN term is scored once and serves both the retrieval score and the fusion input
-        knn = model.neighbour_scores(ds.seqs, ub, eb)
+        knn = model.weighted_neighbour_scores(ds.seqs, ub, eb)
         if knn is not None:
-            knn = np.float32(model.knn_weight) * knn
             scores += knn
         row, pos = gather_ranges(ds.seqs.offsets[ub], eb - ds.seqs.offsets[ub])
         scores[row, ds.seqs.items[pos]] = -np.inf

@@ -277,12 +277,16 @@ class TrainedModel:
             return None
         return self.knn.score_histories(seqs, users, ends)
 
+    def weighted_neighbour_scores(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+        """Return float32 (B, n_items) knn_weight * item-kNN scores: the term retrieval adds and the fusion
+        scorer reads per candidate (compute it once per batch and use it for both); None when off."""
+        nb = self.neighbour_scores(seqs, users, ends)
+        return None if nb is None else np.float32(self.knn_weight) * np.asarray(nb, dtype=np.float32)
+
     def add_neighbour_scores(self, scores: np.ndarray, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Return ``scores`` (B, n_items) plus knn_weight * item-kNN scores (unchanged when the term is off)."""
-        nb = self.neighbour_scores(seqs, users, ends)
-        if nb is None:
-            return scores
-        return scores + np.float32(self.knn_weight) * nb
+        knn = self.weighted_neighbour_scores(seqs, users, ends)
+        return scores if knn is None else scores + knn
 
     def fusion_proba(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Return float32 (B, C) fusion-MLP probabilities for candidate item_idx (B, C)."""
@@ -304,10 +308,8 @@ class TrainedModel:
 
     def neighbour_extra(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
         """Return float32 (B, C) knn_weight * item-kNN score of each candidate, or None when the term is off."""
-        nb = self.neighbour_scores(seqs, users, ends)
-        if nb is None:
-            return None
-        return np.float32(self.knn_weight) * np.take_along_axis(nb, np.asarray(candidates, dtype=np.int64), axis=1)
+        knn = self.weighted_neighbour_scores(seqs, users, ends)
+        return None if knn is None else np.take_along_axis(knn, np.asarray(candidates, dtype=np.int64), axis=1)
 
 
 def fusion_proba_from_vectors(
