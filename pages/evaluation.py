@@ -5,12 +5,17 @@ import streamlit as st
 from crossrec_core.errors import CrossrecError
 from pages import charts
 from pages.common import (
-    get_affinities, get_evaluation, get_journey_report, get_threshold_curve, md_escape, persist, require_pair,
-    show_error,
+    dataset_key, get_affinities, get_evaluation, get_journey_report, get_threshold_curve, md_escape, model_key,
+    persist, require_pair, show_error,
 )
 
-def lead_sentence(result, subset: str) -> str:
-    """Return one sentence: the model's NDCG@10 lead over the best other method, with its 95% interval."""
+@st.cache_data(show_spinner=False, max_entries=32)
+def lead_sentence(model_key: tuple, ds_key: tuple, subset: str, _result) -> str:
+    """Return one sentence: the model's NDCG@10 lead over the best other method, with its 95% interval.
+
+    Cached per (model, dataset, subset) with the same stamped keys as the evaluation itself, so a
+    retrained model never shows a stale sentence; the bootstrap would otherwise rerun on every slider move."""
+    result = _result
     metric = f"NDCG@{result.k}"
     mine = result.methods[0]
     others = [m for m in result.methods[1:] if m in result.per_user]
@@ -49,7 +54,7 @@ for tab, (subset, label) in zip(st.tabs(list(SUBSETS.values())), SUBSETS.items()
         st.caption(f"{label}: {result.subset_sizes.get(subset, 0):,} shoppers")
         st.dataframe(result.table(subset).style.format("{:.3f}", na_rep="-"), key=f"eval_table_{subset}")
         if result.subset_sizes.get(subset, 0):
-            st.caption(lead_sentence(result, subset))
+            st.caption(lead_sentence(model_key(model_name), dataset_key(ds_name), subset, result))
 
 st.subheader("Per category (crossrec, all shoppers)")
 per_cat = result.per_category
