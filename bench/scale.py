@@ -150,8 +150,16 @@ def stage_train(size: str) -> dict:
         item=dataclasses.replace(cfg.item, use_text=False),
         train=dataclasses.replace(cfg.train, epochs=1),
     )
+    progress_file = OUT / size / "train-progress.json"
+    last = [0.0]
+
+    def on_progress(p) -> None:  # the latest progress, every 10 s: lets a person watch an hours-long epoch
+        if time.monotonic() - last[0] >= 10 or p.phase != "train":
+            last[0] = time.monotonic()
+            progress_file.write_text(json.dumps({**dataclasses.asdict(p), "rss_mb": _rss_mb()}, default=float), encoding="utf-8")
+
     t1 = time.perf_counter()
-    model = train_model(ds, cfg, name=_ds_name(size))
+    model = train_model(ds, cfg, name=_ds_name(size), on_progress=on_progress)
     train_s = time.perf_counter() - t1
     hist = model.metrics.get("history", [{}])[0]
     save_model(model, OUT / size / "model")
@@ -163,6 +171,11 @@ def stage_train(size: str) -> dict:
         "valid_ndcg10": hist.get("ndcg10"),
         "loss": model.metrics.get("loss"),
     }
+
+
+def _rss_mb() -> float:
+    """Return this process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def stage_recommend(size: str) -> dict:
@@ -210,7 +223,7 @@ def run_child(stage: str, size: str) -> dict:
     t0 = time.perf_counter()
     res = fn(size)
     res["wall_s"] = time.perf_counter() - t0
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["peak_rss_mb"] = _rss_mb()
     return res
 
 
@@ -227,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
+    # earlier runs' rows stay (a 10M run takes hours): this run replaces only the (size, stage) it redoes
+    store = OUT / "scale.json"
+    kept = json.loads(store.read_text(encoding="utf-8")) if store.is_file() else []
     for size in args.sizes.split(","):
         for stage in args.stages.split(","):
             if stage == "generate" and (OUT / size / "interactions.csv").is_file() and (OUT / size / "items.csv").is_file():
@@ -243,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             res["process_s"] = time.perf_counter() - t0
             results.append({"size": size, "stage": stage, **res})
             print(f"[{size}] {stage}: {json.dumps(res, default=float)}", flush=True)
-            (OUT / "scale.json").write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
+            redone = {(r["size"], r["stage"]) for r in results}
+            merged = [r for r in kept if (r.get("size"), r.get("stage")) not in redone] + results
+            store.write_text(json.dumps(merged, indent=2, default=float), encoding="utf-8")
     lines = ["| size | stage | wall s | peak MB | detail |", "|---|---|---|---|---|"]
     for r in results:
         detail = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k not in ("size", "stage", "wall_s", "peak_rss_mb", "process_s")}

@@ -190,6 +190,59 @@ def make_adam(params, *, lr: float, weight_decay: float) -> torch.optim.Optimize
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+class FitOptimizer:
+    """The optimisers of the fit loop, stepped together: Adam for the dense parameters and, when the
+    item-ID table has a sparse gradient, a lazy Adam (torch.optim.SparseAdam) for that table.
+
+    Why: with a sampled loss a step touches a few thousand of the table's rows; a dense gradient and
+    Adam update of all of them made a step cost grow with the catalogue (500k items: ~70 % of a step,
+    bench/RESULTS.md). SparseAdam updates only the rows a batch touched.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    @property
+    def is_sparse(self) -> bool:
+        return any(isinstance(o, torch.optim.SparseAdam) for o in self.optimizers)
+
+
+def make_fit_optimizer(net: CrossRecNet, tc, *, mode: str, distributed: bool) -> FitOptimizer:
+    """Return the fit loop's optimiser for every parameter but the fusion head's (trained after).
+
+    The item-ID table takes the sparse path when tc.sparse_id_grad is on, the loss is sampled or
+    BCE (the full softmax touches every row anyway), there is no weight decay (SparseAdam has none)
+    and training is not distributed (DDP's all-reduce is for dense gradients). Sets the table's
+    ``sparse`` flag to match; ``end_fit`` clears it.
+    """
+    named = [(n, p) for n, p in net.named_parameters() if not n.startswith("fusion.")]
+    id_emb = getattr(net.item_encoder, "id_emb", None)
+    sparse = bool(
+        id_emb is not None and tc.sparse_id_grad and mode in ("sampled", "bce")
+        and tc.weight_decay == 0.0 and not distributed
+    )
+    if not sparse:
+        return FitOptimizer([make_adam([p for _, p in named], lr=tc.lr, weight_decay=tc.weight_decay)])
+    id_emb.sparse = True
+    dense = [p for _, p in named if p is not id_emb.weight]
+    return FitOptimizer([make_adam(dense, lr=tc.lr, weight_decay=0.0), torch.optim.SparseAdam([id_emb.weight], lr=tc.lr)])
+
+
+def end_fit(net: CrossRecNet) -> None:
+    """Return the item-ID table to dense gradients (what fine-tuning and the fusion head expect)."""
+    id_emb = getattr(net.item_encoder, "id_emb", None)
+    if id_emb is not None:
+        id_emb.sparse = False
+
+
 def resolve_loss(cfg: ModelConfig, n_items: int) -> str:
     """Return the loss actually used: "ce", "sampled" or "bce"."""
     if cfg.train.loss == "auto":
@@ -350,7 +403,7 @@ def _rerank_scores(
 
 
 # -- checkpoints ----------------------------------------------------------------------------
-def _save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: torch.optim.Optimizer, state: dict) -> None:
+def _save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: FitOptimizer, state: dict) -> None:
     """Write one epoch's checkpoint as a whole: all files go to a staging folder that then replaces
     ``ckpt/current`` in one atomic exchange, so a kill can never pair weights of one epoch with the
     state of another."""
@@ -392,29 +445,35 @@ def _checkpoint_folder(ckpt: Path) -> Path:
     return ckpt / "current"
 
 
-def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {"param_groups": sd["param_groups"], "state": {}}
-    for pid, st in sd["state"].items():
-        scalars["state"][str(pid)] = {}
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.dim() > 0:
-                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars["state"][str(pid)][k] = float(v.item() if torch.is_tensor(v) else v)
+def _optimizer_to_flat(opt: FitOptimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Return (tensors, JSON scalars) of every optimiser's state; tensor keys are "i.param.name"."""
+    tensors, scalars = {}, {"optimizers": []}
+    for i, o in enumerate(opt.optimizers):
+        sd = o.state_dict()
+        sc = {"param_groups": sd["param_groups"], "state": {}}
+        for pid, st in sd["state"].items():
+            sc["state"][str(pid)] = {}
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.dim() > 0:
+                    tensors[f"{i}.{pid}.{k}"] = v.detach().cpu().contiguous()
+                else:
+                    sc["state"][str(pid)][k] = float(v.item() if torch.is_tensor(v) else v)
+        scalars["optimizers"].append(sc)
     return tensors, scalars
 
 
-def _optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, scalars: dict) -> None:
-    state = {}
-    for pid, sc in scalars["state"].items():
-        st = {k: torch.tensor(v, dtype=torch.float32) for k, v in sc.items()}
-        for key, t in tensors.items():
-            p, k = key.split(".", 1)
-            if p == pid:
-                st[k] = t
-        state[int(pid)] = st
-    opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+def _optimizer_from_flat(opt: FitOptimizer, tensors: dict, scalars: dict) -> None:
+    saved = scalars.get("optimizers", [])
+    if len(saved) != len(opt.optimizers):
+        raise ConfigError("The checkpoint's optimiser state does not match this training run; delete it or train without resume.")
+    for i, (o, sc) in enumerate(zip(opt.optimizers, saved)):
+        state = {}
+        for pid, vals in sc["state"].items():
+            st = {k: torch.tensor(v, dtype=torch.float32) for k, v in vals.items()}
+            prefix = f"{i}.{pid}."
+            st.update({key[len(prefix):]: t for key, t in tensors.items() if key.startswith(prefix)})
+            state[int(pid)] = st
+        o.load_state_dict({"state": state, "param_groups": sc["param_groups"]})
 
 
 # -- the fit loop ---------------------------------------------------------------------------
@@ -483,8 +542,7 @@ def train_model(
     net.to(device)
     mode = resolve_loss(cfg, ds.n_items)
     loss_mod = _RetrievalLoss(net, mode, tc.n_negatives)
-    params = [p for n_, p in net.named_parameters() if not n_.startswith("fusion.")]
-    opt = make_adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = make_fit_optimizer(net, tc, mode=mode, distributed=dist)
     if dist:
         ddp_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
     else:
@@ -572,7 +630,7 @@ def train_model(
     if bad_epochs >= tc.patience:
         start_epoch = n_epochs + 1
 
-    log.info("training %s: %d windows, %d steps/epoch, loss=%s, device=%s", ds.name, n_win, n_steps, mode, device)
+    log.info("training %s: %d windows, %d steps/epoch, loss=%s%s, device=%s", ds.name, n_win, n_steps, mode, " (sparse item-ID gradient)" if opt.is_sparse else "", device)
     for epoch in range(start_epoch, n_epochs + 1):
         # per-epoch seeds make resume reproduce an uninterrupted run exactly
         torch.manual_seed(tc.seed * 1009 + epoch)
@@ -595,7 +653,7 @@ def train_model(
             negs = torch.randint(0, ds.n_items, (tc.n_negatives if mode == "sampled" else (bs * L if mode == "bce" else 1),), generator=gen).to(device)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = ddp_mod(bt["items"], bt["events"], bt["gaps"], bt["valid"], bt["targets"], bt["weights"], negs)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
@@ -626,6 +684,7 @@ def train_model(
         if bad_epochs >= tc.patience:
             break
 
+    end_fit(net)
     net.load_state_dict(best_state)
     model.invalidate_cache()
     best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
@@ -729,7 +788,7 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarr
             idx = perm[step * bs : (step + 1) * bs].to(dev)
             logits = fusion(U[idx], table[C[idx]], X[idx] if X is not None else None)
             loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), Y[idx])
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))

@@ -142,6 +142,43 @@ def test_other_losses_train(loss):
     assert model.metrics["valid"]["hr10"] > 0.22  # random ranking gives about 10/57 = 0.175
 
 
+def test_sampled_loss_gives_the_item_id_table_a_sparse_gradient_and_a_lazy_adam():
+    import torch
+
+    from crossrec_core.train import build_net, make_fit_optimizer
+
+    ds = pattern_dataset(n_users=20)
+    net = build_net(small_config(), n_items=ds.n_items, n_categories=2, n_event_types=2, attr_vocab_size=0, use_text=False, n_vector_columns=0)
+    tc = small_config(loss="sampled").train
+    opt = make_fit_optimizer(net, tc, mode="sampled", distributed=False)
+    assert opt.is_sparse and net.item_encoder.id_emb.sparse
+    assert any(isinstance(o, torch.optim.SparseAdam) for o in opt.optimizers)
+    before = net.item_encoder.id_emb.weight.detach().clone()
+    net.item_encoder(torch.tensor([1, 2, 2])).sum().backward()
+    assert net.item_encoder.id_emb.weight.grad.is_sparse
+    opt.step()
+    moved = (net.item_encoder.id_emb.weight.detach() != before).any(dim=1)
+    assert moved.nonzero().flatten().tolist() == [1, 2]  # only the rows the batch touched
+    # dense where the sparse path does not apply: the full softmax, weight decay, DDP
+    net.item_encoder.id_emb.sparse = False
+    for mode, wd, dist in (("ce", 0.0, False), ("sampled", 1e-4, False), ("sampled", 0.0, True), ("bce", 0.0, True)):
+        o = make_fit_optimizer(net, dataclasses.replace(tc, weight_decay=wd), mode=mode, distributed=dist)
+        assert not o.is_sparse and not net.item_encoder.id_emb.sparse, (mode, wd, dist)
+    assert not make_fit_optimizer(net, dataclasses.replace(tc, sparse_id_grad=False), mode="sampled", distributed=False).is_sparse
+
+
+def test_sampled_training_resumes_exactly_and_leaves_a_dense_model(tmp_path):
+    ds = pattern_dataset(n_users=60)
+    cfg = lambda epochs: small_config(loss="sampled", n_negatives=16, epochs=epochs, patience=3, fusion_epochs=0)  # noqa: E731
+    full = train_model(ds, cfg(3), checkpoint_dir=tmp_path / "full")
+    assert not full.net.item_encoder.id_emb.sparse  # the saved model trains on (fine-tuning) with dense gradients
+    train_model(ds, cfg(2), checkpoint_dir=tmp_path / "ck")
+    resumed = train_model(ds, cfg(3), checkpoint_dir=tmp_path / "ck", resume=True)
+    assert [h["ndcg10"] for h in resumed.metrics["history"]] == [h["ndcg10"] for h in full.metrics["history"]]
+    for (k, va), (_, vb) in zip(full.net.state_dict().items(), resumed.net.state_dict().items()):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 def test_gru_encoder_trains():
     ds = pattern_dataset(n_users=120)
     cfg = dataclasses.replace(small_config(epochs=6, patience=6, fusion_epochs=0), user=UserEncoderConfig(kind="gru", dim=32, max_len=8, dropout=0.0))
