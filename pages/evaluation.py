@@ -37,8 +37,10 @@ ready_key = f"_eval_ready:{model_name}:{ds_name}"
 st.caption("Leave-last-out: each shopper's last event is hidden and every method ranks the whole catalogue; "
            "products the shopper already had are never counted. Up to 3,000 shoppers are sampled.")
 if not st.session_state.get(ready_key):
-    if not st.button("Evaluate (about a minute)", icon=":material/play_arrow:", key="eval_run", type="primary"):
+    slot = st.empty()  # the button goes once pressed: the results replace it
+    if not slot.button("Evaluate (about a minute)", icon=":material/play_arrow:", key="eval_run", type="primary"):
         st.stop()
+    slot.empty()
     st.session_state[ready_key] = True
 
 try:

@@ -235,6 +235,7 @@ def test_evaluation_page_compares_with_baselines_and_shares_the_threshold(home):
     assert not at.dataframe  # nothing computed before the button
     at.button(key="eval_run").click().run()
     assert not at.exception, at.exception
+    assert not any(b.key == "eval_run" for b in at.button)  # the results replace the button
     methods = table(at, "HR@10").index.tolist()
     assert methods[0] == "crossrec" and {"popularity", "item-kNN"} <= set(methods)
     assert at.slider(key="_eval_threshold_w").value == 0.3

@@ -1,7 +1,7 @@
 """End-to-end test in a real browser: Debian's Chromium driven by playwright against `streamlit run app.py`.
 
 Journey: load the demo store, train a small model (1 epoch, text off), open the map and the
-recommendations, move the threshold slider, upload the real H&M log on Data. Screenshots go to
+recommendations, move the threshold slider, run the evaluation, upload the real H&M log on Data. Screenshots go to
 test-artifacts/browser/ (git-ignored). Skips where /usr/bin/chromium is missing, except with CI=true,
 where it must run. Never runs `playwright install`: it uses the system browser only.
 """
@@ -167,6 +167,10 @@ def test_demo_journey_in_chromium(server):
             _settle(page)
             _no_exception(page)
             _shot(page, "06-recommendations-threshold")
+            # the export row sits below the fold of the app's own scroll container: bring it into view
+            page.get_by_text("With the reason for each item").scroll_into_view_if_needed()
+            expect(page.get_by_role("button", name="Download this list (CSV)")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "06b-recommendations-export.png"))
 
             # back on the map, the same shopper's path is drawn (history -> recommendations arrows)
             page.get_by_role("link", name="Embedding map").click()
@@ -176,6 +180,17 @@ def test_demo_journey_in_chromium(server):
             _no_exception(page)
             _shot(page, "07-map-shopper-path")
 
+            # Evaluation: run it, then the model's lead over the best other method with its 95% interval
+            page.get_by_role("link", name="Evaluation", exact=True).click()
+            _settle(page)
+            page.get_by_role("button", name="Evaluate (about a minute)").click()
+            expect(page.get_by_text("95% interval").first).to_be_visible(timeout=600_000)
+            _settle(page)
+            expect(page.get_by_text("Per category (crossrec, all shoppers)")).to_be_visible()
+            expect(page.get_by_role("button", name="Evaluate (about a minute)")).to_have_count(0)
+            _no_exception(page)
+            page.screenshot(path=str(ARTIFACTS / "08-evaluation.png"))
+
             # Data: upload the real H&M log through the uploader
             page.get_by_role("link", name="Data", exact=True).click()
             _settle(page)
@@ -184,7 +199,7 @@ def test_demo_journey_in_chromium(server):
             _settle(page)
             expect(page.get_by_text("Column mapping")).to_be_visible()
             _no_exception(page)
-            _shot(page, "08-data-upload-hm")
+            _shot(page, "09-data-upload-hm")
         except Exception:
             _shot(page, "99-failure")
             raise
