@@ -70,10 +70,11 @@ def _train(args: argparse.Namespace) -> int:
         if p.phase != state["phase"] or (p.phase == "train" and bar is not None and bar.total != p.n_steps):
             if bar is not None:
                 bar.close()
-            desc = {"text": "encoding titles", "fusion": "fusion scorer"}.get(p.phase, "training")
+            desc = {"text": "encoding titles", "fusion": "fusion scorer", "fusion candidates": "fusion candidates",
+                    "prior": "blend weights", "valid": "validating"}.get(p.phase, "training")
             bar = tqdm(total=p.n_steps or None, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
             state["phase"] = p.phase
-        if p.phase in ("text", "train", "fusion"):
+        if p.phase in ("text", "train", "fusion", "fusion candidates"):
             bar.n = p.step
             post = {"epoch": f"{p.epoch}/{p.n_epochs}"}
             if p.loss is not None:

@@ -78,7 +78,9 @@ def test_metrics_and_progress(trained):
     best = max(h["ndcg10"] for h in m["history"])
     assert m["valid"]["ndcg10"] == best
     phases = {e.phase for e in events}
-    assert {"train", "valid", "fusion", "done"} <= phases
+    assert {"train", "valid", "fusion candidates", "fusion", "done"} <= phases
+    mining = [e for e in events if e.phase == "fusion candidates"]  # a long step on big catalogues: it reports progress
+    assert all(0 <= e.step < e.n_steps for e in mining) and [e.step for e in mining] == sorted(e.step for e in mining)
     assert all(isinstance(e, TrainProgress) for e in events)
     assert events[-1].phase == "done"
 
@@ -183,6 +185,17 @@ def test_gru_encoder_trains():
     ds = pattern_dataset(n_users=120)
     cfg = dataclasses.replace(small_config(epochs=6, patience=6, fusion_epochs=0), user=UserEncoderConfig(kind="gru", dim=32, max_len=8, dropout=0.0))
     assert train_model(ds, cfg).metrics["valid"]["hr10"] > 0.22
+
+
+def test_top_n_columns_returns_each_rows_largest_scores():
+    from crossrec_core.train import top_n_columns
+
+    scores = np.random.default_rng(0).normal(size=(7, 500)).astype(np.float32)
+    scores[:, 3] = -np.inf  # masked (seen) items never make the top
+    top = top_n_columns(scores, 20)
+    assert top.shape == (7, 20) and top.dtype == np.int64
+    for row, cols in zip(scores, top):
+        assert set(cols.tolist()) == set(np.argsort(-row)[:20].tolist())
 
 
 def test_training_windows_and_seen_flags_exact():
