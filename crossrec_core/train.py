@@ -219,15 +219,15 @@ class FitOptimizer:
 def make_fit_optimizer(net: CrossRecNet, tc, *, mode: str, distributed: bool) -> FitOptimizer:
     """Return the fit loop's optimiser for every parameter but the fusion head's (trained after).
 
-    The item-ID table takes the sparse path when tc.sparse_id_grad is on, the loss is sampled or
-    BCE (the full softmax touches every row anyway), there is no weight decay (SparseAdam has none)
-    and training is not distributed (DDP's all-reduce is for dense gradients). Sets the table's
-    ``sparse`` flag to match; ``end_fit`` clears it.
+    The item-ID table takes the sparse path when the catalogue has at least tc.sparse_id_min_items
+    items, the loss is sampled or BCE (the full softmax touches every row anyway), there is no
+    weight decay (SparseAdam has none) and training is not distributed (DDP's all-reduce is for
+    dense gradients). Sets the table's ``sparse`` flag to match; ``end_fit`` clears it.
     """
     named = [(n, p) for n, p in net.named_parameters() if not n.startswith("fusion.")]
     id_emb = getattr(net.item_encoder, "id_emb", None)
     sparse = bool(
-        id_emb is not None and tc.sparse_id_grad and mode in ("sampled", "bce")
+        id_emb is not None and id_emb.num_embeddings >= tc.sparse_id_min_items and mode in ("sampled", "bce")
         and tc.weight_decay == 0.0 and not distributed
     )
     if not sparse:

@@ -151,7 +151,7 @@ def test_sampled_loss_gives_the_item_id_table_a_sparse_gradient_and_a_lazy_adam(
 
     ds = pattern_dataset(n_users=20)
     net = build_net(small_config(), n_items=ds.n_items, n_categories=2, n_event_types=2, attr_vocab_size=0, use_text=False, n_vector_columns=0)
-    tc = small_config(loss="sampled").train
+    tc = small_config(loss="sampled", sparse_id_min_items=ds.n_items).train
     opt = make_fit_optimizer(net, tc, mode="sampled", distributed=False)
     assert opt.is_sparse and net.item_encoder.id_emb.sparse
     assert any(isinstance(o, torch.optim.SparseAdam) for o in opt.optimizers)
@@ -166,13 +166,16 @@ def test_sampled_loss_gives_the_item_id_table_a_sparse_gradient_and_a_lazy_adam(
     for mode, wd, dist in (("ce", 0.0, False), ("sampled", 1e-4, False), ("sampled", 0.0, True), ("bce", 0.0, True)):
         o = make_fit_optimizer(net, dataclasses.replace(tc, weight_decay=wd), mode=mode, distributed=dist)
         assert not o.is_sparse and not net.item_encoder.id_emb.sparse, (mode, wd, dist)
-    assert not make_fit_optimizer(net, dataclasses.replace(tc, sparse_id_grad=False), mode="sampled", distributed=False).is_sparse
+    # below the size threshold (the default: 200k items) lazy Adam's accuracy cost is not worth it
+    assert not make_fit_optimizer(net, dataclasses.replace(tc, sparse_id_min_items=ds.n_items + 1), mode="sampled", distributed=False).is_sparse
+    assert not make_fit_optimizer(net, small_config(loss="sampled").train, mode="sampled", distributed=False).is_sparse
 
 
 def test_sampled_training_resumes_exactly_and_leaves_a_dense_model(tmp_path):
     ds = pattern_dataset(n_users=60)
-    cfg = lambda epochs: small_config(loss="sampled", n_negatives=16, epochs=epochs, patience=3, fusion_epochs=0)  # noqa: E731
+    cfg = lambda epochs: small_config(loss="sampled", n_negatives=16, epochs=epochs, patience=3, fusion_epochs=0, sparse_id_min_items=2)  # noqa: E731
     full = train_model(ds, cfg(3), checkpoint_dir=tmp_path / "full")
+    assert len(read_json(tmp_path / "full" / "current" / "state.json")["optimizer"]["optimizers"]) == 2  # Adam + SparseAdam
     assert not full.net.item_encoder.id_emb.sparse  # the saved model trains on (fine-tuning) with dense gradients
     train_model(ds, cfg(2), checkpoint_dir=tmp_path / "ck")
     resumed = train_model(ds, cfg(3), checkpoint_dir=tmp_path / "ck", resume=True)
