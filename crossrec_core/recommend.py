@@ -42,8 +42,10 @@ COLD_MAX_EVENTS = 2
 COLD_WEIGHTS = {"category_flow": 0.4, "popularity": 0.3, "similarity": 0.3}
 # Candidates re-ranked by fusion when the model does not say how deep its fusion scorer was trained.
 DEFAULT_CANDIDATES = 200
-# Cells (users x items) of float32 scores held at once by the batch path (~32 MB).
-BATCH_CELLS = 8_000_000
+# Cells (users x items) of scores held at once by the batch path (~128 MB per float32 matrix, a few
+# of them at once: ~0.6 GB). Why not smaller: each chunk reads the whole item table once, so at 500k
+# items 16-user chunks spent most of their time there (32M cells: 64 users a chunk; bench/RESULTS.md).
+BATCH_CELLS = 32_000_000
 
 
 @dataclass(frozen=True)
