@@ -117,7 +117,7 @@ class TrainConfig:
     # Catalogues of at least this many items (with the sampled softmax or BCE, no weight decay, not
     # under DDP) give the item-ID table a sparse gradient and a lazy Adam: a step then moves only the
     # rows its batch touched, and its cost stops growing with the catalogue (500k items: ~1.2 s ->
-    # ~0.05 s a step). Why not always: lazy Adam moves rarely seen rows less than Adam does, and
+    # ~0.06 s a step). Why not always: lazy Adam moves rarely seen rows less than Adam does, and
     # it cost accuracy on 27k-55k-item logs (amazon NDCG@10 0.039 -> 0.033, bench/RESULTS.md).
     sparse_id_min_items: int = 200_000
     # Targets the user already had earlier can never be recommended (seen items are excluded):
