@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
+from crossrec_core.safe_text import neutralise_frame
 from pages import charts
 from pages.common import (
     current_history, get_recommender, item_labels, md_escape, persist, recommend_options, require_pair,
@@ -92,8 +93,8 @@ st.dataframe(frame, hide_index=True, key="rec_table", column_config={
 })
 
 e1, e2 = st.columns(2)
-e1.download_button("Download this list (CSV)", frame.to_csv(index=False).encode(), f"recs-{state.rec_user}.csv"[:80],
-                   "text/csv", key="rec_dl_one", icon=":material/download:")
+e1.download_button("Download this list (CSV)", neutralise_frame(frame).to_csv(index=False).encode(),
+                   f"recs-{state.rec_user}.csv"[:80], "text/csv", key="rec_dl_one", icon=":material/download:")
 with_reasons = e2.toggle("With the reason for each item", key="rec_all_explain",
                          help="Adds an 'explanation' column to the all-shoppers file; slower on big logs.")
 if e2.button("Prepare the list for all shoppers", icon=":material/groups:", key="rec_all"):
@@ -108,7 +109,7 @@ if e2.button("Prepare the list for all shoppers", icon=":material/groups:", key=
                         "category": batch["category"], "probability": batch["probability"], "score": batch["score"]})
     if with_reasons:
         out["explanation"] = batch["explanation"].to_numpy()
-    state["_rec_all_csv"] = out.to_csv(index=False).encode()
+    state["_rec_all_csv"] = neutralise_frame(out).to_csv(index=False).encode()
 if state.get("_rec_all_csv"):
     e2.download_button("Download all shoppers (CSV)", state["_rec_all_csv"], f"recs-{model_name}.csv", "text/csv",
                        key="rec_dl_all", icon=":material/download:")
