@@ -25,7 +25,9 @@ def register(subparsers) -> None:
                    help="which items-table column holds item_id / category / title (repeatable)")
     p.add_argument("--name", help="dataset name in the workspace (default: the log's file name)")
     p.add_argument("--pseudonymize", action="store_true", help="store salted hashes instead of raw user ids")
-    p.add_argument("--max-bytes", type=int, default=None, help="refuse files larger than this (default 2 GB)")
+    p.add_argument("--max-bytes", type=int, default=None,
+                   help="refuse files larger than this, or that unpack (gzip, Parquet) to more (default 2 GB)")
+    p.add_argument("--max-rows", type=int, default=None, help="refuse files with more rows than this (default 200 million)")
     p.set_defaults(func=cmd_ingest)
 
     d = subparsers.add_parser("demo", help="build the simulated demo store into the workspace")
@@ -63,6 +65,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         name=args.name,
         pseudonymize=args.pseudonymize,
         max_bytes=args.max_bytes,
+        max_rows=args.max_rows,
     )
     path = save_dataset(ds, args.name or ds.name)
     _print_profile(ds, profile_dataset(ds))
@@ -88,12 +91,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _export_demo(ds, folder: Path) -> None:
-    """Write the demo store as the canonical CSV files that `crossrec train` reads with no flags."""
+    """Write the demo store as the canonical CSV files that `crossrec train` reads with no flags
+    (titles and categories neutralised against spreadsheet formulas; ids as they are)."""
+    from crossrec_core.safe_text import neutralise_frame
     from crossrec_core.workspace import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "interactions.csv", ds.interactions_frame().to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(folder / "items.csv", ds.items.to_csv(index=False, lineterminator="\n"))
+    items = neutralise_frame(ds.items, ("title", "category"))
+    atomic_write_text(folder / "items.csv", items.to_csv(index=False, lineterminator="\n"))
     print(f"Exported interactions.csv and items.csv to {folder}")
 
 

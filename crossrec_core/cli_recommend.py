@@ -190,10 +190,18 @@ def recommend_for_log(
     )
 
 
-def write_csv_atomic(frame: pd.DataFrame, out: Path) -> None:
-    """Write ``frame`` to ``out`` through a temp file in the same folder and a rename."""
+def write_csv_atomic(frame: pd.DataFrame, out: Path, text_columns: tuple[str, ...] = ()) -> None:
+    """Write ``frame`` to ``out`` through a temp file in the same folder and a rename.
+
+    ``text_columns`` (text meant for people, never ids) are neutralised against spreadsheet formulas
+    (safe_text.neutralise_frame); every other column is written as it is.
+    """
+    from crossrec_core.safe_text import neutralise_frame
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if text_columns:
+        frame = neutralise_frame(frame, text_columns)
     try:
         frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
         with open(tmp, "rb+") as fh:
@@ -259,6 +267,6 @@ def run_recommend(args: argparse.Namespace) -> int:
             print(f"crossrec: {n_new} user(s) from {users_file.name} are not in the log; they got cold-start "
                   "recommendations.", file=sys.stderr)
     out_path = Path(args.out).expanduser()
-    write_csv_atomic(out, out_path)
+    write_csv_atomic(out, out_path, text_columns=("category",))  # user_id and item_id stay byte for byte
     print(f"Wrote {len(out)} recommendations for {n_users} users to {out_path}")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import lzma
 import os
 import shutil
 import stat
@@ -56,6 +57,13 @@ REQUIRED_FILES = ("model.safetensors", "aux.safetensors", "config.json", "items.
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npz"}
 MAX_ZIP_BYTES = 2 * 1024**3
 MAX_ZIP_RATIO = 200  # uncompressed / compressed, beyond this the archive is treated as a zip bomb
+_ZIP_ENCRYPTED = 0x1  # general-purpose flag bit 0: the member is encrypted (strong encryption sets it too)
+_ZIP_SPLIT_MARKER = b"PK\x07\x08"  # the first part of a split (multi-part) zip starts with this
+# Everything zipfile (and the bz2 / lzma decompressors under it) raises for an archive it cannot read:
+# RuntimeError is how it reports encryption, OSError is bz2's "Invalid data stream".
+_UNREADABLE_ZIP = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
+                   ValueError, OSError)
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
 # -- safe primitives ------------------------------------------------------------------------
@@ -326,17 +334,23 @@ def import_model_zip(zip_path_or_bytes, name: str, root=None) -> Path:
     """Return the workspace folder of a model imported from a zip (validated, then loaded, then renamed in).
 
     Refused with ModelError: absolute paths, '..', symlinks, unexpected files (pickles included), more
-    than 2 GB uncompressed or a suspicious compression ratio (zip bomb), or a model that does not load.
+    than 2 GB uncompressed or a suspicious compression ratio (zip bomb), an encrypted, multi-part or
+    otherwise unreadable zip, or a model that does not load. Every check on the listing runs before
+    anything is unpacked.
     """
     name = safe_name(name)
     target = models_dir(root) / name
     if target.exists():
         raise ModelError(f"A model named '{name}' already exists. Delete it first or choose another name.")
-    src = io.BytesIO(zip_path_or_bytes) if isinstance(zip_path_or_bytes, (bytes, bytearray)) else zip_path_or_bytes
+    src = io.BytesIO(zip_path_or_bytes) if isinstance(zip_path_or_bytes, (bytes, bytearray, memoryview)) else zip_path_or_bytes
+    _refuse_split_zip(src)
     try:
         zf = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ModelError(f"The uploaded file is not a readable zip archive ({err}).") from err
+    except _UNREADABLE_ZIP as err:
+        raise ModelError(
+            f"The uploaded file is not a readable zip archive ({_first_line(err)}): zip the model folder again "
+            "as one ordinary zip file."
+        ) from err
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         total = 0
@@ -355,6 +369,21 @@ def import_model_zip(zip_path_or_bytes, name: str, root=None) -> Path:
                 raise ModelError(f"The zip contains an unexpected file '{m.filename}'. Expected only: {', '.join(sorted(MODEL_FILES))}.")
             if len(parts) > 2:
                 raise ModelError(f"The zip nests '{m.filename}' too deep; zip the model folder itself.")
+            if m.flag_bits & _ZIP_ENCRYPTED:
+                raise ModelError(
+                    f"The zip is password-protected ('{m.filename}' is encrypted), which crossrec cannot open: "
+                    "zip the model folder again without a password."
+                )
+            if m.volume != 0:
+                raise ModelError(
+                    f"The zip is one part of a multi-part (split) archive ('{m.filename}' is on part {m.volume + 1}), "
+                    "which crossrec cannot open: zip the model folder again as one file."
+                )
+            if m.compress_type not in _ZIP_METHODS:
+                raise ModelError(
+                    f"'{m.filename}' is compressed with a method crossrec cannot unpack (zip method "
+                    f"{m.compress_type}): zip the model folder again with ordinary (deflate) compression."
+                )
             total += m.file_size
             if total > MAX_ZIP_BYTES:
                 raise ModelError("The zip would unpack to more than 2 GB; refused.")
@@ -368,20 +397,12 @@ def import_model_zip(zip_path_or_bytes, name: str, root=None) -> Path:
         try:
             for m, base in names:
                 written = 0
-                try:
-                    with zf.open(m) as fin, open(staging / base, "wb") as fout:
-                        while True:
-                            chunk = fin.read(1 << 20)
-                            if not chunk:
-                                break
-                            written += len(chunk)
-                            if written > m.file_size or written > MAX_ZIP_BYTES:
-                                raise ModelError(f"'{m.filename}' unpacks to more than it declares; refused.")
-                            fout.write(chunk)
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
-                    raise ModelError(
-                        f"The zip is damaged: '{m.filename}' cannot be unpacked ({err}). Zip the model folder again."
-                    ) from err
+                with open(staging / base, "wb") as fout:
+                    for chunk in _member_chunks(zf, m):
+                        written += len(chunk)
+                        if written > m.file_size or written > MAX_ZIP_BYTES:
+                            raise ModelError(f"'{m.filename}' unpacks to more than it declares; refused.")
+                        fout.write(chunk)
             load_model(staging, device="cpu")  # validates everything; raises ModelError on any problem
             with name_lock(target):
                 if target.exists():
@@ -391,3 +412,42 @@ def import_model_zip(zip_path_or_bytes, name: str, root=None) -> Path:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _member_chunks(zf: zipfile.ZipFile, member: zipfile.ZipInfo):
+    """Yield the unpacked bytes of ``member`` in 1 MB chunks; ModelError when the archive cannot be read.
+
+    Only reading is guarded here, so a full disk while writing the chunks is not reported as a damaged zip.
+    """
+    try:
+        with zf.open(member) as fin:
+            while chunk := fin.read(1 << 20):
+                yield chunk
+    except _UNREADABLE_ZIP as err:
+        raise ModelError(
+            f"The zip is damaged: '{member.filename}' cannot be unpacked ({_first_line(err)}). Zip the model folder again."
+        ) from err
+
+
+def _refuse_split_zip(src) -> None:
+    """Refuse the first part of a split zip (.z01), which starts with the spanning marker, in plain words."""
+    try:
+        if hasattr(src, "read"):
+            pos = src.tell()
+            head = src.read(4)
+            src.seek(pos)
+        else:
+            with open(src, "rb") as fh:
+                head = fh.read(4)
+    except (OSError, TypeError, ValueError, AttributeError):
+        return  # not seekable, missing or not a path: zipfile reports it itself
+    if head == _ZIP_SPLIT_MARKER:
+        raise ModelError(
+            "The uploaded file is one part of a multi-part (split) zip, which crossrec cannot open: "
+            "zip the model folder again as one file."
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:160]

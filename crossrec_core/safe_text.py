@@ -6,12 +6,18 @@ recommendations file would become a live link or worse when a merchandiser opens
 leading single quote, which spreadsheets show as text. It is applied only to text meant for people
 (titles, categories, explanations); ids and numbers are never touched, because other systems join on
 them byte for byte.
+
+A carriage return inside such text also becomes a line feed. Python's csv writer (and so pandas) quotes a
+cell holding a line feed but not one holding a bare carriage return when lines end in ``\\n``, and a
+spreadsheet starts a new row at that carriage return: ``"\\r=cmd"`` would put an unquoted ``=cmd`` at the
+start of a row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -19,11 +25,12 @@ PEOPLE_TEXT_COLUMNS = ("title", "category", "explanation")  # the export columns
 
 
 def neutralise_cell(value: object) -> object:
-    """Return ``value`` with a leading ``'`` when it is text a spreadsheet would run as a formula; any
-    other value (other text, numbers, None, NaN) comes back unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    """Return ``value`` with a leading ``'`` when it is text a spreadsheet would run as a formula, and its
+    carriage returns as line feeds; any other value (other text, numbers, None, NaN) comes back as it is."""
+    if not isinstance(value, str):
+        return value
+    out = "'" + value if value.startswith(FORMULA_STARTS) else value
+    return out.replace("\r\n", "\n").replace("\r", "\n") if "\r" in out else out
 
 
 def neutralise_frame(df: pd.DataFrame, columns: Iterable[str] = PEOPLE_TEXT_COLUMNS) -> pd.DataFrame:
@@ -39,12 +46,14 @@ def neutralise_frame(df: pd.DataFrame, columns: Iterable[str] = PEOPLE_TEXT_COLU
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
         arr = values.to_numpy(dtype=object, copy=True)  # categoricals cannot take new values: work on plain objects
+        text = pd.Series(arr, dtype=object)
         try:
-            risky = pd.Series(arr, dtype=object).str.startswith(FORMULA_STARTS, na=False).to_numpy(dtype=bool)
+            risky = (text.str.startswith(FORMULA_STARTS, na=False) | text.str.contains("\r", regex=False, na=False))
         except AttributeError:  # a column holding no text at all
             continue
-        if risky.any():
-            arr[risky] = "'" + arr[risky]  # object arrays add element by element
+        idx = np.flatnonzero(risky.to_numpy(dtype=bool))
+        if len(idx):
+            arr[idx] = [neutralise_cell(v) for v in arr[idx]]  # only the few risky cells go through Python
             fixed = pd.Series(arr, index=out.index, dtype=object)
             out[name] = fixed.astype(values.dtype) if isinstance(values.dtype, pd.StringDtype) else fixed
     return out

@@ -52,6 +52,7 @@ def load_log(
     interactions_name: str | None = None,
     items_name: str | None = None,
     delimiter: str | None = None,
+    max_rows: int | None = None,
 ) -> InteractionDataset:
     """Return a validated, indexed InteractionDataset read from an interaction log and an optional items table.
 
@@ -63,11 +64,13 @@ def load_log(
         items_mapping: the same for the items table.
         name: the dataset name (default: the log's file name without extension).
         event_weights: overrides of DEFAULT_EVENT_WEIGHTS by canonical event name.
-        max_bytes: size limit per file (default 2 GB), also applied to decompressed gzip content.
+        max_bytes: size limit per file (default readers.DEFAULT_MAX_BYTES, 2 GB), also applied to what a gzip or
+            Parquet file unpacks to.
         pseudonymize: replace user ids by a salted SHA-256 (16 hex chars) so raw ids are never stored.
         salt: the salt for pseudonymize; default: the workspace salt (created once).
         interactions_name / items_name: file names for bytes/file-like input (format detection, messages).
         delimiter: force the delimiter of delimited text files.
+        max_rows: row limit per file (default readers.DEFAULT_MAX_ROWS, 200 million).
     Returns:
         The dataset (built with from_frames): users indexed in order of first appearance in the file, items in
         order of first appearance in the per-user time-ordered log, then cold items of the items table.
@@ -75,7 +78,7 @@ def load_log(
         DataError / SchemaError with a message a merchandiser can act on.
     """
     report = DataReport()
-    raw, label = _read_any(interactions, interactions_name, "the interactions file", max_bytes, delimiter)
+    raw, label = _read_any(interactions, interactions_name, "the interactions file", max_bytes, delimiter, max_rows)
     n_rows = len(raw)
     report.counts["rows_read"] = n_rows
     m = resolve_mapping(list(raw.columns), mapping, table="interactions", file_label=label)
@@ -171,7 +174,7 @@ def load_log(
         log_meta = log_meta[np.bincount(i_codes, minlength=len(i_uniques)) > 0].reset_index(drop=True)
     table = None
     if items is not None:
-        table = _read_items(items, items_name, items_mapping, max_bytes, delimiter, report)
+        table = _read_items(items, items_name, items_mapping, max_bytes, delimiter, report, max_rows)
     item_frame = _merge_metadata(log_meta, table, report)
     _report_items(i_codes, i_uniques, item_frame, report)
     _report_users(u_codes, report)
@@ -202,7 +205,7 @@ def load_log(
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _read_any(source: Any, name: str | None, default: str, max_bytes, delimiter) -> tuple[pd.DataFrame, str]:
+def _read_any(source: Any, name: str | None, default: str, max_bytes, delimiter, max_rows=None) -> tuple[pd.DataFrame, str]:
     if isinstance(source, pd.DataFrame):
         label = name or default
         return frame_as_text(source, label), label
@@ -211,7 +214,7 @@ def _read_any(source: Any, name: str | None, default: str, max_bytes, delimiter)
     else:
         label = name or Path(str(getattr(source, "name", "") or default)).name or default
     return read_table(source, label if not isinstance(source, (str, os.PathLike)) else name, max_bytes=max_bytes,
-                      delimiter=delimiter), label
+                      delimiter=delimiter, max_rows=max_rows), label
 
 
 def _default_name(source: Any, name: str | None) -> str:
@@ -359,8 +362,8 @@ def _log_item_metadata(raw, m, idx, i_codes, i_uniques, report, label) -> pd.Dat
     return out
 
 
-def _read_items(items, items_name, items_mapping, max_bytes, delimiter, report) -> pd.DataFrame:
-    raw, label = _read_any(items, items_name, "the items file", max_bytes, delimiter)
+def _read_items(items, items_name, items_mapping, max_bytes, delimiter, report, max_rows=None) -> pd.DataFrame:
+    raw, label = _read_any(items, items_name, "the items file", max_bytes, delimiter, max_rows)
     m = resolve_mapping(list(raw.columns), items_mapping, table="items", file_label=label)
     nested = set(raw.attrs.get("nested_columns", []))
     if m["item_id"] in nested:

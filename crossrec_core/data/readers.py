@@ -30,7 +30,18 @@ log = logging.getLogger(__name__)
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
 
+# One size limit for everything a file holds once unpacked: the file itself, what a gzip file decompresses
+# to, and what a Parquet file's metadata says its pages unpack to. Callers pass their own (`max_bytes`,
+# `crossrec ingest --max-bytes`, the studio's upload limit).
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GB: far above any log a laptop should ingest in one go
+# Rows matter apart from bytes: a Parquet file of repeated values unpacks to few bytes but many rows, and
+# every row costs ~250 bytes once read as text (10M rows took 2.4 GB in bench/scale.py), so 200M rows is
+# ~50 GB of memory, beyond what one machine should ingest (README, "Scaling out": reduce it upstream).
+DEFAULT_MAX_ROWS = 200_000_000
+_TOO_BIG_ADVICE = (
+    "split the log (by date range, or keep only the columns crossrec needs) or load it with "
+    "`crossrec ingest --max-bytes N` on a machine with more memory"
+)
 SAMPLE_BYTES = 1 << 20  # sniff delimiter/encoding from the first MB
 MAX_HEADER_BYTES = 1 << 20  # a header line longer than this is not a table
 DELIMITERS = (",", ";", "\t", "|")
@@ -52,20 +63,26 @@ def read_table(
     *,
     max_bytes: int | None = None,
     delimiter: str | None = None,
+    max_rows: int | None = None,
 ) -> pd.DataFrame:
     """Return the table in ``source`` with every column as text.
 
     Args:
         source: a path, raw bytes, or a binary file-like object (as uploaded by the app).
         name: the file name to use for format detection and messages (defaults to the path's name).
-        max_bytes: refuse files (and decompressed gzip content) larger than this; default 2 GB.
+        max_bytes: refuse files larger than this, and files that unpack to more (gzip content, the
+            uncompressed size in a Parquet file's metadata); default DEFAULT_MAX_BYTES (2 GB).
         delimiter: force a delimiter for delimited text; by default it is detected.
+        max_rows: refuse tables with more rows than this (Parquet: checked on its metadata, before reading
+            the data); default DEFAULT_MAX_ROWS (200 million).
     Returns:
         A DataFrame with string columns (missing cells are NaN). RecBole ``name:type`` headers are stripped.
     Raises:
-        DataError: the file is empty, header-only, binary, too large, or cannot be parsed.
+        DataError: the file is empty, header-only, binary, too large (bytes, unpacked bytes or rows), or cannot
+            be parsed.
     """
     limit = int(max_bytes or DEFAULT_MAX_BYTES)
+    row_limit = int(max_rows or DEFAULT_MAX_ROWS)
     raw, path, label = _open_source(source, name, limit)
     suffixes = [s.lower() for s in Path(label).suffixes]
     if suffixes and suffixes[-1] == ".gz":
@@ -76,18 +93,20 @@ def read_table(
     if head.startswith(_GZIP_MAGIC):
         tmp = _gunzip(raw, path, label, limit)
         try:
-            return _read_plain(None, tmp, label, suffix, delimiter)
+            return _read_plain(None, tmp, label, suffix, delimiter, limit, row_limit)
         finally:
             tmp.unlink(missing_ok=True)
-    return _read_plain(raw, path, label, suffix, delimiter)
+    return _read_plain(raw, path, label, suffix, delimiter, limit, row_limit)
 
 
-def _read_plain(raw: bytes | None, path: Path | None, label: str, suffix: str, delimiter: str | None) -> pd.DataFrame:
+def _read_plain(
+    raw: bytes | None, path: Path | None, label: str, suffix: str, delimiter: str | None, limit: int, row_limit: int
+) -> pd.DataFrame:
     head = _peek(raw, path, 8)
     if len(head) == 0:
         raise DataError(f"{label} is empty. Export the log again and check that it has a header row and data rows.")
     if head.startswith(_PARQUET_MAGIC) or suffix in {".parquet", ".pq"}:
-        return _read_parquet(raw, path, label)
+        return _read_parquet(raw, path, label, limit, row_limit)
     if head.startswith(_ZIP_MAGIC) or suffix in {".xlsx", ".xls", ".zip"}:
         raise DataError(
             f"{label} is an Excel workbook or a zip archive, not a text table. "
@@ -107,9 +126,9 @@ def _read_plain(raw: bytes | None, path: Path | None, label: str, suffix: str, d
 
     first = text.lstrip("\ufeff \r\n\t")[:1]
     if suffix in {".jsonl", ".ndjson", ".json"} or first in {"{", "["}:
-        return _read_json(raw, path, label, text)
+        return _read_json(raw, path, label, text, row_limit)
     forced = delimiter or ("\t" if suffix in _TAB_SUFFIXES else None)
-    df = _read_delimited(raw, path, label, text, encoding, forced, len(sample) < SAMPLE_BYTES)
+    df = _read_delimited(raw, path, label, text, encoding, forced, len(sample) < SAMPLE_BYTES, row_limit)
     if suffix in _RECBOLE_SUFFIXES or any(_RECBOLE_TYPE.search(str(c)) for c in df.columns):
         df.columns = [_RECBOLE_TYPE.sub("", str(c)) for c in df.columns]
     return df
@@ -144,9 +163,15 @@ def _open_source(source: Source, name: str | None, limit: int) -> tuple[bytes | 
 
 def _check_size(size: int, limit: int, label: str) -> None:
     if size > limit:
+        raise DataError(f"{label} is {_human(size)}, over the {_human(limit)} size limit: {_TOO_BIG_ADVICE}.")
+
+
+def _check_rows(n_rows: int, row_limit: int, label: str) -> None:
+    """Refuse a table with more rows than ``row_limit`` (called before the rows become pandas objects)."""
+    if n_rows > row_limit:
         raise DataError(
-            f"{label} is {_human(size)}, over the {_human(limit)} limit. "
-            "Split the log by date range or keep only the columns crossrec needs, then upload it again."
+            f"{label} has {n_rows:,} rows, over the {row_limit:,}-row limit: split the log by date range or keep "
+            "only recent or active users, or load it with `crossrec ingest --max-rows N` on a machine with more memory."
         )
 
 
@@ -198,8 +223,8 @@ def _gunzip(raw: bytes | None, path: Path | None, label: str, limit: int) -> Pat
                     written += len(piece)
                     if written > limit:
                         raise DataError(
-                            f"{label} unpacks to more than {_human(limit)} (the size limit). "
-                            "It may be a damaged or malicious archive; split the log into smaller files."
+                            f"{label} unpacks to more than {_human(limit)}, over the size limit for unpacked files "
+                            f"(it may also be a damaged or malicious archive): {_TOO_BIG_ADVICE}."
                         )
                     if written > MAX_RATIO_FLOOR and written > MAX_GZIP_RATIO * consumed:
                         raise DataError(
@@ -280,6 +305,7 @@ def _read_delimited(
     encoding: str,
     forced: str | None,
     sample_is_whole: bool,
+    row_limit: int,
 ) -> pd.DataFrame:
     lines = text.splitlines()
     if not lines or (len(lines) == 1 and not sample_is_whole and len(lines[0]) >= MAX_HEADER_BYTES // 4):
@@ -343,6 +369,7 @@ def _read_delimited(
         raise DataError(
             f"{label} has a header ({', '.join(names[:6])}) but no data rows. Export the log again with its rows."
         )
+    _check_rows(table.num_rows, row_limit, label)
     if encoding == "utf-8-sig" and names[0].startswith("\ufeff"):
         names[0] = names[0].lstrip("\ufeff")
         table = table.rename_columns(names)
@@ -367,7 +394,7 @@ def _short(err) -> str:
 
 
 # -- JSON lines and parquet --------------------------------------------------------------------------
-def _read_json(raw: bytes | None, path: Path | None, label: str, text: str) -> pd.DataFrame:
+def _read_json(raw: bytes | None, path: Path | None, label: str, text: str, row_limit: int) -> pd.DataFrame:
     data = _read_all(raw, path)
     try:
         if text.lstrip("\ufeff \r\n\t").startswith("["):
@@ -384,19 +411,44 @@ def _read_json(raw: bytes | None, path: Path | None, label: str, text: str) -> p
         ) from None
     if table.num_rows == 0 or table.num_columns == 0:
         raise DataError(f"{label} has no records. Export the log again with its rows.")
+    _check_rows(table.num_rows, row_limit, label)
     return _to_frame(_stringify(table, label))
 
 
-def _read_parquet(raw: bytes | None, path: Path | None, label: str) -> pd.DataFrame:
+def _read_parquet(raw: bytes | None, path: Path | None, label: str, limit: int, row_limit: int) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
+        # the footer alone: a few KB of Parquet can declare gigabytes of pages, so refuse before reading them
+        meta = pq.read_metadata(pa.BufferReader(raw) if raw is not None else str(path))
+        unpacked = parquet_unpacked_bytes(meta)
+        if unpacked > limit:
+            raise DataError(
+                f"{label} would unpack to {_human(unpacked)} ({meta.num_rows:,} rows), over the {_human(limit)} "
+                f"size limit for unpacked files: {_TOO_BIG_ADVICE}."
+            )
+        _check_rows(meta.num_rows, row_limit, label)
         table = pq.read_table(pa.py_buffer(raw) if raw is not None else str(path))
     except (pa.ArrowException, OSError, ValueError) as err:
         raise DataError(f"{label} is not a readable Parquet file ({_short(err)}). Export it again.") from None
     if table.num_rows == 0:
         raise DataError(f"{label} has columns ({', '.join(table.column_names[:6])}) but no rows.")
+    _check_rows(table.num_rows, row_limit, label)  # in case the footer understated them
     return _to_frame(_stringify(table, label))
+
+
+def parquet_unpacked_bytes(meta) -> int:
+    """Return the bytes a Parquet file's pages unpack to, as its footer declares them (pyarrow FileMetaData).
+
+    Per row group the larger of the group's total and its column chunks' uncompressed sizes, so a footer that
+    leaves one of them at 0 still counts.
+    """
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        columns = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns))
+        total += max(int(group.total_byte_size), int(columns))
+    return total
 
 
 def _stringify(table: pa.Table, label: str) -> pa.Table:
