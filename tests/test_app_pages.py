@@ -101,6 +101,31 @@ def test_home_on_an_empty_workspace_offers_the_demo(empty_home):
     assert any(b.key == "home_demo" for b in at.button)
 
 
+def test_a_page_address_opened_first_on_a_fresh_server_runs_through_the_router(home):
+    """A fresh process (as after a server start) whose first run is /recommendations: Streamlit's legacy
+    pages/ discovery would run the page file alone (no sidebar pickers, "No dataset yet"); the studio
+    must instead route it through app.py. A subprocess, because the switch is made once per process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "at = AppTest.from_file(sys.argv[1], default_timeout=120)\n"
+        "at.switch_page('pages/recommendations.py')\n"  # before the first run: the server's first request
+        "at.run()\n"
+        "print(json.dumps({'sidebar': [s.key for s in at.sidebar.selectbox], 'info': [i.value for i in at.info],"
+        " 'exception': [str(e.value) for e in at.exception]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, APP], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, CROSSREC_HOME=str(home)), cwd=Path(APP).parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    shown = json.loads(out.stdout.strip().splitlines()[-1])
+    assert shown["exception"] == []
+    assert shown["sidebar"] == ["_sb_dataset", "_sb_model"]
+    assert not any("No dataset yet" in i for i in shown["info"])
+
+
 # -- pages on the demo store ------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ where it must run. Never runs `playwright install`: it uses the system browser o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -48,13 +49,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """Yield the base URL of a studio running on a free port with an empty workspace in tmp_path."""
+@contextlib.contextmanager
+def _studio(workspace: Path, log_path: Path):
+    """Yield the base URL of a freshly started studio (its own server process) on ``workspace``."""
     _require_browser()
     port = _free_port()
-    env = dict(os.environ, CROSSREC_HOME=str(tmp_path / "ws"), PYTHONUNBUFFERED="1")
-    log = open(tmp_path / "streamlit.log", "wb")
+    env = dict(os.environ, CROSSREC_HOME=str(workspace), PYTHONUNBUFFERED="1")
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true"],
@@ -62,26 +63,34 @@ def server(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield base
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    text = (tmp_path / "streamlit.log").read_text(errors="replace")
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    text = log_path.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Yield the base URL of a studio running on a free port with an empty workspace in tmp_path."""
+    with _studio(tmp_path / "ws", tmp_path / "streamlit.log") as base:
+        yield base
 
 
 def _settle(page, timeout: float = 120_000) -> None:
@@ -202,6 +211,47 @@ def test_demo_journey_in_chromium(server):
             _shot(page, "09-data-upload-hm")
         except Exception:
             _shot(page, "99-failure")
+            raise
+        finally:
+            browser.close()
+
+
+def test_first_visit_to_a_page_address_opens_the_studio(tmp_path):
+    """A link to /recommendations opened first on a freshly started server shows the studio (logo, the
+    router's navigation, the active dataset), not the page file run alone with the pages/ folder listed."""
+    import pandas as pd
+    from playwright.sync_api import expect, sync_playwright
+
+    from crossrec_core.data.dataset import from_frames
+    from crossrec_core.data.store import save_dataset
+
+    _require_browser()
+    ws = tmp_path / "ws"
+    inter = pd.DataFrame([(f"u{u}", f"i{(u + j) % 6}", j) for u in range(12) for j in range(3)],
+                         columns=["user_id", "item_id", "timestamp"])
+    save_dataset(from_frames(inter, name="linked-shop"), "linked-shop", root=ws)
+    expect.set_options(timeout=30_000)  # _settle waits for the first (slow) script run itself
+    with _studio(ws, tmp_path / "streamlit.log") as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(base + "/recommendations")  # the very first request this server sees
+            _settle(page)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            expect(nav.get_by_role("link", name="Recommendations", exact=True)).to_be_visible()
+            expect(nav.get_by_role("link", name="Embedding map", exact=True)).to_be_visible()
+            for raw in ("app", "common", "charts"):  # the files of pages/ are not listed
+                expect(nav.get_by_text(raw, exact=True)).to_have_count(0, timeout=5_000)
+            expect(page.locator('[data-testid="stSidebarLogo"], [data-testid="stLogo"]').first).to_be_visible()
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            expect(sidebar.get_by_role("combobox", name="Dataset")).to_have_value("linked-shop")
+            expect(page.get_by_role("heading", name="Recommendations")).to_be_visible()
+            expect(page.get_by_text("No dataset yet")).to_have_count(0, timeout=5_000)
+            assert page.url.rstrip("/").endswith("/recommendations"), page.url
+            _no_exception(page)
+            _shot(page, "10-first-visit-deep-link")
+        except Exception:
+            _shot(page, "99-first-visit-failure")
             raise
         finally:
             browser.close()
