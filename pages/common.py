@@ -448,13 +448,14 @@ def recommend_options() -> dict:
     }
 
 
-def user_options(ds, search: str = "", limit: int = 500) -> list[str]:
-    """Return up to ``limit`` user ids containing ``search`` (case-insensitive), the current user first."""
+def user_options(ds, search: str = "", limit: int = 500, include_current: bool = True) -> list[str]:
+    """Return up to ``limit`` user ids containing ``search`` (case-insensitive); with ``include_current``,
+    the shopper shown now (``rec_user``) is always among them, first when the search leaves it out."""
     ids = pd.Series(ds.user_ids, dtype=object).astype(str)
     if search:
         ids = ids[ids.str.contains(search, case=False, regex=False)]
     out = ids.head(limit).tolist()
     cur = st.session_state.get("rec_user")
-    if cur is not None and cur not in out and (not search or search.lower() in str(cur).lower()):
+    if include_current and cur is not None and cur not in out:
         out.insert(0, cur)
     return out

@@ -8,18 +8,13 @@ from crossrec_core.errors import CrossrecError
 from crossrec_core.safe_text import neutralise_frame
 from pages import charts
 from pages.common import (
-    current_history, get_recommender, item_labels, md_escape, persist, recommend_options, require_pair,
-    show_error, user_options,
+    current_history, get_recommender, item_labels, md_escape, persist, recommend_options, require_pair, show_error,
 )
+from pages.shopper import shopper_picker
 
 st.title("Recommendations")
 ds_name, ds, model_name, model = require_pair()
 state = st.session_state
-
-
-def pick_user(user: str | None) -> None:
-    state.rec_user = user
-    state.whatif_add, state.whatif_remove = [], []
 
 
 def mirror(*pairs: tuple[str, str]) -> None:
@@ -28,19 +23,7 @@ def mirror(*pairs: tuple[str, str]) -> None:
         state[widget] = state[key]
 
 
-if state.rec_user is None and ds.n_users:
-    pick_user(str(ds.user_ids[0]))
-c1, c2, c3 = st.columns([2, 2, 1])
-search = c1.text_input("Find a shopper by id", key="rec_search", placeholder="type part of an id")
-options = user_options(ds, search) or [state.rec_user]
-state["_rec_user_w"] = state.rec_user if state.rec_user in options else options[0]
-c2.selectbox("Shopper", options, key="_rec_user_w", on_change=lambda: pick_user(state["_rec_user_w"]))
-state["_rec_random_n"] = state.get("_rec_random_n", 0)
-if c3.button("Random shopper", icon=":material/shuffle:", key="rec_random"):
-    state["_rec_random_n"] += 1
-    pick_user(str(ds.user_ids[np.random.default_rng(state["_rec_random_n"]).integers(ds.n_users)]))
-    st.rerun()
-
+shopper_picker(ds)
 mirror(("_k_w", "k"), ("_threshold_w", "threshold"), ("_diversity_w", "diversity"), ("_cross_w", "cross_only"),
        ("_excluded_w", "excluded_categories"), ("_whatif_add_w", "whatif_add"), ("_whatif_remove_w", "whatif_remove"))
 s1, s2, s3 = st.columns(3)

@@ -208,6 +208,31 @@ def test_recommendations_page_reacts_to_its_controls(home):
     assert not at.exception
 
 
+def test_shopper_search_switches_the_shopper_everywhere_on_the_page(home):
+    """Typing in 'Find a shopper by id' shows the match's history, heading and list at once (not the
+    previous shopper's), and the list is the one shown when that shopper is picked directly."""
+    at = open_page(RECS)
+    first_user = at.session_state["rec_user"]
+    target = "U00417"
+    assert first_user != target
+    at.text_input(key="rec_search").input("00417").run()
+    assert not at.exception
+    assert at.session_state["rec_user"] == target
+    assert at.selectbox(key="_rec_user_w").value == target
+    heading = next(h.value for h in at.subheader if h.value.startswith("Top"))
+    assert heading.endswith(f"shopper {target}")
+    searched = table(at, "explanation")["item_id"].tolist()
+    direct = open_page(RECS, rec_user=target)
+    assert table(direct, "explanation")["item_id"].tolist() == searched
+    # clearing the search keeps the shopper just found
+    at.text_input(key="rec_search").input("").run()
+    assert at.session_state["rec_user"] == target
+    # a search without a match says so and keeps the shopper
+    at.text_input(key="rec_search").input("nosuchshopper").run()
+    assert not at.exception and at.session_state["rec_user"] == target
+    assert any("nosuchshopper" in c.value for c in at.caption)
+
+
 def test_recommendations_for_all_users_are_prepared_for_download(home):
     at = open_page(RECS)
     at.button(key="rec_all").click().run()
