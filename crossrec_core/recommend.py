@@ -183,7 +183,10 @@ class Recommender:
         )
 
     def _resolve_history(self, history) -> tuple[str | None, list, list | None, np.ndarray | None]:
-        """Return (user_id or None, item ids, event names or None, times or None) for any history form."""
+        """Return (user_id or None, item ids, event names or None, times or None) for any history form.
+
+        A frame's ``timestamp`` column (int seconds, oldest first) is kept, so a history built from a
+        shopper's real events has the same time gaps as training; lists are spaced one step apart."""
         if isinstance(history, (str, np.str_)):
             ds = self.dataset
             if ds is None:
@@ -206,7 +209,8 @@ class Recommender:
                 )
             ids = history["item_id"].astype(str).tolist()
             events = history["event"].astype(str).tolist() if "event" in history.columns else None
-            return None, ids, events, None
+            times = history["timestamp"].to_numpy(dtype=np.int64) if "timestamp" in history.columns else None
+            return None, ids, events, times
         ids, events, has_events = [], [], False
         for entry in history:
             if isinstance(entry, (tuple, list)) and len(entry) == 2:

@@ -423,17 +423,45 @@ def item_labels(titles: np.ndarray, ids: np.ndarray, categories: np.ndarray) -> 
             pd.Series(ids, dtype=object).astype(str) + "]").tolist()
 
 
-def current_history(ds, user_id: str | None) -> list:
-    """Return the history to recommend from: the user's events as (item_id, event) pairs, minus the
-    what-if removals, plus the what-if additions (item ids, newest last)."""
-    hist: list = []
+def history_frame(ds, user_id: str | None, add=(), remove=()) -> pd.DataFrame:
+    """Return the history to recommend from as a frame (item_id, event, timestamp in int seconds), oldest first.
+
+    The shopper's own events keep their real times and event types, as in training and the CLI (the
+    encoder reads the time gaps); ``remove`` drops item ids; ``add`` appends item ids one second apart
+    just after the shopper's last event (at 1, 2, ... for a history built from nothing).
+    """
+    from crossrec_core.data.dataset import DEFAULT_EVENT
+
+    items = np.zeros(0, np.int64)
+    times, events, last = np.zeros(0, np.int64), np.zeros(0, object), 0
     if user_id is not None:
         u = int(ds.user_index([user_id])[0])
         if u >= 0:
-            items, _, events = ds.history(u)
-            removed = set(st.session_state.get("whatif_remove", []))
-            hist = [(i, e) for i, e in zip(ds.item_ids[items], ds.event_names[events]) if i not in removed]
-    return hist + [str(i) for i in st.session_state.get("whatif_add", [])]
+            items, t, e = ds.history(u)
+            times, events = np.asarray(t, np.int64), ds.event_names[e]
+            last = int(times[-1]) if len(times) else 0
+    own = pd.DataFrame({"item_id": ds.item_ids[items].astype(str), "event": events, "timestamp": times})
+    own = own[~own["item_id"].isin([str(i) for i in remove])]
+    added = pd.DataFrame({"item_id": [str(i) for i in add], "event": DEFAULT_EVENT,
+                          "timestamp": last + np.arange(1, len(add) + 1, dtype=np.int64)})
+    return pd.concat([own, added], ignore_index=True).astype({"timestamp": np.int64})
+
+
+def current_history(ds, user_id: str | None) -> pd.DataFrame:
+    """Return the history to recommend from: the shopper's events with the what-if edits (history_frame)."""
+    return history_frame(ds, user_id, st.session_state.get("whatif_add", []), st.session_state.get("whatif_remove", []))
+
+
+def history_sequences(model, history: pd.DataFrame):
+    """Return a one-user Sequences of a history frame's known items, with its event types and times (the map
+    places the shopper from the same input the recommender reads)."""
+    from crossrec_core.scoring import one_user_sequences
+
+    idx = model.item_index(history["item_id"].to_numpy(dtype=object)) if len(history) else np.zeros(0, np.int64)
+    known = idx >= 0
+    events = model.event_index(history["event"].to_numpy(dtype=object)[known])
+    return one_user_sequences(idx[known].astype(np.int32), np.asarray(events, np.int16),
+                              history["timestamp"].to_numpy(np.int64)[known])
 
 
 def recommend_options() -> dict:

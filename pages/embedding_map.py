@@ -5,13 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
-from crossrec_core.scoring import one_user_sequences
 from pages import charts
 from pages.common import (
-    current_history, get_projection, get_recommender, get_user_vectors, persist, recommend_options, require_pair,
-    show_error, umap_ready, user_options,
+    current_history, get_projection, get_recommender, get_user_vectors, history_sequences, persist, recommend_options,
+    require_pair, show_error, umap_ready, user_options,
 )
-
 
 
 def pick_user() -> None:
@@ -50,8 +48,8 @@ try:
         recs = get_recommender(model_name, ds_name).recommend(history, **recommend_options())
         hist_idx = model.item_index(np.asarray(recs.history_item_ids, dtype=object))
         rec_idx = np.array([r.item_idx for r in recs.items], dtype=np.int64)
-        seqs = one_user_sequences(hist_idx.astype(np.int32))
-        user_xy = proj.place(model.user_vectors(seqs, np.zeros(1, np.int64), np.array([len(hist_idx)])))[0]
+        seqs = history_sequences(model, history)  # real event types and times, as the recommender reads them
+        user_xy = proj.place(model.user_vectors(seqs, np.zeros(1, np.int64), np.array([len(seqs.items)])))[0]
 except CrossrecError as err:
     show_error(err)
 

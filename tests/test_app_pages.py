@@ -233,6 +233,35 @@ def test_shopper_search_switches_the_shopper_everywhere_on_the_page(home):
     assert any("nosuchshopper" in c.value for c in at.caption)
 
 
+@pytest.mark.parametrize("user", ["U00003", "U00250"])
+def test_the_page_list_is_the_recommenders_list_for_that_user_with_real_timestamps(home, user):
+    """The one-shopper preview feeds the encoder the shopper's real event times and types, so its list
+    (items and probabilities) is exactly Recommender(model, ds).recommend(user_id), as in the CLI."""
+    from crossrec_core.data.store import load_dataset
+    from crossrec_core.recommend import Recommender
+    from crossrec_core.registry import load_model
+
+    expected = Recommender(load_model(home / "models" / "demo-model"), load_dataset("demo-store")).recommend(user, k=10)
+    shown = table(open_page(RECS, rec_user=user), "explanation")
+    assert shown["item_id"].tolist() == [r.item_id for r in expected.items]
+    np.testing.assert_allclose(shown["probability"].to_numpy(), [r.probability for r in expected.items], rtol=1e-6)
+
+
+def test_what_if_additions_come_just_after_the_last_real_event(home):
+    from crossrec_core.data.store import load_dataset
+    from pages.common import history_frame
+
+    ds = load_dataset("demo-store")
+    u = int(ds.user_index(["U00003"])[0])
+    items, times, events = ds.history(u)
+    frame = history_frame(ds, "U00003", add=["P00001", "P00002"], remove=[str(ds.item_ids[items[0]])])
+    assert list(frame.columns) == ["item_id", "event", "timestamp"]
+    kept = ds.item_ids[items] != ds.item_ids[items[0]]
+    assert frame["item_id"].tolist() == [*ds.item_ids[items][kept], "P00001", "P00002"]
+    assert frame["timestamp"].tolist() == [*times[kept], times[-1] + 1, times[-1] + 2]
+    assert frame["event"].tolist()[: kept.sum()] == ds.event_names[events][kept].tolist()
+
+
 def test_recommendations_for_all_users_are_prepared_for_download(home):
     at = open_page(RECS)
     at.button(key="rec_all").click().run()
