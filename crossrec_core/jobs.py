@@ -48,6 +48,10 @@ FINISHED = (STATUS_DONE, STATUS_FAILED, STATUS_CANCELLED)
 # fast loop does not spend its time on fsync.
 _WRITE_EVERY_S = 0.5
 _MAX_LOSS_POINTS = 2000
+_EPOCH_PHASES = ("train", "valid")
+# Why fixed shares: the steps after training take a similar time whatever the log (a few seconds to a
+# minute), so the bar goes from where early stopping ended training to 1 in these steps.
+_AFTER_TRAINING = {"prior": 0.1, "fusion candidates": 0.2, "fusion": 0.7, "done": 0.9, "save": 0.95}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class JobStatus:
     loss_curve: list[tuple[float, float]] = field(default_factory=list)  # (fractional epoch, loss)
     valid_curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, valid NDCG@10)
     metrics: dict = field(default_factory=dict)
+    epochs_run: int = 0  # highest epoch trained so far (early stopping ends before n_epochs)
+    best_epoch: int | None = None  # known once training has finished
 
     @property
     def finished(self) -> bool:
@@ -78,13 +84,50 @@ class JobStatus:
 
     @property
     def fraction(self) -> float:
-        """Return the share of the training done, in [0, 1] (epochs are a cap, so this is an upper bound)."""
+        """Return the share of the job done, in [0, 1], never moving back between phases.
+
+        Epochs are a cap (early stopping), so during training this is a lower bound; the steps after
+        training (blend weights, re-ranker, saving) take the bar from where training stopped to 1.
+        """
         if self.status == STATUS_DONE:
             return 1.0
-        if not self.n_epochs:
-            return 0.0
         within = (self.step / self.n_steps) if self.n_steps else 0.0
+        if self.phase in _AFTER_TRAINING:
+            start = self.epochs_run / self.n_epochs if self.n_epochs else 0.0
+            share = _AFTER_TRAINING[self.phase] + (0.5 * within if self.phase == "fusion candidates" else 0.0)
+            return float(min(1.0, start + (1.0 - start) * share))
+        if self.phase not in _EPOCH_PHASES or not self.n_epochs:
+            return 0.0
         return float(min(1.0, max(0.0, ((max(self.epoch, 1) - 1) + within) / self.n_epochs)))
+
+    def describe(self) -> str:
+        """Return the job's state as one plain sentence (what the Train page shows on its progress bar)."""
+        if self.status == STATUS_QUEUED:
+            return "Waiting to start…"
+        if self.status == STATUS_DONE:
+            best = self.best_epoch if self.best_epoch is not None else self.metrics.get("best_epoch")
+            run = self.epochs_run or len(self.metrics.get("history") or ()) or best
+            return f"Finished: best epoch {best} of {run} run" if best else "Finished."
+        if self.status == STATUS_CANCELLED:
+            return "Cancelled."
+        if self.status == STATUS_FAILED:
+            return "Failed."
+        phase, of = self.phase, f"{self.step:,} of {self.n_steps:,}"
+        if phase == "text":
+            return f"Encoding item titles… {of} items" if self.n_steps else "Encoding item titles…"
+        if phase in _EPOCH_PHASES:
+            loss = "" if self.loss is None else f", loss {self.loss:.3f}"
+            check = ": checking quality on held-out shoppers" if phase == "valid" else ""
+            return f"Epoch {self.epoch} of at most {self.n_epochs} (early stopping){check}{loss}"
+        if phase == "prior":
+            return f"Training stopped after {self.epochs_run} epochs; tuning the blend with similar items…"
+        if phase == "fusion candidates":
+            return f"Preparing the re-ranker: {of} shoppers…" if self.n_steps else "Preparing the re-ranker…"
+        if phase == "fusion":
+            return "Fitting the re-ranker and its probabilities…"
+        if phase == "save":
+            return "Saving the model…"
+        return "Loading the dataset…"
 
 
 def jobs_dir(root=None) -> Path:
@@ -272,16 +315,13 @@ class ProgressWriter:
             if not vc or vc[-1][0] != epoch:
                 vc.append([epoch, float(valid)])
         key = (p.phase, epoch, valid is not None)
-        self.update(
-            phase=str(p.phase),
-            epoch=epoch,
-            n_epochs=int(p.n_epochs or 0),
-            step=step,
-            n_steps=n_steps,
-            loss=loss,
-            elapsed_s=float(p.elapsed_s or 0.0),
-            force=key != self._last_key,
-        )
+        changes: dict = {"phase": str(p.phase), "step": step, "n_steps": n_steps, "elapsed_s": float(p.elapsed_s or 0.0)}
+        if p.phase in _EPOCH_PHASES:  # other phases count their own steps: keep the epoch counters
+            changes.update(epoch=epoch, n_epochs=int(p.n_epochs or 0), loss=loss,
+                           epochs_run=max(epoch, int(self._state.get("epochs_run") or 0)))
+        elif p.phase == "done":  # training's last report carries the best epoch
+            changes.update(best_epoch=epoch)
+        self.update(force=key != self._last_key, **changes)
         self._last_key = key
 
     def update(self, *, force: bool = True, **changes) -> None:
@@ -337,6 +377,8 @@ def _status_from_dict(d: dict) -> JobStatus:
         loss_curve=[(float(a), float(b)) for a, b in d.get("loss_curve", [])],
         valid_curve=[(int(a), float(b)) for a, b in d.get("valid_curve", [])],
         metrics=dict(d.get("metrics") or {}),
+        epochs_run=int(d.get("epochs_run") or 0),
+        best_epoch=None if d.get("best_epoch") is None else int(d["best_epoch"]),
     )
 
 

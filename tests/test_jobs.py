@@ -122,3 +122,42 @@ def test_cancel_stops_the_worker_and_a_second_job_for_a_running_name_is_refused(
     assert not jobs._pid_alive(pid)
     assert not (home / "models" / "long").exists()
     assert jobs.read_job(job_id).status == jobs.STATUS_CANCELLED
+
+
+def _feed(writer, *reports) -> "jobs.JobStatus":
+    for r in reports:
+        writer(r)
+    writer.update(force=True)
+    return jobs._status_from_dict(json.loads((writer.folder / "progress.json").read_text()))
+
+
+def test_job_status_reads_as_plain_sentences_through_every_phase(home):
+    folder = home / "jobs" / "j2"
+    folder.mkdir(parents=True)
+    (folder / "progress.json").write_text(json.dumps(jobs._progress_dict("j2", "d", "m", jobs.STATUS_QUEUED)))
+    assert jobs._status_from_dict(json.loads((folder / "progress.json").read_text())).describe() == "Waiting to start…"
+    w = jobs.ProgressWriter(folder)
+    w.update(status=jobs.STATUS_RUNNING, phase="load")
+    assert _feed(w).describe() == "Loading the dataset…"
+
+    # the text phase never shows an epoch (it used to read "epoch 0/30")
+    text = _feed(w, TrainProgress(0, 30, 500, 2000, None, None, 5.0, "text"))
+    assert text.describe() == "Encoding item titles… 500 of 2,000 items"
+    assert "epoch" not in text.describe().lower() and text.fraction == 0.0
+
+    train = _feed(w, TrainProgress(3, 30, 5, 10, 1.25, None, 20.0, "train"))
+    assert train.describe() == "Epoch 3 of at most 30 (early stopping), loss 1.250"
+    assert train.fraction == pytest.approx((2 + 0.5) / 30)
+
+    # 8 epochs run, best was 5; the re-ranker phases report their own counters (epoch 0 of 20)
+    reports = [TrainProgress(e, 30, 10, 10, 1.0, 0.1, 30.0 + e, "valid") for e in range(4, 9)]
+    after = _feed(w, *reports, TrainProgress(5, 30, 0, 0, None, None, 40.0, "prior"))
+    assert after.describe().startswith("Training stopped after 8 epochs")
+    fusion = _feed(w, TrainProgress(0, 20, 64, 128, None, None, 41.0, "fusion candidates"))
+    assert fusion.describe() == "Preparing the re-ranker: 64 of 128 shoppers…"
+    assert fusion.fraction >= after.fraction >= 8 / 30  # the bar never moves back
+    done = _feed(w, TrainProgress(5, 30, 0, 0, None, 0.2, 42.0, "done"))
+    w.update(status=jobs.STATUS_DONE, phase="done", metrics={"best_epoch": 5}, force=True)
+    final = jobs._status_from_dict(json.loads((folder / "progress.json").read_text()))
+    assert final.describe() == "Finished: best epoch 5 of 8 run"
+    assert final.epochs_run == 8 and final.best_epoch == 5 and final.n_epochs == 30 and done.n_epochs == 30
