@@ -371,23 +371,46 @@ def _pick(key: str, names: list[str]) -> None:
         st.session_state[key] = names[0] if names else None
 
 
+def model_datasets() -> dict[str, tuple[str, ...]]:
+    """Return {model name: the workspace datasets it was trained on} (JSON reads only, no torch)."""
+    from crossrec_core.lineage import trained_on
+
+    return trained_on([m.name for m in model_infos()])
+
+
+def model_label(name: str, lineage: dict[str, tuple[str, ...]]) -> str:
+    """Return 'model · dataset it was trained on' for pickers (plain text)."""
+    on = lineage.get(name, ())
+    return f"{name} · {on[0] if on else 'another log'}"
+
+
+def model_for_dataset(ds_name: str | None, lineage: dict[str, tuple[str, ...]]) -> str | None:
+    """Return the newest saved model trained on ``ds_name``, or None when there is none."""
+    from crossrec_core.model_catalog import list_models  # newest first
+
+    return next((m.name for m in list_models() if ds_name in lineage.get(m.name, ())), None)
+
+
 def sidebar() -> None:
-    """Show the active dataset and model in the sidebar, with selectboxes to switch them."""
+    """Show the active dataset and model in the sidebar, with selectboxes to switch them; each model says
+    which dataset it was trained on."""
     init_state()
     try:
         datasets = dataset_names()
         models = model_names()
+        lineage = model_datasets() if models else {}
     except CrossrecError as err:
         show_error(err)
     _pick("dataset_name", datasets)
-    _pick("model_name", models)
+    if st.session_state.get("model_name") not in models:  # first visit or a deleted model: match the dataset
+        st.session_state.model_name = model_for_dataset(st.session_state.dataset_name, lineage) or (models or [None])[0]
     with st.sidebar:
         st.caption("Active workspace")
         if datasets:
             st.session_state["_sb_dataset"] = st.session_state.dataset_name  # mirror before the widget exists
             st.selectbox(
-                "Dataset", datasets, key="_sb_dataset", on_change=_copy, args=("_sb_dataset", "dataset_name"),
-                help="The log every page works on.",
+                "Dataset", datasets, key="_sb_dataset", on_change=_switch_dataset, args=(lineage,),
+                help="The log every page works on. Switching it also switches to the newest model trained on it.",
             )
         else:
             st.caption("No dataset yet.")
@@ -395,10 +418,21 @@ def sidebar() -> None:
             st.session_state["_sb_model"] = st.session_state.model_name
             st.selectbox(
                 "Model", models, key="_sb_model", on_change=_copy, args=("_sb_model", "model_name"),
-                help="The trained model used for maps, recommendations and evaluation.",
+                format_func=lambda m: model_label(m, lineage),
+                help="The trained model used for maps, recommendations and evaluation, with the dataset it "
+                     "was trained on.",
             )
+            if datasets and st.session_state.dataset_name not in lineage.get(st.session_state.model_name, ()):
+                st.caption(":material/warning: This model was not trained on the active dataset.")
         else:
             st.caption("No model yet.")
+
+
+def _switch_dataset(lineage: dict[str, tuple[str, ...]]) -> None:
+    _copy("_sb_dataset", "dataset_name")
+    name = st.session_state.dataset_name
+    if name not in lineage.get(st.session_state.get("model_name"), ()):
+        st.session_state.model_name = model_for_dataset(name, lineage) or st.session_state.get("model_name")
 
 
 def _copy(src: str, dst: str) -> None:

@@ -2,13 +2,16 @@
 
 import streamlit as st
 
+from crossrec_core.data.schema import suggest_mapping
+from crossrec_core.data.store import delete_dataset
 from crossrec_core.errors import CrossrecError
 from crossrec_core.workspace import slugify
 from pages import charts
-from crossrec_core.data.schema import suggest_mapping
 from pages.common import (
-    active_dataset, get_profile, get_upload_columns, get_upload_dataset, get_upload_profile, md_escape, show_error,
+    active_dataset, dataset_names, get_profile, get_upload_columns, get_upload_dataset, get_upload_profile, md_escape,
+    model_datasets, model_for_dataset, show_error,
 )
+from pages.manage import delete_with_confirmation, forget_active, notify, show_notice
 
 MAX_MB = int(st.get_option("server.maxUploadSize"))
 TYPES = ["csv", "tsv", "txt", "parquet", "jsonl", "ndjson", "json", "gz", "inter", "item"]
@@ -39,6 +42,7 @@ def show_profile(profile) -> None:
 
 
 if log_file is None:
+    show_notice()
     name, ds = active_dataset()
     if ds is not None:
         st.subheader(f"Active dataset: {md_escape(name)}")
@@ -46,6 +50,8 @@ if log_file is None:
             show_profile(get_profile(name))
         except CrossrecError as err:
             show_error(err)
+        with st.expander("Delete a dataset", icon=":material/delete:"):
+            delete_with_confirmation("dataset", dataset_names(), "data_delete", delete_dataset, after=forget_active("dataset_name"))
     st.stop()
 
 try:
@@ -86,6 +92,7 @@ show_profile(get_upload_profile(ds, upload_key))
 st.subheader("Save to the workspace")
 name = st.text_input("Dataset name", value=slugify(log_file.name.rsplit(".", 1)[0]), key="data_name",
                      help="Letters, digits, '.', '_' or '-'. Saving under an existing name replaces it.")
+show_notice()
 if st.button("Save dataset", icon=":material/save:", key="data_save", type="primary"):
     from crossrec_core.data.store import save_dataset
 
@@ -94,5 +101,6 @@ if st.button("Save dataset", icon=":material/save:", key="data_save", type="prim
     except CrossrecError as err:
         show_error(err)
     st.session_state.dataset_name = name
-    st.success(f"Saved. '{name}' is now the active dataset; train a model on it on the Train page.",
-               icon=":material/check_circle:")
+    st.session_state.model_name = model_for_dataset(name, model_datasets()) or st.session_state.model_name
+    notify(f"Saved. '{name}' is now the active dataset; train a model on it on the Train page.")
+    st.rerun()  # the sidebar is drawn before this page: redraw it with the new dataset

@@ -4,7 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
-from pages.common import PAGE_DATA, PAGE_MAP, PAGE_RECS, PAGE_TRAIN, dataset_names, model_infos, show_error
+from pages.common import (
+    PAGE_DATA, PAGE_MAP, PAGE_RECS, PAGE_TRAIN, dataset_names, model_datasets, model_for_dataset, model_infos, show_error,
+)
 
 st.title("crossrec studio")
 st.markdown(
@@ -26,6 +28,7 @@ with col_a:
         except CrossrecError as err:
             show_error(err)
         st.session_state.dataset_name = DEMO_DATASET
+        st.session_state.model_name = model_for_dataset(DEMO_DATASET, model_datasets()) or st.session_state.model_name
         st.session_state._home_flash = "Demo store loaded and selected."
         st.rerun()  # redraw the sidebar with the new dataset
     if st.session_state.pop("_home_flash", None):
@@ -45,8 +48,9 @@ c2.metric("Models", len(models))
 if datasets:
     st.dataframe(pd.DataFrame({"dataset": datasets}), hide_index=True, key="home_datasets")
 if models:
-    rows = [{"model": m.name, "encoder": m.encoder, "items": m.n_items, "best epoch": m.best_epoch,
-             "valid NDCG@10": m.valid_ndcg10} for m in models]
+    lineage = model_datasets()
+    rows = [{"model": m.name, "trained on": ", ".join(lineage.get(m.name, ())) or "another log", "encoder": m.encoder,
+             "items": m.n_items, "best epoch": m.best_epoch, "valid NDCG@10": m.valid_ndcg10} for m in models]
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="home_models",
                  column_config={"valid NDCG@10": st.column_config.NumberColumn(format="%.3f")})
     st.page_link(PAGE_MAP, label="Open the embedding map", icon=":material/scatter_plot:")

@@ -156,7 +156,7 @@ def test_train_page_follows_a_job_from_its_progress_file(home):
     try:
         at = open_page("pages/train.py")
         bar = at.get("progress")[0]
-        assert "epoch 2/4" in bar.proto.text and "loss 1.250" in bar.proto.text
+        assert "Epoch 2 of at most 4 (early stopping)" in bar.proto.text and "loss 1.250" in bar.proto.text
         assert bar.proto.value == 37  # (1 + 5/10) / 4
         assert any(b.key == "train_cancel" for b in at.button)
         progress.update(status=jobs.STATUS_FAILED, message="The log has no events.")
@@ -325,6 +325,121 @@ def test_evaluation_page_compares_with_baselines_and_shares_the_threshold(home):
     leads = [c.value for c in at.caption if "95% interval" in c.value]
     assert len(leads) >= 2 and all("paired bootstrap" in c for c in leads)
     assert all(("a real difference" in c) or ("within noise" in c) for c in leads)
+
+
+# -- datasets and models stay paired ---------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_home(demo_home, tmp_path, monkeypatch):
+    """A copy of the demo workspace (tests here add and delete datasets, models and jobs), plus a second
+    dataset 'other-shop' (other events, same catalogue) and a copy of the model saved as 'other-model'."""
+    import shutil
+
+    from crossrec_core.data.load import load_log
+    from crossrec_core.data.store import load_dataset, save_dataset
+
+    root = tmp_path / "ws"
+    shutil.copytree(demo_home, root, ignore=shutil.ignore_patterns("jobs"))
+    monkeypatch.setenv("CROSSREC_HOME", str(root))
+    ds = load_dataset("demo-store")
+    items, times, events = ds.seqs.items, ds.seqs.times, ds.seqs.events
+    users = np.repeat(ds.user_ids, np.diff(ds.seqs.offsets))
+    half = users < ds.user_ids[N_USERS // 2]
+    inter = pd.DataFrame({"user_id": users[half], "item_id": ds.item_ids[items][half],
+                          "timestamp": times[half], "event": ds.event_names[events][half]})
+    catalogue = pd.DataFrame({"item_id": ds.item_ids, "category": ds.category_names[ds.item_category],
+                              "title": ds.item_titles})
+    save_dataset(load_log(inter, catalogue, name="other-shop"), "other-shop")
+    shutil.copytree(root / "models" / "demo-model", root / "models" / "other-model")
+    (root / "models" / "other-model" / "fingerprint.json").write_text(
+        json.dumps({"data_fingerprint": load_dataset("other-shop").fingerprint()}))
+    return root
+
+
+def finished_job(dataset: str, model: str) -> str:
+    from crossrec_core import jobs
+
+    job_id = "20990101-000000-f1n15h"
+    folder = jobs.jobs_dir() / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "progress.json").write_text(json.dumps(jobs._progress_dict(
+        job_id, dataset, model, jobs.STATUS_DONE, phase="done", epoch=1, n_epochs=3, epochs_run=2, best_epoch=1,
+        message=f"Saved as '{model}'.", metrics={"best_epoch": 1})))
+    return job_id
+
+
+def test_a_finished_job_on_another_dataset_does_not_change_the_active_model(scratch_home):
+    job_id = finished_job("other-shop", "other-model")
+    at = open_page("pages/train.py", dataset_name="demo-store", model_name="demo-model", job_id=job_id)
+    assert (at.session_state["dataset_name"], at.session_state["model_name"]) == ("demo-store", "demo-model")
+    assert any("Finished: best epoch 1 of 2 run" in s.value for s in at.success)
+    assert any("trained on other\\-shop" in i.value for i in at.info)
+    at.button(key="train_use_pair").click().run()  # the user may take the pair, both at once
+    assert (at.session_state["dataset_name"], at.session_state["model_name"]) == ("other-shop", "other-model")
+
+
+def test_a_finished_job_on_the_active_dataset_becomes_the_active_model(scratch_home):
+    job_id = finished_job("other-shop", "other-model")
+    at = open_page("pages/train.py", dataset_name="other-shop", model_name="demo-model", job_id=job_id)
+    assert at.session_state["model_name"] == "other-model"
+
+
+def test_the_sidebar_names_the_dataset_each_model_was_trained_on(scratch_home):
+    at = open_page(dataset_name="demo-store", model_name="demo-model")
+    picker = at.sidebar.selectbox(key="_sb_model")
+    assert picker.options == ["demo-model · demo-store", "other-model · other-shop"]
+    assert not any("not trained on the active dataset" in c.value for c in at.sidebar.caption)
+    # switching the dataset brings its own model along
+    at.sidebar.selectbox(key="_sb_dataset").set_value("other-shop").run()
+    assert at.session_state["model_name"] == "other-model"
+    # a deliberate mismatch is allowed, and said (a fresh AppTest: only its first run draws app.py's sidebar)
+    at = open_page(dataset_name="other-shop", model_name="demo-model")
+    assert any("not trained on the active dataset" in c.value for c in at.sidebar.caption)
+    assert table(open_page("pages/train.py"), "trained on")["trained on"].tolist() == ["demo-store", "other-shop"]
+
+
+def test_deleting_a_model_asks_first_and_leaves_no_stale_message(scratch_home):
+    job_id = finished_job("demo-store", "other-model")
+    at = open_page("pages/train.py", dataset_name="demo-store", job_id=job_id)
+    assert any("Saved as 'other-model'" in s.value for s in at.success)
+    at.selectbox(key="train_delete_name").set_value("other-model").run()
+    at.button(key="train_delete").click().run()
+    assert (scratch_home / "models" / "other-model").is_dir()  # nothing deleted yet: a question first
+    assert any("for good" in w.value for w in at.warning)
+    at.button(key="train_delete_no").click().run()
+    assert (scratch_home / "models" / "other-model").is_dir() and not any("for good" in w.value for w in at.warning)
+    at.button(key="train_delete").click().run()
+    at.button(key="train_delete_yes").click().run()
+    assert not at.exception
+    assert not (scratch_home / "models" / "other-model").exists()
+    assert any("Deleted the model 'other-model'" in s.value for s in at.success)
+    assert not any("Saved as" in s.value for s in at.success)  # the job's old message is gone
+    assert any("has since been deleted" in c.value for c in at.caption)
+    assert at.session_state["model_name"] != "other-model"
+    assert table(at, "trained on")["model"].tolist() == ["demo-model"]
+
+
+def test_deleting_a_dataset_asks_first(scratch_home):
+    at = open_page("pages/data.py", dataset_name="other-shop")
+    at.selectbox(key="data_delete_name").set_value("other-shop").run()
+    at.button(key="data_delete").click().run()
+    assert (scratch_home / "datasets" / "other-shop").is_dir()
+    at.button(key="data_delete_yes").click().run()
+    assert not at.exception and not (scratch_home / "datasets" / "other-shop").exists()
+    assert any("Deleted the dataset 'other-shop'" in s.value for s in at.success)
+    assert at.session_state["dataset_name"] != "other-shop"
+
+
+def test_saving_an_upload_makes_it_the_active_dataset_with_a_notice(scratch_home):
+    at = open_page("pages/data.py")
+    csv = "user_id,item_id,timestamp\n" + "".join(f"u{k % 7},P{k % 40:05d},{1_700_000_000 + k}\n" for k in range(200))
+    at.file_uploader(key="data_log").set_value(("fresh.csv", csv.encode(), "text/csv"))
+    at.run()
+    at.button(key="data_save").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["dataset_name"] == "fresh"
+    assert any("'fresh' is now the active dataset" in s.value for s in at.success)
 
 
 # -- hostile text renders as plain text ------------------------------------------------------------

@@ -209,6 +209,30 @@ def test_demo_journey_in_chromium(server):
             expect(page.get_by_text("Column mapping")).to_be_visible()
             _no_exception(page)
             _shot(page, "09-data-upload-hm")
+
+            # Save it: the sidebar (drawn before the page saves) shows the new dataset at once
+            page.get_by_role("button", name="Save dataset").click()
+            _settle(page)
+            expect(page.get_by_text("'interactions' is now the active dataset")).to_be_visible()
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            expect(sidebar.get_by_role("combobox", name="Dataset")).to_have_value("interactions")
+            expect(sidebar.get_by_text("This model was not trained on the active dataset.")).to_be_visible()
+            _no_exception(page)
+            _shot(page, "10-data-saved-sidebar")
+
+            # Train: the finished job (on demo-store) did not take over the new dataset; deleting asks first
+            page.get_by_role("link", name="Train", exact=True).click()
+            _settle(page)
+            expect(page.get_by_text("so the active model did not change")).to_be_visible()
+            expect(page.get_by_role("button", name="Use tiny with demo-store")).to_be_visible()
+            page.get_by_role("button", name="Delete…").click()
+            _settle(page)
+            expect(page.get_by_text("for good? This cannot be undone.")).to_be_visible()
+            _shot(page, "11-train-delete-asks-first")
+            page.get_by_role("button", name="Keep it").click()
+            _settle(page)
+            expect(page.get_by_text("for good? This cannot be undone.")).to_have_count(0)
+            _no_exception(page)
         except Exception:
             _shot(page, "99-failure")
             raise
@@ -249,7 +273,7 @@ def test_first_visit_to_a_page_address_opens_the_studio(tmp_path):
             expect(page.get_by_text("No dataset yet")).to_have_count(0, timeout=5_000)
             assert page.url.rstrip("/").endswith("/recommendations"), page.url
             _no_exception(page)
-            _shot(page, "10-first-visit-deep-link")
+            _shot(page, "00-first-visit-deep-link")
         except Exception:
             _shot(page, "99-first-visit-failure")
             raise
