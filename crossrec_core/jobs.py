@@ -120,7 +120,7 @@ class JobStatus:
             check = ": checking quality on held-out shoppers" if phase == "valid" else ""
             return f"Epoch {self.epoch} of at most {self.n_epochs} (early stopping){check}{loss}"
         if phase == "prior":
-            return f"Training stopped after {self.epochs_run} epochs; tuning the blend with similar items…"
+            return f"Trained for {self.epochs_run} epochs; tuning the blend with similar items…"
         if phase == "fusion candidates":
             return f"Preparing the re-ranker: {of} shoppers…" if self.n_steps else "Preparing the re-ranker…"
         if phase == "fusion":

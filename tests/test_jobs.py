@@ -152,7 +152,7 @@ def test_job_status_reads_as_plain_sentences_through_every_phase(home):
     # 8 epochs run, best was 5; the re-ranker phases report their own counters (epoch 0 of 20)
     reports = [TrainProgress(e, 30, 10, 10, 1.0, 0.1, 30.0 + e, "valid") for e in range(4, 9)]
     after = _feed(w, *reports, TrainProgress(5, 30, 0, 0, None, None, 40.0, "prior"))
-    assert after.describe().startswith("Training stopped after 8 epochs")
+    assert after.describe() == "Trained for 8 epochs; tuning the blend with similar items…"
     fusion = _feed(w, TrainProgress(0, 20, 64, 128, None, None, 41.0, "fusion candidates"))
     assert fusion.describe() == "Preparing the re-ranker: 64 of 128 shoppers…"
     assert fusion.fraction >= after.fraction >= 8 / 30  # the bar never moves back
