@@ -124,7 +124,7 @@ class TrainConfig:
     # their loss weight. 1 = keep as is, 0 = drop them.
     seen_target_weight: float = 0.0
     fusion_candidates: int = 50
-    fusion_epochs: int = 3
+    fusion_epochs: int = 20  # passes over the held-out candidates (small: one target per user)
     fusion_max_positions: int = 20000
     seed: int = 42
     device: str = "auto"

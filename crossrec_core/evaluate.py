@@ -30,6 +30,7 @@ from crossrec_core import metrics as M
 from crossrec_core.baselines import BaselineRanker
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError, ModelError
+from crossrec_core.recommend import Recommender
 from crossrec_core.scoring import Ranker
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,12 @@ def is_model_like(ranker: object) -> bool:
     return callable(getattr(ranker, "align", None)) and callable(getattr(ranker, "item_index", None))
 
 
+def ships_lists(ranker: object) -> bool:
+    """Return True for a trained model (it has its own vocabulary and item vectors): it is evaluated on
+    the lists it ships (``rank_shipped``), not on bare retrieval scores."""
+    return is_model_like(ranker) and callable(getattr(ranker, "item_vectors", None)) and callable(getattr(ranker, "user_vectors", None))
+
+
 def ranker_space(ranker: object, ds: InteractionDataset, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> RankerSpace:
     """Return the histories (``users`` up to ``ends``) and ``targets`` of ``ds`` in ``ranker``'s item space."""
     if not is_model_like(ranker):
@@ -225,6 +232,21 @@ def rank_all(
     return out
 
 
+def rank_shipped(model, space: RankerSpace, users: np.ndarray, k: int, *, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (int64 (U, k) item_idx, float32 (U, k) probability) of the lists ``model`` ships for these
+    histories: the very ``Recommender.recommend_batch`` that `crossrec recommend`, the Recommendations
+    page and the exports use (cold-start fallback, fusion re-rank, calibrated probability); -1 / NaN pad."""
+    users = np.asarray(users, dtype=np.int64)
+    recs = Recommender(model).recommend_batch(space.seqs, users, space.ends, k, on_batch=on_batch)
+    top = np.full((len(users), k), -1, dtype=np.int64)
+    prob = np.full((len(users), k), np.nan, dtype=np.float32)
+    # recommend_batch reports user_idx; map back to the row of each requested user (users are distinct)
+    row = pd.Index(users).get_indexer(recs["user_idx"].to_numpy(np.int64))
+    top[row, recs["rank"].to_numpy(np.int64) - 1] = recs["item_idx"].to_numpy(np.int64)
+    prob[row, recs["rank"].to_numpy(np.int64) - 1] = recs["probability"].to_numpy(np.float32)
+    return top, prob
+
+
 # -- result --------------------------------------------------------------------------------------
 def _metric_label(metric: str, k: int) -> str:
     return f"{metric}@{k}" if metric in M.RANKING_METRICS else metric
@@ -254,6 +276,8 @@ class EvaluationResult:
     # kept so two methods can be compared user by user (``difference``)
     per_user: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     subset_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # {method: metrics.calibration_report of the shown rows' probabilities} for methods that give one
+    calibration: dict[str, dict] = field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
@@ -319,6 +343,7 @@ class EvaluationResult:
             "metrics": nested,
             "per_category": per_cat,
             "seconds": {m: round(float(s), 3) for m, s in self.seconds.items()},
+            "calibration": self.calibration,
         }
 
 
@@ -369,6 +394,7 @@ def evaluate_rankers(
     max_users: int | None = None,
     seed: int = 0,
     fit_baselines: bool = True,
+    retrieval_diagnostic: bool = False,
 ) -> EvaluationResult:
     """Return an EvaluationResult comparing ``rankers`` on ``ds`` with leave-last-out and full ranking.
 
@@ -381,6 +407,11 @@ def evaluate_rankers(
         item_vectors: optional float (n_items, d) in dataset item space for intra-list diversity; without
             it diversity is 1 - the share of same-category pairs.
         max_users: evaluate a seeded sample of at most this many users.
+        retrieval_diagnostic: also rank each trained model by retrieval alone (no cold-start fallback,
+            no fusion re-rank), as "<name> (retrieval only)": a diagnostic, not what ships.
+
+    A trained model (``is_model_like``) is scored on exactly the lists it ships (``rank_shipped``), and
+    the calibration of their probabilities is reported in ``calibration``.
     """
     if int(k) < 1:
         raise ConfigError(f"k must be at least 1, got {k}.")
@@ -397,13 +428,26 @@ def evaluate_rankers(
     cat_rows: list[pd.DataFrame] = []
     seconds: dict[str, float] = {}
     kept: dict[str, dict[str, np.ndarray]] = {}
+    calibration: dict[str, dict] = {}
+    jobs: list[tuple[str, Ranker, bool]] = []
     for name, ranker in named.items():
+        shipped = ships_lists(ranker)
+        jobs.append((name, ranker, shipped))
+        if shipped and retrieval_diagnostic:
+            jobs.append((f"{name} (retrieval only)", ranker, False))
+    for name, ranker, shipped in jobs:
         t0 = time.perf_counter()
         if fit_baselines and isinstance(ranker, BaselineRanker):
             ranker.fit(ds, train_seqs)
         space = ranker_space(ranker, ds, targets.users, targets.ends, targets.targets)
-        topk = rank_all(ranker, space, targets.users, k, batch_size=batch_size)
+        if shipped:
+            topk, proba = rank_shipped(ranker, space, targets.users, k)
+        else:
+            topk = rank_all(ranker, space, targets.users, k, batch_size=batch_size)
         topk_ds = np.where(topk >= 0, space.to_ds[np.maximum(topk, 0)], -1)
+        if shipped:
+            shown = topk >= 0
+            calibration[name] = M.calibration_report(proba[shown], (topk_ds == targets.targets[:, None])[shown])
         seconds[name] = time.perf_counter() - t0
         per_user = per_user_scores(topk_ds, targets, ds, k, popularity=popularity, item_vectors=item_vectors)
         kept[name] = {_metric_label(metric, k): per_user[metric] for metric in M.RANKING_METRICS}
@@ -443,4 +487,5 @@ def evaluate_rankers(
         seconds=seconds,
         per_user=kept,
         subset_masks=masks,
+        calibration=calibration,
     )

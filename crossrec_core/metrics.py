@@ -294,3 +294,37 @@ def cross_category_share(
     novel = ~np.isin(rec_keys, hist_keys) & valid
     n = valid.sum(axis=1)
     return np.where(n > 0, novel.sum(axis=1) / np.maximum(n, 1), np.nan)
+
+
+# -- calibration -------------------------------------------------------------------------------
+CALIBRATION_BINS = 15
+
+
+def calibration_report(proba: np.ndarray, hit: np.ndarray, n_bins: int = CALIBRATION_BINS) -> dict:
+    """Return how well probabilities match outcomes over shown rows (one per recommended item).
+
+    ``proba`` (n,) predicted chance that the item is the user's next one; ``hit`` (n,) whether it was.
+    Returns {"ece", "brier", "mean_proba", "positive_rate", "n", "bins"}: ECE is the row-weighted mean
+    |mean predicted - observed rate| over ``n_bins`` equal-width bins of [0, 1]; "bins" lists each
+    non-empty bin's {"lo", "hi", "n", "mean_proba", "rate"} (the reliability diagram).
+    """
+    p = np.asarray(proba, dtype=np.float64).ravel()
+    y = np.asarray(hit, dtype=np.float64).ravel()
+    ok = np.isfinite(p)
+    p, y = p[ok], y[ok]
+    if len(p) == 0:
+        return {"ece": float("nan"), "brier": float("nan"), "mean_proba": float("nan"), "positive_rate": float("nan"), "n": 0, "bins": []}
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    b = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for i in range(n_bins):
+        m = b == i
+        if not m.any():
+            continue
+        mp, rate = float(p[m].mean()), float(y[m].mean())
+        ece += m.sum() / len(p) * abs(mp - rate)
+        bins.append({"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": int(m.sum()), "mean_proba": mp, "rate": rate})
+    return {
+        "ece": float(ece), "brier": float(np.mean((p - y) ** 2)), "mean_proba": float(p.mean()),
+        "positive_rate": float(y.mean()), "n": int(len(p)), "bins": bins,
+    }

@@ -26,6 +26,7 @@ from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequen
 from crossrec_core.errors import ConfigError, UnknownItemError
 from crossrec_core.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
 from crossrec_core.metrics import history_positions
+from crossrec_core.models.rerank import candidate_features, fusion_logits, history_context
 from crossrec_core.recommend_types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
 from crossrec_core.scoring import one_user_sequences
 
@@ -95,7 +96,13 @@ class Recommender:
         row_sum = trans.sum(axis=1, keepdims=True)
         self.transitions = trans.astype(np.float32)
         self.flow = np.divide(trans, row_sum, out=np.zeros_like(trans), where=row_sum > 0).astype(np.float32)
-        self._fusion_from_vectors = _fusion_from_vectors(model)
+        net = getattr(model, "net", None)
+        enc = getattr(net, "item_encoder", None)
+        # the learned columns of the item vectors (past them: the prior columns, models/prior.py)
+        self.base_dim = int(getattr(getattr(model, "config", None), "dim", vecs.shape[1]))
+        self.unit_base = _unit_rows(vecs[:, : self.base_dim])
+        text = getattr(enc, "text_vecs", None) if enc is not None and getattr(enc, "use_text", False) else None
+        self.unit_text = None if text is None else _unit_rows(text.detach().float().cpu().numpy())
         depth = getattr(getattr(getattr(model, "config", None), "train", None), "fusion_candidates", None)
         self.default_candidates = int(depth) if isinstance(depth, (int, np.integer)) and depth > 0 else DEFAULT_CANDIDATES
         cat_pop = np.bincount(self.item_category, weights=pop, minlength=self.n_categories)
@@ -381,15 +388,8 @@ class Recommender:
             score += COLD_WEIGHTS["similarity"] * sim
         return score.astype(np.float32)
 
-    def _rank(
-        self,
-        seqs: Sequences,
-        users: np.ndarray,
-        ends: np.ndarray,
-        opts: RecommendOptions,
-        extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> _Ranked:
-        opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
+    def _retrieve(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> "_Retrieved":
+        """Return the retrieval stage of a chunk: scores over the whole catalogue, seen items at -inf."""
         B = len(users)
         row, pos = history_positions(seqs, users, ends)
         hist_items = seqs.items[pos].astype(np.int64)
@@ -416,18 +416,43 @@ class Recommender:
             remap[cold_rows] = np.arange(len(cold_rows))
             pick = cold[row]
             retrieval[cold_rows] = self._cold_scores(remap[row[pick]], hist_items[pick], len(cold_rows))
-        blocked = np.zeros((B, self.n_items), dtype=bool)
+        retrieval[row, hist_items] = -np.inf  # never recommend an item the user interacted with
+        # the fusion features describe an item whatever the filters: the user's best unseen score is
+        # taken before the category filters apply
+        best = retrieval.max(axis=1) if self.n_items else np.zeros(B, np.float32)
+        return _Retrieved(dot, retrieval, best, cold, user_vecs, knn, _History(row, hist_items, lengths))
+
+    def candidates(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, n: int | None = None) -> ScoredCandidates:
+        """Return the top-``n`` unseen candidates of each history (no filters), best retrieval first, as
+        the fusion scorer sees them: what the fusion fit learns from and the threshold curve sweeps."""
+        users = np.asarray(users, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        r = self._retrieve(seqs, users, ends)
+        n = min(int(n or self.default_candidates), self.n_items)
+        cand = stable_top_n(r.retrieval, n)
+        return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist)
+
+    def _rank(
+        self,
+        seqs: Sequences,
+        users: np.ndarray,
+        ends: np.ndarray,
+        opts: RecommendOptions,
+        extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> _Ranked:
+        opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
+        B = len(users)
+        r = self._retrieve(seqs, users, ends)
+        retrieval, cold, hist, user_vecs, knn, best = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best
         static = self._static_mask(opts)
         if static is not None:
-            blocked |= ~static[None, :]
+            retrieval[:, ~static] = -np.inf
         if opts.cross_category_only:
             user_cats = np.zeros((B, self.n_categories), dtype=bool)
-            user_cats[row, self.item_category[hist_items]] = True
+            user_cats[hist.rows, self.item_category[hist.items]] = True
             if extra_categories is not None:
                 user_cats[extra_categories[0], extra_categories[1]] = True
-            blocked |= user_cats[:, self.item_category]  # (B, n_items)
-        blocked[row, hist_items] = True  # never recommend an item the user interacted with
-        retrieval[blocked] = -np.inf
+            retrieval[user_cats[:, self.item_category]] = -np.inf  # (B, n_items)
 
         n_allowed = np.isfinite(retrieval).sum(axis=1)  # (B,)
         n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
@@ -440,6 +465,7 @@ class Recommender:
             got_items, got_prob = self._select(
                 seqs, users[todo], ends[todo], None if user_vecs is None else user_vecs[todo],
                 retrieval[todo], cold[todo], n_cand, opts, None if knn is None else knn[todo],
+                best[todo], hist.subset(todo),
             )
             item_idx[todo], prob[todo] = got_items, got_prob
             short = ((got_items >= 0).sum(axis=1) < opts.k) & (n_allowed[todo] > n_cand)
@@ -448,7 +474,7 @@ class Recommender:
             todo = todo[short]
             n_cand = min(n_cand * 4, self.n_items)
         has = item_idx >= 0
-        score = np.where(has, dot[np.arange(B)[:, None], np.where(has, item_idx, 0)], np.nan).astype(np.float32)
+        score = np.where(has, r.dot[np.arange(B)[:, None], np.where(has, item_idx, 0)], np.nan).astype(np.float32)
         return _Ranked(item_idx, score, prob, cold)
 
     def _select(
@@ -461,31 +487,25 @@ class Recommender:
         cold: np.ndarray,
         n_cand: int,
         opts: RecommendOptions,
-        knn: np.ndarray | None = None,
+        knn: np.ndarray | None,
+        best: np.ndarray,
+        hist: "_History",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return (item_idx int64 (B, k), probability float32 (B, k)) from the top-``n_cand`` of
-        ``retrieval`` (-inf = blocked), re-ranked by fusion probability; -1 / NaN where none is left.
-
-        ``knn`` (B, n_items), when the model has an item-kNN term, is that term as already computed for
-        retrieval: the fusion scorer reads it per candidate instead of scoring the histories again."""
+        ``retrieval`` (-inf = blocked), re-ranked by the fusion scorer; -1 / NaN where none is left."""
         B = len(users)
-        top_val, top_idx = torch.topk(torch.from_numpy(np.ascontiguousarray(retrieval)), n_cand, dim=1)  # (B, N)
-        cand = top_idx.numpy().astype(np.int64)
-        valid = np.isfinite(top_val.numpy())
-        needs_knn = getattr(self.model, "has_neighbour_term", False)
-        if user_vecs is not None and self._fusion_from_vectors is not None and (knn is not None or not needs_knn):
-            extra = None if knn is None else np.take_along_axis(knn, cand, axis=1)
-            proba = np.asarray(self._fusion_from_vectors(user_vecs, cand, extra), dtype=np.float32)  # (B, N)
-        else:
-            proba = np.asarray(self.model.fusion_proba(seqs, users, ends, cand), dtype=np.float32)  # (B, N)
+        cand = stable_top_n(retrieval, n_cand)  # (B, N), best first; ties: smaller item_idx
+        valid = np.isfinite(np.take_along_axis(retrieval, cand, axis=1))
+        scored = self.score_candidates(seqs, users, ends, cand, retrieval, best, cold, user_vecs, knn, hist)
+        proba, rel = scored.probability, scored.relevance
         if opts.threshold is not None:
             valid &= proba >= float(opts.threshold)
-        rel = proba.copy()
+        rel = rel.astype(np.float64)
         if cold.any():
             # a cold user's list comes from the popularity / category-flow pool; fusion only orders it
             # (items past the pool are used only when filters empty the pool)
             pool = min(n_cand, max(2 * opts.k, 20))
-            rel[np.ix_(cold, np.arange(pool, n_cand))] -= 2.0
+            rel[np.ix_(cold, np.arange(pool, n_cand))] -= 1e6
         chosen = self._greedy_select(cand, rel, valid, opts)  # (B, k) positions into N, -1 = none
         has = chosen >= 0
         safe = np.where(has, chosen, 0)
@@ -494,20 +514,61 @@ class Recommender:
         prob = np.where(has, proba[rows_b, safe], np.nan).astype(np.float32)
         return item_idx, prob
 
+    def score_candidates(
+        self,
+        seqs: Sequences,
+        users: np.ndarray,
+        ends: np.ndarray,
+        cand: np.ndarray,
+        retrieval: np.ndarray,
+        best: np.ndarray,
+        cold: np.ndarray,
+        user_vecs: np.ndarray | None,
+        knn: np.ndarray | None,
+        hist: "_History",
+    ) -> "ScoredCandidates":
+        """Return the fusion scorer's view of candidates ``cand`` (B, N): its features, logits, the
+        calibrated probability and the relevance the list is ordered by (the logit when the re-rank is
+        on, else the retrieval score). A model without a fusion network gives its ``fusion_proba``."""
+        m = self.model
+        net = getattr(m, "net", None)
+        r_cand = np.take_along_axis(retrieval, cand, axis=1)
+        if net is None or not hasattr(net, "fusion") or user_vecs is None:
+            proba = np.asarray(m.fusion_proba(seqs, users, ends, cand), dtype=np.float32)
+            return ScoredCandidates(cand, None, None, proba, proba, np.isfinite(r_cand), cold)
+        d = self.base_dim
+        dot_cand = np.einsum("bd,bnd->bn", user_vecs[:, :d], self.item_vecs[cand][..., :d])
+        knn_w = float(getattr(m, "knn_weight", 0.0))
+        if knn is not None and knn_w:
+            knn_cand = np.take_along_axis(knn, cand, axis=1) / np.float32(knn_w)
+        elif getattr(m, "knn", None) is not None:
+            knn_cand = np.take_along_axis(m.knn.score_histories(seqs, users, ends), cand, axis=1)
+        else:
+            knn_cand = None
+        ctx = history_context(seqs, users, ends, hist.rows, hist.items)
+        feats = candidate_features(
+            m, ctx, cand, r_cand, best, dot_cand, knn_cand, cold, m.category_lift(seqs, users, ends), self.unit_base, self.unit_text,
+        )
+        logits = fusion_logits(net.fusion, feats, getattr(m, "device", torch.device("cpu")))
+        rel = logits if m.fusion_rerank else r_cand
+        finite = np.isfinite(r_cand)  # -inf: a seen or padding candidate (never shown)
+        proba = np.where(finite, m.calibration.apply(np.where(finite, rel, 0.0), cold), 0.0).astype(np.float32)
+        return ScoredCandidates(cand, feats, logits, proba, rel, np.isfinite(r_cand), cold)
+
     def _greedy_select(self, cand: np.ndarray, rel: np.ndarray, valid: np.ndarray, opts: RecommendOptions) -> np.ndarray:
         """Return int64 (B, k) chosen positions into the candidate axis (-1 when none is left).
 
         Each step takes, for every user at once, the candidate maximising
         (1 - diversity) * relevance - diversity * max cosine to the items already chosen (MMR), among
         those still valid (threshold, per-category cap). With diversity 0 and no cap this is a stable
-        sort by relevance; ties keep retrieval order. NumPy, not torch: these are many small ops, and
+        sort by relevance, ties (tie_keys) by the smaller item index. NumPy, not torch: these are many small ops, and
         torch's thread pool spins badly on them when the CPU is shared (20x slower measured)."""
         B, N = cand.shape
         k = min(opts.k, N)
         lam = float(opts.diversity)
         chosen = np.full((B, opts.k), -1, dtype=np.int64)
         if lam == 0.0 and opts.per_category_cap is None:
-            key = np.where(valid, rel, -np.inf)
+            key = tie_keys(np.where(valid, rel, -np.inf), cand)
             order = np.argsort(-key, axis=1, kind="stable")[:, :k]  # (B, k)
             ok = np.isfinite(np.take_along_axis(key, order, axis=1))
             chosen[:, :k] = np.where(ok, order, -1)
@@ -538,20 +599,72 @@ class Recommender:
         return chosen
 
 
-def _fusion_from_vectors(model) -> Callable[..., np.ndarray] | None:
-    """Return f(user_vecs (B, d), candidates (B, C), extra (B, C) or None) -> probabilities (B, C) that
-    reuses user vectors (and item-kNN scores) already computed for retrieval, or None when the model
-    only offers fusion_proba(seqs, ...).
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)).astype(np.float32)
 
-    For a TrainedModel this is the module helper ``fusion_proba_from_vectors`` (halves the user-encoder
-    work of a batch)."""
-    net = getattr(model, "net", None)
-    if net is None or not hasattr(net, "fusion"):
-        return None
-    try:
-        from crossrec_core.models.trained import fusion_proba_from_vectors
-    except ImportError:
-        return None
-    device = getattr(model, "device", torch.device("cpu"))
-    batch = int(getattr(model, "batch_size", 512))
-    return lambda user_vecs, cand, extra=None: fusion_proba_from_vectors(net, user_vecs, model.item_vectors(), cand, device, batch, extra=extra)
+
+# Scores closer than this are one tie (float noise of batch vs single matrix products is ~1e-6), and a
+# tie is broken by the smaller item index: single, batch, page, CLI and evaluator cut lists identically.
+TIE_RESOLUTION = 2.0**-12
+
+
+def tie_keys(scores: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
+    """Return float64 keys ordering ``scores`` (B, M) high to low, equal-within-TIE_RESOLUTION scores by
+    item index (``item_idx`` (B, M), default the column); -inf stays -inf."""
+    s = np.asarray(scores, dtype=np.float64)
+    n = s.shape[1] if item_idx is None else max(int(item_idx.max(initial=0)) + 1, 1)
+    idx = np.broadcast_to(np.arange(s.shape[1]), s.shape) if item_idx is None else item_idx
+    with np.errstate(invalid="ignore"):
+        q = np.round(s / TIE_RESOLUTION)
+    return np.where(np.isfinite(s), q - idx / (2.0 * n), -np.inf)
+
+
+def stable_top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """Return int64 (B, n) columns of each row's n best scores, best first, ties by the smaller column."""
+    keys = torch.from_numpy(tie_keys(scores))
+    return torch.topk(keys, min(n, scores.shape[1]), dim=1, sorted=True).indices.numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _History:
+    """The history events of a chunk: row (within the chunk) and item_idx of each, and lengths (B,)."""
+
+    rows: np.ndarray
+    items: np.ndarray
+    lengths: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> "_History":
+        """Return the histories of rows ``keep`` (int positions), renumbered 0..len(keep)-1."""
+        remap = np.full(len(self.lengths), -1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        new_rows = remap[self.rows]
+        ok = new_rows >= 0
+        order = np.argsort(new_rows[ok], kind="stable")
+        return _History(new_rows[ok][order], self.items[ok][order], self.lengths[keep])
+
+
+@dataclass(frozen=True)
+class _Retrieved:
+    """The retrieval stage of a chunk (B users): see Recommender._retrieve."""
+
+    dot: np.ndarray  # (B, n_items) user . item (+ prior, + weighted item-kNN)
+    retrieval: np.ndarray  # (B, n_items) dot, or the cold-start score for cold rows; seen items -inf
+    best: np.ndarray  # (B,) best unseen retrieval score
+    cold: np.ndarray  # bool (B,)
+    user_vecs: np.ndarray | None
+    knn: np.ndarray | None  # (B, n_items) weighted item-kNN term or None
+    hist: "_History"
+
+
+@dataclass(frozen=True)
+class ScoredCandidates:
+    """Candidates of a chunk (B, N) as the fusion scorer sees them (features / logits None for models
+    without a fusion network)."""
+
+    cand: np.ndarray
+    features: np.ndarray | None
+    logits: np.ndarray | None
+    probability: np.ndarray
+    relevance: np.ndarray
+    valid: np.ndarray  # bool (B, N): a real, unseen candidate
+    cold: np.ndarray  # bool (B,)

@@ -9,6 +9,8 @@ Folder layout (format version 1)::
     vocab.json          categories, events, attribute tokens
     fingerprint.json    data fingerprint of the training log
     metrics.json        validation metrics, per-epoch history, best epoch, training time
+    calibration.json    the fusion logit -> probability mapping (fitted on held-out positions), re-rank on/off
+    threshold.json      optional: the probability threshold saved with the model (save_threshold)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ConfigError, ModelError
+from crossrec_core.models.rerank import Calibration
 from crossrec_core.model_catalog import ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
 from crossrec_core.workspace import (
     atomic_dir,
@@ -43,7 +46,7 @@ from crossrec_core.workspace import (
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the fusion scorer over cross-category features + calibration.json
 MODEL_FILES = {
     "model.safetensors",
     "aux.safetensors",
@@ -52,8 +55,10 @@ MODEL_FILES = {
     "vocab.json",
     "fingerprint.json",
     "metrics.json",
+    "calibration.json",
 }
-REQUIRED_FILES = ("model.safetensors", "aux.safetensors", "config.json", "items.parquet", "vocab.json")
+OPTIONAL_FILES = {"threshold.json"}  # written only when someone saves a threshold with the model
+REQUIRED_FILES = ("model.safetensors", "aux.safetensors", "config.json", "items.parquet", "vocab.json", "calibration.json")
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npz"}
 MAX_ZIP_BYTES = 2 * 1024**3
 MAX_ZIP_RATIO = 200  # uncompressed / compressed, beyond this the archive is treated as a zip bomb
@@ -103,7 +108,7 @@ def _refuse_pickles(folder: Path) -> None:
 
 
 def _looks_like_pickle(p: Path) -> bool:
-    if p.name in MODEL_FILES:
+    if p.name in MODEL_FILES | OPTIONAL_FILES:
         with open(p, "rb") as fh:
             head = fh.read(2)
         return len(head) == 2 and head[0] == 0x80 and head[1] <= 5  # pickle protocol opcode
@@ -228,6 +233,7 @@ def _write_folder(model, folder: Path) -> None:
     )
     atomic_write_json(folder / "fingerprint.json", {"data_fingerprint": model.data_fingerprint})
     atomic_write_json(folder / "metrics.json", model.metrics)
+    atomic_write_json(folder / "calibration.json", {"calibration": model.calibration.to_dict(), "rerank": bool(model.fusion_rerank)})
 
 
 # -- load -----------------------------------------------------------------------------------
@@ -293,6 +299,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
     fp = read_json(folder / "fingerprint.json").get("data_fingerprint", "") if (folder / "fingerprint.json").is_file() else ""
     knn, knn_weight = _knn_from_aux(aux, aux["popularity"].numpy(), n_items_declared, folder)
+    try:
+        cal = read_json(folder / "calibration.json")
+        calibration, rerank = Calibration.from_dict(cal["calibration"]), bool(cal["rerank"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{folder.name}/calibration.json is not a valid probability calibration ({err}). Train the model again.") from err
     return TrainedModel(
         name=str(meta.get("name") or folder.name),
         config=cfg,
@@ -313,6 +324,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         batch_size=cfg.train.eval_batch_size,
         knn=knn,
         knn_weight=knn_weight,
+        calibration=calibration,
+        fusion_rerank=rerank,
     )
 
 
@@ -365,8 +378,8 @@ def import_model_zip(zip_path_or_bytes, name: str, root=None) -> Path:
             base = parts[-1]
             if base.lower().endswith(tuple(PICKLE_SUFFIXES)):
                 raise ModelError(f"The zip contains {base}, a pickle-style file; pickles are refused for safety.")
-            if base not in MODEL_FILES:
-                raise ModelError(f"The zip contains an unexpected file '{m.filename}'. Expected only: {', '.join(sorted(MODEL_FILES))}.")
+            if base not in MODEL_FILES | OPTIONAL_FILES:
+                raise ModelError(f"The zip contains an unexpected file '{m.filename}'. Expected only: {', '.join(sorted(MODEL_FILES | OPTIONAL_FILES))}.")
             if len(parts) > 2:
                 raise ModelError(f"The zip nests '{m.filename}' too deep; zip the model folder itself.")
             if m.flag_bits & _ZIP_ENCRYPTED:

@@ -31,7 +31,10 @@ from crossrec_core.errors import ConfigError, DataError
 from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.models.item_encoder import attribute_token_matrix, build_attribute_vocab
 from crossrec_core.models.text import TEXT_DIM, TextEncoder, item_texts
-from crossrec_core.models.trained import TrainedModel, fusion_proba_from_vectors, gather_ranges, history_windows
+from crossrec_core.baselines import ItemKNNRanker
+from crossrec_core.models.rerank import N_FEATURES, FusionData, fit_fusion
+from crossrec_core.models.trained import TrainedModel, gather_ranges, history_windows
+from crossrec_core.recommend import Recommender
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +278,7 @@ def ndcg_hr(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
     return {f"ndcg{k}": float(ndcg.mean()), f"hr{k}": float(hit.mean()), "n": int(len(ranks))}
 
 
-def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray, fusion_n: int = 0) -> np.ndarray:
+def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> np.ndarray:
     out = np.zeros(len(users), dtype=np.int64)
     bs = max(1, min(model.batch_size, 4_000_000 // max(model.n_items, 1)))
     item_vecs = model.item_vectors()
@@ -284,8 +287,6 @@ def _valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: 
         uv = model.user_vectors(seqs, u, e)
         knn = model.weighted_neighbour_scores(seqs, u, e)  # once: retrieval and the fusion re-rank both use it
         scores = uv @ item_vecs.T if knn is None else uv @ item_vecs.T + knn
-        if fusion_n:
-            scores = _rerank_scores(model, uv, scores, seqs, u, e, fusion_n, knn)
         out[s : s + bs] = rank_targets(scores, seqs, u, e, t)
     return out
 
@@ -381,35 +382,6 @@ def select_prior_weights(
 
     best, result = _best_on_grid(model, seqs, users, ends, targets, len(grid), parts)
     return float(grid[best][0]), float(grid[best][1]), result
-
-
-def top_n_columns(scores: np.ndarray, n: int) -> np.ndarray:
-    """Return int64 (B, n) column indices of each row's n largest scores, in no particular order.
-
-    Why torch.topk: on 500k-wide rows it is ~4x faster than np.argpartition (bench/RESULTS.md) and
-    runs on all cores; candidate mining ranks one row per training position.
-    """
-    return torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), n, dim=1, sorted=False).indices.numpy()
-
-
-def _rerank_scores(
-    model: TrainedModel, uv: np.ndarray, scores: np.ndarray, seqs: Sequences, users, ends, n: int, knn: np.ndarray | None = None
-) -> np.ndarray:
-    """Return scores where the top-n unseen retrieved items are re-ordered by fusion probability (others below)."""
-    masked = scores.copy()
-    starts = seqs.offsets[users]
-    row, pos = gather_ranges(starts, ends - starts)
-    masked[row, seqs.items[pos]] = -np.inf
-    n = min(n, masked.shape[1])
-    cand = top_n_columns(masked, n)
-    proba = fusion_proba_from_vectors(
-        model.net, uv, model.item_vectors(), cand, model.device, model.batch_size,
-        extra=None if knn is None else np.take_along_axis(knn, cand, axis=1),
-    )
-    out = np.full_like(scores, -1e9)
-    np.put_along_axis(out, cand, 10.0 + proba, axis=1)
-    out[row, seqs.items[pos]] = -np.inf
-    return out
 
 
 # -- checkpoints ----------------------------------------------------------------------------
@@ -708,26 +680,18 @@ def train_model(
         retrieval_ndcg = max(retrieval_ndcg, vp["ndcg10"])
         log.info("log-prior blend: w_pop=%.2f w_cat=%.2f valid ndcg@10 %.4f (model alone %.4f)", w_pop, w_cat, vp["ndcg10"], valid.get("ndcg10", 0.0))
     if len(v_users) and tc.knn_blend:
-        from crossrec_core.baselines import ItemKNNRanker
-
         report(epoch=int(best["epoch"]), phase="prior")
         # neighbours learned from the training part only, like the embeddings and the popularity prior:
         # no validation or test target leaks into the model, so evaluating it on this log stays honest
         knn_train = ItemKNNRanker().fit(ds, ds.seqs.truncate(split.train_end))
         w_knn, vk = select_knn_weight(model, knn_train, ds.seqs, v_users, v_ends, v_targets)
+        # kept even at weight 0: its co-occurrence score is one of the fusion scorer's inputs
+        model.knn, model.knn_weight = knn_train, w_knn
         if w_knn:
-            model.knn, model.knn_weight = knn_train, w_knn
             retrieval_ndcg = max(retrieval_ndcg, vk["ndcg10"])
         valid.update({"knn_weight": w_knn, "ndcg10_knn": vk["ndcg10"], "hr10_knn": vk["hr10"]})
         log.info("item-kNN term: weight %.2f valid ndcg@10 %.4f", w_knn, vk["ndcg10"])
-    _fit_fusion(model, ds, split.train_end, report, n_epochs)
-    if len(v_users) and tc.fusion_epochs:
-        vf = ndcg_hr(_valid_ranks(model, ds.seqs, v_users, v_ends, v_targets, fusion_n=tc.fusion_candidates))
-        valid.update({"ndcg10_fusion": vf["ndcg10"], "hr10_fusion": vf["hr10"], "fusion_mlp": True})
-        if vf["ndcg10"] < retrieval_ndcg:
-            # the MLP's re-ranking lost on validation: keep only the calibrated dot product (same order as retrieval)
-            net.fusion.reset_mlp()
-            valid.update({"fusion_mlp": False})
+    valid.update(_fit_fusion(model, ds, split.valid_users.astype(np.int64), split.valid_pos, report))
     model.metrics = {
         "valid": valid,
         "history": history,
@@ -741,74 +705,51 @@ def train_model(
     return model
 
 
-FUSION_MINING_CELLS = 32_000_000
+def _fit_fusion(model: TrainedModel, ds: InteractionDataset, users: np.ndarray, ends: np.ndarray, report) -> dict:
+    """Fit the fusion scorer and its probability mapping on the validation targets (models/rerank.py).
 
-
-def _fit_fusion(model: TrainedModel, ds: InteractionDataset, train_end: np.ndarray, report, n_epochs: int) -> None:
-    """Fit the fusion MLP with BCE on the retrieval head's top-N unseen candidates for training positions."""
+    The candidates are exactly what recommending retrieves for those histories (Recommender.candidates),
+    so the scorer learns on the list it will re-rank. Returns the figures for the model's metrics.
+    """
     tc = model.config.train
-    if tc.fusion_epochs == 0:
-        return
-    starts = ds.seqs.offsets[:-1]
-    n_train = train_end - starts
-    # the last few training targets of each user, most recent first, up to fusion_max_positions
-    per_user = max(1, tc.fusion_max_positions // max(int((n_train >= 2).sum()), 1))
-    k = np.minimum(np.maximum(n_train - 1, 0), per_user)
-    users = np.repeat(np.arange(ds.n_users, dtype=np.int64), k)
-    offs = np.arange(int(k.sum()), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
-    ends = train_end[users] - 1 - offs  # history ends; target is the event at `ends`
-    users, ends = users[: tc.fusion_max_positions], ends[: tc.fusion_max_positions]
-    if len(users) == 0:
-        return
-    targets = ds.seqs.items[ends].astype(np.int64)
-    item_vecs = model.item_vectors()
-    uv = model.user_vectors(ds.seqs, users, ends)
+    if tc.fusion_epochs == 0 or len(users) == 0:
+        return {"fusion_rerank": False}
+    if len(users) > tc.fusion_max_positions:
+        keep = np.sort(np.random.default_rng(tc.seed + 17).choice(len(users), tc.fusion_max_positions, replace=False))
+        users, ends = users[keep], ends[keep]
+    rec = Recommender(model)
     n = min(tc.fusion_candidates, model.n_items)
-    cands = np.zeros((len(users), n), dtype=np.int64)
-    # the weighted item-kNN score of each candidate: part of the retrieval score the fusion calibrates
-    extra = np.zeros((len(users), n), dtype=np.float32) if model.has_neighbour_term else None
-    # ~32M score cells per batch (128 MB): at 500k items 64 positions a batch, not 8 (a batch costs a
-    # pass over the whole item table, so tiny batches made mining the slowest part of a 10M-event fit)
-    bsz = max(1, FUSION_MINING_CELLS // max(model.n_items, 1))
+    feats = np.zeros((len(users), n, N_FEATURES), dtype=np.float32)
+    labels = np.zeros((len(users), n), dtype=bool)
+    valid = np.zeros((len(users), n), dtype=bool)
+    cold = np.zeros(len(users), dtype=bool)
+    targets = ds.seqs.items[ends].astype(np.int64)
+    # ~32M score cells per chunk, as recommending does (a chunk costs a pass over the item table)
+    bsz = max(1, min(4096, FUSION_MINING_CELLS // max(model.n_items, 1)))
     for s in range(0, len(users), bsz):
         report(epoch=0, n_epochs=tc.fusion_epochs, step=s, n_steps=len(users), loss=None, phase="fusion candidates")
-        ub, eb = users[s : s + bsz], ends[s : s + bsz]
-        scores = uv[s : s + bsz] @ item_vecs.T
-        # the item-kNN term is scored once and serves both the retrieval score and the fusion input
-        knn = model.weighted_neighbour_scores(ds.seqs, ub, eb)
-        if knn is not None:
-            scores += knn
-        row, pos = gather_ranges(ds.seqs.offsets[ub], eb - ds.seqs.offsets[ub])
-        scores[row, ds.seqs.items[pos]] = -np.inf
-        cands[s : s + bsz] = top_n_columns(scores, n)
-        if extra is not None and knn is not None:
-            extra[s : s + bsz] = np.take_along_axis(knn, cands[s : s + bsz], axis=1)
-    labels = (cands == targets[:, None]).astype(np.float32)
-    dev = model.device
-    net = model.net
-    fusion = net.fusion
-    opt = make_adam(fusion.parameters(), lr=1e-3, weight_decay=1e-4)
-    U = torch.from_numpy(uv).to(dev)
-    C = torch.from_numpy(cands).to(dev)
-    Y = torch.from_numpy(labels).to(dev)
-    table = torch.from_numpy(item_vecs).to(dev)
-    X = torch.from_numpy(extra).to(dev) if extra is not None else None
-    gen = torch.Generator().manual_seed(tc.seed + 17)
-    fusion.train()
-    bs = 256
-    n_steps = -(-len(users) // bs)
-    for epoch in range(1, tc.fusion_epochs + 1):
-        perm = torch.randperm(len(users), generator=gen)
-        losses = []
-        for step in range(n_steps):
-            idx = perm[step * bs : (step + 1) * bs].to(dev)
-            logits = fusion(U[idx], table[C[idx]], X[idx] if X is not None else None)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), Y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        report(epoch=epoch, n_epochs=tc.fusion_epochs, step=n_steps, n_steps=n_steps, loss=float(np.mean(losses)), phase="fusion")
-    fusion.eval()
-    for p in net.parameters():
+        sc = rec.candidates(ds.seqs, users[s : s + bsz], ends[s : s + bsz], n)
+        feats[s : s + bsz] = sc.features
+        labels[s : s + bsz] = sc.cand == targets[s : s + bsz, None]
+        valid[s : s + bsz] = sc.valid
+        cold[s : s + bsz] = sc.cold
+    report(epoch=0, n_epochs=tc.fusion_epochs, step=0, n_steps=1, loss=None, phase="fusion")
+    fit = fit_fusion(model.net.fusion, FusionData(feats, labels, cold, valid), epochs=tc.fusion_epochs, seed=tc.seed, device=model.device)
+    model.calibration = fit["calibration"]
+    model.fusion_rerank = fit["rerank"]
+    report(epoch=tc.fusion_epochs, n_epochs=tc.fusion_epochs, step=1, n_steps=1, loss=None, phase="fusion")
+    for p in model.net.parameters():
         p.grad = None
+    return {
+        "fusion_rerank": fit["rerank"],
+        "ndcg10_fusion_oof": fit["ndcg10_fusion"],
+        "ndcg10_retrieval_oof": fit["ndcg10_retrieval"],
+        "fusion_users": fit["n_users"],
+        "calibration": fit["calibration"].to_dict(),
+        "oof_brier": fit["oof_brier"],
+        "oof_mean_proba": fit["oof_mean_proba"],
+        "oof_positive_rate": fit["oof_positive_rate"],
+    }
+
+
+FUSION_MINING_CELLS = 32_000_000

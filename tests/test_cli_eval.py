@@ -91,7 +91,13 @@ def test_real_model_through_evaluator_thresholds_and_affinity(trained):
     curve = threshold_curve(model, ds, k=3, n_candidates=5)
     top = curve.scope("top_k")
     assert (np.diff(top["recall"].to_numpy()) <= 1e-12).all()
-    assert curve.best_f1 == pytest.approx(top["f1"].max())
+    assert curve.split == "test" and curve.chosen_on == "valid"  # reported on test, chosen on validation
+    on_valid = threshold_curve(model, ds, k=3, n_candidates=5, split="valid")
+    assert curve.best_f1 == pytest.approx(on_valid.scope("top_k")["f1"].max())
+    assert curve.best_threshold == pytest.approx(on_valid.best_threshold)
+    # per-item precision, per-shopper precision, items shown per shopper and coverage at every threshold
+    assert {"precision", "precision_per_user", "items_per_user", "coverage"} <= set(top.columns)
+    assert top["items_per_user"].iloc[0] == pytest.approx(3.0) and (np.diff(top["items_per_user"]) <= 1e-12).all()
     aff = learned_affinity(model, ds, max_users=30)
     np.testing.assert_allclose(aff.sum(axis=1, min_count=1).dropna(), 1.0, rtol=1e-6)
     journeys = pd.DataFrame(

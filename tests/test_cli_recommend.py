@@ -259,32 +259,27 @@ def test_cli_real_model_log_sharing_no_items_exits_2(real_model, tmp_path, monke
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_real_model_batch_equals_single_and_fast_fusion_path(real_model):
+def test_real_model_batch_equals_single_exactly(real_model):
+    """Issue 14: single, batch and CLI lists agree item for item, ties included (untrained Kitchen
+    items share one vector: exact ties, cut by the smaller item index everywhere)."""
     from crossrec_core.recommend import Recommender
 
     model, ds = real_model["model"], real_model["ds"]
     rec = Recommender(model, ds)
-    assert rec._fusion_from_vectors is not None
     seqs = model.align(ds)
-    users = np.arange(6)
-    cand = np.tile(np.arange(5), (6, 1))
-    uv = model.user_vectors(seqs, users, seqs.offsets[users + 1])
-    fast = rec._fusion_from_vectors(uv, cand)
-    extra = model.neighbour_extra(seqs, users, seqs.offsets[users + 1], cand)
-    if extra is not None:  # with the item-kNN term the fast path needs the history's kNN scores too
-        from crossrec_core.models.trained import fusion_proba_from_vectors
-
-        fast = fusion_proba_from_vectors(model.net, uv, model.item_vectors(), cand, model.device, extra=extra)
-    np.testing.assert_allclose(fast, model.fusion_proba(seqs, users, seqs.offsets[users + 1], cand), rtol=1e-5, atol=1e-6)
-    batch = rec.recommend_batch(seqs, users, seqs.offsets[users + 1], 4, cross_category_only=True)
-    for u in users:
-        single = rec.recommend(str(ds.user_ids[u]), k=4, cross_category_only=True)
-        rows = batch[batch["user_idx"] == u]
-        # untrained Kitchen items share one vector (exact ties, broken by float noise): compare the
-        # ranked probabilities and the item sets rather than the order inside a tie
-        np.testing.assert_allclose(rows["probability"], [r.probability for r in single], rtol=1e-4, atol=1e-6)
-        assert set(model.item_ids[rows["item_idx"]]) == set(single.item_ids)
-        assert all(r.explanation.sentence for r in single)
+    users = np.arange(ds.n_users)
+    for opts in ({"cross_category_only": True}, {}):
+        batch = rec.recommend_batch(seqs, users, seqs.offsets[users + 1], 4, **opts)
+        for u in users:
+            single = rec.recommend(str(ds.user_ids[u]), k=4, **opts)
+            rows = batch[batch["user_idx"] == u]
+            assert list(model.item_ids[rows["item_idx"]]) == single.item_ids
+            np.testing.assert_allclose(rows["probability"], [r.probability for r in single], rtol=1e-4, atol=1e-6)
+            assert all(r.explanation.sentence for r in single)
+    # every chunk size gives the same lists (float noise of different matrix shapes never reorders a tie)
+    whole = rec.recommend_batch(seqs, users, seqs.offsets[users + 1], 4)
+    chunked = rec.recommend_batch(seqs, users, seqs.offsets[users + 1], 4, batch_size=7)
+    assert whole["item_idx"].tolist() == chunked["item_idx"].tolist()
 
 
 def test_cli_real_model_on_a_slice_of_hm_fashion(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from crossrec_core import registry
+from crossrec_core.recommend import Recommender
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.errors import ModelError
@@ -47,13 +48,15 @@ class _Evil:
 def test_round_trip_identical_scores(model, tmp_path):
     ds = _dataset()
     path = registry.save_model(model, tmp_path / "m")
-    assert {p.name for p in path.iterdir()} == registry.MODEL_FILES
+    assert {p.name for p in path.iterdir()} == registry.MODEL_FILES  # threshold.json only once one is saved
     loaded = registry.load_model(path)
     users = np.arange(10)
     ends = ds.seqs.offsets[1:11]
     np.testing.assert_array_equal(model.score_histories(ds.seqs, users, ends), loaded.score_histories(ds.seqs, users, ends))
-    cand = np.tile(np.arange(5), (10, 1))
-    np.testing.assert_array_equal(model.fusion_proba(ds.seqs, users, ends, cand), loaded.fusion_proba(ds.seqs, users, ends, cand))
+    got, want = Recommender(loaded).candidates(ds.seqs, users, ends, 5), Recommender(model).candidates(ds.seqs, users, ends, 5)
+    np.testing.assert_array_equal(got.cand, want.cand)
+    np.testing.assert_array_equal(got.probability, want.probability)
+    assert loaded.calibration == model.calibration and loaded.fusion_rerank == model.fusion_rerank
     assert list(loaded.item_ids) == list(model.item_ids) and list(loaded.category_names) == list(model.category_names)
     np.testing.assert_array_equal(loaded.popularity, model.popularity)
     np.testing.assert_array_equal(loaded.category_transitions, model.category_transitions)

@@ -36,7 +36,7 @@ class ProbaDouble:
 
 def test_curve_matches_hand_computed_points():
     ds = _tiny()
-    c = threshold_curve(ProbaDouble(ds), ds, split="test", k=2, n_candidates=3)
+    c = threshold_curve(ProbaDouble(ds), ds, split="test", choose_split=None, k=2, n_candidates=3)
     top = c.scope("top_k").set_index("threshold")
     # shown lists (2 most probable of 3 candidates): d .9, b .6 for every user; hits: same (b), novel (d)
     assert top.loc[0.5, "precision"] == pytest.approx(2 / 6)
@@ -53,7 +53,7 @@ def test_curve_matches_hand_computed_points():
 
 def test_recall_never_increases_and_best_threshold_has_the_max_f1():
     ds = _tiny()
-    c = threshold_curve(ProbaDouble(ds), ds, split="test", k=2, n_candidates=3)
+    c = threshold_curve(ProbaDouble(ds), ds, split="test", choose_split=None, k=2, n_candidates=3)
     for scope in ("top_k", "all"):
         f = c.scope(scope)
         assert f["threshold"].is_monotonic_increasing

@@ -11,6 +11,8 @@ import pytest
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.registry import read_json
+from crossrec_core.models.rerank import N_FEATURES
+from crossrec_core.recommend import Recommender
 from crossrec_core.train import TrainProgress, category_transition_counts, seen_before, train_model, training_windows
 
 N_PAIRS = 30
@@ -102,8 +104,9 @@ def test_trained_model_interface_types(trained):
     if model.has_neighbour_term:  # retrieval = dot product + the validated item-kNN term
         expected = expected + np.float32(model.knn_weight) * model.knn.score_histories(ds.seqs, users, ends)
     np.testing.assert_allclose(model.score_histories(ds.seqs, users, ends), expected, rtol=1e-5, atol=1e-5)
-    cand = np.tile(np.arange(4), (5, 1))
-    p = model.fusion_proba(ds.seqs, users, ends, cand)
+    sc = Recommender(model).candidates(ds.seqs, users, ends, 4)
+    assert sc.cand.shape == (5, 4) and sc.features.shape == (5, 4, N_FEATURES)
+    p = sc.probability
     assert p.shape == (5, 4) and p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
     # empty history does not crash
     assert np.isfinite(model.score_histories(ds.seqs, np.array([0]), ds.seqs.offsets[:1])).all()
@@ -190,16 +193,20 @@ def test_gru_encoder_trains():
     assert train_model(ds, cfg).metrics["valid"]["hr10"] > 0.22
 
 
-def test_top_n_columns_returns_each_rows_largest_scores():
-    from crossrec_core.train import top_n_columns
+def test_stable_top_n_returns_each_rows_largest_scores_ties_by_smaller_index():
+    from crossrec_core.recommend import TIE_RESOLUTION, stable_top_n
 
     scores = np.random.default_rng(0).normal(size=(7, 500)).astype(np.float32)
     scores[:, 3] = -np.inf  # masked (seen) items never make the top
-    top = top_n_columns(scores, 20)
+    top = stable_top_n(scores, 20)
     assert top.shape == (7, 20) and top.dtype == np.int64
     for row, cols in zip(scores, top):
-        assert set(cols.tolist()) == set(np.argsort(-row)[:20].tolist())
-
+        assert set(cols) == set(np.argsort(-row, kind="stable")[:20]) and 3 not in cols
+        assert (np.diff(row[cols]) <= TIE_RESOLUTION).all()  # best first
+    # float noise far below the tie resolution does not reorder tied items: the smaller index wins
+    tied = np.array([[1.0, 2.0, 2.0 + 1e-6, 2.0 - 1e-6, 0.5]], dtype=np.float64)
+    assert stable_top_n(tied, 4).tolist() == [[1, 2, 3, 0]]
+    assert stable_top_n(tied[:, ::-1].copy(), 3).tolist() == [[1, 2, 3]]
 
 def test_training_windows_and_seen_flags_exact():
     inter = pd.DataFrame({"user_id": ["u"] * 6 + ["v"] * 2, "item_id": list("abacde") + list("xy"), "timestamp": list(range(6)) + [0, 1]})
@@ -271,13 +278,15 @@ def test_item_knn_term_is_selected_when_it_helps_and_survives_save_load(tmp_path
     back = load_model(save_model(model, tmp_path / "m"))
     assert back.knn_weight == weight
     np.testing.assert_allclose(back.score_histories(ds.seqs, users, ends), model.score_histories(ds.seqs, users, ends), rtol=1e-5, atol=1e-5)
-    cand = np.argsort(-model.score_histories(ds.seqs, users, ends), axis=1)[:, :5]
-    np.testing.assert_allclose(back.fusion_proba(ds.seqs, users, ends, cand), model.fusion_proba(ds.seqs, users, ends, cand), rtol=1e-5, atol=1e-6)
+    got, want = Recommender(back).candidates(ds.seqs, users, ends, 5), Recommender(model).candidates(ds.seqs, users, ends, 5)
+    np.testing.assert_array_equal(got.cand, want.cand)
+    np.testing.assert_allclose(got.probability, want.probability, rtol=1e-5, atol=1e-6)
 
 
-def test_recommender_with_a_knn_term_scores_fusion_like_the_model_does():
+def test_recommender_with_a_knn_term_scores_fusion_like_the_candidates_path():
     """recommend_batch computes the item-kNN term once and hands it to the fusion scorer: the
-    probabilities it reports must equal model.fusion_proba (which scores the histories itself)."""
+    probabilities it reports must equal those of the unfiltered candidates path (what the fusion fit
+    learns from and the threshold curve sweeps) for the same items."""
     from crossrec_core.baselines import ItemKNNRanker
     from crossrec_core.recommend import Recommender
 
@@ -290,7 +299,9 @@ def test_recommender_with_a_knn_term_scores_fusion_like_the_model_does():
     rec = Recommender(model, ds, cold_max_events=0).recommend_batch(ds.seqs, users, ends, 3)
     assert len(rec) == 3 * ds.n_users
     cand = rec["item_idx"].to_numpy().reshape(ds.n_users, 3)
-    expected = model.fusion_proba(ds.seqs, users, ends, cand).reshape(-1)
+    sc = Recommender(model, ds, cold_max_events=0).candidates(ds.seqs, users, ends)
+    pos = (sc.cand[:, None, :] == cand[:, :, None]).argmax(axis=2)  # where each shown item sits among the candidates
+    expected = np.take_along_axis(sc.probability, pos, axis=1).reshape(-1)
     np.testing.assert_allclose(rec["probability"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
     # and the retrieval score includes the weighted kNN term
     full = model.score_histories(ds.seqs, users, ends)

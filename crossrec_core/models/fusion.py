@@ -1,9 +1,8 @@
-"""The retrieval head (dot product of user state and item vector) and the fusion scorer that re-ranks.
+"""The network: item encoder + user encoder (retrieval is their dot product) + the fusion scorer.
 
 Recommending = retrieve the top-N items by dot product over the whole catalogue, then re-rank them by
-the fusion MLP's probability. The MLP sees concat(user, item, user*item, dot) and is trained with BCE
-on the retrieval head's own top-N candidates, so its probability means "chance this retrieved item is
-the next one" and thresholds on it are meaningful.
+the fusion scorer, an MLP over the cross-category features of each (history, candidate) pair
+(models/rerank.py) fitted on held-out positions; its calibrated output is the probability shown.
 """
 
 from __future__ import annotations
@@ -13,44 +12,47 @@ from torch import nn
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.models.item_encoder import ItemEncoder
+from crossrec_core.models.rerank import N_FEATURES
 from crossrec_core.models.user_encoder import UserEncoder
 
 
 class FusionScorer(nn.Module):
-    """MLP over concat(user state, item vector, user*item, dot) -> logit, residual on a scaled dot product.
+    """MLP over the cross-category features of a (history, candidate) pair -> logit (models/rerank.py).
 
-    logit = scale * dot + bias + MLP(...). The MLP's last layer starts at zero, so an untrained (or
-    switched-off) MLP re-ranks exactly like retrieval and the probability is a Platt-scaled dot product.
+    logit = linear(x) + MLP(x) on standardised features x (mean / std stored as buffers, so they are
+    saved with the weights). Fitted on held-out positions by ``rerank.fit_fusion``; the probability a
+    user sees is this logit through the model's ``Calibration``.
     """
 
-    def __init__(self, d: int, hidden: int = 64) -> None:
+    def __init__(self, n_features: int = N_FEATURES, hidden: int = 32) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(3 * d + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, 1))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
-        self.d = d
-        self.scale = nn.Parameter(torch.ones(()))
-        self.bias = nn.Parameter(torch.zeros(()))
+        self.n_features = n_features
+        self.linear = nn.Linear(n_features, 1)
+        self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """Return float (B, C) logits for user (B, D) against item (B, C, D).
-
-        D >= d: columns past d are the log-prior columns (models/prior.py); they count in the dot
-        product but the MLP only sees the learned d columns. ``extra`` (B, C) is added to the retrieval
-        score before scaling (the weighted item-kNN term), so the probability ranks like retrieval.
-        """
-        u = user.unsqueeze(1).expand_as(item)  # (B, C, D)
-        dot = (u * item).sum(-1, keepdim=True)  # (B, C, 1)
-        ub, ib = u[..., : self.d], item[..., : self.d]  # (B, C, d)
-        x = torch.cat([ub, ib, ub * ib, dot], dim=-1)  # (B, C, 3d + 1)
-        retrieval = dot.squeeze(-1) if extra is None else dot.squeeze(-1) + extra
-        return self.scale * retrieval + self.bias + self.mlp(x).squeeze(-1)
-
-    def reset_mlp(self) -> None:
-        """Switch the MLP's correction off (keep the calibrated dot product only)."""
+    def reset_parameters(self, seed: int) -> None:
+        """Re-initialise every weight from ``seed`` (each fold of the fit starts from the same kind of state)."""
+        gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            self.mlp[-1].weight.zero_()
-            self.mlp[-1].bias.zero_()
+            for layer in [self.linear, *[m for m in self.mlp if isinstance(m, nn.Linear)]]:
+                bound = 1.0 / float(layer.in_features) ** 0.5
+                layer.weight.copy_(torch.rand(layer.weight.shape, generator=gen) * 2 * bound - bound)
+                layer.bias.zero_()
+
+    def set_normalisation(self, rows) -> None:  # noqa: ANN001 (numpy (n, F))
+        """Store the mean and standard deviation of the training rows (n, F)."""
+        t = torch.as_tensor(rows, dtype=torch.float32)
+        with torch.no_grad():
+            self.mean.copy_(t.mean(dim=0) if len(t) else torch.zeros(self.n_features))
+            sd = t.std(dim=0) if len(t) > 1 else torch.ones(self.n_features)
+            self.std.copy_(torch.where(sd > 1e-6, sd, torch.ones_like(sd)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Return float (B, N) logits for features (B, N, F)."""
+        x = (features - self.mean) / self.std
+        return (self.linear(x) + self.mlp(x)).squeeze(-1)
 
 
 class CrossRecNet(nn.Module):
@@ -78,7 +80,7 @@ class CrossRecNet(nn.Module):
             n_vector_columns=n_vector_columns,
         )
         self.user_encoder = UserEncoder(cfg.user, n_event_types=n_event_types)
-        self.fusion = FusionScorer(cfg.dim)
+        self.fusion = FusionScorer()
         # (w_pop, w_cat) of the log-prior blended into retrieval (models/prior.py); chosen on validation
         self.register_buffer("prior_weights", torch.zeros(2, dtype=torch.float32))
 

@@ -1,4 +1,4 @@
-"""TrainedModel: a trained CrossRecNet plus its vocabularies; implements scoring.ProbabilisticRanker."""
+"""TrainedModel: a trained CrossRecNet plus its vocabularies, priors, item-kNN term and calibration."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
 from crossrec_core.errors import ModelError
 from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core.models.rerank import Calibration
 from crossrec_core.models.prior import build_item_prior, category_lift, item_prior_columns, user_prior_columns
 from crossrec_core.models.user_encoder import time_gap_buckets
 
@@ -94,6 +95,8 @@ class TrainedModel:
         batch_size: int = 512,
         knn=None,
         knn_weight: float = 0.0,
+        calibration: Calibration | None = None,
+        fusion_rerank: bool = False,
     ) -> None:
         self.name = name
         self.config = config
@@ -117,6 +120,10 @@ class TrainedModel:
         # embedding misses on sparse catalogues.
         self.knn = knn
         self.knn_weight = float(knn_weight)
+        # the fusion scorer's logit -> probability mapping, fitted on held-out positions (models/rerank.py),
+        # and whether its re-rank beat retrieval there (else lists keep retrieval order)
+        self.calibration = calibration or Calibration()
+        self.fusion_rerank = bool(fusion_rerank)
         self.net.to(self.device).eval()
         self._item_vecs: np.ndarray | None = None
         self._base_vecs: np.ndarray | None = None
@@ -288,53 +295,10 @@ class TrainedModel:
         knn = self.weighted_neighbour_scores(seqs, users, ends)
         return scores if knn is None else scores + knn
 
-    def fusion_proba(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Return float32 (B, C) fusion-MLP probabilities for candidate item_idx (B, C)."""
-        candidates = np.asarray(candidates, dtype=np.int64)
-        if candidates.ndim != 2 or candidates.shape[0] != len(users):
-            raise ValueError("candidates must be (len(users), C)")
-        if candidates.size and (candidates.min() < 0 or candidates.max() >= self.n_items):
-            raise ModelError(f"Candidate item indices must be in 0..{self.n_items - 1}.")
-        u = self.user_vectors(seqs, users, ends)
-        return fusion_proba_from_vectors(
-            self.net, u, self.item_vectors(), candidates, self.device, self.batch_size,
-            extra=self.neighbour_extra(seqs, users, ends, candidates),
-        )
-
     @property
     def has_neighbour_term(self) -> bool:
-        """Whether retrieval includes the item-kNN term (fusion then needs the history, not just user vectors)."""
+        """Whether retrieval includes the item-kNN term."""
         return self.knn is not None and self.knn_weight != 0.0
-
-    def neighbour_extra(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
-        """Return float32 (B, C) knn_weight * item-kNN score of each candidate, or None when the term is off."""
-        knn = self.weighted_neighbour_scores(seqs, users, ends)
-        return None if knn is None else np.take_along_axis(knn, np.asarray(candidates, dtype=np.int64), axis=1)
-
-
-def fusion_proba_from_vectors(
-    net: CrossRecNet,
-    user_vecs: np.ndarray,
-    item_vecs: np.ndarray,
-    candidates: np.ndarray,
-    device: torch.device,
-    batch_size: int = 512,
-    extra: np.ndarray | None = None,
-) -> np.ndarray:
-    """Return float32 (B, C) sigmoid(fusion) for user vectors (B, d) and candidate item_idx (B, C).
-
-    ``extra`` (B, C), when given, is the weighted item-kNN score of each candidate (see FusionScorer).
-    """
-    out = np.zeros(candidates.shape, dtype=np.float32)
-    net.eval()
-    table = torch.from_numpy(item_vecs).to(device)
-    with torch.no_grad():
-        for s in range(0, len(user_vecs), batch_size):
-            u = torch.from_numpy(user_vecs[s : s + batch_size]).to(device)
-            c = torch.from_numpy(candidates[s : s + batch_size]).to(device)
-            x = None if extra is None else torch.from_numpy(np.ascontiguousarray(extra[s : s + batch_size], dtype=np.float32)).to(device)
-            out[s : s + len(u)] = torch.sigmoid(net.fusion(u, table[c], x).float()).cpu().numpy()
-    return out
 
 
 def _lookup(index: pd.Index, values) -> np.ndarray:

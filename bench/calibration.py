@@ -1,0 +1,85 @@
+"""Quality and calibration of what `crossrec recommend` ships, on the test targets of a log.
+
+For each log: train with the defaults (as `crossrec train` does), then recommend top-K for every test
+history (each user's events before the last one) through the same Recommender the CLI uses, and report
+NDCG@K / HR@K on all / novel users, and the calibration of the probabilities on the K shown rows:
+expected calibration error (15 equal-width bins), Brier score, mean probability vs hit rate.
+
+    .venv/bin/python bench/calibration.py --logs demo,hm-fashion-oneday --out bench/out/calibration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crossrec_core.data.load import load_log  # noqa: E402
+from crossrec_core.evaluate import split_targets  # noqa: E402
+from crossrec_core.metrics import calibration_report, per_user_ranking_metrics  # noqa: E402
+from crossrec_core.recommend import Recommender  # noqa: E402
+from crossrec_core.train import train_model  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def log_paths(name: str, demo_dir: Path) -> tuple[Path, Path]:
+    folder = demo_dir if name == "demo" else SHARED / name
+    return folder / "interactions.csv", folder / "items.csv"
+
+
+def measure(name: str, demo_dir: Path, k: int) -> dict:
+    inter, items = log_paths(name, demo_dir)
+    ds = load_log(str(inter), str(items), name=name)
+    t0 = time.perf_counter()
+    model = train_model(ds)
+    train_s = time.perf_counter() - t0
+    t = split_targets(ds, "test")
+    rec = Recommender(model)
+    aligned = model.align(ds)
+    # the test history of each user ends before its last event (model space: same positions, the
+    # model knows every item of the log it was trained on)
+    recs = rec.recommend_batch(aligned, t.users.astype(np.int64), t.ends, k)
+    top = np.full((t.n_users, k), -1, dtype=np.int64)
+    prob = np.full((t.n_users, k), np.nan)
+    row = np.searchsorted(t.users, recs["user_idx"].to_numpy())
+    top[row, recs["rank"].to_numpy() - 1] = recs["item_idx"].to_numpy()
+    prob[row, recs["rank"].to_numpy() - 1] = recs["probability"].to_numpy()
+    m = per_user_ranking_metrics(top, t.targets, k)
+    hits = top == t.targets[:, None]
+    cal = calibration_report(prob[top >= 0], hits[top >= 0])
+    v = model.metrics["valid"]
+    out = {
+        "log": name, "users": int(t.n_users), "novel_users": int(t.novel.sum()), "train_s": round(train_s, 1),
+        "ndcg": float(m["NDCG"].mean()), "hr": float(m["HR"].mean()),
+        "ndcg_novel": float(m["NDCG"][t.novel].mean()) if t.novel.any() else None,
+        "ece": cal["ece"], "brier": cal["brier"], "mean_proba": cal["mean_proba"], "hit_rate_rows": cal["positive_rate"],
+        "fusion_rerank": v.get("fusion_rerank"), "oof_fusion": v.get("ndcg10_fusion_oof"), "oof_retrieval": v.get("ndcg10_retrieval_oof"),
+        "best_epoch": model.metrics["best_epoch"],
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--logs", default="demo,hm-fashion-oneday,amazon-food-kitchen,taobao-userbehavior")
+    ap.add_argument("--demo-dir", default="/tmp/demo", help="the demo store exported with `crossrec demo --export DIR`")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    rows = [measure(name, Path(args.demo_dir), args.k) for name in args.logs.split(",")]
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
