@@ -21,7 +21,10 @@ _HELP = """\
 Compare a trained model with three baselines (popularity, item-kNN, category-transition) on a log.
 
 Protocol: leave-last-out. Each user's last event is the target (--split valid: the second-to-last),
-every catalogue item is ranked, items the user already had are excluded. Metrics at K: HR, NDCG,
+every catalogue item is ranked, items the user already had are excluded. The model is scored on the
+very lists `crossrec recommend` writes (cold-start fallback, fusion re-rank); the calibration of their
+probabilities (expected calibration error, Brier score, reliability bins) is in the output and --json.
+A model trained on some of the held-out target events is refused (--allow-seen runs anyway). Metrics at K: HR, NDCG,
 P, R, F1, MRR, plus catalogue / category coverage, diversity, novelty and the share of
 recommendations from categories new to the user. Reported on all users, on "switch" users (the
 target's category differs from the last item's) and on "novel" users (the target's category is
@@ -46,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-users", type=int, metavar="N", help="evaluate a random sample of at most N users (faster on big logs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the user sample (default 0)")
     p.add_argument("--no-baselines", action="store_true", help="evaluate the model alone")
+    p.add_argument("--retrieval-only", action="store_true",
+                   help="also score the model by retrieval alone (no cold-start fallback, no fusion re-rank): a diagnostic, not what ships")
+    p.add_argument("--allow-seen", action="store_true",
+                   help="evaluate even if the model was trained on some of the held-out targets (the output then carries a warning)")
     add_column_flags(p)
     p.set_defaults(func=run_evaluate)
 
@@ -83,7 +90,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.no_baselines:
         for name, ranker in default_baselines().items():
             rankers[name if name not in rankers else f"{name} (baseline)"] = ranker
-    result = evaluate_rankers(ds, rankers, k=args.k, split=args.split, max_users=args.max_users, seed=args.seed)
+    result = evaluate_rankers(
+        ds, rankers, k=args.k, split=args.split, max_users=args.max_users, seed=args.seed,
+        retrieval_diagnostic=args.retrieval_only, allow_seen=args.allow_seen,
+    )
+    for warning in result.warnings:
+        print(warning, file=sys.stderr)
     print(result.to_text())
     print(f"\n{len(rankers)} methods on {result.subset_sizes['all']} users in {time.perf_counter() - t0:.1f}s")
     if args.json:

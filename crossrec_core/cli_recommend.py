@@ -4,7 +4,8 @@ Contract (used by outside evaluation, keep it exact):
     crossrec recommend --model DIR --interactions PATH [--items PATH] [--users PATH] --k K --out FILE.csv
                        [--cross-category-only] [--threshold P] [--user-col ...] [--item-col ...] ...
 writes columns exactly ``user_id,rank,item_id,score,category``; rank 1..K, K rows per user (fewer only
-when --threshold removes some); score is the fusion probability used for ranking and the threshold.
+when --threshold removes some); score is the calibrated probability that the item is the user's next
+one; lists are ordered by the fusion scorer (score falls down a list) and --threshold applies to it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ Write the top-K recommendations of a trained model for every user in a log.
 
 Output CSV columns (exactly): user_id,rank,item_id,score,category
   rank      1..K, best first
-  score     the model's fusion probability (0..1) that the user interacts with the item next;
-            the list is ranked by it and --threshold applies to it
+  score     the calibrated probability (0..1) that this item is the user's next one (fitted on
+            held-out events; on the validation targets the mean score of shown rows matches how
+            often they come true); the list is ranked by the fusion scorer, so score falls down a
+            list, and --threshold applies to it
   category  the item's category in the model (else from --items)
 Every user with history in --interactions gets K rows (or every user listed in --users; users
 the log does not know get cold-start recommendations: popular items in likely categories). Fewer
@@ -55,7 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--k", type=int, required=True, metavar="K", help="recommendations per user")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="output CSV (written atomically)")
     p.add_argument("--cross-category-only", action="store_true", help="only recommend items from categories absent from the user's history")
-    p.add_argument("--threshold", type=float, metavar="P", help="drop items whose score (fusion probability) is below P (0..1)")
+    p.add_argument("--threshold", metavar="P", help="drop items whose score (probability) is below P (0..1); "
+                   "'model' = the threshold saved with the model (none saved: no threshold)")
     p.add_argument("--candidates", type=int, default=None, metavar="N",
                    help="items per user re-ranked by the fusion scorer (more = slower; default: as many as it was trained on)")
     add_column_flags(p)
@@ -136,7 +140,7 @@ def recommend_for_log(
     on_batch=None,
 ) -> pd.DataFrame:
     """Return the recommendations of ``model`` for the users of ``ds`` with columns exactly
-    user_id, rank, item_id, score (fusion probability), category.
+    user_id, rank, item_id, score (calibrated probability), category.
 
     Args:
         model: a TrainedModel.
@@ -216,8 +220,13 @@ def run_recommend(args: argparse.Namespace) -> int:
     """Handle `crossrec recommend`; returns the exit status (CrossrecError is turned into 2 by cli.main)."""
     if args.k is None or args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}.")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise ConfigError(f"--threshold is a probability between 0 and 1, got {args.threshold}.")
+    if args.threshold is not None and args.threshold != "model":
+        try:
+            args.threshold = float(args.threshold)
+        except ValueError:
+            raise ConfigError(f"--threshold is a probability between 0 and 1 or 'model', got {args.threshold!r}.") from None
+        if not 0.0 <= args.threshold <= 1.0:
+            raise ConfigError(f"--threshold is a probability between 0 and 1, got {args.threshold}.")
     if args.candidates is not None and args.candidates < 1:
         raise ConfigError(f"--candidates must be at least 1, got {args.candidates}.")
     model_dir = Path(args.model).expanduser()
@@ -239,6 +248,8 @@ def run_recommend(args: argparse.Namespace) -> int:
     from crossrec_core.registry import load_model
 
     model = load_model(model_dir)
+    if args.threshold == "model":
+        args.threshold = model.threshold  # None when no threshold was saved with the model
     ds = load_log(str(inter_path), str(items_path) if items_path else None, mapping=column_mapping(args), name=inter_path.stem)
     users_file = Path(args.users).expanduser() if args.users else None
     wanted = read_user_list(users_file, ds.user_ids, args.user_col) if users_file else None

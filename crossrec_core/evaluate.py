@@ -30,6 +30,7 @@ from crossrec_core import metrics as M
 from crossrec_core.baselines import BaselineRanker
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError, ModelError
+from crossrec_core.models.trained import event_hashes
 from crossrec_core.recommend import Recommender
 from crossrec_core.scoring import Ranker
 
@@ -232,6 +233,20 @@ def rank_all(
     return out
 
 
+def seen_targets(model, ds: InteractionDataset, targets: EvalTargets) -> np.ndarray:
+    """Return bool (U,): which held-out targets are among the events ``model`` was fitted on.
+
+    Evaluating a model on the log it was trained on is the normal case (it was fitted only on the
+    events before each user's held-out ones); a target it WAS fitted on (a log that another log
+    extends, or one sharing events with it) would make its figures a leak."""
+    known = np.asarray(getattr(model, "train_event_hashes", np.zeros(0, np.int64)), dtype=np.int64)
+    if len(known) == 0 or targets.n_users == 0:
+        return np.zeros(targets.n_users, dtype=bool)
+    h = event_hashes(ds.user_ids[targets.users], ds.item_ids[targets.targets], ds.seqs.times[targets.ends])
+    pos = np.clip(np.searchsorted(known, h), 0, len(known) - 1)
+    return known[pos] == h
+
+
 def rank_shipped(model, space: RankerSpace, users: np.ndarray, k: int, *, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
     """Return (int64 (U, k) item_idx, float32 (U, k) probability) of the lists ``model`` ships for these
     histories: the very ``Recommender.recommend_batch`` that `crossrec recommend`, the Recommendations
@@ -278,6 +293,7 @@ class EvaluationResult:
     subset_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # {method: metrics.calibration_report of the shown rows' probabilities} for methods that give one
     calibration: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. the leak guard's, under allow_seen
 
     @property
     def methods(self) -> list[str]:
@@ -315,7 +331,7 @@ class EvaluationResult:
 
     def to_text(self, subsets: Iterable[str] = SUBSETS, digits: int = 4) -> str:
         """Return a readable plain-text table per subset (rows method, columns metrics)."""
-        parts = [f"Dataset {self.dataset}: leave-last-out ({self.split}), full ranking, K={self.k}"]
+        parts = [*self.warnings, f"Dataset {self.dataset}: leave-last-out ({self.split}), full ranking, K={self.k}"]
         for subset in subsets:
             n = self.subset_sizes.get(subset, 0)
             parts.append("")
@@ -324,6 +340,13 @@ class EvaluationResult:
                 parts.append("  (no users in this subset)")
                 continue
             parts.append(self.table(subset).to_string(float_format=lambda x: f"{x:.{digits}f}", na_rep="-"))
+        for method, c in self.calibration.items():
+            if c.get("n"):
+                parts.append("")
+                parts.append(
+                    f"Probabilities of {method} on the {c['n']} shown rows: mean {c['mean_proba']:.{digits}f} vs hit rate "
+                    f"{c['positive_rate']:.{digits}f}; expected calibration error {c['ece']:.{digits}f}, Brier {c['brier']:.{digits}f}"
+                )
         return "\n".join(parts)
 
     def to_dict(self) -> dict:
@@ -344,6 +367,7 @@ class EvaluationResult:
             "per_category": per_cat,
             "seconds": {m: round(float(s), 3) for m, s in self.seconds.items()},
             "calibration": self.calibration,
+            "warnings": list(self.warnings),
         }
 
 
@@ -395,6 +419,7 @@ def evaluate_rankers(
     seed: int = 0,
     fit_baselines: bool = True,
     retrieval_diagnostic: bool = False,
+    allow_seen: bool = False,
 ) -> EvaluationResult:
     """Return an EvaluationResult comparing ``rankers`` on ``ds`` with leave-last-out and full ranking.
 
@@ -409,6 +434,8 @@ def evaluate_rankers(
         max_users: evaluate a seeded sample of at most this many users.
         retrieval_diagnostic: also rank each trained model by retrieval alone (no cold-start fallback,
             no fusion re-rank), as "<name> (retrieval only)": a diagnostic, not what ships.
+        allow_seen: evaluate even when a model was fitted on some of the held-out targets (the result's
+            ``warnings`` then say so); by default that raises ModelError (``seen_targets``).
 
     A trained model (``is_model_like``) is scored on exactly the lists it ships (``rank_shipped``), and
     the calibration of their probabilities is reported in ``calibration``.
@@ -429,6 +456,19 @@ def evaluate_rankers(
     seconds: dict[str, float] = {}
     kept: dict[str, dict[str, np.ndarray]] = {}
     calibration: dict[str, dict] = {}
+    warnings: list[str] = []
+    for name, ranker in named.items():
+        if not ships_lists(ranker):
+            continue
+        seen = seen_targets(ranker, ds, targets)
+        if seen.any():
+            message = (
+                f"Model '{name}' was trained on {int(seen.sum())} of the {targets.n_users} events held out as "
+                f"{split} targets in '{ds.name}', so its figures would overstate it"
+            )
+            if not allow_seen:
+                raise ModelError(f"{message}. Evaluate it on a log it was not trained on (or pass --allow-seen to run anyway).")
+            warnings.append(f"WARNING: {message} (run with --allow-seen).")
     jobs: list[tuple[str, Ranker, bool]] = []
     for name, ranker in named.items():
         shipped = ships_lists(ranker)
@@ -488,4 +528,5 @@ def evaluate_rankers(
         per_user=kept,
         subset_masks=masks,
         calibration=calibration,
+        warnings=warnings,
     )

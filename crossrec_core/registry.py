@@ -110,8 +110,12 @@ def _refuse_pickles(folder: Path) -> None:
 def _looks_like_pickle(p: Path) -> bool:
     if p.name in MODEL_FILES | OPTIONAL_FILES:
         with open(p, "rb") as fh:
-            head = fh.read(2)
-        return len(head) == 2 and head[0] == 0x80 and head[1] <= 5  # pickle protocol opcode
+            head = fh.read(9)
+        if p.suffix == ".safetensors" and len(head) == 9 and head[8:9] == b"{":
+            # a safetensors file: 8 bytes of header length, then its JSON header (a length whose low
+            # bytes read 0x80 0x04 is not a pickle)
+            return False
+        return len(head) >= 2 and head[0] == 0x80 and head[1] <= 5  # pickle protocol opcode
     return False
 
 
@@ -194,6 +198,7 @@ def _write_folder(model, folder: Path) -> None:
             "category_transitions": torch.from_numpy(np.array(model.category_transitions, dtype=np.float32)),
             "item_category": torch.from_numpy(np.array(model.item_category, dtype=np.int32)),
             **_knn_tensors(model),
+            "train_event_hashes": torch.from_numpy(np.asarray(model.train_event_hashes, dtype=np.int64)),
         },
     )
     enc = model.net.item_encoder
@@ -234,6 +239,8 @@ def _write_folder(model, folder: Path) -> None:
     atomic_write_json(folder / "fingerprint.json", {"data_fingerprint": model.data_fingerprint})
     atomic_write_json(folder / "metrics.json", model.metrics)
     atomic_write_json(folder / "calibration.json", {"calibration": model.calibration.to_dict(), "rerank": bool(model.fusion_rerank)})
+    if model.threshold is not None:
+        atomic_write_json(folder / "threshold.json", {"threshold": float(model.threshold)})
 
 
 # -- load -----------------------------------------------------------------------------------
@@ -326,7 +333,46 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         knn_weight=knn_weight,
         calibration=calibration,
         fusion_rerank=rerank,
+        train_event_hashes=aux["train_event_hashes"].numpy() if "train_event_hashes" in aux else None,
+        threshold=_read_threshold(folder),
     )
+
+
+def _read_threshold(folder: Path) -> float | None:
+    """Return the threshold saved in ``folder``/threshold.json, or None; ModelError when it is not a probability."""
+    path = folder / "threshold.json"
+    if not path.is_file():
+        return None
+    try:
+        t = float(read_json(path)["threshold"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{folder.name}/threshold.json holds no valid threshold ({err}). Save the threshold again.") from err
+    if not 0.0 <= t <= 1.0:
+        raise ModelError(f"{folder.name}/threshold.json holds {t}, which is not a probability between 0 and 1. Save the threshold again.")
+    return t
+
+
+def save_threshold(path: str | os.PathLike, threshold: float | None) -> Path:
+    """Save ``threshold`` (a probability, or None to remove it) with the model in ``path`` (folder or
+    workspace name); `crossrec recommend --threshold model` and the Recommendations page use it."""
+    folder = _model_folder(path)
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"A threshold is a probability between 0 and 1, got {threshold}.")
+    with name_lock(folder):
+        if threshold is None:
+            (folder / "threshold.json").unlink(missing_ok=True)
+        else:
+            atomic_write_json(folder / "threshold.json", {"threshold": float(threshold)})
+    return folder
+
+
+def _model_folder(path: str | os.PathLike) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.exists() and os.sep not in str(path) and "/" not in str(path):
+        folder = models_dir() / str(path)
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"No model folder at {folder}. Train a model first, or check the path.")
+    return folder
 
 
 # -- workspace listing ----------------------------------------------------------------------

@@ -33,7 +33,7 @@ from crossrec_core.models.item_encoder import attribute_token_matrix, build_attr
 from crossrec_core.models.text import TEXT_DIM, TextEncoder, item_texts
 from crossrec_core.baselines import ItemKNNRanker
 from crossrec_core.models.rerank import N_FEATURES, FusionData, fit_fusion
-from crossrec_core.models.trained import TrainedModel, gather_ranges, history_windows
+from crossrec_core.models.trained import TrainedModel, event_hashes, gather_ranges, history_windows
 from crossrec_core.recommend import Recommender
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,12 @@ def category_transition_counts(ds: InteractionDataset, train_end: np.ndarray) ->
     a = ds.item_category[ds.seqs.items[pos]].astype(np.int64)
     b = ds.item_category[ds.seqs.items[pos + 1]].astype(np.int64)
     return np.bincount(a * nc + b, minlength=nc * nc).astype(np.float32).reshape(nc, nc)
+
+
+def _training_event_hashes(ds: InteractionDataset, train_end: np.ndarray) -> np.ndarray:
+    """Return the hashes of every event the model is fitted on: each user's events before train_end."""
+    row, pos = gather_ranges(ds.seqs.offsets[:-1], train_end - ds.seqs.offsets[:-1])
+    return np.unique(event_hashes(ds.user_ids[row], ds.item_ids[ds.seqs.items[pos]], ds.seqs.times[pos]))
 
 
 def compute_item_features(ds: InteractionDataset, cfg: ModelConfig, device: torch.device, on_text: Callable[[int, int], None] | None) -> dict:
@@ -582,6 +588,7 @@ def train_model(
         event_names=ds.event_names,
         popularity=popularity,
         category_transitions=category_transition_counts(ds, split.train_end),
+        train_event_hashes=_training_event_hashes(ds, split.train_end),
         metrics={},
         data_fingerprint=ds.fingerprint(),
         attribute_columns=ds.attribute_columns if len(feats["attr_vocab"]) > 2 else (),

@@ -139,7 +139,7 @@ def test_cli_help_documents_score(capsys):
     with pytest.raises(SystemExit):
         main(["recommend", "--help"])
     text = capsys.readouterr().out
-    assert "user_id,rank,item_id,score,category" in text and "fusion probability" in text
+    assert "user_id,rank,item_id,score,category" in text and "calibrated probability" in text
     for flag in ("--cross-category-only", "--threshold", "--users", "--items", "--user-col", "--title-col"):
         assert flag in text
 

@@ -159,7 +159,7 @@ def test_result_text_and_json():
     text = res.to_text()
     assert "fixed" in text and "HR@3" in text and "novel users (n=1)" in text
     d = json.loads(json.dumps(res.to_dict()))
-    assert set(d) == {"dataset", "split", "k", "n_users", "metrics", "per_category", "seconds", "calibration"}
+    assert set(d) == {"dataset", "split", "k", "n_users", "metrics", "per_category", "seconds", "calibration", "warnings"}
     assert d["metrics"]["fixed"]["novel"]["HR@3"] == 1.0
     assert set(d["metrics"]["fixed"]) == {"all", "switch", "novel"}
     assert {"coverage", "diversity", "novelty", "cross_share", "category_coverage"} <= set(d["metrics"]["fixed"]["all"])

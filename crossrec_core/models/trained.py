@@ -34,6 +34,18 @@ def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, 
     return row, pos
 
 
+def event_hashes(user_ids: np.ndarray, item_ids: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Return int64 (n,) hashes of (user id, item id, timestamp) triples (stable across processes).
+
+    What a model records of its training events, so an evaluation whose held-out targets are among
+    them is refused (the leak guard, evaluate.check_leak)."""
+    if len(user_ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    frame = pd.DataFrame({"u": pd.Series(user_ids, dtype=object).astype(str), "i": pd.Series(item_ids, dtype=object).astype(str),
+                          "t": np.asarray(times, dtype=np.int64)})
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy().view(np.int64)
+
+
 def history_windows(
     seqs: Sequences, users: np.ndarray, ends: np.ndarray, width: int, n_time_buckets: int
 ) -> dict[str, np.ndarray]:
@@ -97,6 +109,8 @@ class TrainedModel:
         knn_weight: float = 0.0,
         calibration: Calibration | None = None,
         fusion_rerank: bool = False,
+        train_event_hashes: np.ndarray | None = None,
+        threshold: float | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -124,6 +138,10 @@ class TrainedModel:
         # and whether its re-rank beat retrieval there (else lists keep retrieval order)
         self.calibration = calibration or Calibration()
         self.fusion_rerank = bool(fusion_rerank)
+        # sorted hashes of the (user, item, time) events the model was fitted on (event_hashes)
+        self.train_event_hashes = np.sort(np.asarray(train_event_hashes if train_event_hashes is not None else [], dtype=np.int64))
+        # the probability threshold saved with the model (registry.save_threshold); None = none saved
+        self.threshold = None if threshold is None else float(threshold)
         self.net.to(self.device).eval()
         self._item_vecs: np.ndarray | None = None
         self._base_vecs: np.ndarray | None = None

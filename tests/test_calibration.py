@@ -1,0 +1,159 @@
+"""Probabilities that mean what they say (issue 14): calibration metric, the Platt mapping, the fusion
+fit on held-out positions, the leak guard and the threshold saved with a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossrec_core import registry
+from crossrec_core.cli import main
+from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
+from crossrec_core.data.dataset import from_frames
+from crossrec_core.errors import ConfigError, ModelError
+from crossrec_core.evaluate import evaluate_rankers
+from crossrec_core.metrics import calibration_report
+from crossrec_core.models.rerank import FEATURES, Calibration, FusionData, fit_fusion
+from crossrec_core.models.fusion import FusionScorer
+from crossrec_core.train import train_model
+
+
+def test_calibration_report_by_hand():
+    p = np.array([0.05, 0.05, 0.05, 0.05, 0.95, 0.95])
+    y = np.array([1, 0, 0, 0, 1, 1], dtype=bool)
+    r = calibration_report(p, y, n_bins=10)
+    # bin [0, .1): mean .05 vs rate .25 (4 rows); bin [.9, 1]: mean .95 vs rate 1 (2 rows)
+    assert r["ece"] == pytest.approx(4 / 6 * 0.20 + 2 / 6 * 0.05)
+    assert r["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert [b["n"] for b in r["bins"]] == [4, 2] and r["bins"][0]["rate"] == pytest.approx(0.25)
+    assert r["mean_proba"] == pytest.approx(p.mean()) and r["positive_rate"] == pytest.approx(0.5)
+    assert calibration_report(np.array([np.nan]), np.array([True]))["n"] == 0
+
+
+def test_platt_fit_recovers_a_known_mapping_and_is_increasing():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200_000)
+    cold = rng.random(200_000) < 0.3
+    true = Calibration(a=1.5, b=-3.0, c=0.5, e=-0.5)
+    y = rng.random(200_000) < true.apply(x[:, None], cold)[:, 0]
+    got = Calibration.fit(x, y, cold)
+    assert (got.a, got.b, got.c, got.e) == pytest.approx((1.5, -3.0, 0.5, -0.5), abs=0.08)
+    # a logit that carries no signal (or the wrong sign) still gives an increasing mapping
+    flipped = Calibration.fit(x, rng.random(200_000) < 1 / (1 + np.exp(2 * x + 3)), cold)
+    assert flipped.a > 0 and flipped.a + flipped.e > 0
+    p = flipped.apply(np.sort(x)[None, :], np.zeros(1, bool))[0]
+    assert (np.diff(p) >= 0).all()
+    assert Calibration.from_dict(got.to_dict()) == got
+
+
+def test_fusion_fit_learns_a_planted_cross_category_signal_and_stays_on():
+    """Candidates where the target is the item of a NEW category: retrieval ranks it anywhere, the
+    'cat_new' feature gives it away. Held-out users must show the re-rank winning, so it stays on."""
+    rng = np.random.default_rng(1)
+    U, N = 1200, 20
+    f = rng.normal(size=(U, N, len(FEATURES))).astype(np.float32)
+    new = FEATURES.index("cat_new")
+    f[..., new] = 0.0
+    target = rng.integers(0, N, U)
+    f[np.arange(U), target, new] = 1.0
+    labels = np.zeros((U, N), bool)
+    labels[np.arange(U), target] = True
+    data = FusionData(f, labels, np.zeros(U, bool), np.ones((U, N), bool))
+    import torch
+
+    fit = fit_fusion(FusionScorer(), data, epochs=5, seed=0, device=torch.device("cpu"))
+    assert fit["rerank"] and fit["ndcg10_fusion"] > 0.9 > fit["ndcg10_retrieval"]
+    assert fit["oof_mean_proba"] == pytest.approx(fit["oof_positive_rate"], abs=0.01)
+
+
+# -- on a trained model ---------------------------------------------------------------------------
+PREFIX = {"t": "Camping", "b": "Footwear", "s": "Outdoor Cooking", "m": "Kitchenware"}
+
+
+def _frames(n_users: int = 60, t0: int = 1):
+    rows = []
+    for u in range(n_users):  # tent -> boots -> stove -> mug
+        rows += [(f"u{u}", f"t{u % 3}", t0, "view"), (f"u{u}", f"b{u % 2}", t0 + 1, "cart"),
+                 (f"u{u}", f"s{u % 4}", t0 + 2, "purchase"), (f"u{u}", f"m{u % 2}", t0 + 3, "view")]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
+    ids = sorted(set(inter["item_id"]))
+    items = pd.DataFrame({"item_id": ids, "category": [PREFIX[i[0]] for i in ids], "title": [f"Item {i}" for i in ids]})
+    return inter, items
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calib")
+    inter, items = _frames()
+    inter.to_csv(root / "log.csv", index=False)
+    items.to_csv(root / "items.csv", index=False)
+    ds = from_frames(inter, items, name="tiny")
+    cfg = ModelConfig(
+        item=ItemEncoderConfig(dim=8, use_text=False),
+        user=UserEncoderConfig(dim=8, n_layers=1, max_len=8),
+        train=TrainConfig(epochs=2, device="cpu", fusion_epochs=2, seed=0),
+    )
+    model = train_model(ds, cfg, name="tiny")
+    return root, registry.save_model(model, root / "model"), model, ds, inter, items
+
+
+def test_model_records_its_training_events_and_the_guard_refuses_a_leak(tiny, tmp_path, capsys):
+    root, folder, model, ds, inter, items = tiny
+    # trained on events before each user's last two: 2 events x 60 users
+    assert len(model.train_event_hashes) == 120
+    res = evaluate_rankers(ds, {"tiny": model}, k=3)  # its own log: targets were held out -> fine
+    assert res.warnings == [] and res.calibration["tiny"]["n"] == 180
+    # a shorter export of the same log: its last events are ones the model was trained on
+    short = inter[inter["timestamp"] <= 2]
+    with pytest.raises(ModelError, match="trained on 60 of the 60 events held out"):
+        evaluate_rankers(from_frames(short, items, name="older"), {"tiny": model}, k=3)
+    res = evaluate_rankers(from_frames(short, items, name="older"), {"tiny": model}, k=3, allow_seen=True)
+    assert res.warnings and "WARNING" in res.to_text() and res.to_dict()["warnings"] == res.warnings
+    short.to_csv(tmp_path / "older.csv", index=False)
+    args = ["evaluate", "--model", str(folder), "--interactions", str(tmp_path / "older.csv"), "--items", str(root / "items.csv"), "--k", "3"]
+    assert main(args) == 2 and "--allow-seen" in capsys.readouterr().err
+    assert main([*args, "--allow-seen", "--json", str(tmp_path / "e.json")]) == 0
+    assert "WARNING" in capsys.readouterr().err and json.loads((tmp_path / "e.json").read_text())["warnings"]
+
+
+def test_evaluator_scores_exactly_what_recommend_writes(tiny, tmp_path, monkeypatch):
+    """Issue 14.1: the evaluator's top-K per user equals `crossrec recommend`'s rows for the same history."""
+    root, folder, model, ds, inter, items = tiny
+    monkeypatch.setenv("CROSSREC_HOME", str(tmp_path / "ws"))
+    # the test history of every user = every event but the last: that log through the CLI
+    history = inter[inter["timestamp"] < 4]
+    history.to_csv(tmp_path / "hist.csv", index=False)
+    assert main(["recommend", "--model", str(folder), "--interactions", str(tmp_path / "hist.csv"), "--k", "3", "--out", str(tmp_path / "r.csv")]) == 0
+    cli = pd.read_csv(tmp_path / "r.csv", dtype={"user_id": str, "item_id": str})
+    from crossrec_core.evaluate import rank_shipped, ranker_space, split_targets
+
+    t = split_targets(ds, "test")
+    top, prob = rank_shipped(model, ranker_space(model, ds, t.users, t.ends, t.targets), t.users, 3)
+    for row, u in enumerate(t.users):
+        rows = cli[cli["user_id"] == ds.user_ids[u]].sort_values("rank")
+        assert rows["item_id"].tolist() == list(model.item_ids[top[row]])
+        np.testing.assert_allclose(rows["score"].to_numpy(), prob[row], rtol=1e-4, atol=1e-6)
+
+
+def test_threshold_saved_with_the_model_is_used_by_recommend(tiny, tmp_path, monkeypatch):
+    root, folder, model, ds, inter, items = tiny
+    monkeypatch.setenv("CROSSREC_HOME", str(tmp_path / "ws"))
+    out = tmp_path / "r.csv"
+    base = ["recommend", "--model", str(folder), "--interactions", str(root / "log.csv"), "--k", "4", "--out", str(out)]
+    assert main([*base, "--threshold", "model"]) == 0  # none saved yet: no threshold
+    full = pd.read_csv(out)
+    assert len(full) == 4 * 60
+    t = float(full["score"].median())
+    registry.save_threshold(folder, t)
+    assert registry.load_model(folder).threshold == pytest.approx(t)
+    assert main([*base, "--threshold", "model"]) == 0
+    cut = pd.read_csv(out)
+    assert len(cut) < len(full) and (cut["score"] >= t - 1e-6).all()
+    registry.save_threshold(folder, None)
+    assert registry.load_model(folder).threshold is None
+    with pytest.raises(ConfigError):
+        registry.save_threshold(folder, 1.5)
+    assert main([*base, "--threshold", "most"]) == 2
