@@ -11,6 +11,7 @@ expected calibration error (15 equal-width bins), Brier score, mean probability 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -21,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crossrec_core.config import ModelConfig  # noqa: E402
 from crossrec_core.data.load import load_log  # noqa: E402
 from crossrec_core.evaluate import split_targets  # noqa: E402
 from crossrec_core.metrics import calibration_report, per_user_ranking_metrics  # noqa: E402
@@ -31,15 +33,17 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def log_paths(name: str, demo_dir: Path) -> tuple[Path, Path]:
-    folder = demo_dir if name == "demo" else SHARED / name
+    """Return (interactions, items) of "demo", a folder of ../shared/data, or any folder path."""
+    folder = demo_dir if name == "demo" else (Path(name) if "/" in name else SHARED / name)
     return folder / "interactions.csv", folder / "items.csv"
 
 
-def measure(name: str, demo_dir: Path, k: int) -> dict:
+def measure(name: str, demo_dir: Path, k: int, seed: int) -> dict:
     inter, items = log_paths(name, demo_dir)
-    ds = load_log(str(inter), str(items), name=name)
+    ds = load_log(str(inter), str(items), name=Path(name).name)
     t0 = time.perf_counter()
-    model = train_model(ds)
+    cfg = ModelConfig()
+    model = train_model(ds, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)))
     train_s = time.perf_counter() - t0
     t = split_targets(ds, "test")
     rec = Recommender(model)
@@ -55,9 +59,20 @@ def measure(name: str, demo_dir: Path, k: int) -> dict:
     m = per_user_ranking_metrics(top, t.targets, k)
     hits = top == t.targets[:, None]
     cal = calibration_report(prob[top >= 0], hits[top >= 0])
+    # what the fusion re-rank adds on test: the same model's lists in retrieval order
+    rerank = model.fusion_rerank
+    model.fusion_rerank = False
+    recs_r = rec.recommend_batch(aligned, t.users.astype(np.int64), t.ends, k)
+    model.fusion_rerank = rerank
+    top_r = np.full((t.n_users, k), -1, dtype=np.int64)
+    top_r[np.searchsorted(t.users, recs_r["user_idx"].to_numpy()), recs_r["rank"].to_numpy() - 1] = recs_r["item_idx"].to_numpy()
+    m_r = per_user_ranking_metrics(top_r, t.targets, k)
     v = model.metrics["valid"]
     out = {
-        "log": name, "users": int(t.n_users), "novel_users": int(t.novel.sum()), "train_s": round(train_s, 1),
+        "log": name, "seed": seed,
+        "ndcg_retrieval_order": float(m_r["NDCG"].mean()),
+        "ndcg_novel_retrieval_order": float(m_r["NDCG"][t.novel].mean()) if t.novel.any() else None,
+        "coverage": float(len(np.unique(top[top >= 0])) / model.n_items), "users": int(t.n_users), "novel_users": int(t.novel.sum()), "train_s": round(train_s, 1),
         "ndcg": float(m["NDCG"].mean()), "hr": float(m["HR"].mean()),
         "ndcg_novel": float(m["NDCG"][t.novel].mean()) if t.novel.any() else None,
         "ece": cal["ece"], "brier": cal["brier"], "mean_proba": cal["mean_proba"], "hit_rate_rows": cal["positive_rate"],
@@ -70,15 +85,20 @@ def measure(name: str, demo_dir: Path, k: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--logs", default="demo,hm-fashion-oneday,amazon-food-kitchen,taobao-userbehavior")
+    ap.add_argument("--logs", default="demo,hm-fashion-oneday,amazon-food-kitchen,taobao-userbehavior",
+                    help="comma-separated: demo, a folder name of ../shared/data, or a folder path (e.g. a bench/dense_logs.py output)")
     ap.add_argument("--demo-dir", default="/tmp/demo", help="the demo store exported with `crossrec demo --export DIR`")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--seeds", default="42", help="comma-separated training seeds (default 42, the default config's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    rows = [measure(name, Path(args.demo_dir), args.k) for name in args.logs.split(",")]
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    rows = []
+    for name in args.logs.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows.append(measure(name, Path(args.demo_dir), args.k, seed))
+            if args.out:  # written after every run: a long job keeps what it finished
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
