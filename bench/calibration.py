@@ -38,11 +38,13 @@ def log_paths(name: str, demo_dir: Path) -> tuple[Path, Path]:
     return folder / "interactions.csv", folder / "items.csv"
 
 
-def measure(name: str, demo_dir: Path, k: int, seed: int) -> dict:
-    inter, items = log_paths(name, demo_dir)
-    ds = load_log(str(inter), str(items), name=Path(name).name)
+def measure(name: str, demo_dir: Path, k: int, seed: int, cfg: ModelConfig | None = None, ds=None) -> dict:
+    """Train on log ``name`` (defaults, or ``cfg``) with ``seed`` and return the test figures of what ships."""
+    if ds is None:
+        inter, items = log_paths(name, demo_dir)
+        ds = load_log(str(inter), str(items), name=Path(name).name)
     t0 = time.perf_counter()
-    cfg = ModelConfig()
+    cfg = cfg or ModelConfig()
     model = train_model(ds, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)))
     train_s = time.perf_counter() - t0
     t = split_targets(ds, "test")

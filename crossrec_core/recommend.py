@@ -102,7 +102,8 @@ class Recommender:
         self.base_dim = int(getattr(getattr(model, "config", None), "dim", vecs.shape[1]))
         self.unit_base = _unit_rows(vecs[:, : self.base_dim])
         text = getattr(enc, "text_vecs", None) if enc is not None and getattr(enc, "use_text", False) else None
-        self.unit_text = None if text is None else _unit_rows(text.detach().float().cpu().numpy())
+        # float16: at 500k items the title table is 768 MB in float32; the fusion feature needs 3 digits
+        self.unit_text = None if text is None else _unit_rows(text.detach().float().cpu().numpy()).astype(np.float16)
         depth = getattr(getattr(getattr(model, "config", None), "train", None), "fusion_candidates", None)
         self.default_candidates = int(depth) if isinstance(depth, (int, np.integer)) and depth > 0 else DEFAULT_CANDIDATES
         cat_pop = np.bincount(self.item_category, weights=pop, minlength=self.n_categories)

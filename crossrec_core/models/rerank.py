@@ -98,7 +98,7 @@ def _history_vector(ctx: HistoryContext, vectors: np.ndarray, B: int) -> np.ndar
     """Return float32 (B, d): the recency-weighted sum of the history items' unit vectors (unit length)."""
     out = np.zeros((B, vectors.shape[1]), dtype=np.float32)
     if len(ctx.rows):
-        np.add.at(out, ctx.rows, vectors[ctx.items] * ctx.weights[:, None])
+        np.add.at(out, ctx.rows, vectors[ctx.items].astype(np.float32) * ctx.weights[:, None])
     return _row_normalised(out)
 
 
@@ -163,7 +163,8 @@ def candidate_features(
     if unit_text is not None:
         tv = _history_vector(ctx, unit_text, B)
         for s in range(0, B, 256):  # (256, N, 384) floats at a time
-            f[s : s + 256, :, col["text_sim"]] = np.einsum("bnd,bd->bn", unit_text[cand[s : s + 256]], tv[s : s + 256])
+            chunk = unit_text[cand[s : s + 256]].astype(np.float32)
+            f[s : s + 256, :, col["text_sim"]] = np.einsum("bnd,bd->bn", chunk, tv[s : s + 256])
     f[..., col["cold"]] = cold.astype(np.float32)[:, None]
     f[..., col["log_history"]] = np.log1p(ctx.lengths).astype(np.float32)[:, None]
     f[..., col["log_last_gap"]] = (np.log1p(ctx.last_gap) / 10.0)[:, None]

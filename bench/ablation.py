@@ -1,0 +1,69 @@
+"""Ablation: each part of the default model switched off alone, test figures of what ships.
+
+For each log and variant: train (defaults with one change), recommend for every test history through
+the shipped path (bench/calibration.py's `measure`), report NDCG@10 on all / novel users, ECE, and what
+the fusion re-rank adds (the same model's lists in retrieval order). Run one job at a time.
+
+    .venv/bin/python bench/ablation.py --logs demo,hm-fashion-oneday --out bench/out/ablation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from calibration import log_paths, measure  # noqa: E402
+
+from crossrec_core.config import ModelConfig  # noqa: E402
+from crossrec_core.data.load import load_log  # noqa: E402
+
+
+def variants() -> dict[str, ModelConfig]:
+    base = ModelConfig()
+    item, user, train = base.item, base.user, base.train
+    r = dataclasses.replace
+    return {
+        "default": base,
+        "no ID embedding": r(base, item=r(item, use_id=False)),
+        "no category embedding": r(base, item=r(item, use_category=False)),
+        "no attributes": r(base, item=r(item, use_attributes=False)),
+        "no text encoder": r(base, item=r(item, use_text=False)),
+        "no time gaps": r(base, user=r(user, use_time_gaps=False)),
+        "no prior blend": r(base, train=r(train, prior_blend=False)),
+        "no item-kNN term": r(base, train=r(train, knn_blend=False)),
+        "GRU encoder": r(base, user=r(user, kind="gru")),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--logs", default="demo,hm-fashion-oneday")
+    ap.add_argument("--variants", default=None, help="comma-separated subset of the variant names")
+    ap.add_argument("--demo-dir", default="/tmp/demo")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--out", default="bench/out/ablation.json")
+    args = ap.parse_args()
+    chosen = variants()
+    if args.variants:
+        chosen = {k: v for k, v in chosen.items() if k in args.variants.split(",")}
+    out = Path(args.out)
+    rows = json.loads(out.read_text()) if out.is_file() else []
+    for name in args.logs.split(","):
+        inter, items = log_paths(name, Path(args.demo_dir))
+        ds = load_log(str(inter), str(items), name=Path(name).name)
+        for label, cfg in chosen.items():
+            row = {"variant": label, **measure(name, Path(args.demo_dir), 10, args.seed, cfg=cfg, ds=ds)}
+            rows = [x for x in rows if not (x["log"] == row["log"] and x["variant"] == label and x["seed"] == row["seed"])] + [row]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rows, indent=1))  # after every run: a long job keeps what it finished
+
+
+if __name__ == "__main__":
+    main()
