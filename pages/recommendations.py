@@ -23,13 +23,17 @@ def mirror(*pairs: tuple[str, str]) -> None:
         state[widget] = state[key]
 
 
+if state.get("_threshold_of") != model_name:  # a model's saved threshold is the default of its list
+    state["_threshold_of"], state["threshold"] = model_name, float(model.threshold or 0.0)
 shopper_picker(ds)
 mirror(("_k_w", "k"), ("_threshold_w", "threshold"), ("_diversity_w", "diversity"), ("_cross_w", "cross_only"),
        ("_excluded_w", "excluded_categories"), ("_whatif_add_w", "whatif_add"), ("_whatif_remove_w", "whatif_remove"))
 s1, s2, s3 = st.columns(3)
 s1.slider("How many products (K)", 1, 50, key="_k_w", on_change=persist, args=("_k_w", "k"))
-s2.slider("Only show products at least this likely", 0.0, 1.0, step=0.01, key="_threshold_w", on_change=persist,
-          args=("_threshold_w", "threshold"), help="Higher = fewer, surer recommendations. Shared with Evaluation.")
+s2.slider("Only show products at least this likely", 0.0, 1.0, step=0.001, format="%.3f", key="_threshold_w", on_change=persist,
+          args=("_threshold_w", "threshold"),
+          help="The chance that the product is this shopper's next one (calibrated: 0.05 comes true about 1 time in 20). "
+               "Higher = fewer, surer recommendations. Shared with Evaluation.")
 s3.slider("Variety", 0.0, 1.0, step=0.05, key="_diversity_w", on_change=persist, args=("_diversity_w", "diversity"),
           help="0 = most likely first; higher = more different products from each other.")
 t1, t2 = st.columns([1, 2])
