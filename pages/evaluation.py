@@ -1,41 +1,20 @@
-"""Evaluation: the model against the baselines, thresholds, category affinities, planted journeys."""
+"""Evaluation: the model against the baselines, its calibration, thresholds, affinities, journeys, two models."""
 
 import streamlit as st
 
-from crossrec_core.errors import CrossrecError
+from crossrec_core.errors import CrossrecError, ModelError
 from pages import charts
-from pages.common import (
-    dataset_key, get_affinities, get_evaluation, get_journey_report, get_threshold_curve, md_escape, model_key,
-    persist, require_pair, show_error,
+from pages import evaluation_view as view
+from pages.common import get_affinities, get_journey_report, md_escape, persist, require_pair, show_error
+from pages.evaluation_cache import (
+    get_evaluation, get_threshold_curve, lead_sentence, save_threshold_callback, scores_key, use_threshold_callback,
 )
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def lead_sentence(model_key: tuple, ds_key: tuple, subset: str, _result) -> str:
-    """Return one sentence: the model's NDCG@10 lead over the best other method, with its 95% interval.
-
-    Cached per (model, dataset, subset) with the same stamped keys as the evaluation itself, so a
-    retrained model never shows a stale sentence; the bootstrap would otherwise rerun on every slider move."""
-    result = _result
-    metric = f"NDCG@{result.k}"
-    mine = result.methods[0]
-    others = [m for m in result.methods[1:] if m in result.per_user]
-    if not others or mine not in result.per_user:
-        return ""
-    best = max(others, key=lambda m: result.value(m, subset, metric))
-    d = result.difference(mine, best, subset, metric)
-    verdict = ("a real difference" if d.significant else
-               "within noise: these shoppers cannot tell the two apart, more are needed")
-    return (f"{md_escape(mine)} vs the best other method ({md_escape(best)}): {metric} {d.mean:+.3f}, 95% interval "
-            f"{d.low:+.3f} to {d.high:+.3f} (paired bootstrap over shoppers): {verdict}.")
-
-
-SUBSETS = {"all": "All shoppers", "switch": "Next product in another category", "novel": "Next product in a category new to them"}
+from pages.model_compare import compare_models
 
 st.title("Evaluation")
 ds_name, ds, model_name, model = require_pair()
 ready_key = f"_eval_ready:{model_name}:{ds_name}"
-st.caption("Leave-last-out: each shopper's last event is hidden and every method ranks the whole catalogue; "
-           "products the shopper already had are never counted. Up to 3,000 shoppers are sampled.")
+st.caption(view.protocol_line("up to 3,000", 10))
 if not st.session_state.get(ready_key):
     slot = st.empty()  # the button goes once pressed: the results replace it
     if not slot.button("Evaluate (about a minute)", icon=":material/play_arrow:", key="eval_run", type="primary"):
@@ -48,15 +27,26 @@ try:
     curve = get_threshold_curve(model_name, ds_name)
     observed, learned = get_affinities(model_name, ds_name)
     journeys = get_journey_report(model_name, ds_name)
+except ModelError as err:  # the leak guard: this model was trained on the targets held out here
+    st.warning(str(err).replace("'crossrec'", f"'{model_name}'", 1), icon=":material/warning:")  # evaluated as "crossrec"
+    st.caption("Pick a model trained on this dataset, or on an older export of it, in the sidebar.")
+    st.stop()
 except CrossrecError as err:
     show_error(err)
 
-for tab, (subset, label) in zip(st.tabs(list(SUBSETS.values())), SUBSETS.items()):
+for tab, (subset, label) in zip(st.tabs(list(view.SUBSET_LABELS.values())), view.SUBSET_LABELS.items()):
     with tab:
         st.caption(f"{label}: {result.subset_sizes.get(subset, 0):,} shoppers")
         st.dataframe(result.table(subset).style.format("{:.3f}", na_rep="-"), key=f"eval_table_{subset}")
         if result.subset_sizes.get(subset, 0):
-            st.caption(lead_sentence(model_key(model_name), dataset_key(ds_name), subset, result))
+            st.caption(lead_sentence(scores_key(model_name, ds_name), subset, result))
+
+st.subheader("Do the probabilities mean what they say?")
+report = result.calibration.get(result.methods[0], {})
+left, right = st.columns([3, 2], vertical_alignment="center")
+left.plotly_chart(view.reliability_figure(report, "Predicted probability vs how often it came true"), key="eval_reliability")
+right.markdown(view.calibration_sentence(report))
+right.caption(view.calibration_note(result.k))
 
 st.subheader("Per category (crossrec, all shoppers)")
 per_cat = result.per_category
@@ -65,14 +55,24 @@ mine = per_cat[(per_cat["method"] == result.methods[0]) & (per_cat["metric"] == 
 st.plotly_chart(charts.bar(mine, f"{metric} by the hidden product's category", "category", metric), key="eval_per_cat")
 
 st.subheader("Precision, recall and F1 against the probability threshold")
+st.caption(f"Saved with {md_escape(model_name)}: threshold {model.threshold:.3g}." if model.threshold is not None
+           else f"No threshold saved with {md_escape(model_name)} yet.")
+if st.session_state.get("_threshold_of") != model_name:  # as on Recommendations: a saved threshold is the default
+    st.session_state["_threshold_of"] = model_name
+    st.session_state["threshold"] = st.session_state.threshold if model.threshold is None else model.threshold
 st.session_state["_eval_threshold_w"] = st.session_state.threshold
-st.slider("Threshold (the same as on Recommendations)", 0.0, 1.0, step=0.01, key="_eval_threshold_w",
+st.slider("Threshold (the same as on Recommendations)", 0.0, 1.0, step=0.001, format="%.3f", key="_eval_threshold_w",
           on_change=persist, args=("_eval_threshold_w", "threshold"))
-frame = curve.curve[curve.curve["scope"] == "top_k"] if "scope" in curve.curve else curve.curve
-st.plotly_chart(charts.curves(frame, "threshold", [c for c in ("precision", "recall", "f1") if c in frame],
-                              "", marker_x=float(st.session_state.threshold)), key="eval_threshold_curve")
-st.caption(f"Within the top {curve.k}: best F1 {curve.best_f1:.3f} at threshold {curve.best_threshold:.2f}; "
-           f"AUC {curve.auc:.3f} over {curve.n_users:,} shoppers.")
+current = float(st.session_state.threshold)
+st.plotly_chart(view.threshold_figure(curve.scope("top_k"), current, curve.best_threshold), key="eval_threshold_curve")
+st.caption(view.threshold_caption(curve, current))
+use_col, save_col = st.columns(2)
+use_col.button(f"Use the validated threshold ({curve.best_threshold:.3g})", key="eval_use_best",
+               icon=":material/rule:", on_click=use_threshold_callback, args=(curve.best_threshold,))
+save_col.button("Save this threshold with the model", key="eval_save_threshold", icon=":material/save:",
+                on_click=save_threshold_callback, args=(model_name,))
+if saved := st.session_state.pop("_eval_saved", None):
+    (st.success if saved[0] == "ok" else st.error)(saved[1], icon=":material/check_circle:" if saved[0] == "ok" else ":material/error:")
 
 st.subheader("Which category follows which: observed in the log vs learned by the model")
 left, right = st.columns(2)
@@ -83,3 +83,6 @@ if journeys is not None:
     st.subheader("Planted journeys recovered (demo store)")
     st.metric("Journey steps recovered", f"{journeys.recovered} of {journeys.total}", help=journeys.summary())
     st.dataframe(journeys.steps, hide_index=True, key="eval_journeys")
+
+st.subheader("Compare two models")
+compare_models(ds_name, model_name)
