@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from crossrec_core.cli_columns import add_column_flags, column_mapping
-from crossrec_core.errors import ConfigError, DataError
+from crossrec_core.errors import ConfigError, DataError, LeakError
 
 _HELP = """\
 Compare a trained model with three baselines (popularity, item-kNN, category-transition) on a log.
@@ -90,10 +90,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.no_baselines:
         for name, ranker in default_baselines().items():
             rankers[name if name not in rankers else f"{name} (baseline)"] = ranker
-    result = evaluate_rankers(
-        ds, rankers, k=args.k, split=args.split, max_users=args.max_users, seed=args.seed,
-        retrieval_diagnostic=args.retrieval_only, allow_seen=args.allow_seen,
-    )
+    try:
+        result = evaluate_rankers(
+            ds, rankers, k=args.k, split=args.split, max_users=args.max_users, seed=args.seed,
+            retrieval_diagnostic=args.retrieval_only, allow_seen=args.allow_seen,
+        )
+    except LeakError as err:
+        raise LeakError(f"{err} (--allow-seen runs it anyway, with a warning on every output.)") from None
     for warning in result.warnings:
         print(warning, file=sys.stderr)
     print(result.to_text())

@@ -26,6 +26,10 @@ class ModelError(CrossrecError):
     """A saved model folder is missing, damaged, unsafe or does not fit the data."""
 
 
+class LeakError(ModelError):
+    """A model was trained on some of the events an evaluation holds out as targets (evaluate.seen_targets)."""
+
+
 class NotTrainedError(CrossrecError):
     """A model was asked to predict before it was trained or loaded."""
 

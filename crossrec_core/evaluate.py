@@ -29,7 +29,7 @@ import torch
 from crossrec_core import metrics as M
 from crossrec_core.baselines import BaselineRanker
 from crossrec_core.data.dataset import InteractionDataset, Sequences
-from crossrec_core.errors import ConfigError, DataError, ModelError
+from crossrec_core.errors import ConfigError, DataError, LeakError, ModelError
 from crossrec_core.models.trained import event_hashes
 from crossrec_core.recommend import Recommender
 from crossrec_core.scoring import Ranker
@@ -467,8 +467,8 @@ def evaluate_rankers(
                 f"{split} targets in '{ds.name}', so its figures would overstate it"
             )
             if not allow_seen:
-                raise ModelError(f"{message}. Evaluate it on a log it was not trained on (or pass --allow-seen to run anyway).")
-            warnings.append(f"WARNING: {message} (run with --allow-seen).")
+                raise LeakError(f"{message}. Evaluate it on a log it was not trained on.")
+            warnings.append(f"WARNING: {message}; evaluated anyway as asked (allow_seen).")
     jobs: list[tuple[str, Ranker, bool]] = []
     for name, ranker in named.items():
         shipped = ships_lists(ranker)
