@@ -71,7 +71,7 @@ def measure(name: str, demo_dir: Path, k: int, seed: int, cfg: ModelConfig | Non
     m_r = per_user_ranking_metrics(top_r, t.targets, k)
     v = model.metrics["valid"]
     out = {
-        "log": name, "seed": seed,
+        "log": Path(name).name, "seed": seed,
         "ndcg_retrieval_order": float(m_r["NDCG"].mean()),
         "ndcg_novel_retrieval_order": float(m_r["NDCG"][t.novel].mean()) if t.novel.any() else None,
         "coverage": float(len(np.unique(top[top >= 0])) / model.n_items), "users": int(t.n_users), "novel_users": int(t.novel.sum()), "train_s": round(train_s, 1),

@@ -741,7 +741,10 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, users: np.ndarray, 
         valid[s : s + bsz] = sc.valid
         cold[s : s + bsz] = sc.cold
     report(epoch=0, n_epochs=tc.fusion_epochs, step=0, n_steps=1, loss=None, phase="fusion")
-    fit = fit_fusion(model.net.fusion, FusionData(feats, labels, cold, valid), epochs=tc.fusion_epochs, seed=tc.seed, device=model.device)
+    fit = fit_fusion(
+        model.net.fusion, FusionData(feats, labels, cold, valid), epochs=tc.fusion_epochs, seed=tc.seed, device=model.device,
+        novel_weight=tc.fusion_novel_weight,
+    )
     model.calibration = fit["calibration"]
     model.fusion_rerank = fit["rerank"]
     report(epoch=tc.fusion_epochs, n_epochs=tc.fusion_epochs, step=1, n_steps=1, loss=None, phase="fusion")
@@ -752,6 +755,9 @@ def _fit_fusion(model: TrainedModel, ds: InteractionDataset, users: np.ndarray, 
         "ndcg10_fusion_oof": fit["ndcg10_fusion"],
         "ndcg10_retrieval_oof": fit["ndcg10_retrieval"],
         "fusion_users": fit["n_users"],
+        "fusion_novel_users": fit["novel_users"],
+        "ndcg10_fusion_minus_retrieval_interval": fit["ndcg10_difference_interval"],
+        "ndcg10_novel_fusion_minus_retrieval_interval": fit["ndcg10_novel_difference_interval"],
         "calibration": fit["calibration"].to_dict(),
         "oof_brier": fit["oof_brier"],
         "oof_mean_proba": fit["oof_mean_proba"],

@@ -17,7 +17,9 @@ the item-kNN table and the priors are fitted on the events before it):
 2. ``fit_fusion`` trains the MLP on the candidates of the validation users (listwise softmax plus a
    small pointwise BCE, see BCE_WEIGHT; users whose target is not among them count as all-negative,
    which keeps logits absolute), in four folds of users first (measured: with two, half-data scorers gave logits on another scale than the final one and the probabilities came out 2-3x too low on hm): each fold's out-of-fold logits say
-   honestly whether the re-rank beats retrieval (NDCG@10 on the held-out fold, paired bootstrap) and are
+   honestly whether the re-rank beats retrieval (NDCG@10 on the held-out fold, paired bootstrap, on all
+   users and on those whose target is in a new category: it is switched off only when it loses on
+   either, significantly; targets in a new category weigh TrainConfig.fusion_novel_weight) and are
    what the probability mapping is fitted on (Platt scaling with a cold-user term, ``Calibration``).
    The final scorer is then fit on every validation user (as scikit-learn's
    CalibratedClassifierCV(ensemble=False) does).
@@ -281,13 +283,22 @@ def _ndcg10_per_user(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray) 
 BCE_WEIGHT = 0.3
 
 
-def _train_scorer(fusion: nn.Module, data: FusionData, idx: np.ndarray, *, epochs: int, seed: int, device: torch.device) -> None:
+def novel_targets(data: FusionData) -> np.ndarray:
+    """Return bool (U,): the user's target is among the candidates and in a category new to the user."""
+    return (data.labels & (data.features[..., FEATURES.index("cat_new")] > 0.5)).any(axis=1)
+
+
+def _train_scorer(
+    fusion: nn.Module, data: FusionData, idx: np.ndarray, *, epochs: int, seed: int, device: torch.device, novel_weight: float = 1.0
+) -> None:
     """Fit ``fusion`` (re-initialised from ``seed``) on the candidates of users ``idx``: listwise softmax
-    cross-entropy (users whose target is among their candidates) + BCE_WEIGHT * pointwise BCE (all)."""
+    cross-entropy (users whose target is among their candidates; a target in a category new to the
+    user weighs ``novel_weight``) + BCE_WEIGHT * pointwise BCE (all)."""
     fusion.reset_parameters(seed)
     X = torch.from_numpy(data.features[idx]).to(device)
     Y = torch.from_numpy(data.labels[idx].astype(np.float32)).to(device)
     M = torch.from_numpy(data.valid[idx].astype(np.float32)).to(device)
+    W = torch.from_numpy(np.where(novel_targets(data)[idx], float(novel_weight), 1.0).astype(np.float32)).to(device)
     fusion.set_normalisation(data.features[idx][data.valid[idx]])
     opt = torch.optim.Adam(fusion.parameters(), lr=3e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
@@ -297,10 +308,11 @@ def _train_scorer(fusion: nn.Module, data: FusionData, idx: np.ndarray, *, epoch
         perm = torch.randperm(len(idx), generator=gen)
         for s in range(0, len(idx), bs):
             b = perm[s : s + bs].to(device)
-            logits, y, m = fusion(X[b]), Y[b], M[b]
+            logits, y, m, w = fusion(X[b]), Y[b], M[b], W[b]
             bce = (nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none") * m).sum() / m.sum().clamp(min=1.0)
             has = (y * m).sum(dim=1) > 0
-            listwise = -(torch.log_softmax(logits.masked_fill(m == 0, -1e9), dim=1) * y).sum(dim=1)[has].mean() if has.any() else bce * 0.0
+            per_user = -(torch.log_softmax(logits.masked_fill(m == 0, -1e9), dim=1) * y).sum(dim=1)
+            listwise = (per_user * w)[has].sum() / w[has].sum() if has.any() else bce * 0.0
             loss = listwise + BCE_WEIGHT * bce
             opt.zero_grad()
             loss.backward()
@@ -318,7 +330,9 @@ def fusion_logits(fusion: nn.Module, features: np.ndarray, device: torch.device,
     return out
 
 
-def fit_fusion(fusion: nn.Module, data: FusionData, *, epochs: int, seed: int, device: torch.device, n_folds: int = 4) -> dict:
+def fit_fusion(
+    fusion: nn.Module, data: FusionData, *, epochs: int, seed: int, device: torch.device, n_folds: int = 4, novel_weight: float = 1.0
+) -> dict:
     """Fit ``fusion`` on held-out candidates; return {"calibration", "rerank", "ndcg10_retrieval", "ndcg10_fusion", ...}.
 
     The re-rank is kept ("rerank": True) when its out-of-fold NDCG@10 is at least retrieval's on the same
@@ -330,7 +344,7 @@ def fit_fusion(fusion: nn.Module, data: FusionData, *, epochs: int, seed: int, d
     oof = np.zeros(data.labels.shape, dtype=np.float32)
     for k in range(n_folds):
         train_idx, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        _train_scorer(fusion, data, train_idx, epochs=epochs, seed=seed + k, device=device)
+        _train_scorer(fusion, data, train_idx, epochs=epochs, seed=seed + k, device=device, novel_weight=novel_weight)
         oof[held] = fusion_logits(fusion, data.features[held], device)
     retrieval = data.features[..., FEATURES.index("retrieval")]
     ret_users = _ndcg10_per_user(retrieval, data.labels, data.valid)
@@ -339,13 +353,16 @@ def fit_fusion(fusion: nn.Module, data: FusionData, *, epochs: int, seed: int, d
     # The re-rank is the design, so it stays on unless held-out users say it hurts: off only when the
     # 95% paired-bootstrap interval of (fusion - retrieval) NDCG@10 lies entirely below 0.
     diff = paired_bootstrap(fus_users, ret_users, seed=seed)
-    rerank = not (diff.high < 0)
+    novel = novel_targets(data)
+    diff_novel = paired_bootstrap(fus_users[novel], ret_users[novel], seed=seed) if novel.any() else None
+    # ... on all held-out users, or on those whose target is in a new category (what crossrec is for)
+    rerank = not (diff.high < 0 or (diff_novel is not None and diff_novel.high < 0))
     # the probability follows what orders the list: the scorer's logit, or retrieval's score when the
     # re-rank is off (so `score` always falls down a list)
     relevance = oof if rerank else retrieval
     cold = np.broadcast_to(data.cold[:, None], data.labels.shape)[data.valid]
     calib = Calibration.fit(relevance[data.valid], data.labels[data.valid], cold)
-    _train_scorer(fusion, data, np.arange(U), epochs=epochs, seed=seed + n_folds, device=device)
+    _train_scorer(fusion, data, np.arange(U), epochs=epochs, seed=seed + n_folds, device=device, novel_weight=novel_weight)
     p = calib.apply(relevance, data.cold)
     y = data.labels[data.valid]
     log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f) on %d held-out users; re-rank %s", nd_fus, nd_ret, U, "on" if rerank else "off")
@@ -355,6 +372,8 @@ def fit_fusion(fusion: nn.Module, data: FusionData, *, epochs: int, seed: int, d
         "ndcg10_retrieval": nd_ret,
         "ndcg10_fusion": nd_fus,
         "ndcg10_difference_interval": [diff.low, diff.high],
+        "novel_users": int(novel.sum()),
+        "ndcg10_novel_difference_interval": None if diff_novel is None else [diff_novel.low, diff_novel.high],
         "n_users": int(U),
         "oof_brier": float(np.mean((p[data.valid] - y) ** 2)),
         "oof_mean_proba": float(p[data.valid].mean()),
