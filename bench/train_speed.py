@@ -82,11 +82,11 @@ def main() -> int:
         eps = float(np.median([h["events_per_s"] for h in hist]))
         to_best = sum(h["train_s"] for h in hist if h["epoch"] <= m["best_epoch"])
         v = m["valid"]
-        rows.append((name, ds.n_events, ds.n_items, m["loss"], eps, m["best_epoch"], len(hist), to_best, total, v["ndcg10"], v.get("ndcg10_fusion", float("nan")), v["hr10"], pop))
+        rows.append((name, ds.n_events, ds.n_items, m["loss"], eps, m["best_epoch"], len(hist), to_best, total, v["ndcg10"], v.get("ndcg10_fusion_oof", float("nan")), v["hr10"], pop))
         print(rows[-1], file=sys.stderr, flush=True)
     cold, warm = text_throughput(load("amazon-food-kitchen") if "amazon-food-kitchen" in args.datasets else load(args.datasets.split(",")[0]))
     print(f"\ncommand: {' '.join([sys.executable] + sys.argv)}  (CPU threads: {os.cpu_count()})\n")
-    print("| dataset | events | items | loss | train events/s | best epoch | epochs run | train s to best | total s (incl. text, valid, fusion) | valid NDCG@10 | NDCG@10 fusion re-rank | HR@10 | popularity NDCG@10 |")
+    print("| dataset | events | items | loss | train events/s | best epoch | epochs run | train s to best | total s (incl. text, valid, fusion) | valid NDCG@10 | NDCG@10 fusion re-rank (out-of-fold, validation) | HR@10 | popularity NDCG@10 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]:,} | {r[2]:,} | {r[3]} | {r[4]:,.0f} | {r[5]} | {r[6]} | {r[7]:.0f} | {r[8]:.0f} | {r[9]:.4f} | {r[10]:.4f} | {r[11]:.4f} | {r[12]:.4f} |")

@@ -2,8 +2,9 @@
 
 Loss: full-catalogue softmax cross-entropy when the catalogue is small, else a sampled softmax with many
 shared uniform negatives (Klenitskiy & Vasilev, RecSys 2023: CE beats one-negative BCE by a wide margin);
-``loss="bce"`` keeps SASRec's original one-negative BCE as a reference. After the retrieval model, the
-fusion MLP is fit on the retrieval head's own top-N candidates (see models/fusion.py).
+``loss="bce"`` keeps SASRec's original one-negative BCE as a reference. After the retrieval model and
+its blend weights, the fusion scorer and its probability mapping are fit on the validation targets'
+candidates, positions nothing before them was fitted on (``_fit_fusion``, models/rerank.py).
 
 The best epoch's weights are kept as the final model (no refit on the valid event: simple and honest
 about what validation measured).
