@@ -14,6 +14,8 @@ import sys
 from typing import Callable
 
 from crossrec_core.config import ModelConfig
+from crossrec_core.errors import ModelError
+from crossrec_core.model_catalog import MODEL_FORMAT_VERSION, read_json
 from crossrec_core.workspace import datasets_dir, models_dir, workspace_root
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,15 @@ def demo_dataset_exists(root=None) -> bool:
 
 
 def demo_model_exists(root=None) -> bool:
-    """Return True when the workspace already holds the demo model."""
-    return (models_dir(root) / DEMO_MODEL / "config.json").is_file()
+    """Return True when the workspace already holds a demo model this crossrec can read (a demo model
+    saved by an older crossrec, in another model format, is trained again)."""
+    path = models_dir(root) / DEMO_MODEL / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        return read_json(path).get("format_version") == MODEL_FORMAT_VERSION
+    except (ModelError, OSError, AttributeError):
+        return False
 
 
 def ensure_demo_dataset(root=None, *, seed: int = 0) -> str:

@@ -107,6 +107,8 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"best epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
         f"HR@10 {v.get('hr10', 0.0):.4f}  ({v.get('n', 0)} users)  time {time.perf_counter() - t0:.0f}s\n"
+        f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
+        f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n"
         f"model saved to {path}"
     )
     return 0

@@ -16,6 +16,10 @@ from crossrec_core.workspace import models_dir
 
 log = logging.getLogger(__name__)
 
+# The model folder format registry.py writes and reads (2: the fusion scorer over cross-category
+# features + calibration.json); kept here so light modules can check it without importing torch.
+MODEL_FORMAT_VERSION = 2
+
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -33,7 +33,7 @@ import torch
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.models.rerank import Calibration
-from crossrec_core.model_catalog import ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
+from crossrec_core.model_catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
 from crossrec_core.workspace import (
     atomic_dir,
     atomic_write_json,
@@ -46,7 +46,7 @@ from crossrec_core.workspace import (
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: the fusion scorer over cross-category features + calibration.json
+FORMAT_VERSION = MODEL_FORMAT_VERSION
 MODEL_FILES = {
     "model.safetensors",
     "aux.safetensors",

@@ -48,3 +48,20 @@ def test_ensure_demo_keeps_an_existing_model_and_starts_no_job(workspace):
 def test_demo_config_caps_epochs():
     cfg = bootstrap.demo_config()
     assert cfg.train.epochs <= 8 and cfg.train.epochs <= ModelConfig().train.epochs
+
+
+def test_a_demo_model_of_an_older_format_is_trained_again(tmp_path):
+    """A workspace from before model format 2 (no calibration): the demo model counts as missing."""
+    import json
+
+    from crossrec_core.bootstrap import DEMO_MODEL, demo_model_exists
+    from crossrec_core.model_catalog import MODEL_FORMAT_VERSION
+
+    folder = tmp_path / "models" / DEMO_MODEL
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"format_version": MODEL_FORMAT_VERSION - 1}))
+    assert not demo_model_exists(tmp_path)
+    (folder / "config.json").write_text(json.dumps({"format_version": MODEL_FORMAT_VERSION}))
+    assert demo_model_exists(tmp_path)
+    (folder / "config.json").write_text("{not json")
+    assert not demo_model_exists(tmp_path)
