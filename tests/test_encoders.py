@@ -124,13 +124,22 @@ def test_overfit_one_batch(kind):
     assert (pred == targets).float().mean() == 1.0
 
 
-def test_fusion_scorer_shape_and_starts_as_scaled_dot():
-    torch.manual_seed(0)
-    f = FusionScorer(8)
-    u, v = torch.randn(3, 8), torch.randn(3, 5, 8)
-    out = f(u, v)
+def test_fusion_scorer_shape_standardises_inputs_and_resets_from_a_seed():
+    from crossrec_core.models.rerank import N_FEATURES
+
+    f = FusionScorer()
+    x = torch.randn(3, 5, N_FEATURES) * 7 + 3
+    f.set_normalisation(x.reshape(-1, N_FEATURES).numpy())
+    torch.testing.assert_close(f.mean, x.reshape(-1, N_FEATURES).mean(0))
+    out = f(x)
     assert out.shape == (3, 5) and out.dtype == torch.float32
-    torch.testing.assert_close(out, (u.unsqueeze(1) * v).sum(-1))  # zero-init MLP: same order as retrieval
+    # the same seed gives the same scorer; another seed another one
+    f.reset_parameters(1)
+    a = f(x).detach().clone()
+    f.reset_parameters(1)
+    torch.testing.assert_close(f(x), a)
+    f.reset_parameters(2)
+    assert not torch.allclose(f(x), a)
 
 
 def test_attribute_bag_is_the_mean_of_real_token_embeddings():
