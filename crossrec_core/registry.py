@@ -32,6 +32,7 @@ import torch
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ConfigError, ModelError
+from crossrec_core.models import fusion
 from crossrec_core.models.rerank import Calibration
 from crossrec_core.model_catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
 from crossrec_core.workspace import (
@@ -251,7 +252,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     """
     from crossrec_core.device import pick_device
     from crossrec_core.models.trained import TrainedModel
-    from crossrec_core.train import build_net
 
     folder = Path(path).expanduser()
     if not folder.exists() and os.sep not in str(path) and "/" not in str(path):
@@ -289,7 +289,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise ModelError(f"{folder.name}/aux.safetensors describes {int(aux['item_category'].shape[0])} items, not {n_items_declared}.")
     dev = pick_device(str(device)) if device is not None else pick_device(cfg.train.device if cfg.train.device == "cpu" else "auto")
     try:
-        net = build_net(
+        net = fusion.build_net(
             cfg,
             n_items=int(sizes["n_items"]),
             n_categories=int(sizes["n_categories"]),

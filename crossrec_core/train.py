@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,9 +30,11 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.device import pick_device, seed_everything
 from crossrec_core.errors import ConfigError, DataError
-from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core import registry
+from crossrec_core.workspace import atomic_write_json, publish_dir
+from crossrec_core.models.fusion import CrossRecNet, build_net  # noqa: F401 (build_net: part of this module's API)
 from crossrec_core.models.item_encoder import attribute_token_matrix, build_attribute_vocab
-from crossrec_core.models.text import TEXT_DIM, TextEncoder, item_texts
+from crossrec_core.models.text import TextEncoder, item_texts
 from crossrec_core.baselines import ItemKNNRanker
 from crossrec_core.models.rerank import N_FEATURES, FusionData, fit_fusion
 from crossrec_core.models.trained import TrainedModel, event_hashes, gather_ranges, history_windows
@@ -121,19 +124,6 @@ def compute_item_features(ds: InteractionDataset, cfg: ModelConfig, device: torc
         sd = v.std(axis=0, keepdims=True)
         feats["vectors"] = (v - v.mean(axis=0, keepdims=True)) / np.where(sd > 0, sd, 1.0)
     return feats
-
-
-def build_net(cfg: ModelConfig, *, n_items: int, n_categories: int, n_event_types: int, attr_vocab_size: int, use_text: bool, n_vector_columns: int) -> CrossRecNet:
-    """Return a fresh CrossRecNet sized for a vocabulary."""
-    return CrossRecNet(
-        cfg,
-        n_items=n_items,
-        n_categories=n_categories,
-        n_event_types=n_event_types,
-        attr_vocab_size=attr_vocab_size,
-        text_dim=TEXT_DIM if use_text else 0,
-        n_vector_columns=n_vector_columns,
-    )
 
 
 def _fill_buffers(net: CrossRecNet, ds: InteractionDataset, feats: dict, popularity: np.ndarray) -> None:
@@ -396,11 +386,6 @@ def _save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: FitOpt
     """Write one epoch's checkpoint as a whole: all files go to a staging folder that then replaces
     ``ckpt/current`` in one atomic exchange, so a kill can never pair weights of one epoch with the
     state of another."""
-    import uuid
-
-    from crossrec_core import registry
-    from crossrec_core.workspace import atomic_write_json, publish_dir
-
     ckpt.mkdir(parents=True, exist_ok=True)
     staging = ckpt / f".next-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -606,8 +591,6 @@ def train_model(
     start_epoch = 1
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if resume and ckpt is not None and (_checkpoint_folder(ckpt) / "state.json").is_file():
-        from crossrec_core import registry
-
         state = registry.read_json(_checkpoint_folder(ckpt) / "state.json")
         if state.get("data_fingerprint") != ds.fingerprint() or not _same_settings(state.get("config"), cfg.to_dict()):
             raise ConfigError(f"The checkpoint in {ckpt} was made with other data or settings; delete it or train without resume.")

@@ -13,6 +13,7 @@ from crossrec_core import registry
 from crossrec_core.cli import main
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
+from journeys import journey_frames
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.evaluate import evaluate_rankers
 from crossrec_core.metrics import calibration_report
@@ -70,24 +71,12 @@ def test_fusion_fit_learns_a_planted_cross_category_signal_and_stays_on():
 
 
 # -- on a trained model ---------------------------------------------------------------------------
-PREFIX = {"t": "Camping", "b": "Footwear", "s": "Outdoor Cooking", "m": "Kitchenware"}
-
-
-def _frames(n_users: int = 60, t0: int = 1):
-    rows = []
-    for u in range(n_users):  # tent -> boots -> stove -> mug
-        rows += [(f"u{u}", f"t{u % 3}", t0, "view"), (f"u{u}", f"b{u % 2}", t0 + 1, "cart"),
-                 (f"u{u}", f"s{u % 4}", t0 + 2, "purchase"), (f"u{u}", f"m{u % 2}", t0 + 3, "view")]
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
-    ids = sorted(set(inter["item_id"]))
-    items = pd.DataFrame({"item_id": ids, "category": [PREFIX[i[0]] for i in ids], "title": [f"Item {i}" for i in ids]})
-    return inter, items
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("calib")
-    inter, items = _frames()
+    inter, items = journey_frames()
     inter.to_csv(root / "log.csv", index=False)
     items.to_csv(root / "items.csv", index=False)
     ds = from_frames(inter, items, name="tiny")

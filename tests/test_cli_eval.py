@@ -12,26 +12,14 @@ train_mod = pytest.importorskip("crossrec_core.train")
 registry = pytest.importorskip("crossrec_core.registry")
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig  # noqa: E402
 from crossrec_core.data.dataset import from_frames  # noqa: E402
-
-PREFIX = {"t": "Camping", "b": "Footwear", "s": "Outdoor Cooking", "m": "Kitchenware"}
-
-
-def _frames():
-    rows = []
-    for u in range(60):  # tent -> boots -> stove -> mug
-        rows += [(f"u{u}", f"t{u % 3}", 1, "view"), (f"u{u}", f"b{u % 2}", 2, "cart"),
-                 (f"u{u}", f"s{u % 4}", 3, "purchase"), (f"u{u}", f"m{u % 2}", 4, "view")]
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
-    ids = sorted(set(inter["item_id"]))
-    items = pd.DataFrame({"item_id": ids, "category": [PREFIX[i[0]] for i in ids], "title": [f"Item {i}" for i in ids]})
-    return inter, items
+from journeys import journey_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Return (model folder, interactions csv, items csv, model, dataset) for a tiny model trained once."""
     root = tmp_path_factory.mktemp("evalcli")
-    inter, items = _frames()
+    inter, items = journey_frames()
     inter_path, items_path = root / "interactions.csv", root / "items.csv"
     inter.to_csv(inter_path, index=False)
     items.to_csv(items_path, index=False)

@@ -348,13 +348,13 @@ def test_sizes_are_checked_before_the_network_is_built(area, monkeypatch):
     gigabytes (a denial of service through the zip import) before it is refused. Fix: compare
     sizes["n_items"] with len(items) and with the shape of the item tensors in the safetensors header
     (safe_open(...).get_slice(name).get_shape()) before calling build_net."""
-    import crossrec_core.train as train_mod
+    import crossrec_core.models.fusion as fusion_mod
 
     tmp, ws, folder, log, marker = area
     _absurd_sizes(folder, marker)
     built = []
-    real_build = train_mod.build_net
-    monkeypatch.setattr(train_mod, "build_net", lambda *a, **kw: built.append(kw) or real_build(*a, **kw))
+    real_build = fusion_mod.build_net
+    monkeypatch.setattr(fusion_mod, "build_net", lambda *a, **kw: built.append(kw) or real_build(*a, **kw))
     with pytest.raises(ModelError):
         registry.load_model(folder)
     assert built == [], f"the network was built with n_items={built[0].get('n_items')} before the sizes were checked"

@@ -13,6 +13,7 @@ from torch import nn
 from crossrec_core.config import ModelConfig
 from crossrec_core.models.item_encoder import ItemEncoder
 from crossrec_core.models.rerank import N_FEATURES
+from crossrec_core.models.text import TEXT_DIM
 from crossrec_core.models.user_encoder import UserEncoder
 
 
@@ -94,3 +95,16 @@ class CrossRecNet(nn.Module):
         safe = items.clamp(min=0)
         vecs = item_table[safe] if item_table is not None else self.item_encoder(safe)  # (B, T, d)
         return self.user_encoder(vecs, events, gaps, valid)
+
+
+def build_net(cfg: ModelConfig, *, n_items: int, n_categories: int, n_event_types: int, attr_vocab_size: int, use_text: bool, n_vector_columns: int) -> CrossRecNet:
+    """Return a fresh CrossRecNet sized for a vocabulary."""
+    return CrossRecNet(
+        cfg,
+        n_items=n_items,
+        n_categories=n_categories,
+        n_event_types=n_event_types,
+        attr_vocab_size=attr_vocab_size,
+        text_dim=TEXT_DIM if use_text else 0,
+        n_vector_columns=n_vector_columns,
+    )
