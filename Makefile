@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 ## Prepare the demo store and a demo model on first start (progress bar), then open the studio.
 run: setup
-	$(PY) -m crossrec_core.bootstrap
+	$(PY) -m crossrec_core.training.bootstrap
 	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 ## Everything the tests need (venv, and Debian's Chromium for the browser test when root), then the suite.

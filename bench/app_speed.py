@@ -31,10 +31,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 def prepare_workspace(root: Path) -> None:
     """Build the demo store and a quick 1-epoch demo model into ``root`` when missing (not timed)."""
-    from crossrec_core.bootstrap import DEMO_MODEL, demo_config, ensure_demo_dataset
-    from crossrec_core.data.store import load_dataset
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.training.bootstrap import DEMO_MODEL, demo_config, ensure_demo_dataset
+    from crossrec_core.storage.datasets import load_dataset
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
     import dataclasses
 
     os.environ["CROSSREC_HOME"] = str(root)
@@ -91,9 +91,9 @@ def time_user_switch(root: Path, n_users: int) -> tuple[float, float, float]:
     """Return (median core recommend ms, p90 core ms, median AppTest rerun ms) for switching users."""
     from streamlit.testing.v1 import AppTest
 
-    from crossrec_core.data.store import load_dataset
-    from crossrec_core.recommend import Recommender
-    from crossrec_core.registry import load_model
+    from crossrec_core.storage.datasets import load_dataset
+    from crossrec_core.serving.recommender import Recommender
+    from crossrec_core.storage.registry import load_model
 
     ds = load_dataset("demo-store", root=root)
     rec = Recommender(load_model(root / "models" / "demo-model"), ds)
@@ -120,7 +120,7 @@ def time_user_switch(root: Path, n_users: int) -> tuple[float, float, float]:
 
 def time_umap(root: Path, n_items: int) -> tuple[float, float]:
     """Return (seconds for a first UMAP of n_items 64-d vectors, seconds for the same map from cache)."""
-    from crossrec_core.projection import ProjectionConfig, project_items
+    from crossrec_core.serving.projection import ProjectionConfig, project_items
 
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=4, size=(30, 64))

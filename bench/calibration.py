@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from crossrec_core.config import ModelConfig  # noqa: E402
 from crossrec_core.data.load import load_log  # noqa: E402
-from crossrec_core.evaluate import split_targets  # noqa: E402
-from crossrec_core.metrics import calibration_report, per_user_ranking_metrics  # noqa: E402
-from crossrec_core.recommend import Recommender  # noqa: E402
-from crossrec_core.train import train_model  # noqa: E402
+from crossrec_core.evaluation.evaluator import split_targets  # noqa: E402
+from crossrec_core.evaluation.metrics import calibration_report, per_user_ranking_metrics  # noqa: E402
+from crossrec_core.serving.recommender import Recommender  # noqa: E402
+from crossrec_core.training.loop import train_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

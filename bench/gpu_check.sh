@@ -58,8 +58,8 @@ import torch
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.data.load import load_log
-from crossrec_core.recommend import Recommender
-from crossrec_core.train import train_model
+from crossrec_core.serving.recommender import Recommender
+from crossrec_core.training.loop import train_model
 
 size, epochs, rec_users = os.environ["SIZE"], int(os.environ["EPOCHS"]), int(os.environ["REC_USERS"])
 folder = Path("bench/out/scale") / size

@@ -2,7 +2,7 @@
 
 Protocol: leave-last-out (test target = each user's last event), full ranking over the catalogue, items
 already in the history excluded, K=10; HR@10 and NDCG@10 on all / switch / novel users (see
-crossrec_core/evaluate.py). Methods:
+crossrec_core/evaluation/evaluator.py). Methods:
 
 * crossrec: ``train_model`` with the default ModelConfig;
 * SASRec reference: the same trainer configured as SASRec's original recipe (transformer encoder, item ID
@@ -38,10 +38,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crossrec_core.affinity import journey_recall  # noqa: E402
-from crossrec_core.baselines import default_baselines  # noqa: E402
+from crossrec_core.evaluation.affinity import journey_recall  # noqa: E402
+from crossrec_core.evaluation.baselines import default_baselines  # noqa: E402
 from crossrec_core.config import ModelConfig  # noqa: E402
-from crossrec_core.evaluate import SUBSETS, evaluate_rankers  # noqa: E402
+from crossrec_core.evaluation.evaluator import SUBSETS, evaluate_rankers  # noqa: E402
 
 DATA_ROOT = Path(os.environ.get("CROSSREC_BENCH_DATA", "/work/shared/data"))
 DEMO = "demo"
@@ -91,7 +91,7 @@ def available_datasets() -> list[str]:
 
 def run_dataset(name: str, args: argparse.Namespace) -> dict:
     """Return {dataset, sizes, metrics frame records, train seconds, journeys} for one dataset."""
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     t0 = time.perf_counter()
     ds, journeys = load_dataset(name)

@@ -23,7 +23,7 @@ from crossrec_core.data.dataset import from_frames
 from crossrec_core.device import configure_cpu_threads, seed_everything
 from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.models.trained import TrainedModel
-from crossrec_core.recommend import Recommender
+from crossrec_core.serving.recommender import Recommender
 
 
 def synthetic_log(n_users: int, n_items: int, n_categories: int, mean_len: int, seed: int):

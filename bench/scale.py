@@ -14,7 +14,7 @@ bench/out/scale/<size>/ (git-ignored):
 Stages: ingest = load_log(CSV) + save_dataset (workspace under bench/out/scale/workspace); train =
 train_model(epochs=1, text encoder off) + save_model (events/s from the epoch's own timer);
 recommend = Recommender.recommend_batch top-10 for 100,000 users (history = whole log, seen excluded);
-umap = crossrec_core.projection.project_items(method="umap") on 100,000 item vectors (the trained
+umap = crossrec_core.serving.projection.project_items(method="umap") on 100,000 item vectors (the trained
 model's when it has that many items, else seeded random 64-d vectors), with the numba compile of
 UMAP's first fit timed separately on 2,000 points.
 """
@@ -122,7 +122,7 @@ def _ds_name(size: str) -> str:
 
 def stage_ingest(size: str) -> dict:
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import save_dataset
+    from crossrec_core.storage.datasets import save_dataset
 
     folder = OUT / size
     t0 = time.perf_counter()
@@ -137,9 +137,9 @@ def stage_train(size: str) -> dict:
     import dataclasses
 
     from crossrec_core.config import ModelConfig
-    from crossrec_core.data.store import load_dataset
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.datasets import load_dataset
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     t0 = time.perf_counter()
     ds = load_dataset(_ds_name(size))
@@ -179,9 +179,9 @@ def _rss_mb() -> float:
 
 
 def stage_recommend(size: str) -> dict:
-    from crossrec_core.data.store import load_dataset
-    from crossrec_core.recommend import Recommender
-    from crossrec_core.registry import load_model
+    from crossrec_core.storage.datasets import load_dataset
+    from crossrec_core.serving.recommender import Recommender
+    from crossrec_core.storage.registry import load_model
 
     ds = load_dataset(_ds_name(size))
     model = load_model(OUT / size / "model")
@@ -196,12 +196,12 @@ def stage_recommend(size: str) -> dict:
 
 
 def stage_umap(size: str) -> dict:
-    from crossrec_core.projection import ProjectionConfig, project_items
+    from crossrec_core.serving.projection import ProjectionConfig, project_items
 
     vecs = None
     model_dir = OUT / size / "model"
     if model_dir.is_dir():
-        from crossrec_core.registry import load_model
+        from crossrec_core.storage.registry import load_model
 
         iv = load_model(model_dir).item_vectors()
         if len(iv) >= UMAP_ITEMS:

@@ -29,7 +29,7 @@ def load(name: str):
 
 def popularity_ndcg(ds) -> float:
     """Return valid NDCG@10 of train-popularity ranking with seen items excluded."""
-    from crossrec_core.train import ndcg_hr, rank_targets, train_popularity
+    from crossrec_core.training.loop import ndcg_hr, rank_targets, train_popularity
 
     split = ds.leave_last_out()
     pop = train_popularity(ds, split.train_end)
@@ -68,7 +68,7 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from crossrec_core.config import default_config
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     rows = []
     for name in ([] if args.text_only else args.datasets.split(",")):

@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
-from crossrec_core.workspace import datasets_dir, models_dir, workspace_root
+from crossrec_core.storage.workspace import datasets_dir, models_dir, workspace_root
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -83,14 +83,14 @@ def root_key() -> str:
 
 def dataset_names() -> list[str]:
     """Return the names of the workspace's datasets, sorted."""
-    from crossrec_core.data.store import list_datasets
+    from crossrec_core.storage.datasets import list_datasets
 
     return sorted(info.name for info in list_datasets())
 
 
 def model_infos() -> list:
     """Return the workspace's ModelInfo entries, sorted by name."""
-    from crossrec_core.model_catalog import list_models
+    from crossrec_core.storage.catalog import list_models
 
     return sorted(list_models(), key=lambda m: m.name)
 
@@ -104,21 +104,21 @@ def model_names() -> list[str]:
 
 @st.cache_resource(show_spinner="Loading dataset...", max_entries=8)
 def _load_dataset(root: str, name: str, stamp: int):
-    from crossrec_core.data.store import load_dataset
+    from crossrec_core.storage.datasets import load_dataset
 
     return load_dataset(name, root=root)
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=8)
 def _load_model(root: str, name: str, stamp: int):
-    from crossrec_core.registry import load_model
+    from crossrec_core.storage.registry import load_model
 
     return load_model(Path(root) / "models" / name)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _recommender(root: str, model_name: str, model_stamp: int, ds_name: str | None, ds_stamp: int):
-    from crossrec_core.recommend import Recommender
+    from crossrec_core.serving.recommender import Recommender
 
     model = _load_model(root, model_name, model_stamp)
     ds = _load_dataset(root, ds_name, ds_stamp) if ds_name else None
@@ -269,7 +269,7 @@ def get_profile(name: str):
 
 @st.cache_data(show_spinner="Drawing the map...", max_entries=16)
 def _projection(root: str, name: str, stamp: int, method: str):
-    from crossrec_core.projection import ProjectionConfig, project_items
+    from crossrec_core.serving.projection import ProjectionConfig, project_items
 
     model = _load_model(root, name, stamp)
     return project_items(model.item_vectors(), ProjectionConfig(method=method), root=root)
@@ -282,7 +282,7 @@ def get_projection(model_name: str, method: str = "pca"):
 
 def umap_ready(model_name: str) -> bool:
     """Return True when the model's UMAP map is already cached on disk (no computation needed)."""
-    from crossrec_core.projection import ProjectionConfig, cached_umap_exists
+    from crossrec_core.serving.projection import ProjectionConfig, cached_umap_exists
 
     return cached_umap_exists(get_model(model_name).item_vectors(), ProjectionConfig(method="umap"))
 
@@ -305,8 +305,8 @@ def get_user_vectors(model_name: str, ds_name: str, max_users: int = 3000):
 
 @st.cache_data(show_spinner="Evaluating against the baselines...", max_entries=8)
 def _evaluation(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int, k: int, max_users: int):
-    from crossrec_core.baselines import CategoryTransitionRanker, ItemKNNRanker, PopularityRanker
-    from crossrec_core.evaluate import evaluate_rankers
+    from crossrec_core.evaluation.baselines import CategoryTransitionRanker, ItemKNNRanker, PopularityRanker
+    from crossrec_core.evaluation.evaluator import evaluate_rankers
 
     model = _load_model(root, model_name, model_stamp)
     ds = _load_dataset(root, ds_name, ds_stamp)
@@ -322,7 +322,7 @@ def get_evaluation(model_name: str, ds_name: str, k: int = 10, max_users: int = 
 
 @st.cache_data(show_spinner="Sweeping thresholds...", max_entries=8)
 def _threshold_curve(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int):
-    from crossrec_core.thresholds import threshold_curve
+    from crossrec_core.evaluation.thresholds import threshold_curve
 
     return threshold_curve(_load_model(root, model_name, model_stamp), _load_dataset(root, ds_name, ds_stamp))
 
@@ -334,7 +334,7 @@ def get_threshold_curve(model_name: str, ds_name: str):
 
 @st.cache_data(show_spinner="Comparing category affinities...", max_entries=8)
 def _affinities(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int, top: int):
-    from crossrec_core.affinity import learned_affinity, observed_affinity
+    from crossrec_core.evaluation.affinity import learned_affinity, observed_affinity
 
     model = _load_model(root, model_name, model_stamp)
     ds = _load_dataset(root, ds_name, ds_stamp)
@@ -348,8 +348,8 @@ def get_affinities(model_name: str, ds_name: str, top: int = 20):
 
 @st.cache_data(show_spinner="Checking the planted journeys...", max_entries=8)
 def _journeys(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int):
-    from crossrec_core.affinity import journey_recall
-    from crossrec_core.data.store import load_extra
+    from crossrec_core.evaluation.affinity import journey_recall
+    from crossrec_core.storage.datasets import load_extra
 
     journeys = load_extra(ds_name, "journeys", root=root)
     if journeys is None:
@@ -373,7 +373,7 @@ def _pick(key: str, names: list[str]) -> None:
 
 def model_datasets() -> dict[str, tuple[str, ...]]:
     """Return {model name: the workspace datasets it was trained on} (JSON reads only, no torch)."""
-    from crossrec_core.lineage import trained_on
+    from crossrec_core.storage.lineage import trained_on
 
     return trained_on([m.name for m in model_infos()])
 
@@ -386,7 +386,7 @@ def model_label(name: str, lineage: dict[str, tuple[str, ...]]) -> str:
 
 def model_for_dataset(ds_name: str | None, lineage: dict[str, tuple[str, ...]]) -> str | None:
     """Return the newest saved model trained on ``ds_name``, or None when there is none."""
-    from crossrec_core.model_catalog import list_models  # newest first
+    from crossrec_core.storage.catalog import list_models  # newest first
 
     return next((m.name for m in list_models() if ds_name in lineage.get(m.name, ())), None)
 
@@ -489,7 +489,7 @@ def current_history(ds, user_id: str | None) -> pd.DataFrame:
 def history_sequences(model, history: pd.DataFrame):
     """Return a one-user Sequences of a history frame's known items, with its event types and times (the map
     places the shopper from the same input the recommender reads)."""
-    from crossrec_core.scoring import one_user_sequences
+    from crossrec_core.serving.scoring import one_user_sequences
 
     idx = model.item_index(history["item_id"].to_numpy(dtype=object)) if len(history) else np.zeros(0, np.int64)
     known = idx >= 0

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from crossrec_core.data.schema import suggest_mapping
-from crossrec_core.data.store import delete_dataset
+from crossrec_core.storage.datasets import delete_dataset
 from crossrec_core.errors import CrossrecError
-from crossrec_core.workspace import slugify
+from crossrec_core.storage.workspace import slugify
 from pages import charts
 from pages.common import (
     active_dataset, dataset_names, get_profile, get_upload_columns, get_upload_dataset, get_upload_profile, md_escape,
@@ -94,7 +94,7 @@ name = st.text_input("Dataset name", value=slugify(log_file.name.rsplit(".", 1)[
                      help="Letters, digits, '.', '_' or '-'. Saving under an existing name replaces it.")
 show_notice()
 if st.button("Save dataset", icon=":material/save:", key="data_save", type="primary"):
-    from crossrec_core.data.store import save_dataset
+    from crossrec_core.storage.datasets import save_dataset
 
     try:
         save_dataset(ds, name)

@@ -16,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
-from crossrec_core.workspace import models_dir
+from crossrec_core.storage.workspace import models_dir
 from pages import common
 from pages.common import dataset_key, get_dataset, get_model, md_escape, model_infos, root_key
 from pages.evaluation_view import VERDICT_NOISE, VERDICT_REAL, comparison_frame
@@ -95,7 +95,7 @@ def comparable_models(ds_name: str) -> list[str]:
 @st.cache_data(show_spinner="Evaluating both models...", max_entries=8)
 def _comparison(root: str, a: str, a_stamp: int, b: str, b_stamp: int, ds_name: str, ds_stamp: int, k: int,
                 max_users: int):
-    from crossrec_core.evaluate import evaluate_rankers
+    from crossrec_core.evaluation.evaluator import evaluate_rankers
 
     result = evaluate_rankers(get_dataset(ds_name), {a: get_model(a), b: get_model(b)}, k=k, max_users=max_users)
     return comparison_frame(result, a, b), {m: result.calibration.get(m, {}) for m in (a, b)}, result.subset_sizes
@@ -110,7 +110,7 @@ def get_comparison(a: str, b: str, ds_name: str, k: int = 10, max_users: int = 3
 
 def save_threshold_callback(model_name: str) -> None:
     """on_click: save the session threshold with the model; the outcome is shown on the next run."""
-    from crossrec_core.registry import save_threshold
+    from crossrec_core.storage.registry import save_threshold
 
     t = float(st.session_state.get("threshold", 0.0))
     try:

@@ -20,7 +20,7 @@ col_a, col_b = st.columns(2)
 with col_a:
     if st.button("Load the demo store", icon=":material/storefront:", key="home_demo", type="primary",
                  help="A simulated shop: 5,000 shoppers, 2,000 products in 12 categories, planted cross-category journeys."):
-        from crossrec_core.bootstrap import DEMO_DATASET, ensure_demo_dataset
+        from crossrec_core.training.bootstrap import DEMO_DATASET, ensure_demo_dataset
 
         try:
             with st.spinner("Building the demo store..."):

@@ -1,4 +1,4 @@
-"""The Train page's live panel: follow a background training job (crossrec_core.jobs) until it ends.
+"""The Train page's live panel: follow a background training job (crossrec_core.training.jobs) until it ends.
 
 A finished job makes its model the active one only when its dataset is the active dataset: a model is
 never paired behind the user's back with a log it was not trained on. The router never lists this file.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from crossrec_core import jobs
+from crossrec_core.training import jobs
 from crossrec_core.errors import CrossrecError
 from pages import charts
 from pages.common import md_escape, model_names

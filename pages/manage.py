@@ -89,6 +89,6 @@ def delete_with_confirmation(kind: str, names: list[str], key: str, delete: Call
 
 def delete_model(name: str) -> None:
     """Delete a saved model (registry imports torch: only when a deletion is confirmed)."""
-    from crossrec_core.registry import delete_model as _delete
+    from crossrec_core.storage.registry import delete_model as _delete
 
     _delete(name)

@@ -5,7 +5,7 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from crossrec_core import jobs
+from crossrec_core.training import jobs
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import CrossrecError
 from pages.common import md_escape, model_datasets, model_infos, require_dataset, show_error
@@ -61,7 +61,7 @@ with st.expander("Import a model folder (zip)", icon=":material/upload:"):
     zip_file = st.file_uploader("Zipped model folder", type=["zip"], key="train_zip")
     zip_name = st.text_input("Save it as", value="imported-model", key="train_zip_name")
     if zip_file is not None and st.button("Import", key="train_import"):
-        from crossrec_core.registry import import_model_zip
+        from crossrec_core.storage.registry import import_model_zip
 
         try:
             import_model_zip(zip_file.getvalue(), zip_name.strip())

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core.affinity import journey_recall, learned_affinity, observed_affinity
-from crossrec_core.baselines import CategoryTransitionRanker
+from crossrec_core.evaluation.affinity import journey_recall, learned_affinity, observed_affinity
+from crossrec_core.evaluation.baselines import CategoryTransitionRanker
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.errors import DataError
 

@@ -25,12 +25,12 @@ RECS, MAP, EVAL = "pages/recommendations.py", "pages/embedding_map.py", "pages/e
 def demo_home(tmp_path_factory):
     """Return a workspace holding a small demo store (600 shoppers, 300 items, the 12 categories and the
     planted journeys) and a tiny 'demo-model' (1 epoch, text off), built once per module."""
-    from crossrec_core.bootstrap import DEMO_DATASET, DEMO_MODEL
+    from crossrec_core.training.bootstrap import DEMO_DATASET, DEMO_MODEL
     from crossrec_core.data.demo_store import make_demo_store
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import save_dataset
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.datasets import save_dataset
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     root = tmp_path_factory.mktemp("studio")
     store = make_demo_store(seed=0, n_users=N_USERS, n_items=300)
@@ -145,7 +145,7 @@ def test_data_page_profiles_the_active_dataset(home):
 
 
 def test_train_page_follows_a_job_from_its_progress_file(home):
-    from crossrec_core import jobs
+    from crossrec_core.training import jobs
 
     folder = jobs.jobs_dir() / "20990101-000000-abcdef"
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def test_recommendations_page_reacts_to_its_controls(home):
     at.slider(key="_threshold_w").set_value(0.0).run()
 
     # cross-category only: no recommended category occurs in the history
-    from crossrec_core.data.store import load_dataset
+    from crossrec_core.storage.datasets import load_dataset
 
     ds = load_dataset("demo-store")
     u = int(ds.user_index([user])[0])
@@ -237,9 +237,9 @@ def test_shopper_search_switches_the_shopper_everywhere_on_the_page(home):
 def test_the_page_list_is_the_recommenders_list_for_that_user_with_real_timestamps(home, user):
     """The one-shopper preview feeds the encoder the shopper's real event times and types, so its list
     (items and probabilities) is exactly Recommender(model, ds).recommend(user_id), as in the CLI."""
-    from crossrec_core.data.store import load_dataset
-    from crossrec_core.recommend import Recommender
-    from crossrec_core.registry import load_model
+    from crossrec_core.storage.datasets import load_dataset
+    from crossrec_core.serving.recommender import Recommender
+    from crossrec_core.storage.registry import load_model
 
     expected = Recommender(load_model(home / "models" / "demo-model"), load_dataset("demo-store")).recommend(user, k=10)
     shown = table(open_page(RECS, rec_user=user), "explanation")
@@ -248,7 +248,7 @@ def test_the_page_list_is_the_recommenders_list_for_that_user_with_real_timestam
 
 
 def test_what_if_additions_come_just_after_the_last_real_event(home):
-    from crossrec_core.data.store import load_dataset
+    from crossrec_core.storage.datasets import load_dataset
     from pages.common import history_frame
 
     ds = load_dataset("demo-store")
@@ -337,7 +337,7 @@ def scratch_home(demo_home, tmp_path, monkeypatch):
     import shutil
 
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import load_dataset, save_dataset
+    from crossrec_core.storage.datasets import load_dataset, save_dataset
 
     root = tmp_path / "ws"
     shutil.copytree(demo_home, root, ignore=shutil.ignore_patterns("jobs"))
@@ -358,7 +358,7 @@ def scratch_home(demo_home, tmp_path, monkeypatch):
 
 
 def finished_job(dataset: str, model: str) -> str:
-    from crossrec_core import jobs
+    from crossrec_core.training import jobs
 
     job_id = "20990101-000000-f1n15h"
     folder = jobs.jobs_dir() / job_id
@@ -461,9 +461,9 @@ def test_hostile_ids_titles_and_categories_render_as_plain_text(tmp_path, monkey
     import pandas as pd
 
     from crossrec_core.data.dataset import from_frames
-    from crossrec_core.data.store import save_dataset
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.datasets import save_dataset
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     monkeypatch.setenv("CROSSREC_HOME", str(tmp_path))
     users = [HOSTILE_USER] + [f"u{i}" for i in range(1, 30)]
@@ -506,8 +506,8 @@ def test_hostile_ids_titles_and_categories_render_as_plain_text(tmp_path, monkey
 
 def test_a_threshold_saved_with_the_model_is_the_recommendations_default(home):
     """Issue 14.4: "Save this threshold with the model" makes it the list's default threshold."""
-    from crossrec_core.bootstrap import DEMO_MODEL
-    from crossrec_core.registry import save_threshold
+    from crossrec_core.training.bootstrap import DEMO_MODEL
+    from crossrec_core.storage.registry import save_threshold
 
     at = open_page(RECS)
     first = table(at, "explanation")

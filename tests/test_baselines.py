@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core.baselines import (
+from crossrec_core.evaluation.baselines import (
     CategoryTransitionRanker,
     ItemKNNRanker,
     PopularityRanker,
@@ -11,7 +11,7 @@ from crossrec_core.baselines import (
 )
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.errors import ConfigError, NotTrainedError
-from crossrec_core.scoring import Ranker, one_user_sequences
+from crossrec_core.serving.scoring import Ranker, one_user_sequences
 
 REAL = "/work/shared/data"
 

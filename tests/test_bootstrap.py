@@ -1,15 +1,15 @@
-"""Tests of crossrec_core.bootstrap: the demo is built once and never rebuilt or retrained."""
+"""Tests of crossrec_core.training.bootstrap: the demo is built once and never rebuilt or retrained."""
 
 import time
 
 import pandas as pd
 
-from crossrec_core import bootstrap
+from crossrec_core.training import bootstrap
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 
 
 def test_demo_dataset_is_built_once_with_its_journeys(workspace):
-    from crossrec_core.data.store import list_datasets, load_extra
+    from crossrec_core.storage.datasets import list_datasets, load_extra
 
     assert not bootstrap.demo_dataset_exists()
     assert bootstrap.ensure_demo_dataset() == "demo-store"
@@ -23,10 +23,10 @@ def test_demo_dataset_is_built_once_with_its_journeys(workspace):
 
 
 def test_ensure_demo_keeps_an_existing_model_and_starts_no_job(workspace):
-    from crossrec_core import jobs
+    from crossrec_core.training import jobs
     from crossrec_core.data.dataset import from_frames
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     bootstrap.ensure_demo_dataset()
     inter = pd.DataFrame({"user_id": [f"u{u}" for u in range(20) for _ in range(5)],
@@ -54,8 +54,8 @@ def test_a_demo_model_of_an_older_format_is_trained_again(tmp_path):
     """A workspace from before model format 2 (no calibration): the demo model counts as missing."""
     import json
 
-    from crossrec_core.bootstrap import DEMO_MODEL, demo_model_exists
-    from crossrec_core.model_catalog import MODEL_FORMAT_VERSION
+    from crossrec_core.training.bootstrap import DEMO_MODEL, demo_model_exists
+    from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION
 
     folder = tmp_path / "models" / DEMO_MODEL
     folder.mkdir(parents=True)

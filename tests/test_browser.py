@@ -258,7 +258,7 @@ def test_first_visit_to_a_page_address_opens_the_studio(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from crossrec_core.data.dataset import from_frames
-    from crossrec_core.data.store import save_dataset
+    from crossrec_core.storage.datasets import save_dataset
 
     _require_browser()
     ws = tmp_path / "ws"

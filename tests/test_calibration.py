@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core import registry
+from crossrec_core.storage import registry
 from crossrec_core.cli import main
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
 from journeys import journey_frames
 from crossrec_core.errors import ConfigError, ModelError
-from crossrec_core.evaluate import evaluate_rankers
-from crossrec_core.metrics import calibration_report
+from crossrec_core.evaluation.evaluator import evaluate_rankers
+from crossrec_core.evaluation.metrics import calibration_report
 from crossrec_core.models.rerank import FEATURES, Calibration, FusionData, fit_fusion
 from crossrec_core.models.fusion import FusionScorer
-from crossrec_core.train import train_model
+from crossrec_core.training.loop import train_model
 
 
 def test_calibration_report_by_hand():
@@ -117,7 +117,7 @@ def test_evaluator_scores_exactly_what_recommend_writes(tiny, tmp_path, monkeypa
     history.to_csv(tmp_path / "hist.csv", index=False)
     assert main(["recommend", "--model", str(folder), "--interactions", str(tmp_path / "hist.csv"), "--k", "3", "--out", str(tmp_path / "r.csv")]) == 0
     cli = pd.read_csv(tmp_path / "r.csv", dtype={"user_id": str, "item_id": str})
-    from crossrec_core.evaluate import rank_shipped, ranker_space, split_targets
+    from crossrec_core.evaluation.evaluator import rank_shipped, ranker_space, split_targets
 
     t = split_targets(ds, "test")
     top, prob = rank_shipped(model, ranker_space(model, ds, t.users, t.ends, t.targets), t.users, 3)

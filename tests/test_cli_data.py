@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crossrec_core.cli import main
-from crossrec_core.data.store import list_datasets, load_dataset, load_extra
+from crossrec_core.storage.datasets import list_datasets, load_dataset, load_extra
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 
 from crossrec_core.cli import main
 
-train_mod = pytest.importorskip("crossrec_core.train")
-registry = pytest.importorskip("crossrec_core.registry")
+train_mod = pytest.importorskip("crossrec_core.training.loop")
+registry = pytest.importorskip("crossrec_core.storage.registry")
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig  # noqa: E402
 from crossrec_core.data.dataset import from_frames  # noqa: E402
 from journeys import journey_frames  # noqa: E402
@@ -68,9 +68,9 @@ def test_cli_evaluate_bad_input_exits_2_without_traceback(trained, tmp_path, mon
 
 
 def test_real_model_through_evaluator_thresholds_and_affinity(trained):
-    from crossrec_core.affinity import journey_recall, learned_affinity
-    from crossrec_core.evaluate import evaluate_rankers
-    from crossrec_core.thresholds import threshold_curve
+    from crossrec_core.evaluation.affinity import journey_recall, learned_affinity
+    from crossrec_core.evaluation.evaluator import evaluate_rankers
+    from crossrec_core.evaluation.thresholds import threshold_curve
 
     _, _, _, model, ds = trained
     res = evaluate_rankers(ds, {"crossrec": model}, k=3)

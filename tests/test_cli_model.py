@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from crossrec_core import registry
+from crossrec_core.storage import registry
 from crossrec_core.cli import main
 
 

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 
 from crossrec_core.cli import main
-from crossrec_core.cli_recommend import OUTPUT_COLUMNS, read_user_list, recommend_for_log, write_csv_atomic
+from crossrec_core.cli.recommend import OUTPUT_COLUMNS, read_user_list, recommend_for_log, write_csv_atomic
 from crossrec_core.data.dataset import Sequences, from_frames
 from crossrec_core.errors import DataError, ModelError
 from test_recommend import CATALOGUE, FakeModel
 
 HAVE_REAL_MODEL = all(
     importlib.util.find_spec(m) is not None
-    for m in ("crossrec_core.train", "crossrec_core.registry", "crossrec_core.models.trained")
+    for m in ("crossrec_core.training.loop", "crossrec_core.storage.registry", "crossrec_core.models.trained")
 )
 
 
@@ -178,8 +178,8 @@ def real_model(tmp_path_factory):
         pytest.skip("the model modules (train, registry, models.trained) are not in this tree")
     from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
     from crossrec_core.data.load import load_log
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     folder = tmp_path_factory.mktemp("real")
     inter_path, items_path, inter, items = _pattern_files(folder)
@@ -262,7 +262,7 @@ def test_cli_real_model_log_sharing_no_items_exits_2(real_model, tmp_path, monke
 def test_real_model_batch_equals_single_exactly(real_model):
     """Issue 14: single, batch and CLI lists agree item for item, ties included (untrained Kitchen
     items share one vector: exact ties, cut by the smaller item index everywhere)."""
-    from crossrec_core.recommend import Recommender
+    from crossrec_core.serving.recommender import Recommender
 
     model, ds = real_model["model"], real_model["ds"]
     rec = Recommender(model, ds)
@@ -288,8 +288,8 @@ def test_cli_real_model_on_a_slice_of_hm_fashion(tmp_path, monkeypatch):
         pytest.skip("the model modules are not in this tree")
     from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
     from crossrec_core.data.load import load_log
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     src = Path("/work/shared/data/hm-fashion-oneday")
     if not (src / "interactions.csv").is_file():
@@ -325,7 +325,7 @@ def test_cli_real_model_on_a_slice_of_hm_fashion(tmp_path, monkeypatch):
 
 def test_tiny_probabilities_keep_their_order_in_the_csv(tmp_path):
     """Scores are written with significant digits, so 3e-9 and 1e-9 stay distinct (not both 0.000000)."""
-    from crossrec_core.cli_recommend import write_csv_atomic
+    from crossrec_core.cli.recommend import write_csv_atomic
 
     frame = pd.DataFrame({"user_id": ["u", "u"], "rank": [1, 2], "item_id": ["a", "b"], "score": [3e-9, 1e-9], "category": ["x", "y"]})
     out = tmp_path / "r.csv"

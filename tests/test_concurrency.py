@@ -21,8 +21,8 @@ import pytest
 from ondisk import content_hash, folder_digest
 
 from crossrec_core.data.dataset import from_frames
-from crossrec_core.data.store import list_datasets, load_dataset, save_dataset
-from crossrec_core.registry import list_models, load_model, save_model
+from crossrec_core.storage.datasets import list_datasets, load_dataset, save_dataset
+from crossrec_core.storage.registry import list_models, load_model, save_model
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -94,7 +94,7 @@ def test_two_processes_saving_one_dataset_name(tmp_path, monkeypatch):
         bodies.append(f"""
 import pandas as pd
 from crossrec_core.data.dataset import from_frames
-from crossrec_core.data.store import save_dataset
+from crossrec_core.storage.datasets import save_dataset
 ds = from_frames(pd.read_csv({str(tmp_path / f'inter{seed}.csv')!r}, dtype={{"user_id": str, "item_id": str}}),
                  pd.read_csv({str(tmp_path / f'items{seed}.csv')!r}, dtype=str), name="shared")
 {_WAIT}
@@ -121,10 +121,10 @@ def test_two_processes_saving_one_model_name(tmp_path, monkeypatch):
         own[seed] = root / f"own{seed}"
         bodies.append(f"""
 from crossrec_core.config import ModelConfig
-from crossrec_core.data.store import load_dataset
-from crossrec_core.registry import save_model
-from crossrec_core.train import train_model
-from crossrec_core.workspace import models_dir
+from crossrec_core.storage.datasets import load_dataset
+from crossrec_core.storage.registry import save_model
+from crossrec_core.training.loop import train_model
+from crossrec_core.storage.workspace import models_dir
 model = train_model(load_dataset("d"), ModelConfig.from_dict({tiny_config(seed=seed).to_dict()!r}), name="shared")
 save_model(model, {str(own[seed])!r})
 {_WAIT}
@@ -149,7 +149,7 @@ def studio(tmp_path, monkeypatch):
     inter, items = frames(3, n_users=3000, n_items=300)  # big enough that the job outlives the page renders
     ds = from_frames(inter, items, name="shop")
     save_dataset(ds, "shop")
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     save_model(train_model(ds, tiny_config(), name="shop-model"), root / "models" / "shop-model")
     return root
@@ -166,7 +166,7 @@ def _open(page: str):
 
 
 def test_second_session_stays_responsive_while_the_first_trains(studio):
-    from crossrec_core import jobs
+    from crossrec_core.training import jobs
 
     # session 2's page times with nothing running (also warms the caches of this process)
     baseline = {}

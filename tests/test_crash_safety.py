@@ -23,9 +23,9 @@ import pytest
 from ondisk import content_hash, folder_digest
 
 from crossrec_core.data.dataset import from_frames
-from crossrec_core.data.store import list_datasets, load_dataset, save_dataset
-from crossrec_core.registry import list_models, load_model, save_model
-from crossrec_core.workspace import clean_stale_staging
+from crossrec_core.storage.datasets import list_datasets, load_dataset, save_dataset
+from crossrec_core.storage.registry import list_models, load_model, save_model
+from crossrec_core.storage.workspace import clean_stale_staging
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD_TIMEOUT_S = 90
@@ -57,7 +57,7 @@ def tiny_config_dict(epochs: int = 1) -> dict:
 def saved(tmp_path, monkeypatch):
     """A workspace holding dataset 'keep' and model 'keep-model'; returns (root, digests, dataset hash)."""
     from crossrec_core.config import ModelConfig
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     root = tmp_path / "ws"
     monkeypatch.setenv("CROSSREC_HOME", str(root))
@@ -106,7 +106,7 @@ def test_sigkill_during_a_dataset_save_loses_nothing(saved, tmp_path):
     proc = start_child(tmp_path, root, """
         import numpy as np, pandas as pd
         from crossrec_core.data.dataset import from_frames
-        from crossrec_core.data.store import save_dataset
+        from crossrec_core.storage.datasets import save_dataset
         n = 2_000_000
         rng = np.random.default_rng(0)
         inter = pd.DataFrame({"user_id": (rng.integers(0, 50_000, n)).astype(str), "item_id": rng.integers(0, 90_000, n).astype(str),
@@ -131,10 +131,10 @@ def test_sigkill_during_a_model_save_loses_nothing(saved, tmp_path):
     proc = start_child(tmp_path, root, f"""
         import pandas as pd
         from crossrec_core.config import ModelConfig
-        from crossrec_core.data.store import load_dataset
-        from crossrec_core.registry import save_model
-        from crossrec_core.train import train_model
-        from crossrec_core.workspace import models_dir
+        from crossrec_core.storage.datasets import load_dataset
+        from crossrec_core.storage.registry import save_model
+        from crossrec_core.training.loop import train_model
+        from crossrec_core.storage.workspace import models_dir
         model = train_model(load_dataset("keep"), ModelConfig.from_dict({tiny_config_dict()!r}), name="other")
         model.metrics = {{"padding": "x" * 5_000_000}}  # a slower write: more time inside the staging folder
         for _ in range(500):
@@ -158,15 +158,15 @@ def test_sigkill_during_a_model_save_loses_nothing(saved, tmp_path):
 
 def test_sigkill_during_training_then_resume_continues_from_the_checkpoint(saved, tmp_path):
     from crossrec_core.config import ModelConfig
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     root, digests, ds_hash = saved
     ckpt = tmp_path / "ckpt"
     n_epochs = 6
     proc = start_child(tmp_path, root, f"""
         from crossrec_core.config import ModelConfig
-        from crossrec_core.data.store import load_dataset
-        from crossrec_core.train import train_model
+        from crossrec_core.storage.datasets import load_dataset
+        from crossrec_core.training.loop import train_model
         train_model(load_dataset("keep"), ModelConfig.from_dict({tiny_config_dict(n_epochs)!r}),
                     checkpoint_dir={str(ckpt)!r}, name="resumable")
     """)
@@ -203,8 +203,8 @@ def test_sigkill_between_the_two_renames_of_an_overwrite_loses_nothing(saved, tm
     root, digests, ds_hash = saved
     proc = start_child(tmp_path, root, """
         import os, signal
-        import crossrec_core.workspace as ws
-        from crossrec_core.data.store import load_dataset, save_dataset
+        import crossrec_core.storage.workspace as ws
+        from crossrec_core.storage.datasets import load_dataset, save_dataset
         ds = load_dataset("keep")
         ws._rename_exchange = lambda a, b: False  # the non-Linux path
         real_replace = os.replace
@@ -224,7 +224,7 @@ def test_sigkill_between_the_two_renames_of_an_overwrite_loses_nothing(saved, tm
 
 def test_overwrite_uses_one_atomic_exchange_on_linux(saved, tmp_path):
     """On Linux the overwrite is a single renameat2(RENAME_EXCHANGE): the name is never missing."""
-    from crossrec_core import workspace as ws
+    from crossrec_core.storage import workspace as ws
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

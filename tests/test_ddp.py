@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core import registry
+from crossrec_core.storage import registry
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_two_gloo_ranks_identical_weights(tmp_path, workspace):
     cmd = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     env = {**os.environ, "CROSSREC_THREADS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        cmd + ["--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000), "-m", "crossrec_core.ddp",
+        cmd + ["--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000), "-m", "crossrec_core.training.ddp",
                "--interactions", str(tmp_path / "log.csv"), "--out", str(tmp_path / "model"), "--epochs", "2",
                "--device", "cpu", "--no-text", "--report-dir", str(tmp_path / "ranks")],
         capture_output=True, text=True, timeout=240, env=env,
@@ -35,6 +35,6 @@ def test_two_gloo_ranks_identical_weights(tmp_path, workspace):
     assert reports[0]["digest"] == reports[1]["digest"]
     model = registry.load_model(tmp_path / "model")
     assert model.n_items == 12
-    from crossrec_core.ddp import weights_digest
+    from crossrec_core.training.ddp import weights_digest
 
     assert weights_digest(model.net.state_dict()) == reports[0]["digest"]

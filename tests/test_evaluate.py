@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core.baselines import PopularityRanker, default_baselines
+from crossrec_core.evaluation.baselines import PopularityRanker, default_baselines
 from crossrec_core.data.dataset import Sequences, from_frames
 from crossrec_core.errors import ConfigError, DataError
-from crossrec_core.evaluate import (
+from crossrec_core.evaluation.evaluator import (
     evaluate_rankers,
     split_targets,
     top_k_excluding_history,
@@ -193,7 +193,7 @@ def test_real_log_slice_with_baselines():
 
 
 def test_ranker_space_maps_history_ends_past_dropped_items():
-    from crossrec_core.evaluate import ranker_space
+    from crossrec_core.evaluation.evaluator import ranker_space
 
     ds = _tiny()
     model = ModelDouble()

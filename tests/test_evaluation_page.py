@@ -49,12 +49,12 @@ def _without_last_events(ds, n_drop: int, name: str):
 @pytest.fixture(scope="module")
 def eval_home(tmp_path_factory):
     """Return a workspace: 'demo-store' + 'demo-model', 'demo-store-early' + 'early-model' (built once)."""
-    from crossrec_core.bootstrap import DEMO_DATASET, DEMO_MODEL
+    from crossrec_core.training.bootstrap import DEMO_DATASET, DEMO_MODEL
     from crossrec_core.data.demo_store import make_demo_store
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import save_dataset
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.datasets import save_dataset
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     root = tmp_path_factory.mktemp("evalpage")
     store = make_demo_store(seed=0, n_users=400, n_items=240)
@@ -139,9 +139,9 @@ def test_the_reliability_diagram_and_its_sentence_agree(home):
 
 
 def test_the_threshold_curve_marks_the_validated_and_the_current_threshold(home):
-    from crossrec_core.registry import load_model
-    from crossrec_core.thresholds import threshold_curve
-    from crossrec_core.data.store import load_dataset
+    from crossrec_core.storage.registry import load_model
+    from crossrec_core.evaluation.thresholds import threshold_curve
+    from crossrec_core.storage.datasets import load_dataset
 
     at = evaluated(threshold=0.3)
     curve = threshold_curve(load_model(home / "models" / "demo-model"), load_dataset("demo-store"))
@@ -161,7 +161,7 @@ def test_the_threshold_curve_marks_the_validated_and_the_current_threshold(home)
 
 
 def test_saving_the_threshold_writes_it_with_the_model_and_the_page_reads_it_back(scratch):
-    from crossrec_core.registry import load_model
+    from crossrec_core.storage.registry import load_model
 
     at = evaluated(threshold=0.37)
     at.button(key="eval_save_threshold").click().run()
@@ -211,7 +211,7 @@ def test_comparing_with_a_model_trained_on_the_held_out_targets_warns_instead_of
 
 
 def test_a_saved_threshold_is_the_default_here_as_on_recommendations(scratch):
-    from crossrec_core.registry import save_threshold
+    from crossrec_core.storage.registry import save_threshold
 
     save_threshold(scratch / "models" / "demo-model", 0.045)
     at = evaluated(threshold=0.3)  # the session's value from before: the model's saved threshold wins once
@@ -236,7 +236,7 @@ class _Result:
     """The part of EvaluationResult that comparison_frame reads, over hand-made per-shopper NDCG@10 / HR@10."""
 
     def __init__(self, per_user: dict, masks: dict):
-        from crossrec_core import metrics as M
+        from crossrec_core.evaluation import metrics as M
 
         self.per_user, self.masks, self._M = per_user, masks, M
         self.subset_sizes = {s: int(m.sum()) for s, m in masks.items()}

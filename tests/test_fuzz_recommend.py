@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.errors import CrossrecError
-from crossrec_core.recommend import Recommender
+from crossrec_core.serving.recommender import Recommender
 
 N_ITEMS, CATS = 30, ["Tents", "Boots", "Stoves", "Maps", "Lamps"]
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -37,7 +37,7 @@ def _dataset():
 
 @pytest.fixture(scope="module")
 def rec() -> Recommender:
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     ds = _dataset()
     cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(kind="gru", dim=16, max_len=8),
@@ -149,8 +149,8 @@ import resource, sys
 sys.path.insert(0, {tests!r})
 from test_fuzz_recommend import _dataset
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
-from crossrec_core.recommend import Recommender
-from crossrec_core.train import train_model
+from crossrec_core.serving.recommender import Recommender
+from crossrec_core.training.loop import train_model
 ds = _dataset()
 cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(kind="gru", dim=16, max_len=8),
                   train=TrainConfig(epochs=1, patience=1, batch_size=32, device="cpu", fusion_epochs=1, seed=1))

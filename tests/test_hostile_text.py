@@ -63,9 +63,9 @@ def hostile_home(tmp_path_factory) -> Path:
     """A workspace with the hostile dataset 'hostile' and a tiny model 'hostile-model' trained on it."""
     from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import save_dataset
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.datasets import save_dataset
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     root = tmp_path_factory.mktemp("hostile")
     inter, items = hostile_frames()

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossrec_core import registry
+from crossrec_core.storage import registry
 from crossrec_core.cli import main
 from crossrec_core.data import readers
 from crossrec_core.data.load import load_log
@@ -144,7 +144,7 @@ def good_zip(tmp_path_factory) -> bytes:
     """A tiny trained model (1 epoch, 8 dims, no text), zipped as the Train page expects it."""
     from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
     from crossrec_core.data.dataset import from_frames
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     rng = np.random.default_rng(3)
     inter = pd.DataFrame([(f"u{u}", f"i{int(x)}", t) for u in range(20) for t, x in enumerate(rng.choice(8, 4, replace=False))],
@@ -245,7 +245,7 @@ def test_train_page_import_of_an_encrypted_zip_shows_a_message(good_zip, workspa
     """The studio's zip import: a plain error on the page, no exception, no new model."""
     from streamlit.testing.v1 import AppTest
 
-    from crossrec_core.data.store import save_dataset
+    from crossrec_core.storage.datasets import save_dataset
 
     save_dataset(load_log(_log_rows(200)), "shop")
     at = AppTest.from_file(APP, default_timeout=120)

@@ -1,4 +1,4 @@
-"""Tests of crossrec_core.jobs: background training in a child process, progress file, failures, cancel."""
+"""Tests of crossrec_core.training.jobs: background training in a child process, progress file, failures, cancel."""
 
 import dataclasses
 import json
@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core import jobs
+from crossrec_core.training import jobs
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
-from crossrec_core.data.store import save_dataset
+from crossrec_core.storage.datasets import save_dataset
 from crossrec_core.errors import ConfigError
-from crossrec_core.train import TrainProgress
+from crossrec_core.training.loop import TrainProgress
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_progress_writer_records_curves_and_throttles_writes(home):
 
 
 def test_training_job_runs_in_a_child_process_and_saves_the_model(home):
-    from crossrec_core.registry import load_model
+    from crossrec_core.storage.registry import load_model
 
     ds_name = save_tiny_dataset()
     job_id = jobs.start_training_job(ds_name, "tiny-model", tiny_config(2))

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from crossrec_core import metrics as M
-from crossrec_core.scoring import one_user_sequences
+from crossrec_core.evaluation import metrics as M
+from crossrec_core.serving.scoring import one_user_sequences
 from crossrec_core.data.dataset import Sequences
 
 
@@ -90,7 +90,7 @@ def test_history_positions_flattens_histories():
 
 
 def test_paired_bootstrap_interval_covers_the_mean_and_flags_real_differences():
-    from crossrec_core.metrics import paired_bootstrap
+    from crossrec_core.evaluation.metrics import paired_bootstrap
 
     rng = np.random.default_rng(1)
     base = (rng.random(4000) < 0.1).astype(float)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core import registry
+from crossrec_core.storage import registry
 from crossrec_core.cli import main
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
@@ -54,7 +54,7 @@ def _frames(prefix: str = "i"):
 @pytest.fixture(scope="module")
 def good_model_dir(tmp_path_factory) -> Path:
     """A tiny trained model saved once (1 epoch, 16 dims, no text)."""
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     inter, items = _frames()
     cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(kind="gru", dim=16, max_len=6),
@@ -115,7 +115,7 @@ def _offsets_past_the_end(folder: Path, marker: Path) -> None:
 def _wrong_shapes(folder: Path, marker: Path) -> None:
     import torch
 
-    from crossrec_core.registry import read_safetensors, write_safetensors
+    from crossrec_core.storage.registry import read_safetensors, write_safetensors
 
     w = read_safetensors(folder / "model.safetensors")
     w = {k: torch.zeros(*(s + 1 for s in v.shape)) if v.dim() else v for k, v in w.items()}
@@ -286,7 +286,7 @@ def test_train_page_import_of_a_pickle_zip_shows_an_error(area):
     from streamlit.testing.v1 import AppTest
 
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import save_dataset
+    from crossrec_core.storage.datasets import save_dataset
 
     tmp, ws, folder, log, marker = area
     save_dataset(load_log(log), "sec")

@@ -1,4 +1,4 @@
-"""Tests of crossrec_core.projection: PCA exactness, placement, UMAP disk cache, errors."""
+"""Tests of crossrec_core.serving.projection: PCA exactness, placement, UMAP disk cache, errors."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crossrec_core.errors import ConfigError, DataError
-from crossrec_core.projection import (
+from crossrec_core.serving.projection import (
     ProjectionConfig,
     cached_umap_exists,
     clear_projection_cache,
@@ -108,7 +108,7 @@ def test_bad_inputs_raise_plain_errors(home):
 
 
 def test_exact_knn_finds_itself_first_then_the_most_similar():
-    from crossrec_core.projection import exact_knn
+    from crossrec_core.serving.projection import exact_knn
 
     v = np.array([[1, 0], [0.9, 0.1], [0.1, 1], [-1, 0]], dtype=np.float32)  # no ties
     idx, dist = exact_knn(v, 3, batch_size=2)  # batches of 2 exercise the blocked path

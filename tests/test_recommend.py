@@ -8,8 +8,8 @@ import pytest
 
 from crossrec_core.data.dataset import Sequences, from_frames
 from crossrec_core.errors import ConfigError, UnknownItemError
-from crossrec_core.recommend import Recommender, RecommendOptions, history_positions
-from crossrec_core.scoring import one_user_sequences
+from crossrec_core.serving.recommender import Recommender, RecommendOptions, history_positions
+from crossrec_core.serving.scoring import one_user_sequences
 
 # id, title, category, vector (4-d: camping, footwear, kitchen, books directions)
 CATALOGUE = [

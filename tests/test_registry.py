@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossrec_core import registry
-from crossrec_core.recommend import Recommender
+from crossrec_core.storage import registry
+from crossrec_core.serving.recommender import Recommender
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.errors import ModelError
-from crossrec_core.train import train_model
+from crossrec_core.training.loop import train_model
 
 
 def _dataset(prefix: str = "i", n_users: int = 40):

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from crossrec_core.cli import main
-from crossrec_core.cli_recommend import write_csv_atomic
-from crossrec_core.explain import display_title
+from crossrec_core.cli.recommend import write_csv_atomic
+from crossrec_core.serving.explain import display_title
 from crossrec_core.safe_text import FORMULA_STARTS, neutralise_cell, neutralise_frame
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -103,9 +103,9 @@ def hostile(tmp_path_factory):
     workspace holding the same dataset and model for the studio."""
     from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
     from crossrec_core.data.dataset import from_frames
-    from crossrec_core.data.store import save_dataset
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.datasets import save_dataset
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     folder = tmp_path_factory.mktemp("hostile")
     inter, items = _hostile_frames()
@@ -163,7 +163,7 @@ def test_write_csv_atomic_neutralises_only_the_text_columns_it_is_given(tmp_path
 
 
 def test_demo_export_neutralises_titles_and_categories(hostile, tmp_path):
-    from crossrec_core.cli_data import _export_demo
+    from crossrec_core.cli.data import _export_demo
 
     _export_demo(hostile["ds"], tmp_path)
     rows = raw_rows((tmp_path / "items.csv").read_bytes())

@@ -12,7 +12,7 @@ import pytest
 from crossrec_core.cli import main
 from crossrec_core.data.load import load_log
 from crossrec_core.data.profile import profile_dataset
-from crossrec_core.data.store import load_dataset
+from crossrec_core.storage.datasets import load_dataset
 
 DATA = Path("/work/shared/data")
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not mounted")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from crossrec_core.data.load import load_log
-from crossrec_core.data.store import delete_dataset, list_datasets, load_dataset, load_extra, save_dataset
+from crossrec_core.storage.datasets import delete_dataset, list_datasets, load_dataset, load_extra, save_dataset
 from crossrec_core.errors import ConfigError, DataError
 
 
@@ -108,7 +108,7 @@ def test_sigkill_during_save_keeps_previous_version(workspace, tiny_frames, tmp_
         f"""
         import time, pathlib
         import pandas as pd
-        import crossrec_core.data.store as store
+        import crossrec_core.storage.datasets as store
         from crossrec_core.data.load import load_log
         real = store._write
         def slow(path, columns):
@@ -137,7 +137,7 @@ def test_sigkill_during_save_keeps_previous_version(workspace, tiny_frames, tmp_
 
 def test_workspace_that_is_a_file_gives_a_plain_error(tmp_path, monkeypatch):
     from crossrec_core.errors import ConfigError
-    from crossrec_core.workspace import workspace_root
+    from crossrec_core.storage.workspace import workspace_root
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")

@@ -4,7 +4,7 @@ import pytest
 
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.errors import ConfigError, ModelError
-from crossrec_core.thresholds import sweep, threshold_curve
+from crossrec_core.evaluation.thresholds import sweep, threshold_curve
 
 SCORES = {"d": 5.0, "c": 4.0, "b": 3.0, "e": 2.0, "a": 1.0}
 PROBA = {"d": 0.9, "c": 0.2, "b": 0.6, "e": 0.4, "a": 0.1}

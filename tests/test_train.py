@@ -10,10 +10,10 @@ import pytest
 
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
-from crossrec_core.registry import read_json
+from crossrec_core.storage.registry import read_json
 from crossrec_core.models.rerank import N_FEATURES
-from crossrec_core.recommend import Recommender
-from crossrec_core.train import TrainProgress, category_transition_counts, seen_before, train_model, training_windows
+from crossrec_core.serving.recommender import Recommender
+from crossrec_core.training.loop import TrainProgress, category_transition_counts, seen_before, train_model, training_windows
 
 N_PAIRS = 30
 
@@ -65,7 +65,7 @@ def test_learns_cross_category_pattern(trained):
     assert model.metrics["valid"]["hr10"] >= 0.8  # random ranking: about 0.18
     assert model.metrics["valid"]["ndcg10"] >= 0.5
     # a history ending in tent a7 puts boots b7 first
-    from crossrec_core.scoring import one_user_sequences
+    from crossrec_core.serving.scoring import one_user_sequences
 
     seqs = one_user_sequences(model.item_index(["a7"]))
     scores = model.score_histories(seqs, np.array([0]), np.array([1]))
@@ -150,7 +150,7 @@ def test_other_losses_train(loss):
 def test_sampled_loss_gives_the_item_id_table_a_sparse_gradient_and_a_lazy_adam():
     import torch
 
-    from crossrec_core.train import build_net, make_fit_optimizer
+    from crossrec_core.training.loop import build_net, make_fit_optimizer
 
     ds = pattern_dataset(n_users=20)
     net = build_net(small_config(), n_items=ds.n_items, n_categories=2, n_event_types=2, attr_vocab_size=0, use_text=False, n_vector_columns=0)
@@ -194,7 +194,7 @@ def test_gru_encoder_trains():
 
 
 def test_stable_top_n_returns_each_rows_largest_scores_ties_by_smaller_index():
-    from crossrec_core.recommend import TIE_RESOLUTION, stable_top_n
+    from crossrec_core.serving.recommender import TIE_RESOLUTION, stable_top_n
 
     scores = np.random.default_rng(0).normal(size=(7, 500)).astype(np.float32)
     scores[:, 3] = -np.inf  # masked (seen) items never make the top
@@ -258,9 +258,9 @@ def test_category_lift_follows_the_last_category_transitions():
 def test_item_knn_term_is_selected_when_it_helps_and_survives_save_load(tmp_path):
     """An (almost) untrained model on a co-occurrence pattern: validation picks a positive kNN weight,
     the blended score ranks the valid targets better than the model alone, and save/load keeps it."""
-    from crossrec_core.baselines import ItemKNNRanker
-    from crossrec_core.registry import load_model, save_model
-    from crossrec_core.train import ndcg_hr, rank_targets, select_knn_weight
+    from crossrec_core.evaluation.baselines import ItemKNNRanker
+    from crossrec_core.storage.registry import load_model, save_model
+    from crossrec_core.training.loop import ndcg_hr, rank_targets, select_knn_weight
 
     ds = pattern_dataset(n_users=120)
     model = train_model(ds, small_config(epochs=1, patience=1, lr=1e-5, knn_blend=False, prior_blend=False))
@@ -287,8 +287,8 @@ def test_recommender_with_a_knn_term_scores_fusion_like_the_candidates_path():
     """recommend_batch computes the item-kNN term once and hands it to the fusion scorer: the
     probabilities it reports must equal those of the unfiltered candidates path (what the fusion fit
     learns from and the threshold curve sweeps) for the same items."""
-    from crossrec_core.baselines import ItemKNNRanker
-    from crossrec_core.recommend import Recommender
+    from crossrec_core.evaluation.baselines import ItemKNNRanker
+    from crossrec_core.serving.recommender import Recommender
 
     ds = pattern_dataset(n_users=60)
     model = train_model(ds, small_config(epochs=1, patience=1, knn_blend=False, prior_blend=False))

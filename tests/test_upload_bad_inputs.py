@@ -38,7 +38,7 @@ def _case_names() -> list[str]:
 def studio_home(tmp_path_factory):
     """A workspace with one saved dataset (so 'unchanged' is checked against real content)."""
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import save_dataset
+    from crossrec_core.storage.datasets import save_dataset
 
     root = tmp_path_factory.mktemp("studio")
     with pytest.MonkeyPatch.context() as mp:
@@ -148,7 +148,7 @@ def test_saving_an_upload_with_a_hostile_name_stays_inside_the_workspace(uploads
     assert "<" not in name and ">" not in name and '"' not in name
     at.button(key="data_save").click().run()
     assert not at.exception and not at.error
-    from crossrec_core.data.store import load_dataset
+    from crossrec_core.storage.datasets import load_dataset
 
     assert load_dataset(name).n_events == 60
 
@@ -160,7 +160,7 @@ def test_pseudonymized_ids_never_reach_the_disk(tmp_path, monkeypatch):
     """With pseudonymize=True the raw user ids appear in no file of the workspace; the salt file is there;
     the same raw id maps to the same pseudonym across two loads."""
     from crossrec_core.data.load import load_log
-    from crossrec_core.data.store import load_dataset, save_dataset
+    from crossrec_core.storage.datasets import load_dataset, save_dataset
 
     root = tmp_path / "ws"
     monkeypatch.setenv("CROSSREC_HOME", str(root))

@@ -83,8 +83,8 @@ def _crossrec_child(name: str, max_events: int | None, epochs: int | None, home:
     import torch
 
     from crossrec_core.config import ModelConfig
-    from crossrec_core.recommend import Recommender
-    from crossrec_core.train import train_model
+    from crossrec_core.serving.recommender import Recommender
+    from crossrec_core.training.loop import train_model
 
     ds = load_dataset(name, max_events)
     cfg = ModelConfig()
@@ -207,8 +207,8 @@ def topk_matrix(user_idx: np.ndarray, rank: np.ndarray, item_idx: np.ndarray, us
 
 def score_lists(ds, topk_ds: np.ndarray) -> dict[str, float]:
     """Return HR@10, NDCG@10 on all / switch / novel users and catalogue coverage, via crossrec's evaluator."""
-    from crossrec_core import metrics as M
-    from crossrec_core.evaluate import per_user_scores, split_targets, training_sequences
+    from crossrec_core.evaluation import metrics as M
+    from crossrec_core.evaluation.evaluator import per_user_scores, split_targets, training_sequences
 
     targets = split_targets(ds, "test")
     popularity = np.bincount(training_sequences(ds, "test").items, minlength=ds.n_items).astype(np.float64)
@@ -229,8 +229,8 @@ def score_lists(ds, topk_ds: np.ndarray) -> dict[str, float]:
 def run_baselines(ds, test_users: np.ndarray) -> list[dict]:
     """Return one row per crossrec baseline (popularity, item-kNN, category-transition), fitted on the
     training part of the same split (everything before each test target), scored like the other methods."""
-    from crossrec_core.baselines import default_baselines
-    from crossrec_core.evaluate import rank_all, ranker_space, split_targets, training_sequences
+    from crossrec_core.evaluation.baselines import default_baselines
+    from crossrec_core.evaluation.evaluator import rank_all, ranker_space, split_targets, training_sequences
 
     targets = split_targets(ds, "test")
     train_seqs = training_sequences(ds, "test")
@@ -259,7 +259,7 @@ def run_baselines(ds, test_users: np.ndarray) -> list[dict]:
 
 def paired_lines(rows: list[dict], reference: str = "crossrec") -> list[str]:
     """Return lines 'crossrec - X: NDCG@10 all +d [lo, hi] ...' with paired-bootstrap 95% intervals."""
-    from crossrec_core.metrics import paired_bootstrap
+    from crossrec_core.evaluation.metrics import paired_bootstrap
 
     by = {r["method"]: r for r in rows if "error" not in r and "_per_user" in r}
     if reference not in by:

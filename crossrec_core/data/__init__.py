@@ -6,26 +6,19 @@ from crossrec_core.data.load import load_log
 from crossrec_core.data.profile import DatasetProfile, profile_dataset
 from crossrec_core.data.readers import read_table
 from crossrec_core.data.schema import suggest_mapping
-from crossrec_core.data.store import DatasetInfo, delete_dataset, list_datasets, load_dataset, load_extra, save_dataset
 
 __all__ = [
     "DataReport",
-    "DatasetInfo",
     "DatasetProfile",
     "DemoStore",
     "InteractionDataset",
     "LeaveLastOut",
     "Sequences",
     "build_demo_dataset",
-    "delete_dataset",
     "from_frames",
-    "list_datasets",
-    "load_dataset",
-    "load_extra",
     "load_log",
     "make_demo_store",
     "profile_dataset",
     "read_table",
-    "save_dataset",
     "suggest_mapping",
 ]

@@ -218,7 +218,7 @@ def _read_any(source: Any, name: str | None, default: str, max_bytes, delimiter,
 
 
 def _default_name(source: Any, name: str | None) -> str:
-    from crossrec_core.workspace import slugify
+    from crossrec_core.storage.workspace import slugify
 
     if name:
         base = name
@@ -503,7 +503,7 @@ def _isin(values, candidates) -> np.ndarray:
 # -- privacy --------------------------------------------------------------------------------------
 def workspace_salt(root=None) -> str:
     """Return the workspace's pseudonymization salt, creating ``workspace_root()/salt`` once."""
-    from crossrec_core.workspace import workspace_root
+    from crossrec_core.storage.workspace import workspace_root
 
     path = workspace_root(root) / "salt"
     if path.exists():

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from crossrec_core.data.dataset import Sequences
-from crossrec_core.metrics import paired_bootstrap
+from crossrec_core.evaluation.metrics import paired_bootstrap
 
 log = logging.getLogger(__name__)
 

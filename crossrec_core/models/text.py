@@ -79,7 +79,7 @@ class TextEncoder:
         self.batch_size = int(batch_size)
         self.device = device
         if cache_dir is None:
-            from crossrec_core.workspace import cache_dir as ws_cache
+            from crossrec_core.storage.workspace import cache_dir as ws_cache
 
             cache_dir = ws_cache() / "text"
         self.cache_path = Path(cache_dir) / hashlib.sha1(self.model_id.encode()).hexdigest()[:12] if cache_dir else None

@@ -1,7 +1,7 @@
 """The public value types of recommending: options, one recommendation, a list, and what a model must offer.
 
-Kept apart from crossrec_core.recommend (the pipeline) so pages and the CLI can name them cheaply;
-crossrec_core.recommend re-exports every one of them.
+Kept apart from crossrec_core.serving.recommender (the pipeline) so pages and the CLI can name them cheaply;
+crossrec_core.serving.recommender re-exports every one of them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 
 from crossrec_core.data.dataset import Sequences
 from crossrec_core.errors import ConfigError
-from crossrec_core.explain import Explanation
+from crossrec_core.serving.explain import Explanation
 
 
 class RecommendableModel(Protocol):

@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from crossrec_core import metrics as M
-from crossrec_core.baselines import BaselineRanker
+from crossrec_core.evaluation import metrics as M
+from crossrec_core.evaluation.baselines import BaselineRanker
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError, LeakError, ModelError
 from crossrec_core.models.trained import event_hashes
-from crossrec_core.recommend import Recommender
-from crossrec_core.scoring import Ranker
+from crossrec_core.serving.recommender import Recommender
+from crossrec_core.serving.scoring import Ranker
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossrec_core.cli_columns import add_column_flags, column_mapping
+from crossrec_core.cli.columns import add_column_flags, column_mapping
 from crossrec_core.errors import ConfigError
 
 
@@ -39,10 +39,10 @@ def register(subparsers) -> None:
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from crossrec_core import registry
+    from crossrec_core.storage import registry
     from crossrec_core.config import default_config
     from crossrec_core.data.load import load_log
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}.")
@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = default_config(encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
     rank = 0
     if args.ddp:
-        from crossrec_core.ddp import init_distributed
+        from crossrec_core.training.ddp import init_distributed
 
         rank = init_distributed(cfg.train.device)
     ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=column_mapping(args), name=out.name or interactions.stem)
@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from crossrec_core import registry
+    from crossrec_core.storage import registry
 
     if args.delete:
         registry.delete_model(args.delete)

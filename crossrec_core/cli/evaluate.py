@@ -3,7 +3,7 @@
     crossrec evaluate --model DIR --interactions PATH [--items PATH] [--k 10] [--json FILE]
                       [--split test|valid] [--max-users N]
 
-Prints one table per user subset (all / switch / novel; see crossrec_core/evaluate.py) and writes the
+Prints one table per user subset (all / switch / novel; see crossrec_core/evaluation/evaluator.py) and writes the
 same numbers as JSON. Baselines are fitted on the log given here, on the events before each target.
 """
 
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from crossrec_core.cli_columns import add_column_flags, column_mapping
+from crossrec_core.cli.columns import add_column_flags, column_mapping
 from crossrec_core.errors import ConfigError, DataError, LeakError
 
 _HELP = """\
@@ -74,11 +74,11 @@ def _check_args(args: argparse.Namespace) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run `crossrec evaluate`; return the exit status (0 on success)."""
     _check_args(args)
-    from crossrec_core.baselines import default_baselines
+    from crossrec_core.evaluation.baselines import default_baselines
     from crossrec_core.data.load import load_log
-    from crossrec_core.evaluate import evaluate_rankers
-    from crossrec_core.registry import load_model
-    from crossrec_core.workspace import atomic_write_json
+    from crossrec_core.evaluation.evaluator import evaluate_rankers
+    from crossrec_core.storage.registry import load_model
+    from crossrec_core.storage.workspace import atomic_write_json
 
     t0 = time.perf_counter()
     model = load_model(args.model)

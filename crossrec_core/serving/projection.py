@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from crossrec_core.errors import ConfigError, DataError
-from crossrec_core.workspace import atomic_dir, cache_dir
+from crossrec_core.storage.workspace import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)
 

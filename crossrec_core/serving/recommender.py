@@ -24,11 +24,11 @@ import torch
 
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, UnknownItemError
-from crossrec_core.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
-from crossrec_core.metrics import history_positions
+from crossrec_core.serving.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
+from crossrec_core.evaluation.metrics import history_positions
 from crossrec_core.models.rerank import candidate_features, fusion_logits, history_context
-from crossrec_core.recommend_types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
-from crossrec_core.scoring import one_user_sequences
+from crossrec_core.serving.types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
+from crossrec_core.serving.scoring import one_user_sequences
 
 __all__ = [
     "Recommender", "RecommendOptions", "Recommendation", "RecommendationList", "RecommendableModel", "history_positions",

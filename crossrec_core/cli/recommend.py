@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossrec_core.cli_columns import add_column_flags, column_mapping
+from crossrec_core.cli.columns import add_column_flags, column_mapping
 from crossrec_core.data.dataset import UNKNOWN_CATEGORY, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError, ModelError
 
@@ -150,7 +150,7 @@ def recommend_for_log(
     Raises:
         ModelError: the log shares no (or too few) items with the model.
     """
-    from crossrec_core.recommend import Recommender
+    from crossrec_core.serving.recommender import Recommender
 
     known = model.item_index(ds.item_ids) >= 0
     if not known.any():
@@ -245,7 +245,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         raise DataError(f"Items file '{items_path}' does not exist.")
 
     from crossrec_core.data.load import load_log
-    from crossrec_core.registry import load_model
+    from crossrec_core.storage.registry import load_model
 
     model = load_model(model_dir)
     if args.threshold == "model":

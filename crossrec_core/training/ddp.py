@@ -1,6 +1,6 @@
 """Data-parallel training with PyTorch DDP, launched by torchrun (gloo on CPU, NCCL on GPUs).
 
-    torchrun --nproc_per_node 2 -m crossrec_core.ddp --interactions log.csv --out models/m
+    torchrun --nproc_per_node 2 -m crossrec_core.training.ddp --interactions log.csv --out models/m
     crossrec train --ddp ...   (the same, through the CLI, under torchrun)
 
 Every rank reads the log, takes its share of the batches, and DDP averages gradients, so all ranks hold
@@ -24,7 +24,7 @@ from crossrec_core.errors import ConfigError, CrossrecError
 def init_distributed(device: str = "auto") -> int:
     """Return this process's rank after joining the torchrun process group (gloo on CPU, nccl on CUDA)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ConfigError("--ddp needs to be launched by torchrun (for example: torchrun --nproc_per_node 2 -m crossrec_core.ddp ...).")
+        raise ConfigError("--ddp needs to be launched by torchrun (for example: torchrun --nproc_per_node 2 -m crossrec_core.training.ddp ...).")
     if not torch.distributed.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
         if use_cuda:
@@ -44,12 +44,12 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Train under torchrun; rank 0 saves the model; each rank may report its weights digest."""
-    from crossrec_core import registry
+    from crossrec_core.storage import registry
     from crossrec_core.config import default_config
     from crossrec_core.data.load import load_log
-    from crossrec_core.train import train_model
+    from crossrec_core.training.loop import train_model
 
-    p = argparse.ArgumentParser(prog="python -m crossrec_core.ddp")
+    p = argparse.ArgumentParser(prog="python -m crossrec_core.training.ddp")
     p.add_argument("--interactions", required=True)
     p.add_argument("--items", default=None)
     p.add_argument("--out", required=True)

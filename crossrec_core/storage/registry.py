@@ -34,8 +34,8 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.models import fusion
 from crossrec_core.models.rerank import Calibration
-from crossrec_core.model_catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
-from crossrec_core.workspace import (
+from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
+from crossrec_core.storage.workspace import (
     atomic_dir,
     atomic_write_json,
     models_dir,
@@ -172,7 +172,7 @@ def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path)
     """Return (ItemKNNRanker | None, weight) from aux tensors; ModelError when they are inconsistent."""
     if "knn_offsets" not in aux:
         return None, 0.0
-    from crossrec_core.baselines import ItemKNNRanker
+    from crossrec_core.evaluation.baselines import ItemKNNRanker
 
     offsets = aux["knn_offsets"].numpy()
     items = aux["knn_items"].numpy() if "knn_items" in aux else np.zeros(0, np.int32)

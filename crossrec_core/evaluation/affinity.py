@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from crossrec_core.baselines import category_transition_counts
+from crossrec_core.evaluation.baselines import category_transition_counts
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError
-from crossrec_core.evaluate import is_model_like, rank_all, ranker_space
-from crossrec_core.scoring import Ranker
+from crossrec_core.evaluation.evaluator import is_model_like, rank_all, ranker_space
+from crossrec_core.serving.scoring import Ranker
 
 JOURNEY_COLUMNS = ("journey_id", "name", "step", "category", "product", "item_ids")
 

@@ -13,7 +13,7 @@ Layout::
       worker.log      the worker's log (for bug reports)
       checkpoints/    per-epoch checkpoints (resume after a crash)
 
-Run a job's worker by hand with ``python -m crossrec_core.jobs <job_id>``.
+Run a job's worker by hand with ``python -m crossrec_core.training.jobs <job_id>``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Callable
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ConfigError, CrossrecError
-from crossrec_core.workspace import atomic_write_json, models_dir, safe_name, workspace_root
+from crossrec_core.storage.workspace import atomic_write_json, models_dir, safe_name, workspace_root
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def start_training_job(
     env = dict(os.environ, CROSSREC_HOME=str(root_path), PYTHONUNBUFFERED="1")
     with open(folder / "worker.log", "ab") as logfh:
         proc = subprocess.Popen(
-            [python or sys.executable, "-m", "crossrec_core.jobs", job_id],
+            [python or sys.executable, "-m", "crossrec_core.training.jobs", job_id],
             env=env,
             stdout=logfh,
             stderr=subprocess.STDOUT,
@@ -247,9 +247,9 @@ def wait_for_job(job_id: str, root=None, *, timeout: float = 600.0, poll_s: floa
 
 def run_job(job_id: str, root=None) -> JobStatus:
     """Return the final status after running the job's training in THIS process (the worker's body)."""
-    from crossrec_core.data.store import load_dataset  # lazy: keep `import jobs` cheap for the app
-    from crossrec_core.registry import save_model
-    from crossrec_core.train import train_model
+    from crossrec_core.storage.datasets import load_dataset  # lazy: keep `import jobs` cheap for the app
+    from crossrec_core.storage.registry import save_model
+    from crossrec_core.training.loop import train_model
 
     folder = jobs_dir(root) / safe_name(job_id)
     spec = _read_json(folder / "spec.json")
@@ -422,8 +422,8 @@ def _json_safe(obj):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one job's worker: ``python -m crossrec_core.jobs <job_id>``."""
-    parser = argparse.ArgumentParser(prog="python -m crossrec_core.jobs", description=__doc__.splitlines()[0])
+    """Run one job's worker: ``python -m crossrec_core.training.jobs <job_id>``."""
+    parser = argparse.ArgumentParser(prog="python -m crossrec_core.training.jobs", description=__doc__.splitlines()[0])
     parser.add_argument("job_id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

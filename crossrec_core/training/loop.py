@@ -30,15 +30,15 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.device import pick_device, seed_everything
 from crossrec_core.errors import ConfigError, DataError
-from crossrec_core import registry
-from crossrec_core.workspace import atomic_write_json, publish_dir
+from crossrec_core.storage import registry
+from crossrec_core.storage.workspace import atomic_write_json, publish_dir
 from crossrec_core.models.fusion import CrossRecNet, build_net  # noqa: F401 (build_net: part of this module's API)
 from crossrec_core.models.item_encoder import attribute_token_matrix, build_attribute_vocab
 from crossrec_core.models.text import TextEncoder, item_texts
-from crossrec_core.baselines import ItemKNNRanker
+from crossrec_core.evaluation.baselines import ItemKNNRanker
 from crossrec_core.models.rerank import N_FEATURES, FusionData, fit_fusion
 from crossrec_core.models.trained import TrainedModel, event_hashes, gather_ranges, history_windows
-from crossrec_core.recommend import Recommender
+from crossrec_core.serving.recommender import Recommender
 
 log = logging.getLogger(__name__)
 

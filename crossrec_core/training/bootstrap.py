@@ -1,6 +1,6 @@
 """Bootstrap the demo: the demo store in the workspace and a trained demo model, built only when missing.
 
-``python -m crossrec_core.bootstrap`` does it from a terminal with a progress bar (``make run`` calls it
+``python -m crossrec_core.training.bootstrap`` does it from a terminal with a progress bar (``make run`` calls it
 before starting the studio); the studio's Home button builds the dataset and trains the model in a
 background job instead.
 """
@@ -15,8 +15,8 @@ from typing import Callable
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ModelError
-from crossrec_core.model_catalog import MODEL_FORMAT_VERSION, read_json
-from crossrec_core.workspace import datasets_dir, models_dir, workspace_root
+from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, read_json
+from crossrec_core.storage.workspace import datasets_dir, models_dir, workspace_root
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def ensure_demo_dataset(root=None, *, seed: int = 0) -> str:
     """Return the demo dataset's name, building and saving it (with its planted journeys) if missing."""
     if not demo_dataset_exists(root):
         from crossrec_core.data.demo_store import build_demo_dataset
-        from crossrec_core.data.store import save_dataset
+        from crossrec_core.storage.datasets import save_dataset
 
         ds, journeys = build_demo_dataset(seed=seed)
         save_dataset(ds, DEMO_DATASET, root=root, extras={"journeys": journeys})
@@ -67,14 +67,14 @@ def ensure_demo(root=None, *, on_progress: Callable | None = None) -> tuple[str,
     """Return (dataset name, model name) of the demo, building the store and training the model if missing.
 
     Idempotent: a second call finds both and returns at once. Training runs in this process and reports
-    through ``on_progress`` (TrainProgress objects, see crossrec_core.train).
+    through ``on_progress`` (TrainProgress objects, see crossrec_core.training.loop).
     """
     root = workspace_root(root)
     ensure_demo_dataset(root)
     if not demo_model_exists(root):
-        from crossrec_core.data.store import load_dataset
-        from crossrec_core.registry import save_model
-        from crossrec_core.train import train_model
+        from crossrec_core.storage.datasets import load_dataset
+        from crossrec_core.storage.registry import save_model
+        from crossrec_core.training.loop import train_model
 
         ds = load_dataset(DEMO_DATASET, root=root)
         model = train_model(ds, demo_config(), on_progress=on_progress, name=DEMO_MODEL)
@@ -85,7 +85,7 @@ def ensure_demo(root=None, *, on_progress: Callable | None = None) -> tuple[str,
 
 def start_demo_training(root=None) -> str | None:
     """Return the id of a background job training the demo model, or None when it exists or is training."""
-    from crossrec_core import jobs
+    from crossrec_core.training import jobs
 
     if demo_model_exists(root):
         return None
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from crossrec_core.errors import CrossrecError
 
-    parser = argparse.ArgumentParser(prog="python -m crossrec_core.bootstrap", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m crossrec_core.training.bootstrap", description=__doc__.splitlines()[0])
     parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     bar = None

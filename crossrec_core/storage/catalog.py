@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossrec_core.errors import CrossrecError, ModelError
-from crossrec_core.workspace import models_dir
+from crossrec_core.storage.workspace import models_dir
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, NotTrainedError
-from crossrec_core.metrics import history_positions
+from crossrec_core.evaluation.metrics import history_positions
 
 log = logging.getLogger(__name__)
 

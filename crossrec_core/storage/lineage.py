@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from crossrec_core.errors import CrossrecError
-from crossrec_core.model_catalog import read_json
-from crossrec_core.workspace import models_dir
+from crossrec_core.storage.catalog import read_json
+from crossrec_core.storage.workspace import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def model_fingerprint(name: str, root=None) -> str:
 
 def trained_on(model_names, root=None) -> dict[str, tuple[str, ...]]:
     """Return {model name: names of the workspace datasets holding its training log (sorted; empty: none)}."""
-    from crossrec_core.data.store import list_datasets
+    from crossrec_core.storage.datasets import list_datasets
 
     by_fp: dict[str, list[str]] = {}
     for info in list_datasets(root):

@@ -15,10 +15,10 @@ from crossrec_core.errors import CrossrecError
 
 # modules that contribute subcommands, each with register(subparsers) -> None
 _COMMAND_MODULES = (
-    "crossrec_core.cli_data",
-    "crossrec_core.cli_model",
-    "crossrec_core.cli_recommend",
-    "crossrec_core.cli_eval",
+    "crossrec_core.cli.data",
+    "crossrec_core.cli.model",
+    "crossrec_core.cli.recommend",
+    "crossrec_core.cli.evaluate",
 )
 
 EXIT_USER_ERROR = 2

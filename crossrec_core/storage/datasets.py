@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from crossrec_core.data.dataset import DataReport, InteractionDataset, Sequences
 from crossrec_core.errors import DataError
-from crossrec_core.workspace import atomic_dir, datasets_dir, name_lock, safe_name
+from crossrec_core.storage.workspace import atomic_dir, datasets_dir, name_lock, safe_name
 
 log = logging.getLogger(__name__)
 

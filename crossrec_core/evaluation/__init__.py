@@ -1,0 +1,1 @@
+"""Measuring lists: ranking metrics, baselines, the evaluator, thresholds, affinity."""

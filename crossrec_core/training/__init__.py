@@ -1,0 +1,1 @@
+"""Fitting models: the training loop, blend tuning, the fusion fit, background jobs, DDP."""
