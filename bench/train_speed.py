@@ -29,7 +29,9 @@ def load(name: str):
 
 def popularity_ndcg(ds) -> float:
     """Return valid NDCG@10 of train-popularity ranking with seen items excluded."""
-    from crossrec_core.training.loop import ndcg_hr, rank_targets, train_popularity
+    from crossrec_core.evaluation.metrics import ndcg_hr
+    from crossrec_core.training.loop import train_popularity
+    from crossrec_core.training.tuning import rank_targets
 
     split = ds.leave_last_out()
     pop = train_popularity(ds, split.train_end)

@@ -6,7 +6,6 @@ from crossrec_core.evaluation.baselines import (
     CategoryTransitionRanker,
     ItemKNNRanker,
     PopularityRanker,
-    category_transition_counts,
     default_baselines,
 )
 from crossrec_core.data.dataset import from_frames
@@ -79,7 +78,7 @@ def test_category_transition_recommends_popular_item_of_following_category():
         rows += [(f"v{u}", "mug", 1), (f"v{u}", "mug2", 2)]
     ds = _ds(rows, {"tent1": "T", "boot_pop": "B", "boot_rare": "B", "mug": "M", "mug2": "M"})
     ranker = CategoryTransitionRanker().fit(ds, ds.seqs)
-    counts = category_transition_counts(ds.seqs, ds.item_category, ds.n_categories)
+    counts = ds.seqs.category_transitions(ds.item_category, ds.n_categories)
     t, b = ds.category_index(["T", "B"])
     assert counts[t, b] == 8 and counts.sum() == 11
     scores = _score_one(ranker, ds, ["tent1"])

@@ -17,7 +17,9 @@ from journeys import journey_frames
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.evaluation.evaluator import evaluate_rankers
 from crossrec_core.evaluation.metrics import calibration_report
-from crossrec_core.models.rerank import FEATURES, Calibration, FusionData, fit_fusion
+from crossrec_core.models.calibration import Calibration
+from crossrec_core.models.features import FEATURES
+from crossrec_core.training.fusion_fit import FusionData, fit_fusion
 from crossrec_core.models.fusion import FusionScorer
 from crossrec_core.training.loop import train_model
 

@@ -11,8 +11,8 @@ from crossrec_core.config import ItemEncoderConfig, ModelConfig, UserEncoderConf
 from crossrec_core.data.dataset import Sequences
 from crossrec_core.models.fusion import CrossRecNet, FusionScorer
 from crossrec_core.models.item_encoder import ItemEncoder, attribute_token_matrix, build_attribute_vocab
-from crossrec_core.models.trained import history_windows
-from crossrec_core.models.user_encoder import UserEncoder, time_gap_buckets
+from crossrec_core.data.dataset import time_gap_buckets
+from crossrec_core.models.user_encoder import UserEncoder
 
 
 def _item_encoder(**kw) -> ItemEncoder:
@@ -71,7 +71,7 @@ def test_time_gap_buckets_exact():
 
 def test_history_windows_left_padded_exact():
     seqs = Sequences(np.array([0, 3, 3, 5]), np.array([5, 6, 7, 8, 9], np.int32), np.arange(5, dtype=np.int64), np.array([0, 1, 0, 0, 1], np.int16))
-    w = history_windows(seqs, np.array([0, 1, 2, 0]), np.array([3, 3, 5, 2]), width=2, n_time_buckets=4)
+    w = seqs.windows(np.array([0, 1, 2, 0]), np.array([3, 3, 5, 2]), width=2, n_time_buckets=4)
     assert w["items"].tolist() == [[6, 7], [-1, -1], [8, 9], [5, 6]]
     assert w["events"].tolist() == [[2, 1], [0, 0], [1, 2], [1, 2]]
     assert w["valid"].tolist() == [[True, True], [False, False], [True, True], [True, True]]
@@ -125,7 +125,7 @@ def test_overfit_one_batch(kind):
 
 
 def test_fusion_scorer_shape_standardises_inputs_and_resets_from_a_seed():
-    from crossrec_core.models.rerank import N_FEATURES
+    from crossrec_core.models.features import N_FEATURES
 
     f = FusionScorer()
     x = torch.randn(3, 5, N_FEATURES) * 7 + 3

@@ -16,7 +16,7 @@ from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, Us
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.storage.datasets import save_dataset
 from crossrec_core.errors import ConfigError
-from crossrec_core.training.loop import TrainProgress
+from crossrec_core.training.progress import TrainProgress
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_cross_category_share_counts_categories_absent_from_history():
 
 def test_history_positions_flattens_histories():
     seqs = Sequences(np.array([0, 3, 5]), np.arange(5, dtype=np.int32), np.arange(5), np.zeros(5, dtype=np.int16))
-    rows, pos = M.history_positions(seqs, np.array([1, 0]), np.array([5, 2]))
+    rows, pos = seqs.history_positions(np.array([1, 0]), np.array([5, 2]))
     np.testing.assert_array_equal(rows, [0, 0, 1, 1])
     np.testing.assert_array_equal(pos, [3, 4, 0, 1])
 

@@ -8,7 +8,7 @@ import pytest
 
 from crossrec_core.data.dataset import Sequences, from_frames
 from crossrec_core.errors import ConfigError, UnknownItemError
-from crossrec_core.serving.recommender import Recommender, RecommendOptions, history_positions
+from crossrec_core.serving.recommender import Recommender, RecommendOptions
 from crossrec_core.serving.scoring import one_user_sequences
 
 # id, title, category, vector (4-d: camping, footwear, kitchen, books directions)
@@ -69,7 +69,7 @@ class FakeModel:
         return self._vecs
 
     def user_vectors(self, seqs: Sequences, users, ends) -> np.ndarray:
-        row, pos = history_positions(seqs, np.asarray(users), np.asarray(ends))
+        row, pos = seqs.history_positions(np.asarray(users), np.asarray(ends))
         out = np.zeros((len(users), self._vecs.shape[1]), dtype=np.float32)
         np.add.at(out, row, self._vecs[seqs.items[pos]])
         n = np.bincount(row, minlength=len(users))[:, None]

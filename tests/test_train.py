@@ -11,9 +11,10 @@ import pytest
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.storage.registry import read_json
-from crossrec_core.models.rerank import N_FEATURES
+from crossrec_core.models.features import N_FEATURES
 from crossrec_core.serving.recommender import Recommender
-from crossrec_core.training.loop import TrainProgress, category_transition_counts, seen_before, train_model, training_windows
+from crossrec_core.training.loop import train_model, training_windows
+from crossrec_core.training.progress import TrainProgress
 
 N_PAIRS = 30
 
@@ -150,7 +151,8 @@ def test_other_losses_train(loss):
 def test_sampled_loss_gives_the_item_id_table_a_sparse_gradient_and_a_lazy_adam():
     import torch
 
-    from crossrec_core.training.loop import build_net, make_fit_optimizer
+    from crossrec_core.models.fusion import build_net
+    from crossrec_core.training.optim import make_fit_optimizer
 
     ds = pattern_dataset(n_users=20)
     net = build_net(small_config(), n_items=ds.n_items, n_categories=2, n_event_types=2, attr_vocab_size=0, use_text=False, n_vector_columns=0)
@@ -214,8 +216,8 @@ def test_training_windows_and_seen_flags_exact():
     users, ends = training_windows(ds.seqs, np.array([6, 8]), max_len=2)
     # u: 6 events -> 5 targets -> windows ending at 6, 4, 2; v: 2 events -> one window
     assert users.tolist() == [0, 0, 0, 1] and ends.tolist() == [6, 4, 2, 8]
-    assert seen_before(ds.seqs).tolist() == [False, False, True, False, False, False, False, False]
-    tr = category_transition_counts(ds, np.array([6, 8]))
+    assert ds.seqs.seen_before().tolist() == [False, False, True, False, False, False, False, False]
+    tr = ds.seqs.truncate(np.array([6, 8])).category_transitions(ds.item_category, ds.n_categories)
     assert tr.shape == (1, 1) and tr[0, 0] == 5 + 1
 
 
@@ -260,7 +262,8 @@ def test_item_knn_term_is_selected_when_it_helps_and_survives_save_load(tmp_path
     the blended score ranks the valid targets better than the model alone, and save/load keeps it."""
     from crossrec_core.evaluation.baselines import ItemKNNRanker
     from crossrec_core.storage.registry import load_model, save_model
-    from crossrec_core.training.loop import ndcg_hr, rank_targets, select_knn_weight
+    from crossrec_core.evaluation.metrics import ndcg_hr
+    from crossrec_core.training.tuning import rank_targets, select_knn_weight
 
     ds = pattern_dataset(n_users=120)
     model = train_model(ds, small_config(epochs=1, patience=1, lr=1e-5, knn_blend=False, prior_blend=False))

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 import sys
 
+from crossrec_core.data.demo_store import build_demo_dataset
+from crossrec_core.data.load import load_log
+from crossrec_core.data.profile import profile_dataset
 from crossrec_core.errors import ConfigError
+from crossrec_core.safe_text import neutralise_frame
+from crossrec_core.storage.datasets import delete_dataset, list_datasets
+from crossrec_core.storage.datasets import save_dataset
+from crossrec_core.storage.workspace import atomic_write_text
 
 
 def register(subparsers) -> None:
@@ -53,10 +60,6 @@ def parse_map(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from crossrec_core.data.load import load_log
-    from crossrec_core.data.profile import profile_dataset
-    from crossrec_core.storage.datasets import save_dataset
-
     ds = load_log(
         args.interactions,
         args.items,
@@ -74,10 +77,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from crossrec_core.data.demo_store import build_demo_dataset
-    from crossrec_core.data.profile import profile_dataset
-    from crossrec_core.storage.datasets import save_dataset
-
     ds, journeys = build_demo_dataset(seed=args.seed)
     path = save_dataset(ds, ds.name, extras={"journeys": journeys})
     if args.export:
@@ -93,9 +92,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _export_demo(ds, folder: Path) -> None:
     """Write the demo store as the canonical CSV files that `crossrec train` reads with no flags
     (titles and categories neutralised against spreadsheet formulas; ids as they are)."""
-    from crossrec_core.safe_text import neutralise_frame
-    from crossrec_core.storage.workspace import atomic_write_text
-
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "interactions.csv", ds.interactions_frame().to_csv(index=False, lineterminator="\n"))
     items = neutralise_frame(ds.items, ("title", "category"))
@@ -104,8 +100,6 @@ def _export_demo(ds, folder: Path) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from crossrec_core.storage.datasets import delete_dataset, list_datasets
-
     if args.delete:
         delete_dataset(args.delete)
         print(f"Deleted dataset '{args.delete}'.")

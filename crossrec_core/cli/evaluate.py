@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 
 from crossrec_core.cli.columns import add_column_flags, column_mapping
+from crossrec_core.data.load import load_log
 from crossrec_core.errors import ConfigError, DataError, LeakError
+from crossrec_core.evaluation.baselines import default_baselines
+from crossrec_core.evaluation.evaluator import evaluate_rankers
+from crossrec_core.storage.registry import load_model
+from crossrec_core.storage.workspace import atomic_write_json
 
 _HELP = """\
 Compare a trained model with three baselines (popularity, item-kNN, category-transition) on a log.
@@ -74,12 +79,6 @@ def _check_args(args: argparse.Namespace) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run `crossrec evaluate`; return the exit status (0 on success)."""
     _check_args(args)
-    from crossrec_core.evaluation.baselines import default_baselines
-    from crossrec_core.data.load import load_log
-    from crossrec_core.evaluation.evaluator import evaluate_rankers
-    from crossrec_core.storage.registry import load_model
-    from crossrec_core.storage.workspace import atomic_write_json
-
     t0 = time.perf_counter()
     model = load_model(args.model)
     ds = load_log(Path(args.interactions).expanduser(), Path(args.items).expanduser() if args.items else None, mapping=column_mapping(args))

@@ -7,8 +7,16 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from crossrec_core.cli.columns import add_column_flags, column_mapping
+from crossrec_core.config import default_config
+from crossrec_core.data.load import load_log
 from crossrec_core.errors import ConfigError
+from crossrec_core.storage import registry
+from crossrec_core.training.ddp import init_distributed
+from crossrec_core.training.pipeline import train_and_save
+from crossrec_core.training.progress import Phase
 
 
 def register(subparsers) -> None:
@@ -37,13 +45,6 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from crossrec_core.storage import registry
-    from crossrec_core.config import default_config
-    from crossrec_core.data.load import load_log
-    from crossrec_core.training.loop import train_model
-
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}.")
     if args.resume and not args.checkpoint_dir:
@@ -53,8 +54,6 @@ def _train(args: argparse.Namespace) -> int:
     cfg = default_config(encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
     rank = 0
     if args.ddp:
-        from crossrec_core.training.ddp import init_distributed
-
         rank = init_distributed(cfg.train.device)
     ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=column_mapping(args), name=out.name or interactions.stem)
     show = rank == 0
@@ -66,6 +65,8 @@ def _train(args: argparse.Namespace) -> int:
     def on_progress(p) -> None:
         nonlocal bar
         if not show:
+            return
+        if p.phase == Phase.SAVE:
             return
         if p.phase != state["phase"] or (p.phase == "train" and bar is not None and bar.total != p.n_steps):
             if bar is not None:
@@ -89,9 +90,10 @@ def _train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        model = train_model(
+        model, path = train_and_save(
             ds,
             cfg,
+            out,
             on_progress=on_progress,
             checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
             resume=args.resume,
@@ -102,7 +104,6 @@ def _train(args: argparse.Namespace) -> int:
             bar.close()
     if rank != 0:
         return 0
-    path = registry.save_model(model, out)
     v = model.metrics.get("valid", {})
     print(
         f"best epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
@@ -115,8 +116,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from crossrec_core.storage import registry
-
     if args.delete:
         registry.delete_model(args.delete)
         print(f"deleted model '{args.delete}'")

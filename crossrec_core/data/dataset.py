@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from crossrec_core.errors import ConfigError
 
 UNKNOWN_CATEGORY = "Unknown"
 DEFAULT_EVENT = "interaction"
@@ -90,10 +91,113 @@ class Sequences:
         lengths = ends - starts
         new_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=new_offsets[1:])
-        total = int(new_offsets[-1])
-        # gather index: position within the new array minus its user's new start, plus the old start
-        idx = np.arange(total, dtype=np.int64) - np.repeat(new_offsets[:-1], lengths) + np.repeat(starts, lengths)
+        _, idx = gather_ranges(starts, lengths)
         return Sequences(new_offsets, self.items[idx], self.times[idx], self.events[idx])
+
+    # -- histories: the events of user users[i] before absolute position ends[i] ------------------
+    def history_positions(self, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (rows, positions): every history event of every requested user, flattened.
+
+        ``rows[j]`` is the index into ``users`` (0..len(users)-1) and ``positions[j]`` the absolute event
+        position; both int64, in history order. Ends are clipped to each user's own events.
+        """
+        users = np.asarray(users, dtype=np.int64)
+        starts = self.offsets[users]
+        ends = np.clip(np.asarray(ends, dtype=np.int64), starts, self.offsets[users + 1])
+        return gather_ranges(starts, ends - starts)
+
+    def mask_seen(self, scores: np.ndarray, users: np.ndarray, ends: np.ndarray, fill: float = -np.inf) -> np.ndarray:
+        """Set ``scores[i, item]`` to ``fill`` for every item in the history of users[i]; return scores.
+
+        ``scores`` is (len(users), n_items) and modified in place: nothing a shopper already had is
+        recommended, ranked or counted as a hit. History items outside the score columns are ignored.
+        """
+        rows, pos = self.history_positions(users, ends)
+        items = self.items[pos].astype(np.int64)
+        ok = (items >= 0) & (items < scores.shape[1])
+        scores[rows[ok], items[ok]] = fill
+        return scores
+
+    def seen_before(self) -> np.ndarray:
+        """Return bool (n_events,): the user already had this item earlier in the sequence."""
+        if self.n_events == 0:
+            return np.zeros(0, dtype=bool)
+        df = pd.DataFrame({"u": self.user_of_event(), "i": self.items})
+        return df.duplicated(keep="first").to_numpy()
+
+    def windows(self, users: np.ndarray, ends: np.ndarray, width: int, n_time_buckets: int) -> dict[str, np.ndarray]:
+        """Return left-padded windows of the last ``width`` events before each end (the encoders' input).
+
+        Returns a dict of (B, T) arrays, T = min(width, longest history) (at least 1): "items" int64
+        item_idx (-1 on padding), "events" int64 event_idx + 1 (0 on padding), "gaps" int64 time buckets,
+        "valid" bool, and "pos" int64 absolute event positions (clipped; meaningless where not valid).
+        """
+        users = np.asarray(users, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        starts = self.offsets[users]
+        ends = np.clip(ends, starts, self.offsets[users + 1])
+        lengths = np.minimum(ends - starts, width)
+        T = int(max(1, lengths.max(initial=0)))
+        pos = ends[:, None] - T + np.arange(T, dtype=np.int64)[None, :]  # (B, T)
+        valid = pos >= (ends - lengths)[:, None]
+        safe = np.clip(pos, 0, max(self.n_events - 1, 0))
+        if self.n_events == 0:
+            items = np.full(pos.shape, -1, dtype=np.int64)
+            events = np.zeros(pos.shape, dtype=np.int64)
+            times = np.zeros(pos.shape, dtype=np.int64)
+        else:
+            items = np.where(valid, self.items[safe], -1).astype(np.int64)
+            events = np.where(valid, self.events[safe].astype(np.int64) + 1, 0)
+            times = self.times[safe]
+        gaps = time_gap_buckets(times, n_time_buckets)
+        # the first real event of a window has no previous event inside it
+        first_valid = np.concatenate([valid[:, :1], valid[:, 1:] & ~valid[:, :-1]], axis=1)
+        gaps = np.where(valid & ~first_valid, gaps, 0)
+        return {"items": items, "events": events, "gaps": gaps, "valid": valid, "pos": safe}
+
+    def category_transitions(self, item_category: np.ndarray, n_categories: int) -> np.ndarray:
+        """Return float64 (C, C) counts of consecutive (category a -> category b) event pairs within users."""
+        if self.n_events < 2:
+            return np.zeros((n_categories, n_categories), dtype=np.float64)
+        user = self.user_of_event()
+        same = user[1:] == user[:-1]
+        cats = np.asarray(item_category, dtype=np.int64)[self.items]
+        a, b = cats[:-1][same], cats[1:][same]
+        return np.bincount(a * n_categories + b, minlength=n_categories * n_categories).reshape(n_categories, n_categories).astype(np.float64)
+
+
+def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (row (N,), absolute position (N,)) for the concatenated ranges starts[i]:starts[i]+lengths[i]."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    row = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    first = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths):
+        np.cumsum(lengths[:-1], out=first[1:])
+    pos = np.arange(total, dtype=np.int64) - first[row] + np.asarray(starts, dtype=np.int64)[row]
+    return row, pos
+
+
+def time_gap_buckets(times: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Return int64 log-scale buckets of the gap (seconds) to the previous event, same shape as times.
+
+    ``times`` is (..., T) left-padded; bucket 0 is used for the first column (no previous event)
+    and the caller masks padding. Bucket b >= 1 holds gaps with floor(ln(1 + gap)) == b - 1.
+    """
+    times = np.asarray(times, dtype=np.int64)
+    gap = np.zeros(times.shape, dtype=np.float64)
+    gap[..., 1:] = np.maximum(times[..., 1:] - times[..., :-1], 0)
+    b = 1 + np.minimum(np.floor(np.log1p(gap)), n_buckets - 2).astype(np.int64)
+    b[..., 0] = 0
+    return b
+
+
+def index_of(index: pd.Index, values) -> np.ndarray:
+    """Return int64 positions of ``values`` (ids, names; one or many, compared as str) in ``index``, -1 where absent."""
+    if isinstance(values, (str, bytes)) or np.isscalar(values):
+        values = [values]
+    arr = pd.Index(pd.Series(list(values) if not isinstance(values, (np.ndarray, pd.Series, pd.Index)) else values, dtype=object).astype(str))
+    return index.get_indexer(arr).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -155,17 +259,17 @@ class InteractionDataset:
     # -- lookups -----------------------------------------------------------------------------
     def user_index(self, user_ids) -> np.ndarray:
         """Return user_idx for each id (int64), -1 where unknown."""
-        return _lookup(self._user_lookup, user_ids)
+        return index_of(self._user_lookup, user_ids)
 
     def item_index(self, item_ids) -> np.ndarray:
         """Return item_idx for each id (int64), -1 where unknown."""
-        return _lookup(self._item_lookup, item_ids)
+        return index_of(self._item_lookup, item_ids)
 
     def category_index(self, names) -> np.ndarray:
-        return _lookup(pd.Index(self.category_names), names)
+        return index_of(pd.Index(self.category_names), names)
 
     def event_index(self, names) -> np.ndarray:
-        return _lookup(pd.Index(self.event_names), names)
+        return index_of(pd.Index(self.event_names), names)
 
     @property
     def _user_lookup(self) -> pd.Index:
@@ -213,8 +317,6 @@ class InteractionDataset:
         train event across the whole log.
         """
         if not 0.0 < test_fraction < 1.0:
-            from crossrec_core.errors import ConfigError
-
             raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}.")
         if self.n_events == 0:
             return np.zeros(0, dtype=bool)
@@ -247,13 +349,6 @@ class InteractionDataset:
                 "event": self.event_names[self.seqs.events],
             }
         )
-
-
-def _lookup(index: pd.Index, values) -> np.ndarray:
-    if isinstance(values, (str, bytes)) or np.isscalar(values):
-        values = [values]
-    arr = pd.Index(pd.Series(list(values) if not isinstance(values, (np.ndarray, pd.Series, pd.Index)) else values, dtype=object).astype(str))
-    return index.get_indexer(arr).astype(np.int64)
 
 
 def _factorize_ids(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:

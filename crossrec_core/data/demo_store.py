@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from crossrec_core.data.dataset import InteractionDataset
+from crossrec_core.data.load import load_log
 from crossrec_core.errors import ConfigError
 
 DEMO_NAME = "demo-store"
@@ -290,8 +291,6 @@ def make_demo_store(
 
 def build_demo_dataset(seed: int = 0) -> tuple[InteractionDataset, pd.DataFrame]:
     """Return the demo store as an InteractionDataset named "demo-store", and its journeys DataFrame."""
-    from crossrec_core.data.load import load_log
-
     store = make_demo_store(seed=seed)
     ds = load_log(store.interactions, store.items, name=DEMO_NAME, interactions_name="demo interactions",
                   items_name="demo items")

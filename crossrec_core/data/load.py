@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from crossrec_core.data.dataset import DEFAULT_EVENT, UNKNOWN_CATEGORY, DataReport, InteractionDataset, from_frames
+from crossrec_core.data.dataset import DEFAULT_EVENT, UNKNOWN_CATEGORY, DataReport, InteractionDataset, from_frames, user_time_order
 from crossrec_core.data.readers import frame_as_text, read_table
 from crossrec_core.data.schema import (
     attribute_name,
@@ -28,6 +30,7 @@ from crossrec_core.data.schema import (
     vector_columns,
 )
 from crossrec_core.errors import DataError
+from crossrec_core.storage.workspace import slugify, workspace_root
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +221,6 @@ def _read_any(source: Any, name: str | None, default: str, max_bytes, delimiter,
 
 
 def _default_name(source: Any, name: str | None) -> str:
-    from crossrec_core.storage.workspace import slugify
-
     if name:
         base = name
     elif isinstance(source, (str, os.PathLike)):
@@ -294,8 +295,6 @@ def _order_and_duplicates(u, i, t, e, report: DataReport) -> tuple[np.ndarray, n
 
     A duplicate has the same user, item, time and event as an earlier row; the first row stays.
     """
-    from crossrec_core.data.dataset import user_time_order
-
     order = user_time_order(u, t)
     us, ts = u[order], t[order]
     same_ut = (us[1:] == us[:-1]) & (ts[1:] == ts[:-1])
@@ -492,9 +491,6 @@ def _report_users(u_codes: np.ndarray, report: DataReport) -> None:
 def _isin(values, candidates) -> np.ndarray:
     """Return a bool mask of ``values`` found in ``candidates`` (pyarrow hash set: pandas' string isin is
     a Python loop for large candidate sets)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     a = pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
     b = pa.array(np.asarray(candidates, dtype=object), type=pa.string(), from_pandas=True)
     return pc.is_in(a, value_set=b).to_numpy(zero_copy_only=False).astype(bool)
@@ -503,8 +499,6 @@ def _isin(values, candidates) -> np.ndarray:
 # -- privacy --------------------------------------------------------------------------------------
 def workspace_salt(root=None) -> str:
     """Return the workspace's pseudonymization salt, creating ``workspace_root()/salt`` once."""
-    from crossrec_core.storage.workspace import workspace_root
-
     path = workspace_root(root) / "salt"
     if path.exists():
         return path.read_text(encoding="utf-8").strip()

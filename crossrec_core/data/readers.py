@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
 
 from crossrec_core.errors import DataError
 
@@ -401,8 +403,6 @@ def _read_json(raw: bytes | None, path: Path | None, label: str, text: str, row_
             df = pd.read_json(io.BytesIO(data), orient="records", dtype=False)
             table = pa.Table.from_pandas(df, preserve_index=False)
         else:
-            import pyarrow.json as pajson
-
             table = pajson.read_json(pa.py_buffer(data), read_options=pajson.ReadOptions(block_size=1 << 24))
     except (pa.ArrowException, ValueError, UnicodeError, TypeError) as err:
         raise DataError(
@@ -416,8 +416,6 @@ def _read_json(raw: bytes | None, path: Path | None, label: str, text: str, row_
 
 
 def _read_parquet(raw: bytes | None, path: Path | None, label: str, limit: int, row_limit: int) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
     try:
         # the footer alone: a few KB of Parquet can declare gigabytes of pages, so refuse before reading them
         meta = pq.read_metadata(pa.BufferReader(raw) if raw is not None else str(path))

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crossrec_core.errors import SchemaError
 
@@ -238,8 +241,6 @@ def parse_timestamps(values: pd.Series) -> ParsedTimes:
             ok_u[idx[dok]] = True
     rest = ~ok_u
     if rest.any() and rest.sum() <= 20000:  # last resort: free-form dates, per distinct value (slow, so bounded)
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mixed = pd.to_datetime(u[rest], format="mixed", errors="coerce", utc=True)
@@ -256,9 +257,6 @@ def parse_timestamps(values: pd.Series) -> ParsedTimes:
 
 def _fast_numeric(s: pd.Series) -> np.ndarray:
     """Return float64 values of a text column (NaN where not a number); tries a strict pyarrow cast first."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     arr = pa.array(s, type=pa.string(), from_pandas=True)
     try:
         return pc.cast(pc.utf8_trim_whitespace(arr), pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from crossrec_core.evaluation.baselines import category_transition_counts
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError
 from crossrec_core.evaluation.evaluator import is_model_like, rank_all, ranker_space
@@ -64,7 +63,7 @@ def observed_affinity(ds: InteractionDataset, top: int | None = None, *, exclude
         top: keep only the ``top`` categories with the most events (rows renormalised over them).
         exclude_self: ignore A -> A transitions (shows where shoppers go *next*, across categories).
     """
-    counts = category_transition_counts(ds.seqs, ds.item_category, max(ds.n_categories, 1))
+    counts = ds.seqs.category_transitions(ds.item_category, max(ds.n_categories, 1))
     names = pd.Index(np.asarray(ds.category_names, dtype=object))
     frame = pd.DataFrame(_normalise_rows(counts, exclude_self), index=names.rename("from_category"),
                          columns=names.rename("to_category"))

@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from crossrec_core.evaluation import metrics as M
-from crossrec_core.evaluation.baselines import BaselineRanker
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError, LeakError, ModelError
+from crossrec_core.evaluation import metrics as M
+from crossrec_core.evaluation.baselines import BaselineRanker
 from crossrec_core.models.trained import event_hashes
 from crossrec_core.serving.recommender import Recommender
 from crossrec_core.serving.scoring import Ranker
@@ -99,7 +99,7 @@ def split_targets(ds: InteractionDataset, split: str = "test", *, max_users: int
     targets = ds.seqs.items[pos].astype(np.int64)
     tcat = cat[targets]
     last_cat = cat[ds.seqs.items[pos - 1]]  # every split user has at least one history event
-    rows, hpos = M.history_positions(ds.seqs, users, pos)
+    rows, hpos = ds.seqs.history_positions(users, pos)
     n_cat = max(ds.n_categories, 1)
     seen = np.unique(rows * n_cat + cat[ds.seqs.items[hpos]])
     novel = ~np.isin(np.arange(len(users), dtype=np.int64) * n_cat + tcat, seen)
@@ -179,10 +179,7 @@ def top_k_excluding_history(scores: np.ndarray, seqs: Sequences, users: np.ndarr
     smaller item_idx, so results are deterministic.
     """
     b, n = scores.shape
-    rows, pos = M.history_positions(seqs, users, ends)
-    hist = seqs.items[pos].astype(np.int64)
-    ok = (hist >= 0) & (hist < n)
-    scores[rows[ok], hist[ok]] = -np.inf
+    seqs.mask_seen(scores, users, ends)
     nan = np.isnan(scores)
     if nan.any():
         scores[nan] = -np.inf

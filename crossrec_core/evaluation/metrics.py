@@ -22,24 +22,6 @@ RANKING_METRICS = ("HR", "NDCG", "P", "R", "F1", "MRR")
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def history_positions(seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (rows, positions): every history event of every requested user, flattened.
-
-    ``rows[j]`` is the index into ``users`` (0..len(users)-1) and ``positions[j]`` the absolute event
-    position in ``seqs``; both int64, in history order.
-    """
-    users = np.asarray(users, dtype=np.int64)
-    starts = seqs.offsets[users]
-    ends = np.clip(np.asarray(ends, dtype=np.int64), starts, seqs.offsets[users + 1])
-    lengths = ends - starts
-    total = int(lengths.sum())
-    rows = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
-    new_starts = np.zeros(len(users), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=new_starts[1:])
-    positions = np.arange(total, dtype=np.int64) - np.repeat(new_starts, lengths) + np.repeat(starts, lengths)
-    return rows, positions
-
-
 def target_ranks(topk: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Return int64 (U,) 1-based rank of each target within its top-K list, 0 when it is absent."""
     topk = np.asarray(topk)
@@ -84,6 +66,16 @@ def mean_ranking_metrics(topk: np.ndarray, targets: np.ndarray, k: int | None = 
     """Return the mean over users of each per-user ranking metric (NaN for zero users)."""
     per_user = per_user_ranking_metrics(topk, targets, k)
     return {name: (float(v.mean()) if len(v) else float("nan")) for name, v in per_user.items()}
+
+
+def ndcg_hr(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
+    """Return {"ndcg<k>", "hr<k>", "n"} from 0-based ranks of one target per user (what validation
+    uses: ranks over the whole catalogue are cheaper than top-K lists when only the target matters)."""
+    if len(ranks) == 0:
+        return {f"ndcg{k}": 0.0, f"hr{k}": 0.0, "n": 0}
+    hit = ranks < k
+    ndcg = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return {f"ndcg{k}": float(ndcg.mean()), f"hr{k}": float(hit.mean()), "n": int(len(ranks))}
 
 
 def hit_rate(topk: np.ndarray, targets: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -286,7 +278,7 @@ def cross_category_share(
     topk = np.asarray(topk)
     item_category = np.asarray(item_category, dtype=np.int64)
     n_cat = int(item_category.max()) + 1 if len(item_category) else 1
-    rows, pos = history_positions(seqs, users, ends)
+    rows, pos = seqs.history_positions(users, ends)
     hist_keys = np.unique(rows * n_cat + item_category[seqs.items[pos]])
     valid = topk >= 0
     rec_cat = item_category[np.where(valid, topk, 0)]

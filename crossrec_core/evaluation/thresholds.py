@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from crossrec_core.evaluation import metrics as M
 from crossrec_core.data.dataset import InteractionDataset
 from crossrec_core.errors import ConfigError, ModelError
+from crossrec_core.evaluation import metrics as M
 from crossrec_core.evaluation.evaluator import rank_all, rank_shipped, ranker_space, ships_lists, split_targets
 from crossrec_core.serving.recommender import Recommender
 from crossrec_core.serving.scoring import ProbabilisticRanker

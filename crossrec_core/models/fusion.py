@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from crossrec_core.config import ModelConfig
+from crossrec_core.models.features import N_FEATURES
 from crossrec_core.models.item_encoder import ItemEncoder
-from crossrec_core.models.rerank import N_FEATURES
 from crossrec_core.models.text import TEXT_DIM
 from crossrec_core.models.user_encoder import UserEncoder
 

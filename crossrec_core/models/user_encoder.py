@@ -6,26 +6,10 @@ user state after that event, so one causal pass trains every position at once.
 
 from __future__ import annotations
 
-
-import numpy as np
 import torch
 from torch import nn
 
 from crossrec_core.config import UserEncoderConfig
-
-
-def time_gap_buckets(times: np.ndarray, n_buckets: int) -> np.ndarray:
-    """Return int64 log-scale buckets of the gap (seconds) to the previous event, same shape as times.
-
-    ``times`` is (..., T) left-padded; bucket 0 is used for the first column (no previous event)
-    and the caller masks padding. Bucket b >= 1 holds gaps with floor(ln(1 + gap)) == b - 1.
-    """
-    times = np.asarray(times, dtype=np.int64)
-    gap = np.zeros(times.shape, dtype=np.float64)
-    gap[..., 1:] = np.maximum(times[..., 1:] - times[..., :-1], 0)
-    b = 1 + np.minimum(np.floor(np.log1p(gap)), n_buckets - 2).astype(np.int64)
-    b[..., 0] = 0
-    return b
 
 
 class _Block(nn.Module):

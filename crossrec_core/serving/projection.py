@@ -13,6 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from typing import Literal
+import shutil
 
 import numpy as np
 
@@ -235,8 +236,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def clear_projection_cache(root=None) -> int:
     """Remove every cached map; return how many were removed."""
-    import shutil
-
     folder = cache_dir(root) / "projection"
     n = 0
     if folder.is_dir():

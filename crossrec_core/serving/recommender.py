@@ -24,14 +24,13 @@ import torch
 
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, UnknownItemError
+from crossrec_core.models.features import candidate_features, fusion_logits, history_context
 from crossrec_core.serving.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
-from crossrec_core.evaluation.metrics import history_positions
-from crossrec_core.models.rerank import candidate_features, fusion_logits, history_context
-from crossrec_core.serving.types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
 from crossrec_core.serving.scoring import one_user_sequences
+from crossrec_core.serving.types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
 
 __all__ = [
-    "Recommender", "RecommendOptions", "Recommendation", "RecommendationList", "RecommendableModel", "history_positions",
+    "Recommender", "RecommendOptions", "Recommendation", "RecommendationList", "RecommendableModel",
 ]
 
 log = logging.getLogger(__name__)
@@ -326,7 +325,7 @@ class Recommender:
     ) -> pd.Series:
         """Return the explanation sentence of each (row, item) recommendation of one chunk."""
         m = self.model
-        row, pos = history_positions(seqs, users, ends)
+        row, pos = seqs.history_positions(users, ends)
         out = np.empty(len(rows), dtype=object)
         bounds = np.searchsorted(row, np.arange(len(users) + 1))
         for b in np.unique(rows):  # explanations only: list-sized work per user
@@ -392,7 +391,7 @@ class Recommender:
     def _retrieve(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> "_Retrieved":
         """Return the retrieval stage of a chunk: scores over the whole catalogue, seen items at -inf."""
         B = len(users)
-        row, pos = history_positions(seqs, users, ends)
+        row, pos = seqs.history_positions(users, ends)
         hist_items = seqs.items[pos].astype(np.int64)
         inside = (hist_items >= 0) & (hist_items < self.n_items)
         row, hist_items = row[inside], hist_items[inside]

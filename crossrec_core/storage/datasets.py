@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+import shutil
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -215,9 +217,6 @@ def list_datasets(root=None) -> list[DatasetInfo]:
 
 def delete_dataset(name: str, root=None) -> None:
     """Delete the stored dataset ``name`` (DataError if there is none)."""
-    import shutil
-    import uuid
-
     name = safe_name(name)
     folder = datasets_dir(root) / name
     if not folder.is_dir():

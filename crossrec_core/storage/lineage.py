@@ -11,6 +11,7 @@ import logging
 
 from crossrec_core.errors import CrossrecError
 from crossrec_core.storage.catalog import read_json
+from crossrec_core.storage.datasets import list_datasets
 from crossrec_core.storage.workspace import models_dir
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ def model_fingerprint(name: str, root=None) -> str:
 
 def trained_on(model_names, root=None) -> dict[str, tuple[str, ...]]:
     """Return {model name: names of the workspace datasets holding its training log (sorted; empty: none)}."""
-    from crossrec_core.storage.datasets import list_datasets
-
     by_fp: dict[str, list[str]] = {}
     for info in list_datasets(root):
         if info.fingerprint:

@@ -29,11 +29,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 
 from crossrec_core.config import ModelConfig
+from crossrec_core.device import pick_device
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.models import fusion
-from crossrec_core.models.rerank import Calibration
+from crossrec_core.models.calibration import Calibration
+from crossrec_core.models.item_knn import ItemKNNRanker
+from crossrec_core.models.trained import TrainedModel
 from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
 from crossrec_core.storage.workspace import (
     atomic_dir,
@@ -75,8 +79,6 @@ _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zip
 # -- safe primitives ------------------------------------------------------------------------
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write tensors to a safetensors file atomically (temp file + rename)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
@@ -85,8 +87,6 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Return the tensors of a safetensors file; ModelError when it is missing, truncated or invalid."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path.name} is missing from {path.parent}. The model folder is incomplete: save or train it again.")
@@ -172,8 +172,6 @@ def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path)
     """Return (ItemKNNRanker | None, weight) from aux tensors; ModelError when they are inconsistent."""
     if "knn_offsets" not in aux:
         return None, 0.0
-    from crossrec_core.evaluation.baselines import ItemKNNRanker
-
     offsets = aux["knn_offsets"].numpy()
     items = aux["knn_items"].numpy() if "knn_items" in aux else np.zeros(0, np.int32)
     values = aux["knn_values"].numpy() if "knn_values" in aux else np.zeros(0, np.float32)
@@ -250,9 +248,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
 
     Never unpickles: safetensors + JSON + parquet only. A folder holding pickle files is refused.
     """
-    from crossrec_core.device import pick_device
-    from crossrec_core.models.trained import TrainedModel
-
     folder = Path(path).expanduser()
     if not folder.exists() and os.sep not in str(path) and "/" not in str(path):
         folder = models_dir() / str(path)

@@ -13,10 +13,16 @@ import logging
 import sys
 from typing import Callable
 
+from tqdm import tqdm
+
 from crossrec_core.config import ModelConfig
-from crossrec_core.errors import ModelError
+from crossrec_core.data.demo_store import build_demo_dataset
+from crossrec_core.errors import CrossrecError, ModelError
 from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, read_json
+from crossrec_core.storage.datasets import load_dataset, save_dataset
 from crossrec_core.storage.workspace import datasets_dir, models_dir, workspace_root
+from crossrec_core.training import jobs
+from crossrec_core.training.pipeline import train_and_save
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +60,6 @@ def demo_model_exists(root=None) -> bool:
 def ensure_demo_dataset(root=None, *, seed: int = 0) -> str:
     """Return the demo dataset's name, building and saving it (with its planted journeys) if missing."""
     if not demo_dataset_exists(root):
-        from crossrec_core.data.demo_store import build_demo_dataset
-        from crossrec_core.storage.datasets import save_dataset
-
         ds, journeys = build_demo_dataset(seed=seed)
         save_dataset(ds, DEMO_DATASET, root=root, extras={"journeys": journeys})
         log.info("demo store saved: %d users, %d items, %d events", ds.n_users, ds.n_items, ds.n_events)
@@ -72,21 +75,14 @@ def ensure_demo(root=None, *, on_progress: Callable | None = None) -> tuple[str,
     root = workspace_root(root)
     ensure_demo_dataset(root)
     if not demo_model_exists(root):
-        from crossrec_core.storage.datasets import load_dataset
-        from crossrec_core.storage.registry import save_model
-        from crossrec_core.training.loop import train_model
-
         ds = load_dataset(DEMO_DATASET, root=root)
-        model = train_model(ds, demo_config(), on_progress=on_progress, name=DEMO_MODEL)
-        save_model(model, models_dir(root) / DEMO_MODEL)
+        train_and_save(ds, demo_config(), models_dir(root) / DEMO_MODEL, on_progress=on_progress, name=DEMO_MODEL)
         log.info("demo model saved")
     return DEMO_DATASET, DEMO_MODEL
 
 
 def start_demo_training(root=None) -> str | None:
     """Return the id of a background job training the demo model, or None when it exists or is training."""
-    from crossrec_core.training import jobs
-
     if demo_model_exists(root):
         return None
     for job in jobs.list_jobs(root):
@@ -97,10 +93,6 @@ def start_demo_training(root=None) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Build the demo from a terminal with a tqdm progress bar; exit 2 with a plain message on errors."""
-    from tqdm import tqdm
-
-    from crossrec_core.errors import CrossrecError
-
     parser = argparse.ArgumentParser(prog="python -m crossrec_core.training.bootstrap", description=__doc__.splitlines()[0])
     parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -10,6 +10,7 @@ identical weights; validation is computed identically on every rank; rank 0 save
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,10 @@ from pathlib import Path
 
 import torch
 
+from crossrec_core.config import default_config
+from crossrec_core.data.load import load_log
 from crossrec_core.errors import ConfigError, CrossrecError
+from crossrec_core.training.pipeline import train_and_save
 
 
 def init_distributed(device: str = "auto") -> int:
@@ -44,11 +48,6 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Train under torchrun; rank 0 saves the model; each rank may report its weights digest."""
-    from crossrec_core.storage import registry
-    from crossrec_core.config import default_config
-    from crossrec_core.data.load import load_log
-    from crossrec_core.training.loop import train_model
-
     p = argparse.ArgumentParser(prog="python -m crossrec_core.training.ddp")
     p.add_argument("--interactions", required=True)
     p.add_argument("--items", default=None)
@@ -63,19 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = default_config(encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
         if args.no_text:
-            import dataclasses
-
             cfg = dataclasses.replace(cfg, item=dataclasses.replace(cfg.item, use_text=False))
         rank = init_distributed(cfg.train.device)
         ds = load_log(args.interactions, args.items, name=Path(args.out).name)
-        model = train_model(ds, cfg, name=Path(args.out).name)
+        model, _ = train_and_save(ds, cfg, args.out, name=Path(args.out).name)
         if args.report_dir:
             Path(args.report_dir).mkdir(parents=True, exist_ok=True)
             info = {"rank": rank, "world": torch.distributed.get_world_size(), "digest": weights_digest(model.net.state_dict()), "metrics": model.metrics["valid"]}
             (Path(args.report_dir) / f"rank{rank}.json").write_text(json.dumps(info))
-        if rank == 0:
-            registry.save_model(model, args.out)
-        torch.distributed.barrier()
     except CrossrecError as err:
         print(f"crossrec: error: {err}", file=sys.stderr)
         return 2

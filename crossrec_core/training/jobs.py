@@ -29,10 +29,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+import json
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import ConfigError, CrossrecError
+from crossrec_core.storage.datasets import load_dataset
 from crossrec_core.storage.workspace import atomic_write_json, models_dir, safe_name, workspace_root
+from crossrec_core.training.pipeline import train_and_save
+from crossrec_core.training.progress import Phase
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,10 @@ FINISHED = (STATUS_DONE, STATUS_FAILED, STATUS_CANCELLED)
 # fast loop does not spend its time on fsync.
 _WRITE_EVERY_S = 0.5
 _MAX_LOSS_POINTS = 2000
-_EPOCH_PHASES = ("train", "valid")
+_EPOCH_PHASES = (Phase.TRAIN, Phase.VALID)
 # Why fixed shares: the steps after training take a similar time whatever the log (a few seconds to a
 # minute), so the bar goes from where early stopping ended training to 1 in these steps.
-_AFTER_TRAINING = {"prior": 0.1, "fusion candidates": 0.2, "fusion": 0.7, "done": 0.9, "save": 0.95}
+_AFTER_TRAINING = {Phase.PRIOR: 0.1, Phase.FUSION_CANDIDATES: 0.2, Phase.FUSION: 0.7, Phase.DONE: 0.9, Phase.SAVE: 0.95}
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ class JobStatus:
         within = (self.step / self.n_steps) if self.n_steps else 0.0
         if self.phase in _AFTER_TRAINING:
             start = self.epochs_run / self.n_epochs if self.n_epochs else 0.0
-            share = _AFTER_TRAINING[self.phase] + (0.5 * within if self.phase == "fusion candidates" else 0.0)
+            share = _AFTER_TRAINING[self.phase] + (0.5 * within if self.phase == Phase.FUSION_CANDIDATES else 0.0)
             return float(min(1.0, start + (1.0 - start) * share))
         if self.phase not in _EPOCH_PHASES or not self.n_epochs:
             return 0.0
@@ -113,19 +117,19 @@ class JobStatus:
         if self.status == STATUS_FAILED:
             return "Failed."
         phase, of = self.phase, f"{self.step:,} of {self.n_steps:,}"
-        if phase == "text":
+        if phase == Phase.TEXT:
             return f"Encoding item titles… {of} items" if self.n_steps else "Encoding item titles…"
         if phase in _EPOCH_PHASES:
             loss = "" if self.loss is None else f", loss {self.loss:.3f}"
-            check = ": checking quality on held-out shoppers" if phase == "valid" else ""
+            check = ": checking quality on held-out shoppers" if phase == Phase.VALID else ""
             return f"Epoch {self.epoch} of at most {self.n_epochs} (early stopping){check}{loss}"
-        if phase == "prior":
+        if phase == Phase.PRIOR:
             return f"Trained for {self.epochs_run} epochs; tuning the blend with similar items…"
-        if phase == "fusion candidates":
+        if phase == Phase.FUSION_CANDIDATES:
             return f"Preparing the re-ranker: {of} shoppers…" if self.n_steps else "Preparing the re-ranker…"
-        if phase == "fusion":
+        if phase == Phase.FUSION:
             return "Fitting the re-ranker and its probabilities…"
-        if phase == "save":
+        if phase == Phase.SAVE:
             return "Saving the model…"
         return "Loading the dataset…"
 
@@ -247,27 +251,22 @@ def wait_for_job(job_id: str, root=None, *, timeout: float = 600.0, poll_s: floa
 
 def run_job(job_id: str, root=None) -> JobStatus:
     """Return the final status after running the job's training in THIS process (the worker's body)."""
-    from crossrec_core.storage.datasets import load_dataset  # lazy: keep `import jobs` cheap for the app
-    from crossrec_core.storage.registry import save_model
-    from crossrec_core.training.loop import train_model
-
     folder = jobs_dir(root) / safe_name(job_id)
     spec = _read_json(folder / "spec.json")
     if spec is None:
         raise ConfigError(f"Training job '{job_id}' has no spec.json.")
     reporter = ProgressWriter(folder)
-    reporter.update(status=STATUS_RUNNING, pid=os.getpid(), phase="load")
+    reporter.update(status=STATUS_RUNNING, pid=os.getpid(), phase=Phase.LOAD)
     try:
         config = ModelConfig.from_dict(spec["config"])
         ds = load_dataset(spec["dataset"], root=root)
-        model = train_model(
-            ds, config, on_progress=reporter, checkpoint_dir=folder / "checkpoints", name=spec["model_name"]
+        model, path = train_and_save(
+            ds, config, models_dir(root) / spec["model_name"], on_progress=reporter, checkpoint_dir=folder / "checkpoints",
+            name=spec["model_name"],
         )
-        reporter.update(phase="save", force=True)
-        path = save_model(model, models_dir(root) / spec["model_name"])
         reporter.update(
             status=STATUS_DONE,
-            phase="done",
+            phase=Phase.DONE,
             message=f"Saved as '{spec['model_name']}'.",
             metrics=_json_safe(getattr(model, "metrics", {}) or {}),
             model_path=str(path),
@@ -303,7 +302,7 @@ class ProgressWriter:
         """Record one TrainProgress (epoch, n_epochs, step, n_steps, loss, valid_ndcg10, elapsed_s, phase)."""
         epoch, n_steps, step = int(p.epoch), int(p.n_steps or 0), int(p.step or 0)
         loss = None if p.loss is None else float(p.loss)
-        if loss is not None and p.phase == "train":
+        if loss is not None and p.phase == Phase.TRAIN:
             x = (epoch - 1) + (step / n_steps if n_steps else 1.0)
             curve = self._state["loss_curve"]
             curve.append([round(x, 4), loss])
@@ -319,7 +318,7 @@ class ProgressWriter:
         if p.phase in _EPOCH_PHASES:  # other phases count their own steps: keep the epoch counters
             changes.update(epoch=epoch, n_epochs=int(p.n_epochs or 0), loss=loss,
                            epochs_run=max(epoch, int(self._state.get("epochs_run") or 0)))
-        elif p.phase == "done":  # training's last report carries the best epoch
+        elif p.phase == Phase.DONE:  # training's last report carries the best epoch
             changes.update(best_epoch=epoch)
         self.update(force=key != self._last_key, **changes)
         self._last_key = key
@@ -383,8 +382,6 @@ def _status_from_dict(d: dict) -> JobStatus:
 
 
 def _read_json(path: Path) -> dict | None:
-    import json
-
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -416,8 +413,6 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _json_safe(obj):
-    import json
-
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 

@@ -1,0 +1,175 @@
+"""Item-kNN: item-item co-occurrence within user sequences, and the plumbing every simple ranker shares.
+
+It is both a baseline (evaluation/baselines.py) and part of every trained model: the validated item-kNN
+term of retrieval and one of the fusion scorer's features (models/features.py). Vectorised numpy /
+torch with a pruned sparse (CSR) similarity, so it runs on catalogues of tens of thousands of items
+without a dense n_items x n_items matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from crossrec_core.data.dataset import InteractionDataset, Sequences
+from crossrec_core.errors import ConfigError, NotTrainedError
+
+log = logging.getLogger(__name__)
+
+# Popularity is added with this tiny weight to the kNN / transition scores so that items the main signal
+# cannot separate (no neighbours, empty history) are ordered by popularity instead of by item_idx.
+_TIE_BREAK = 1e-6
+
+
+class BaselineRanker:
+    """Shared plumbing: fitted state ends in ``_``; scoring before ``fit`` raises NotTrainedError."""
+
+    name: str = "baseline"
+
+    def __init__(self) -> None:
+        self.n_items_: int | None = None
+        self.popularity_: np.ndarray | None = None
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.n_items_ is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotTrainedError(f"The {self.name} baseline has not been fitted yet. Call fit(ds, seqs) first.")
+
+    def _fit_popularity(self, ds: InteractionDataset, seqs: Sequences) -> None:
+        self.n_items_ = ds.n_items
+        self.popularity_ = np.bincount(seqs.items, minlength=ds.n_items).astype(np.float32)
+
+    def _pop_tiebreak(self) -> np.ndarray:
+        pop = self.popularity_
+        return (_TIE_BREAK * pop / max(float(pop.max()), 1.0)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Recent:
+    """The last ``n`` history events of each requested user with recency weights."""
+
+    rows: np.ndarray  # int64 index into users
+    items: np.ndarray  # int64 item_idx
+    weights: np.ndarray  # float32, 1 for the most recent event, decay**age before it
+
+
+def _recent_events(seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_recent: int, decay: float) -> _Recent:
+    users = np.asarray(users, dtype=np.int64)
+    ends = np.clip(np.asarray(ends, dtype=np.int64), seqs.offsets[users], seqs.offsets[users + 1])
+    starts = np.maximum(seqs.offsets[users], ends - n_recent)
+    rows, pos = seqs.history_positions(users, ends)
+    keep = pos >= starts[rows]
+    rows, pos = rows[keep], pos[keep]
+    age = ends[rows] - 1 - pos  # 0 = most recent
+    weights = np.power(np.float32(decay), age.astype(np.float32)).astype(np.float32)
+    return _Recent(rows, seqs.items[pos].astype(np.int64), weights)
+
+
+class ItemKNNRanker(BaselineRanker):
+    """Item-item co-occurrence cosine within user sequences; a history scores the sum of its neighbours.
+
+    Two items co-occur when they are at most ``window`` events apart in one user's sequence. Similarity
+    is ``co(a, b) / sqrt(n(a) n(b))`` (n = event counts), pruned to each item's ``max_neighbors`` best.
+    A history scores ``sum_j decay**age_j * sim(h_j, i)`` over its last ``n_recent`` items.
+    """
+
+    def __init__(
+        self,
+        window: int = 10,
+        n_recent: int = 20,
+        decay: float = 0.8,
+        max_neighbors: int = 200,
+        name: str = "item-kNN",
+    ) -> None:
+        super().__init__()
+        for key, val in (("window", window), ("n_recent", n_recent), ("max_neighbors", max_neighbors)):
+            if int(val) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {val}.")
+        if not 0.0 < decay <= 1.0:
+            raise ConfigError(f"decay must be in (0, 1], got {decay}.")
+        self.window, self.n_recent, self.decay, self.max_neighbors = int(window), int(n_recent), float(decay), int(max_neighbors)
+        self.name = name
+        self.sim_offsets_: np.ndarray | None = None
+        self.sim_items_: np.ndarray | None = None
+        self.sim_values_: np.ndarray | None = None
+
+    def fit(self, ds: InteractionDataset, seqs: Sequences) -> "ItemKNNRanker":
+        """Return self with the sparse similarity (CSR: sim_offsets_, sim_items_, sim_values_) built from ``seqs``."""
+        self._fit_popularity(ds, seqs)
+        n = ds.n_items
+        items = seqs.items.astype(np.int64)
+        user = seqs.user_of_event()
+        keys = np.zeros(0, dtype=np.int64)
+        counts = np.zeros(0, dtype=np.int64)
+        for lag in range(1, self.window + 1):  # one vectorised pass per lag, merged as we go (bounded memory)
+            if lag >= len(items):
+                break
+            same = user[lag:] == user[:-lag]
+            a, b = items[:-lag][same], items[lag:][same]
+            diff = a != b
+            a, b = a[diff], b[diff]
+            lag_keys = np.concatenate([a * n + b, b * n + a])
+            keys = np.concatenate([keys, lag_keys])
+            counts = np.concatenate([counts, np.ones(len(lag_keys), dtype=np.int64)])
+            keys, inv = np.unique(keys, return_inverse=True)
+            counts = np.bincount(inv, weights=counts, minlength=len(keys)).astype(np.int64)
+        src, dst = keys // n, keys % n
+        pop = np.maximum(self.popularity_.astype(np.float64), 1.0)
+        sim = counts / np.sqrt(pop[src] * pop[dst])
+        # keep each item's best neighbours: sort by (src, -sim), rank within src
+        order = np.lexsort((dst, -sim, src))
+        src, dst, sim = src[order], dst[order], sim[order]
+        row_counts = np.bincount(src, minlength=n)
+        row_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(row_counts, out=row_start[1:])
+        rank = np.arange(len(src)) - row_start[src]
+        keep = rank < self.max_neighbors
+        src, dst, sim = src[keep], dst[keep], sim[keep]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(src, minlength=n), out=offsets[1:])
+        self.sim_offsets_, self.sim_items_, self.sim_values_ = offsets, dst.astype(np.int32), sim.astype(np.float32)
+        log.info("item-kNN: %d items, %d similarity entries", n, len(dst))
+        return self
+
+    @classmethod
+    def from_arrays(cls, offsets: np.ndarray, items: np.ndarray, values: np.ndarray, popularity: np.ndarray) -> "ItemKNNRanker":
+        """Return a fitted ranker rebuilt from its saved CSR similarity (used by saved models)."""
+        r = cls()
+        r.n_items_ = len(offsets) - 1
+        r.popularity_ = np.asarray(popularity, dtype=np.float32)
+        r.sim_offsets_ = np.asarray(offsets, dtype=np.int64)
+        r.sim_items_ = np.asarray(items, dtype=np.int32)
+        r.sim_values_ = np.asarray(values, dtype=np.float32)
+        return r
+
+    def neighbours(self, item_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (item_idx, similarity) of one item's kept neighbours, best first."""
+        self._check_fitted()
+        a, b = int(self.sim_offsets_[item_idx]), int(self.sim_offsets_[item_idx + 1])
+        return self.sim_items_[a:b].astype(np.int64), self.sim_values_[a:b]
+
+    def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return float32 (B, n_items) recency-weighted neighbour sums (plus a tiny popularity tie-break)."""
+        self._check_fitted()
+        n = self.n_items_
+        recent = _recent_events(seqs, users, ends, self.n_recent, self.decay)
+        valid = (recent.items >= 0) & (recent.items < n)
+        rows, hitems, w = recent.rows[valid], recent.items[valid], recent.weights[valid]
+        lengths = self.sim_offsets_[hitems + 1] - self.sim_offsets_[hitems]
+        total = int(lengths.sum())
+        starts = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        gather = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths) + np.repeat(self.sim_offsets_[hitems], lengths)
+        flat = np.repeat(rows, lengths) * n + self.sim_items_[gather]
+        vals = np.repeat(w, lengths) * self.sim_values_[gather]
+        out = torch.zeros(len(users) * n, dtype=torch.float32)
+        out.index_add_(0, torch.from_numpy(flat), torch.from_numpy(vals.astype(np.float32)))
+        scores = out.view(len(users), n).numpy()
+        scores += self._pop_tiebreak()[None, :]
+        return scores

@@ -1,0 +1,215 @@
+"""The fusion scorer's fit on held-out positions: the re-rank and the calibrated probability.
+
+Recommending is retrieval (user state . item vector, plus the validated prior and item-kNN terms) over
+the whole catalogue, then a re-rank of the top-N candidates by the fusion scorer, whose output becomes
+the probability a merchandiser tunes thresholds by. Both steps must be fitted on positions the
+retrieval model did NOT learn from, or the scorer learns how well retrieval fits its own training
+events (over-confident: a 0.93 that came true 4 % of the time, issue 14).
+
+So the scorer is fit on the validation targets (each user's second-to-last event; the retrieval model,
+the item-kNN table and the priors are fitted on the events before it):
+
+1. ``candidate_features`` describes every (history, candidate) pair with the signals that matter for a
+   cross-category step (FEATURES below): the retrieval score and its gap to the user's best item, the
+   model's own dot product, item-kNN, popularity, category transition and flow, whether the category is
+   new to the user, content and text similarity to the history, and the user's history length, last
+   time gap and cold-start flag. The same function serves training and every recommend call.
+2. ``fit_fusion`` trains the MLP on the candidates of the validation users (listwise softmax plus a
+   small pointwise BCE, see BCE_WEIGHT; users whose target is not among them count as all-negative,
+   which keeps logits absolute), in four folds of users first (measured: with two, half-data scorers gave logits on another scale than the final one and the probabilities came out 2-3x too low on hm): each fold's out-of-fold logits say
+   honestly whether the re-rank beats retrieval (NDCG@10 on the held-out fold, paired bootstrap, on all
+   users and on those whose target is in a new category: it is switched off only when it loses on
+   either, significantly; targets in a new category weigh TrainConfig.fusion_novel_weight) and are
+   what the probability mapping is fitted on (Platt scaling with a cold-user term, ``Calibration``).
+   The final scorer is then fit on every validation user (as scikit-learn's
+   CalibratedClassifierCV(ensemble=False) does).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossrec_core.data.dataset import InteractionDataset
+from crossrec_core.evaluation.metrics import paired_bootstrap
+from crossrec_core.models.calibration import Calibration
+from crossrec_core.models.features import FEATURES, N_FEATURES, fusion_logits
+from crossrec_core.models.trained import TrainedModel
+from crossrec_core.serving.recommender import Recommender
+from crossrec_core.training.progress import Phase
+
+log = logging.getLogger(__name__)
+
+# ~32M score cells per chunk when mining candidates, as recommending does
+FUSION_MINING_CELLS = 32_000_000
+
+@dataclass
+class FusionData:
+    """Candidates of held-out positions: features (U, N, F), labels (U, N), cold (U,), valid (U, N)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    cold: np.ndarray
+    valid: np.ndarray
+
+
+def _ndcg10_per_user(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Return float64 (U,) NDCG@10 of each user's candidates ordered by ``scores`` (ties: column order)."""
+    key = np.where(valid, scores, -np.inf)
+    order = np.argsort(-key, axis=1, kind="stable")[:, :10]
+    hit = np.take_along_axis(labels & valid, order, axis=1)
+    return (hit / np.log2(np.arange(2, hit.shape[1] + 2))[None, :]).sum(axis=1)
+
+
+# Why both losses: the listwise softmax over a user's candidates is what ranks well (measured: BCE
+# alone lost to retrieval on every log, listwise won on demo and hm), and a small pointwise BCE term
+# keeps the logits on an absolute scale across users, which is what the probability mapping needs.
+BCE_WEIGHT = 0.3
+MIN_NOVEL_USERS = 30  # held-out users whose target is in a new category, needed to judge the re-rank on them
+
+
+def novel_targets(data: FusionData) -> np.ndarray:
+    """Return bool (U,): the user's target is among the candidates and in a category new to the user."""
+    return (data.labels & (data.features[..., FEATURES.index("cat_new")] > 0.5)).any(axis=1)
+
+
+def _train_scorer(
+    fusion: nn.Module, data: FusionData, idx: np.ndarray, *, epochs: int, seed: int, device: torch.device, novel_weight: float = 1.0
+) -> None:
+    """Fit ``fusion`` (re-initialised from ``seed``) on the candidates of users ``idx``: listwise softmax
+    cross-entropy (users whose target is among their candidates; a target in a category new to the
+    user weighs ``novel_weight``) + BCE_WEIGHT * pointwise BCE (all)."""
+    fusion.reset_parameters(seed)
+    X = torch.from_numpy(data.features[idx]).to(device)
+    Y = torch.from_numpy(data.labels[idx].astype(np.float32)).to(device)
+    M = torch.from_numpy(data.valid[idx].astype(np.float32)).to(device)
+    W = torch.from_numpy(np.where(novel_targets(data)[idx], float(novel_weight), 1.0).astype(np.float32)).to(device)
+    fusion.set_normalisation(data.features[idx][data.valid[idx]])
+    opt = torch.optim.Adam(fusion.parameters(), lr=3e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    bs = 256
+    fusion.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(idx), generator=gen)
+        for s in range(0, len(idx), bs):
+            b = perm[s : s + bs].to(device)
+            logits, y, m, w = fusion(X[b]), Y[b], M[b], W[b]
+            bce = (nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none") * m).sum() / m.sum().clamp(min=1.0)
+            has = (y * m).sum(dim=1) > 0
+            per_user = -(torch.log_softmax(logits.masked_fill(m == 0, -1e9), dim=1) * y).sum(dim=1)
+            listwise = (per_user * w)[has].sum() / w[has].sum() if has.any() else bce * 0.0
+            loss = listwise + BCE_WEIGHT * bce
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    fusion.eval()
+
+
+
+def fit_fusion(
+    fusion: nn.Module, data: FusionData, *, epochs: int, seed: int, device: torch.device, n_folds: int = 4, novel_weight: float = 1.0
+) -> dict:
+    """Fit ``fusion`` on held-out candidates; return {"calibration", "rerank", "ndcg10_retrieval", "ndcg10_fusion", ...}.
+
+    The re-rank is kept ("rerank": True) when its out-of-fold NDCG@10 is at least retrieval's on the same
+    users; either way the probability mapping is fitted on out-of-fold logits.
+    """
+    U = len(data.labels)
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(U) % n_folds
+    oof = np.zeros(data.labels.shape, dtype=np.float32)
+    for k in range(n_folds):
+        train_idx, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        _train_scorer(fusion, data, train_idx, epochs=epochs, seed=seed + k, device=device, novel_weight=novel_weight)
+        oof[held] = fusion_logits(fusion, data.features[held], device)
+    retrieval = data.features[..., FEATURES.index("retrieval")]
+    ret_users = _ndcg10_per_user(retrieval, data.labels, data.valid)
+    fus_users = _ndcg10_per_user(oof, data.labels, data.valid)
+    nd_ret, nd_fus = float(ret_users.mean()), float(fus_users.mean())
+    # The re-rank is the design, so it stays on unless held-out users say it hurts: off only when the
+    # 95% paired-bootstrap interval of (fusion - retrieval) NDCG@10 lies entirely below 0.
+    diff = paired_bootstrap(fus_users, ret_users, seed=seed)
+    novel = novel_targets(data)
+    # too few novel held-out hits say nothing (taobao has 1, hm 4): the novel check needs MIN_NOVEL_USERS
+    diff_novel = paired_bootstrap(fus_users[novel], ret_users[novel], seed=seed) if novel.sum() >= MIN_NOVEL_USERS else None
+    # ... on all held-out users, or on those whose target is in a new category (what crossrec is for)
+    rerank = not (diff.high < 0 or (diff_novel is not None and diff_novel.high < 0))
+    # the probability follows what orders the list: the scorer's logit, or retrieval's score when the
+    # re-rank is off (so `score` always falls down a list)
+    relevance = oof if rerank else retrieval
+    cold = np.broadcast_to(data.cold[:, None], data.labels.shape)[data.valid]
+    calib = Calibration.fit(relevance[data.valid], data.labels[data.valid], cold)
+    _train_scorer(fusion, data, np.arange(U), epochs=epochs, seed=seed + n_folds, device=device, novel_weight=novel_weight)
+    p = calib.apply(relevance, data.cold)
+    y = data.labels[data.valid]
+    log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f) on %d held-out users; re-rank %s", nd_fus, nd_ret, U, "on" if rerank else "off")
+    return {
+        "calibration": calib,
+        "rerank": bool(rerank),
+        "ndcg10_retrieval": nd_ret,
+        "ndcg10_fusion": nd_fus,
+        "ndcg10_difference_interval": [diff.low, diff.high],
+        "novel_users": int(novel.sum()),
+        "ndcg10_novel_difference_interval": None if diff_novel is None else [diff_novel.low, diff_novel.high],
+        "n_users": int(U),
+        "oof_brier": float(np.mean((p[data.valid] - y) ** 2)),
+        "oof_mean_proba": float(p[data.valid].mean()),
+        "oof_positive_rate": float(y.mean()),
+    }
+
+
+def fit_on_validation(model: TrainedModel, ds: InteractionDataset, users: np.ndarray, ends: np.ndarray, report) -> dict:
+    """Fit the fusion scorer and its probability mapping on the validation targets (``fit_fusion`` above).
+
+    The candidates are exactly what recommending retrieves for those histories (Recommender.candidates),
+    so the scorer learns on the list it will re-rank. Returns the figures for the model's metrics.
+    """
+    tc = model.config.train
+    if tc.fusion_epochs == 0 or len(users) == 0:
+        return {"fusion_rerank": False}
+    if len(users) > tc.fusion_max_positions:
+        keep = np.sort(np.random.default_rng(tc.seed + 17).choice(len(users), tc.fusion_max_positions, replace=False))
+        users, ends = users[keep], ends[keep]
+    rec = Recommender(model)
+    n = min(tc.fusion_candidates, model.n_items)
+    feats = np.zeros((len(users), n, N_FEATURES), dtype=np.float32)
+    labels = np.zeros((len(users), n), dtype=bool)
+    valid = np.zeros((len(users), n), dtype=bool)
+    cold = np.zeros(len(users), dtype=bool)
+    targets = ds.seqs.items[ends].astype(np.int64)
+    # ~32M score cells per chunk, as recommending does (a chunk costs a pass over the item table)
+    bsz = max(1, min(4096, FUSION_MINING_CELLS // max(model.n_items, 1)))
+    for s in range(0, len(users), bsz):
+        report(epoch=0, n_epochs=tc.fusion_epochs, step=s, n_steps=len(users), loss=None, phase=Phase.FUSION_CANDIDATES)
+        sc = rec.candidates(ds.seqs, users[s : s + bsz], ends[s : s + bsz], n)
+        feats[s : s + bsz] = sc.features
+        labels[s : s + bsz] = sc.cand == targets[s : s + bsz, None]
+        valid[s : s + bsz] = sc.valid
+        cold[s : s + bsz] = sc.cold
+    report(epoch=0, n_epochs=tc.fusion_epochs, step=0, n_steps=1, loss=None, phase=Phase.FUSION)
+    fit = fit_fusion(
+        model.net.fusion, FusionData(feats, labels, cold, valid), epochs=tc.fusion_epochs, seed=tc.seed, device=model.device,
+        novel_weight=tc.fusion_novel_weight,
+    )
+    model.calibration = fit["calibration"]
+    model.fusion_rerank = fit["rerank"]
+    report(epoch=tc.fusion_epochs, n_epochs=tc.fusion_epochs, step=1, n_steps=1, loss=None, phase=Phase.FUSION)
+    for p in model.net.parameters():
+        p.grad = None
+    return {
+        "fusion_rerank": fit["rerank"],
+        "ndcg10_fusion_oof": fit["ndcg10_fusion"],
+        "ndcg10_retrieval_oof": fit["ndcg10_retrieval"],
+        "fusion_users": fit["n_users"],
+        "fusion_novel_users": fit["novel_users"],
+        "ndcg10_fusion_minus_retrieval_interval": fit["ndcg10_difference_interval"],
+        "ndcg10_novel_fusion_minus_retrieval_interval": fit["ndcg10_novel_difference_interval"],
+        "calibration": fit["calibration"].to_dict(),
+        "oof_brier": fit["oof_brier"],
+        "oof_mean_proba": fit["oof_mean_proba"],
+        "oof_positive_rate": fit["oof_positive_rate"],
+    }
