@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from crossrec_core.cli import main
-from crossrec_core.cli.recommend import OUTPUT_COLUMNS, read_user_list, recommend_for_log, write_csv_atomic
+from crossrec_core.cli.recommend import read_user_list, write_csv_atomic
 from crossrec_core.data.dataset import Sequences, from_frames
 from crossrec_core.errors import DataError, ModelError
+from crossrec_core.serving.export import OUTPUT_COLUMNS, recommend_for_log
 from test_recommend import CATALOGUE, FakeModel
 
 HAVE_REAL_MODEL = all(

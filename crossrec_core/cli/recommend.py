@@ -6,6 +6,8 @@ Contract (used by outside evaluation, keep it exact):
 writes columns exactly ``user_id,rank,item_id,score,category``; rank 1..K, K rows per user (fewer only
 when --threshold removes some); score is the calibrated probability that the item is the user's next
 one; lists are ordered by the fusion scorer (score falls down a list) and --threshold applies to it.
+The table is built by crossrec_core.serving.export.recommend_for_log, the same function as the studio's
+"Download all shoppers"; this module parses the flags and writes the file.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ import numpy as np
 import pandas as pd
 
 from crossrec_core.cli.columns import add_column_flags, column_mapping
-from crossrec_core.data.dataset import UNKNOWN_CATEGORY, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, DataError, ModelError
 
-OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "score", "category"]
 PROGRESS_MIN_USERS = 1000  # fewer users finish in a blink: no bar
 
 _HELP = """\
@@ -97,103 +97,6 @@ def read_user_list(path: Path, known_users: np.ndarray, user_col: str | None = N
     return pd.unique(values.to_numpy(dtype=object))
 
 
-def _with_empty_users(seqs: Sequences, n_new: int) -> Sequences:
-    """Return seqs with ``n_new`` users without events appended (for users the log does not know)."""
-    if n_new == 0:
-        return seqs
-    offsets = np.concatenate([seqs.offsets, np.full(n_new, seqs.offsets[-1], dtype=np.int64)])
-    return Sequences(offsets, seqs.items, seqs.times, seqs.events)
-
-
-def _history_category_pairs(model, ds: InteractionDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Return (user_idx, model category_idx) for every event, using the log/items-file category, so
-    --cross-category-only also blocks categories of history items the model does not know."""
-    cat_names = ds.category_names[ds.item_category[ds.seqs.items]]
-    cat_idx = pd.Index(np.asarray(model.category_names, dtype=object).astype(str)).get_indexer(cat_names.astype(str))
-    users = ds.seqs.user_of_event().astype(np.int64)
-    keep = (cat_idx >= 0) & (cat_names != UNKNOWN_CATEGORY)
-    pairs = pd.DataFrame({"u": users[keep], "c": cat_idx[keep]}).drop_duplicates()
-    return pairs["u"].to_numpy(np.int64), pairs["c"].to_numpy(np.int64)
-
-
-def _output_categories(model, ds: InteractionDataset, item_idx: np.ndarray) -> np.ndarray:
-    """Return the category name of each recommended model item: the model's, else the items file's."""
-    names = np.asarray(model.category_names, dtype=object)[np.asarray(model.item_category)[item_idx]].astype(str)
-    missing = (names == UNKNOWN_CATEGORY) | (names == "")
-    if missing.any():
-        ds_idx = ds.item_index(np.asarray(model.item_ids, dtype=object)[item_idx[missing]])
-        fallback = np.where(ds_idx >= 0, ds.category_names[ds.item_category[np.maximum(ds_idx, 0)]], names[missing])
-        names = names.astype(object)
-        names[missing] = fallback
-    return names
-
-
-def recommend_for_log(
-    model,
-    ds: InteractionDataset,
-    *,
-    k: int,
-    users: np.ndarray | None = None,
-    cross_category_only: bool = False,
-    threshold: float | None = None,
-    n_candidates: int | None = None,
-    on_batch=None,
-) -> pd.DataFrame:
-    """Return the recommendations of ``model`` for the users of ``ds`` with columns exactly
-    user_id, rank, item_id, score (calibrated probability), category.
-
-    Args:
-        model: a TrainedModel.
-        ds: the log whose events are the users' histories; nothing in a user's history is recommended.
-        users: user ids to recommend for (default: every user of ds); ids not in ds get cold-start lists.
-        on_batch: progress callback on_batch(users_done, users_total).
-    Raises:
-        ModelError: the log shares no (or too few) items with the model.
-    """
-    from crossrec_core.serving.recommender import Recommender
-
-    known = model.item_index(ds.item_ids) >= 0
-    if not known.any():
-        raise ModelError(
-            f"The log '{ds.name}' shares no items with model '{getattr(model, 'name', 'model')}' ({ds.n_items} items "
-            f"in the log, e.g. '{ds.item_ids[0] if ds.n_items else ''}'; {len(model.item_ids)} in the model, e.g. "
-            f"'{model.item_ids[0]}'). Use the log the model was trained on, or check the --item-col mapping."
-        )
-    model.check_compatible(ds)
-    aligned = model.align(ds)
-    user_ids = np.asarray(ds.user_ids, dtype=object)
-    if users is not None:
-        wanted = np.asarray(users, dtype=object)
-        idx = ds.user_index(wanted).copy()
-        new = wanted[idx < 0]
-        idx[idx < 0] = ds.n_users + np.arange(len(new))
-        seqs = _with_empty_users(aligned, len(new))
-        user_ids = np.concatenate([user_ids, new.astype(str).astype(object)])
-        user_rows = idx.astype(np.int64)
-    else:
-        seqs = aligned
-        user_rows = np.arange(ds.n_users, dtype=np.int64)
-    recs = Recommender(model).recommend_batch(
-        seqs, user_rows, seqs.offsets[user_rows + 1], k,
-        cross_category_only=cross_category_only,
-        threshold=threshold,
-        n_candidates=n_candidates,
-        extra_history_categories=_history_category_pairs(model, ds) if cross_category_only else None,
-        on_batch=on_batch,
-    )
-    item_idx = recs["item_idx"].to_numpy(np.int64)
-    return pd.DataFrame(
-        {
-            "user_id": pd.Series(user_ids[recs["user_idx"].to_numpy()], dtype=object),
-            "rank": recs["rank"].to_numpy(np.int64),
-            "item_id": pd.Series(np.asarray(model.item_ids, dtype=object)[item_idx], dtype=object),
-            "score": recs["probability"].to_numpy(np.float32),
-            "category": pd.Series(_output_categories(model, ds, item_idx), dtype=object),
-        },
-        columns=OUTPUT_COLUMNS,
-    )
-
-
 def write_csv_atomic(frame: pd.DataFrame, out: Path, text_columns: tuple[str, ...] = ()) -> None:
     """Write ``frame`` to ``out`` through a temp file in the same folder and a rename.
 
@@ -245,6 +148,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         raise DataError(f"Items file '{items_path}' does not exist.")
 
     from crossrec_core.data.load import load_log
+    from crossrec_core.serving.export import recommend_for_log  # torch: only when recommending, not for --help
     from crossrec_core.storage.registry import load_model
 
     model = load_model(model_dir)
