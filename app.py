@@ -1,8 +1,12 @@
 """crossrec studio: the router. Page config, logo, navigation; every page lives in pages/."""
 
+from pathlib import Path
+
 import streamlit as st
 
-from pages.common import ASSETS, sidebar
+from pages.sidebar import sidebar
+
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 st.set_page_config(page_title="crossrec studio", page_icon=":material/hub:", layout="wide")
 st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")

@@ -11,22 +11,23 @@ reruns, so app.py routes the same address (page hashes come from the URL path in
 
 from __future__ import annotations
 
+import streamlit as st
+
+try:
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+except ImportError:  # a Streamlit without these internals: nothing to work around
+    PagesManager = get_script_run_ctx = None
+
 
 def route_through_app() -> None:
     """Rerun through app.py when Streamlit's legacy pages/ mode would run a page on its own.
 
-    A no-op outside a Streamlit script run (tests importing helpers, the CLI) and once
-    ``st.navigation`` has run anywhere on this server.
+    A no-op outside a Streamlit script run (tests importing helpers, the CLI), once ``st.navigation``
+    has run anywhere on this server, and on a Streamlit without these internals.
     """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-    except ImportError:  # a Streamlit without these internals: nothing to work around
+    if PagesManager is None or not PagesManager.uses_pages_directory or get_script_run_ctx(suppress_warning=True) is None:
         return
-    if not PagesManager.uses_pages_directory or get_script_run_ctx(suppress_warning=True) is None:
-        return
-    import streamlit as st
-
     PagesManager.uses_pages_directory = False  # what st.navigation itself sets, server-wide
     st.rerun()
 

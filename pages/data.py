@@ -2,44 +2,24 @@
 
 import streamlit as st
 
-from crossrec_core.data.schema import suggest_mapping
-from crossrec_core.storage.datasets import delete_dataset
 from crossrec_core.errors import CrossrecError
+from crossrec_core.storage.datasets import delete_dataset, save_dataset
 from crossrec_core.storage.workspace import slugify
-from pages import charts
-from pages.common import (
-    active_dataset, dataset_names, get_profile, get_upload_columns, get_upload_dataset, get_upload_profile, md_escape,
-    model_datasets, model_for_dataset, show_error,
-)
+from pages.active import active_dataset
+from pages.caches import dataset_names, model_datasets, model_for_dataset
+from pages.caches_data import get_profile, get_upload_columns, get_upload_dataset, get_upload_profile
+from pages.data_widgets import mapping_picker, show_profile
 from pages.manage import delete_with_confirmation, forget_active, notify, show_notice
+from pages.state import md_escape, show_error
 
 MAX_MB = int(st.get_option("server.maxUploadSize"))
 TYPES = ["csv", "tsv", "txt", "parquet", "jsonl", "ndjson", "json", "gz", "inter", "item"]
-NONE = "(not in this file)"
-CANONICAL = {"user_id": "Shopper id (required)", "item_id": "Product id (required)", "timestamp": "Time of the event",
-             "event": "Event type (view / cart / purchase)", "category": "Product category", "title": "Product title"}
 
 st.title("Data")
 st.caption(f"CSV, TSV, Parquet or JSON Lines (also .gz), up to {MAX_MB} MB per file. "
            "Bigger logs: use `crossrec ingest` in a terminal. Nothing leaves this machine.")
 log_file = st.file_uploader("Interaction log (one row per view, cart or purchase)", type=TYPES, key="data_log")
 items_file = st.file_uploader("Items table (optional: item id, category, title)", type=TYPES, key="data_items")
-
-
-def show_profile(profile) -> None:
-    """Show a DatasetProfile: sizes, category distribution, events per user, transition heatmap."""
-    c = st.columns(4)
-    c[0].metric("Users", f"{profile.n_users:,}")
-    c[1].metric("Items", f"{profile.n_items:,}")
-    c[2].metric("Categories", f"{profile.n_categories:,}")
-    c[3].metric("Events", f"{profile.n_events:,}")
-    st.caption(f"{profile.cross_category_user_share:.0%} of shoppers span two or more categories; "
-               f"{profile.cross_category_transition_share:.0%} of consecutive events change category.")
-    left, right = st.columns(2)
-    left.plotly_chart(charts.bar(profile.category_counts, "Events per category", "category", "events"), key="data_cat_chart")
-    right.plotly_chart(charts.histogram(profile.user_lengths, "Events per shopper", "events"), key="data_len_chart")
-    st.plotly_chart(charts.heatmap(profile.transitions, "Which category comes next (counts)"), key="data_heatmap")
-
 
 if log_file is None:
     show_notice()
@@ -58,18 +38,7 @@ try:
     columns = get_upload_columns(log_file.getvalue(), log_file.name, log_file.file_id)
 except CrossrecError as err:
     show_error(err)
-guess = suggest_mapping(columns)
-st.subheader("Column mapping")
-st.caption("crossrec guessed which column is which; change any that are wrong.")
-mapping = {}
-cols = st.columns(3)
-for i, (canon, label) in enumerate(CANONICAL.items()):
-    options = [NONE, *columns]
-    default = options.index(guess[canon]) if guess.get(canon) in columns else 0
-    choice = cols[i % 3].selectbox(label, options, index=default, key=f"map_{canon}")
-    if choice != NONE:
-        mapping[canon] = choice
-
+mapping = mapping_picker(columns)
 pseudonymize = st.toggle("Pseudonymise shopper ids", key="data_pseudonymize",
                          help="Store a salted hash instead of each raw customer id; the salt stays in this workspace.")
 items_args = (items_file.getvalue(), items_file.name, items_file.file_id) if items_file else (None, None, None)
@@ -94,8 +63,6 @@ name = st.text_input("Dataset name", value=slugify(log_file.name.rsplit(".", 1)[
                      help="Letters, digits, '.', '_' or '-'. Saving under an existing name replaces it.")
 show_notice()
 if st.button("Save dataset", icon=":material/save:", key="data_save", type="primary"):
-    from crossrec_core.storage.datasets import save_dataset
-
     try:
         save_dataset(ds, name)
     except CrossrecError as err:

@@ -1,21 +1,21 @@
 """Embedding map: the catalogue as category islands, users on top, one shopper's path drawn with arrows."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
-from pages import charts
-from pages.common import (
-    current_history, get_projection, get_recommender, get_user_vectors, history_sequences, persist, recommend_options,
-    require_pair, show_error, umap_ready, user_options,
-)
+from crossrec_core.serving.shoppers import history_vector, items_table
+from pages import charts_map
+from pages.active import require_pair, user_options
+from pages.caches import get_recommender
+from pages.caches_data import get_projection, get_user_vectors, umap_ready
+from pages.state import current_history, forget_whatif, persist, recommend_options, show_error
 
 
 def pick_user() -> None:
     picked = st.session_state["_map_user_w"]
     st.session_state.rec_user = None if picked == "(nobody)" else picked
-    st.session_state.whatif_add, st.session_state.whatif_remove = [], []
+    forget_whatif()
 
 
 st.title("Embedding map")
@@ -48,27 +48,23 @@ try:
         recs = get_recommender(model_name, ds_name).recommend(history, **recommend_options())
         hist_idx = model.item_index(np.asarray(recs.history_item_ids, dtype=object))
         rec_idx = np.array([r.item_idx for r in recs.items], dtype=np.int64)
-        seqs = history_sequences(model, history)  # real event types and times, as the recommender reads them
-        user_xy = proj.place(model.user_vectors(seqs, np.zeros(1, np.int64), np.array([len(seqs.items)])))[0]
+        user_xy = proj.place(history_vector(model, history)[None, :])[0]  # from what the recommender reads
 except CrossrecError as err:
     show_error(err)
 
-fig = charts.embedding_map(proj.items_xy, model.category_names[model.item_category], model.item_titles, model.popularity,
-                           users_xy=users_xy, user_labels=labels, history_idx=hist_idx, rec_idx=rec_idx, user_xy=user_xy,
-                           title=f"{model.n_items:,} items of {model_name} ({method})")
+fig = charts_map.embedding_map(
+    proj.items_xy, model.category_names[model.item_category], model.item_titles, model.popularity,
+    users_xy=users_xy, user_labels=labels, history_idx=hist_idx, rec_idx=rec_idx, user_xy=user_xy,
+    title=f"{model.n_items:,} items of {model_name} ({method})")
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
 try:
     points = event["selection"]["points"]
 except (KeyError, TypeError):
     points = []
 if points:  # a lasso / box selection replaces the stored one; tests set map_selection directly
-    members = charts.map_trace_members(model.category_names[model.item_category])
-    st.session_state.map_selection = charts.selected_items(points, members)
-sel = np.asarray(st.session_state.map_selection, dtype=np.int64)
-sel = sel[(sel >= 0) & (sel < model.n_items)]
+    members = charts_map.map_trace_members(model.category_names[model.item_category])
+    st.session_state.map_selection = charts_map.selected_items(points, members)
+selected = items_table(model, st.session_state.map_selection)
 st.caption("Drag a lasso or a box over the map to list the items inside.")
-if len(sel):
-    st.dataframe(pd.DataFrame({"item_id": model.item_ids[sel], "title": model.item_titles[sel],
-                               "category": model.category_names[model.item_category[sel]],
-                               "popularity": model.popularity[sel]}),
-                 hide_index=True, key="map_selected_table")
+if len(selected):
+    st.dataframe(selected, hide_index=True, key="map_selected_table")

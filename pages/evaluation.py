@@ -4,12 +4,14 @@ import streamlit as st
 
 from crossrec_core.errors import CrossrecError, ModelError
 from pages import charts
+from pages import evaluation_figures as figures
 from pages import evaluation_view as view
-from pages.common import get_affinities, get_journey_report, md_escape, persist, require_pair, show_error
-from pages.evaluation_cache import (
-    get_evaluation, get_threshold_curve, lead_sentence, save_threshold_callback, scores_key, use_threshold_callback,
-)
+from pages.active import require_pair
+from pages.compare_cache import lead_sentence
+from pages.evaluation_cache import get_affinities, get_evaluation, get_journey_report, get_threshold_curve, scores_key
 from pages.model_compare import compare_models
+from pages.state import md_escape, persist, show_error
+from pages.threshold_actions import save_threshold_callback, show_saved, use_threshold_callback
 
 st.title("Evaluation")
 ds_name, ds, model_name, model = require_pair()
@@ -44,14 +46,12 @@ for tab, (subset, label) in zip(st.tabs(list(view.SUBSET_LABELS.values())), view
 st.subheader("Do the probabilities mean what they say?")
 report = result.calibration.get(result.methods[0], {})
 left, right = st.columns([3, 2], vertical_alignment="center")
-left.plotly_chart(view.reliability_figure(report, "Predicted probability vs how often it came true"), key="eval_reliability")
+left.plotly_chart(figures.reliability_figure(report, "Predicted probability vs how often it came true"), key="eval_reliability")
 right.markdown(view.calibration_sentence(report))
 right.caption(view.calibration_note(result.k))
 
 st.subheader("Per category (crossrec, all shoppers)")
-per_cat = result.per_category
-metric = "NDCG@10" if "NDCG@10" in set(per_cat["metric"]) else per_cat["metric"].iloc[0]
-mine = per_cat[(per_cat["method"] == result.methods[0]) & (per_cat["metric"] == metric)].set_index("category")["value"]
+metric, mine = view.per_category(result)
 st.plotly_chart(charts.bar(mine, f"{metric} by the hidden product's category", "category", metric), key="eval_per_cat")
 
 st.subheader("Precision, recall and F1 against the probability threshold")
@@ -64,15 +64,14 @@ st.session_state["_eval_threshold_w"] = st.session_state.threshold
 st.slider("Threshold (the same as on Recommendations)", 0.0, 1.0, step=0.001, format="%.3f", key="_eval_threshold_w",
           on_change=persist, args=("_eval_threshold_w", "threshold"))
 current = float(st.session_state.threshold)
-st.plotly_chart(view.threshold_figure(curve.scope("top_k"), current, curve.best_threshold), key="eval_threshold_curve")
+st.plotly_chart(figures.threshold_figure(curve.scope("top_k"), current, curve.best_threshold), key="eval_threshold_curve")
 st.caption(view.threshold_caption(curve, current))
 use_col, save_col = st.columns(2)
 use_col.button(f"Use the validated threshold ({curve.best_threshold:.3g})", key="eval_use_best",
                icon=":material/rule:", on_click=use_threshold_callback, args=(curve.best_threshold,))
 save_col.button("Save this threshold with the model", key="eval_save_threshold", icon=":material/save:",
                 on_click=save_threshold_callback, args=(model_name,))
-if saved := st.session_state.pop("_eval_saved", None):
-    (st.success if saved[0] == "ok" else st.error)(saved[1], icon=":material/check_circle:" if saved[0] == "ok" else ":material/error:")
+show_saved()
 
 st.subheader("Which category follows which: observed in the log vs learned by the model")
 left, right = st.columns(2)

@@ -1,25 +1,26 @@
-"""Cached computations of the Evaluation page: the evaluation and threshold curve keyed on what changes
-scores, the lead sentence, which saved models can be compared on a dataset, the two-model comparison,
-saving a threshold with the model.
+"""Cached computations of the Evaluation page: the evaluation against the baselines, the threshold curve,
+category affinities and the planted journeys.
 
-Why a separate key: common.py keys a model on its folder's mtime, and saving a threshold (an atomic write
-of threshold.json: a new directory entry) changes that mtime, so the model reloads and ``model.threshold``
-is seen at once. The evaluation does not depend on the threshold, so it is keyed here on the model's
-*scoring* files only (``scoring_stamp``): saving a threshold does not re-run a minute-long evaluation.
+Why the evaluation and the threshold curve have their own key: pages/caches.py keys a model on its folder's
+mtime, and saving a threshold (an atomic write of threshold.json: a new directory entry) changes that mtime,
+so the model reloads and ``model.threshold`` is seen at once. Neither depends on the threshold, so they are
+keyed here on the model's *scoring* files only (``scoring_stamp``): saving a threshold does not re-run a
+minute-long evaluation. The router never lists this file as a page.
 """
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import streamlit as st
 
-from crossrec_core.errors import CrossrecError
+from crossrec_core.evaluation.affinity import journey_recall, learned_affinity, observed_affinity
+from crossrec_core.evaluation.baselines import CategoryTransitionRanker, ItemKNNRanker, PopularityRanker
+from crossrec_core.evaluation.evaluator import evaluate_rankers
+from crossrec_core.evaluation.thresholds import threshold_curve
+from crossrec_core.storage.datasets import load_extra
 from crossrec_core.storage.workspace import models_dir
-from pages import common
-from pages.common import dataset_key, get_dataset, get_model, md_escape, model_infos, root_key
-from pages.evaluation_view import VERDICT_NOISE, VERDICT_REAL, comparison_frame
+from pages.caches import dataset_key, load_dataset_cached, load_model_cached, model_key, root_key
 
 THRESHOLD_FILE = "threshold.json"
 
@@ -39,88 +40,49 @@ def scores_key(model_name: str, ds_name: str) -> tuple:
     return root_key(), model_name, scoring_stamp(model_name), *dataset_key(ds_name)[1:]
 
 
+@st.cache_data(show_spinner="Evaluating against the baselines...", max_entries=8)
+def _evaluation(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int, k: int, max_users: int):
+    rankers = {"crossrec": load_model_cached(root, model_name, model_stamp), "popularity": PopularityRanker(),
+               "item-kNN": ItemKNNRanker(), "category-transition": CategoryTransitionRanker()}
+    return evaluate_rankers(load_dataset_cached(root, ds_name, ds_stamp), rankers, k=k, max_users=max_users)
+
+
 def get_evaluation(model_name: str, ds_name: str, k: int = 10, max_users: int = 3000):
-    """Return common.get_evaluation's EvaluationResult, cached until the model's scoring files change."""
-    return common._evaluation(*scores_key(model_name, ds_name), k, max_users)
+    """Return the EvaluationResult of the model against the baselines on the dataset, cached until the
+    model's scoring files change."""
+    return _evaluation(*scores_key(model_name, ds_name), k, max_users)
+
+
+@st.cache_data(show_spinner="Sweeping thresholds...", max_entries=8)
+def _threshold_curve(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int):
+    return threshold_curve(load_model_cached(root, model_name, model_stamp), load_dataset_cached(root, ds_name, ds_stamp))
 
 
 def get_threshold_curve(model_name: str, ds_name: str):
-    """Return common.get_threshold_curve's ThresholdCurve, cached until the model's scoring files change."""
-    return common._threshold_curve(*scores_key(model_name, ds_name))
+    """Return the model's ThresholdCurve on the dataset, cached until the model's scoring files change."""
+    return _threshold_curve(*scores_key(model_name, ds_name))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def lead_sentence(scores: tuple, subset: str, _result) -> str:
-    """Return one sentence: the model's NDCG@10 lead over the best other method, with its 95% interval.
-
-    Cached per (model, dataset, subset) with stamped keys, so a retrained model never shows a stale
-    sentence; the bootstrap would otherwise rerun on every slider move."""
-    result = _result
-    metric = f"NDCG@{result.k}"
-    mine = result.methods[0]
-    others = [m for m in result.methods[1:] if m in result.per_user]
-    if not others or mine not in result.per_user:
-        return ""
-    best = max(others, key=lambda m: result.value(m, subset, metric))
-    d = result.difference(mine, best, subset, metric)
-    verdict = (VERDICT_REAL if d.significant else
-               f"{VERDICT_NOISE}: these shoppers cannot tell the two apart, more are needed")
-    return (f"{md_escape(mine)} vs the best other method ({md_escape(best)}): {metric} {d.mean:+.3f}, 95% interval "
-            f"{d.low:+.3f} to {d.high:+.3f} (paired bootstrap over shoppers): {verdict}.")
+@st.cache_data(show_spinner="Comparing category affinities...", max_entries=8)
+def _affinities(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int, top: int):
+    ds = load_dataset_cached(root, ds_name, ds_stamp)
+    return observed_affinity(ds, top=top), learned_affinity(load_model_cached(root, model_name, model_stamp), ds)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _knows_items(root: str, model_name: str, stamp: int, ds_name: str, ds_stamp: int) -> bool:
-    import pandas as pd
-
-    from crossrec_core.models.trained import MIN_KNOWN_EVENT_SHARE
-
-    try:
-        known = pd.read_parquet(models_dir() / model_name / "items.parquet", columns=["item_id"])["item_id"]
-    except (OSError, ValueError, KeyError):
-        return False
-    ds = get_dataset(ds_name)
-    if ds.n_events == 0:
-        return True
-    mask = np.isin(np.asarray(ds.item_ids, dtype=object).astype(str), known.astype(str).to_numpy())
-    return float(mask[ds.seqs.items].mean()) >= MIN_KNOWN_EVENT_SHARE  # the same rule as check_compatible
+def get_affinities(model_name: str, ds_name: str, top: int = 20):
+    """Return (observed, learned) category-affinity frames (cached)."""
+    return _affinities(*model_key(model_name), *dataset_key(ds_name)[1:], top)
 
 
-def comparable_models(ds_name: str) -> list[str]:
-    """Return the saved models whose catalogue covers the dataset's events (read from items.parquet, no torch)."""
-    return [m.name for m in model_infos()
-            if _knows_items(root_key(), m.name, scoring_stamp(m.name), *dataset_key(ds_name)[1:])]
+@st.cache_data(show_spinner="Checking the planted journeys...", max_entries=8)
+def _journeys(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int):
+    journeys = load_extra(ds_name, "journeys", root=root)
+    if journeys is None:
+        return None
+    model, ds = load_model_cached(root, model_name, model_stamp), load_dataset_cached(root, ds_name, ds_stamp)
+    return journey_recall(model, ds, journeys)
 
 
-@st.cache_data(show_spinner="Evaluating both models...", max_entries=8)
-def _comparison(root: str, a: str, a_stamp: int, b: str, b_stamp: int, ds_name: str, ds_stamp: int, k: int,
-                max_users: int):
-    from crossrec_core.evaluation.evaluator import evaluate_rankers
-
-    result = evaluate_rankers(get_dataset(ds_name), {a: get_model(a), b: get_model(b)}, k=k, max_users=max_users)
-    return comparison_frame(result, a, b), {m: result.calibration.get(m, {}) for m in (a, b)}, result.subset_sizes
-
-
-def get_comparison(a: str, b: str, ds_name: str, k: int = 10, max_users: int = 3000):
-    """Return (table, {model: calibration report}, subset sizes) of two models on one dataset, both evaluated
-    in one call on the same shoppers. Raises ModelError (the leak guard) when a model was trained on the
-    dataset's held-out targets."""
-    return _comparison(root_key(), a, scoring_stamp(a), b, scoring_stamp(b), *dataset_key(ds_name)[1:], k, max_users)
-
-
-def save_threshold_callback(model_name: str) -> None:
-    """on_click: save the session threshold with the model; the outcome is shown on the next run."""
-    from crossrec_core.storage.registry import save_threshold
-
-    t = float(st.session_state.get("threshold", 0.0))
-    try:
-        save_threshold(models_dir() / model_name, t)
-        st.session_state["_eval_saved"] = ("ok", f"Saved threshold {t:.3g} with {md_escape(model_name)}: Recommendations and "
-                                                  "`crossrec recommend --threshold model` start from it.")
-    except CrossrecError as err:
-        st.session_state["_eval_saved"] = ("error", str(err))
-
-
-def use_threshold_callback(value: float) -> None:
-    """on_click: set the shared session threshold (Recommendations and Evaluation) to ``value``."""
-    st.session_state["threshold"] = float(value)  # exact: not snapped to the slider grid
+def get_journey_report(model_name: str, ds_name: str):
+    """Return the planted-journey recovery report, or None when the dataset has no planted journeys."""
+    return _journeys(*model_key(model_name), *dataset_key(ds_name)[1:])

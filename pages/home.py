@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
-from pages.common import (
-    PAGE_DATA, PAGE_MAP, PAGE_RECS, PAGE_TRAIN, dataset_names, model_datasets, model_for_dataset, model_infos, show_error,
-)
+from crossrec_core.training.bootstrap import DEMO_DATASET, ensure_demo_dataset
+from pages.caches import dataset_names, model_datasets, model_for_dataset, model_infos
+from pages.state import PAGE_DATA, PAGE_MAP, PAGE_RECS, PAGE_TRAIN, show_error
 
 st.title("crossrec studio")
 st.markdown(
@@ -20,8 +20,6 @@ col_a, col_b = st.columns(2)
 with col_a:
     if st.button("Load the demo store", icon=":material/storefront:", key="home_demo", type="primary",
                  help="A simulated shop: 5,000 shoppers, 2,000 products in 12 categories, planted cross-category journeys."):
-        from crossrec_core.training.bootstrap import DEMO_DATASET, ensure_demo_dataset
-
         try:
             with st.spinner("Building the demo store..."):
                 ensure_demo_dataset()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from crossrec_core.training import jobs
 from crossrec_core.errors import CrossrecError
+from crossrec_core.training import jobs
 from pages import charts
-from pages.common import md_escape, model_names
+from pages.caches import model_names
+from pages.state import md_escape
 
 
 def _use_pair(dataset: str, model: str) -> None:

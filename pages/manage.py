@@ -11,7 +11,7 @@ from typing import Callable
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
-from pages.common import md_escape
+from pages.state import md_escape
 
 _NOTICE = "_manage_notice"
 
@@ -85,10 +85,3 @@ def delete_with_confirmation(kind: str, names: list[str], key: str, delete: Call
     y, n, _ = st.columns([1, 1, 3])
     y.button("Yes, delete it", key=f"{key}_yes", type="primary", on_click=_delete, args=(key, kind, delete, after))
     n.button("Keep it", key=f"{key}_no", on_click=_cancel, args=(key,))
-
-
-def delete_model(name: str) -> None:
-    """Delete a saved model (registry imports torch: only when a deletion is confirmed)."""
-    from crossrec_core.storage.registry import delete_model as _delete
-
-    _delete(name)

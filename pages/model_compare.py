@@ -8,8 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError, ModelError
+from pages import evaluation_figures as figures
 from pages import evaluation_view as view
-from pages.evaluation_cache import comparable_models, get_comparison
+from pages.compare_cache import comparable_models, get_comparison
 
 
 def compare_models(ds_name: str, active_model: str) -> None:
@@ -40,8 +41,8 @@ def compare_models(ds_name: str, active_model: str) -> None:
     models = {c: "{:.3f}" for c in frame.columns[3:5]}
     st.dataframe(frame.style.format({**models, "difference": "{:+.3f}"}), hide_index=True,
                  key="eval_cmp_table")
-    top = view.reliability_top(*calibration.values())  # one scale, so the two can be read side by side
+    top = figures.reliability_top(*calibration.values())  # one scale, so the two can be read side by side
     for i, (col, name) in enumerate(zip(st.columns(2), (a, b))):
-        col.plotly_chart(view.reliability_figure(calibration[name], f"{name}: predicted vs observed", 320, top),
+        col.plotly_chart(figures.reliability_figure(calibration[name], f"{name}: predicted vs observed", 320, top),
                          key=f"eval_cmp_rel_{i}")
         col.caption(view.calibration_sentence(calibration[name]))

@@ -8,16 +8,17 @@ The router never lists this file as a page.
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from pages.common import md_escape, user_options
+from crossrec_core.serving.shoppers import random_user
+from pages.active import user_options
+from pages.state import forget_whatif, md_escape
 
 
 def pick_user(user: str | None) -> None:
     """Show ``user`` on Recommendations and the map; a new shopper starts without what-if edits."""
     if user != st.session_state.get("rec_user"):
-        st.session_state.whatif_add, st.session_state.whatif_remove = [], []
+        forget_whatif()
     st.session_state.rec_user = user
 
 
@@ -37,8 +38,7 @@ def _on_search(ds) -> None:
 
 def _on_random(ds) -> None:
     st.session_state["_rec_random_n"] = st.session_state.get("_rec_random_n", 0) + 1
-    rng = np.random.default_rng(st.session_state["_rec_random_n"])
-    pick_user(str(ds.user_ids[rng.integers(ds.n_users)]))
+    pick_user(random_user(ds, st.session_state["_rec_random_n"]))
     st.session_state.rec_search = ""  # a random shopper would not match the old search
 
 

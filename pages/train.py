@@ -5,12 +5,15 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from crossrec_core.training import jobs
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import CrossrecError
-from pages.common import md_escape, model_datasets, model_infos, require_dataset, show_error
+from crossrec_core.storage.registry import delete_model, import_model_zip
+from crossrec_core.training import jobs
+from pages.active import require_dataset
+from pages.caches import model_datasets, model_infos
 from pages.job_panel import follow_training
-from pages.manage import delete_model, delete_with_confirmation, forget_active, notify, show_notice
+from pages.manage import delete_with_confirmation, forget_active, notify, show_notice
+from pages.state import md_escape, show_error
 
 st.title("Train")
 ds_name, ds = require_dataset()
@@ -61,8 +64,6 @@ with st.expander("Import a model folder (zip)", icon=":material/upload:"):
     zip_file = st.file_uploader("Zipped model folder", type=["zip"], key="train_zip")
     zip_name = st.text_input("Save it as", value="imported-model", key="train_zip_name")
     if zip_file is not None and st.button("Import", key="train_import"):
-        from crossrec_core.storage.registry import import_model_zip
-
         try:
             import_model_zip(zip_file.getvalue(), zip_name.strip())
         except CrossrecError as err:

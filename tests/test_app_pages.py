@@ -249,7 +249,7 @@ def test_the_page_list_is_the_recommenders_list_for_that_user_with_real_timestam
 
 def test_what_if_additions_come_just_after_the_last_real_event(home):
     from crossrec_core.storage.datasets import load_dataset
-    from pages.common import history_frame
+    from crossrec_core.serving.shoppers import history_frame
 
     ds = load_dataset("demo-store")
     u = int(ds.user_index(["U00003"])[0])
@@ -450,7 +450,7 @@ HOSTILE_CATEGORY = "<img src=x onerror=alert(1)>"
 
 
 def test_md_escape_neutralises_markdown_and_html():
-    from pages.common import md_escape
+    from pages.state import md_escape
 
     out = md_escape(HOSTILE_USER + " " + HOSTILE_TITLE)
     assert "<" not in out.replace("\\<", "") and "**" not in out.replace("\\*", "")

@@ -1,0 +1,77 @@
+"""The studio's sidebar: the active dataset and model, with pickers to switch them.
+
+The router never lists this file as a page. Each model says which dataset it was trained on; switching the
+dataset also switches to the newest model trained on it; a new pair forgets the what-if edits.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from crossrec_core.errors import CrossrecError
+from pages.caches import dataset_names, model_datasets, model_for_dataset, model_names
+from pages.state import forget_whatif, init_state, show_error
+
+
+def _pick(key: str, names: list[str]) -> None:
+    """Keep session_state[key] valid: the current value if it still exists, else the first name."""
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = names[0] if names else None
+
+
+def model_label(name: str, lineage: dict[str, tuple[str, ...]]) -> str:
+    """Return 'model · dataset it was trained on' for pickers (plain text)."""
+    on = lineage.get(name, ())
+    return f"{name} · {on[0] if on else 'another log'}"
+
+
+def sidebar() -> None:
+    """Show the active dataset and model in the sidebar, with selectboxes to switch them; each model says
+    which dataset it was trained on."""
+    init_state()
+    try:
+        datasets = dataset_names()
+        models = model_names()
+        lineage = model_datasets() if models else {}
+    except CrossrecError as err:
+        show_error(err)
+    _pick("dataset_name", datasets)
+    if st.session_state.get("model_name") not in models:  # first visit or a deleted model: match the dataset
+        st.session_state.model_name = model_for_dataset(st.session_state.dataset_name, lineage) or (models or [None])[0]
+    with st.sidebar:
+        st.caption("Active workspace")
+        if datasets:
+            st.session_state["_sb_dataset"] = st.session_state.dataset_name  # mirror before the widget exists
+            st.selectbox(
+                "Dataset", datasets, key="_sb_dataset", on_change=_switch_dataset, args=(lineage,),
+                help="The log every page works on. Switching it also switches to the newest model trained on it.",
+            )
+        else:
+            st.caption("No dataset yet.")
+        if models:
+            st.session_state["_sb_model"] = st.session_state.model_name
+            st.selectbox(
+                "Model", models, key="_sb_model", on_change=_copy, args=("_sb_model", "model_name"),
+                format_func=lambda m: model_label(m, lineage),
+                help="The trained model used for maps, recommendations and evaluation, with the dataset it "
+                     "was trained on.",
+            )
+            if datasets and st.session_state.dataset_name not in lineage.get(st.session_state.model_name, ()):
+                st.caption(":material/warning: This model was not trained on the active dataset.")
+        else:
+            st.caption("No model yet.")
+
+
+def _switch_dataset(lineage: dict[str, tuple[str, ...]]) -> None:
+    _copy("_sb_dataset", "dataset_name")
+    name = st.session_state.dataset_name
+    if name not in lineage.get(st.session_state.get("model_name"), ()):
+        st.session_state.model_name = model_for_dataset(name, lineage) or st.session_state.get("model_name")
+
+
+def _copy(src: str, dst: str) -> None:
+    st.session_state[dst] = st.session_state[src]
+    if dst in ("dataset_name", "model_name"):  # a new user space: forget the what-if edits
+        forget_whatif()
+        st.session_state.map_selection = []
+        st.session_state.rec_user = None
