@@ -136,7 +136,7 @@ def test_every_page_renders_hostile_text_as_plain_text(page, hostile_home, monke
 
 def test_hostile_user_and_titles_are_shown_escaped_or_as_data(hostile_home, monkeypatch):
     """Positive control: the hostile values do reach the page, as escaped markdown or grid cells."""
-    from pages.common import md_escape
+    from pages.state import md_escape
 
     monkeypatch.setenv("CROSSREC_HOME", str(hostile_home))
     at = open_page("pages/recommendations.py", rec_user=SCRIPT)
@@ -151,7 +151,7 @@ def test_hostile_user_and_titles_are_shown_escaped_or_as_data(hostile_home, monk
 
 
 def test_md_escape_neutralises_every_payload():
-    from pages.common import md_escape
+    from pages.state import md_escape
 
     for p in PAYLOADS:
         escaped = md_escape(p)

@@ -2,7 +2,7 @@
 
 Recommending = retrieve the top-N items by dot product over the whole catalogue, then re-rank them by
 the fusion scorer, an MLP over the cross-category features of each (history, candidate) pair
-(models/rerank.py) fitted on held-out positions; its calibrated output is the probability shown.
+(models/features.py) fitted on held-out positions; its calibrated output is the probability shown.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from crossrec_core.models.user_encoder import UserEncoder
 
 
 class FusionScorer(nn.Module):
-    """MLP over the cross-category features of a (history, candidate) pair -> logit (models/rerank.py).
+    """MLP over the cross-category features of a (history, candidate) pair -> logit (models/features.py).
 
     logit = linear(x) + MLP(x) on standardised features x (mean / std stored as buffers, so they are
-    saved with the weights). Fitted on held-out positions by ``rerank.fit_fusion``; the probability a
+    saved with the weights). Fitted on held-out positions by ``training.fusion_fit.fit_fusion``; the probability a
     user sees is this logit through the model's ``Calibration``.
     """
 
