@@ -233,6 +233,25 @@ def test_bad_options_raise_config_error():
             RecommendOptions(**kwargs)
 
 
+def test_one_options_object_drives_single_and_batch(warm):
+    """RecommendOptions is the one place the knobs live: an options object, names given beside it
+    (which win), and a typo that says what the options are instead of doing nothing."""
+    opts = RecommendOptions(k=3, cross_category_only=True, per_category_cap=1)
+    by_object = warm.recommend(["t1", "t2"], options=opts)
+    by_names = warm.recommend(["t1", "t2"], k=3, cross_category_only=True, per_category_cap=1)
+    assert by_object.item_ids == by_names.item_ids and len(by_object) == 3
+    assert len({r.category for r in by_object}) == 3 and "Camping" not in {r.category for r in by_object}
+    wider = warm.recommend(["t1", "t2"], options=opts, k=5, per_category_cap=None)
+    assert len(wider) == 5 and wider.item_ids[:1] == by_object.item_ids[:1]
+    seqs = one_user_sequences(warm.model.item_index(["t1", "t2"]))
+    batch = warm.recommend_batch(seqs, np.array([0]), np.array([2]), options=opts)
+    assert list(warm.model.item_ids[batch["item_idx"]]) == by_object.item_ids
+    with pytest.raises(ConfigError, match="Unknown recommendation option.*cross_category_olny.*the options are"):
+        warm.recommend(["t1"], cross_category_olny=True)
+    with pytest.raises(ConfigError, match="Unknown recommendation option"):
+        warm.recommend_batch(seqs, np.array([0]), np.array([2]), treshold=0.5)
+
+
 def test_known_user_from_dataset_and_unknown_user():
     inter = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["t1", "t2", "k1"], "timestamp": [1, 2, 3]})
     items = pd.DataFrame({"item_id": [c[0] for c in CATALOGUE], "category": [c[2] for c in CATALOGUE],

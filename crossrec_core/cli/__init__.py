@@ -7,19 +7,14 @@ routes and turns CrossrecError into a plain message with exit status 2 (never a 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
+from crossrec_core.cli import data, evaluate, model, recommend
 from crossrec_core.errors import CrossrecError
 
-# modules that contribute subcommands, each with register(subparsers) -> None
-_COMMAND_MODULES = (
-    "crossrec_core.cli.data",
-    "crossrec_core.cli.model",
-    "crossrec_core.cli.recommend",
-    "crossrec_core.cli.evaluate",
-)
+# modules that contribute subcommands, each with register(subparsers) -> None, in --help order
+_COMMAND_MODULES = (data, model, recommend, evaluate)
 
 EXIT_USER_ERROR = 2
 
@@ -35,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for mod_name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as err:  # a command group not built yet must not break the others
-            if err.name == mod_name:
-                continue
-            raise
+    for mod in _COMMAND_MODULES:
         mod.register(sub)
     return parser
 

@@ -20,9 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from crossrec_core.cli.columns import add_column_flags, column_mapping
+from crossrec_core.data.load import load_log
+from crossrec_core.data.schema import COLUMN_ALIASES
 from crossrec_core.errors import ConfigError, DataError, ModelError
+from crossrec_core.safe_text import neutralise_frame
+from crossrec_core.serving.export import recommend_for_log
+from crossrec_core.storage.registry import load_model
 
 PROGRESS_MIN_USERS = 1000  # fewer users finish in a blink: no bar
 
@@ -84,8 +90,6 @@ def read_user_list(path: Path, known_users: np.ndarray, user_col: str | None = N
     values = raw.iloc[:, 0].astype(str).str.strip()
     values = values[values != ""]
     first = values.iloc[0] if len(values) else ""
-    from crossrec_core.data.schema import COLUMN_ALIASES
-
     header_names = {a.replace("_", "") for a in COLUMN_ALIASES["user_id"]} | {"id", "userids", "users"}
     if user_col:
         header_names.add(user_col.lower().replace("_", ""))
@@ -103,8 +107,6 @@ def write_csv_atomic(frame: pd.DataFrame, out: Path, text_columns: tuple[str, ..
     ``text_columns`` (text meant for people, never ids) are neutralised against spreadsheet formulas
     (safe_text.neutralise_frame); every other column is written as it is.
     """
-    from crossrec_core.safe_text import neutralise_frame
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     if text_columns:
@@ -147,10 +149,6 @@ def run_recommend(args: argparse.Namespace) -> int:
     if items_path is not None and not items_path.is_file():
         raise DataError(f"Items file '{items_path}' does not exist.")
 
-    from crossrec_core.data.load import load_log
-    from crossrec_core.serving.export import recommend_for_log  # torch: only when recommending, not for --help
-    from crossrec_core.storage.registry import load_model
-
     model = load_model(model_dir)
     if args.threshold == "model":
         args.threshold = model.threshold  # None when no threshold was saved with the model
@@ -160,8 +158,6 @@ def run_recommend(args: argparse.Namespace) -> int:
     bar = None
     n_users = ds.n_users if wanted is None else len(wanted)
     if n_users >= PROGRESS_MIN_USERS:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_users, desc="recommend", unit="user", file=sys.stderr, mininterval=0.5)
 
     def on_batch(done: int, total: int) -> None:

@@ -42,6 +42,22 @@ class ItemPrior:
     log_bucket_prior: np.ndarray  # float32 (n_buckets,)
 
 
+def category_flow(transitions: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+    """Return float64 (C, C) P(next category | category): transition counts + ``smoothing``, row-normalised.
+
+    Rows without any count (and no smoothing) stay 0. The one estimate of the category flow: the
+    retrieval prior uses it smoothed, the cold-shopper fallback (serving/recommender.py) raw.
+    """
+    t = np.asarray(transitions, dtype=np.float64) + smoothing
+    rows = t.sum(axis=1, keepdims=True)
+    return np.divide(t, rows, out=np.zeros_like(t), where=rows > 0)
+
+
+def category_mass(item_category: np.ndarray, item_weights: np.ndarray, n_categories: int) -> np.ndarray:
+    """Return float64 (C,) the sum of ``item_weights`` over each category's items (a category's weight)."""
+    return np.bincount(np.asarray(item_category, dtype=np.int64), weights=np.asarray(item_weights, dtype=np.float64), minlength=n_categories)
+
+
 def build_item_prior(popularity: np.ndarray, item_category: np.ndarray, category_transitions: np.ndarray) -> ItemPrior:
     """Return the ItemPrior tables from training counts (popularity (n_items,), transitions (C, C))."""
     pop = np.asarray(popularity, dtype=np.float64) + POP_SMOOTHING
@@ -50,9 +66,8 @@ def build_item_prior(popularity: np.ndarray, item_category: np.ndarray, category
     n_cat = max(trans.shape[0], int(cat.max(initial=-1)) + 1, 1)
     if trans.shape[0] < n_cat:
         trans = np.pad(trans, ((0, n_cat - trans.shape[0]), (0, n_cat - trans.shape[0])))
-    t = trans + PRIOR_SMOOTHING
-    t = t / t.sum(axis=1, keepdims=True)
-    cat_pop = np.bincount(cat, weights=pop, minlength=n_cat)
+    t = category_flow(trans, PRIOR_SMOOTHING)
+    cat_pop = category_mass(cat, pop, n_cat)
     cat_prior = cat_pop / max(cat_pop.sum(), 1e-12)
     n_buckets = min(n_cat, PRIOR_MAX_BUCKETS)
     cat_bucket = np.arange(n_cat, dtype=np.int64) % n_buckets

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ import torch
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, UnknownItemError
 from crossrec_core.models.features import candidate_features, fusion_logits, history_context
+from crossrec_core.models.prior import category_flow, category_mass
 from crossrec_core.serving.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
 from crossrec_core.serving.scoring import one_user_sequences
 from crossrec_core.serving.types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
@@ -92,9 +93,8 @@ class Recommender:
         trans = np.asarray(model.category_transitions, dtype=np.float64)
         if trans.shape != (self.n_categories, self.n_categories):
             trans = np.zeros((self.n_categories, self.n_categories))
-        row_sum = trans.sum(axis=1, keepdims=True)
         self.transitions = trans.astype(np.float32)
-        self.flow = np.divide(trans, row_sum, out=np.zeros_like(trans), where=row_sum > 0).astype(np.float32)
+        self.flow = category_flow(trans).astype(np.float32)
         net = getattr(model, "net", None)
         enc = getattr(net, "item_encoder", None)
         # the learned columns of the item vectors (past them: the prior columns, models/prior.py)
@@ -105,22 +105,17 @@ class Recommender:
         self.unit_text = None if text is None else _unit_rows(text.detach().float().cpu().numpy()).astype(np.float16)
         depth = getattr(getattr(getattr(model, "config", None), "train", None), "fusion_candidates", None)
         self.default_candidates = int(depth) if isinstance(depth, (int, np.integer)) and depth > 0 else DEFAULT_CANDIDATES
-        cat_pop = np.bincount(self.item_category, weights=pop, minlength=self.n_categories)
+        cat_pop = category_mass(self.item_category, pop, self.n_categories)
         self.category_prior = (cat_pop / cat_pop.max() if cat_pop.max() > 0 else cat_pop).astype(np.float32)
 
     # -- single history (app, what-if) ---------------------------------------------------------
     def recommend(
         self,
         history: str | Sequence[Any] | pd.DataFrame,
-        k: int = 10,
+        k: int | None = None,
         *,
-        cross_category_only: bool = False,
-        exclude_categories: Iterable[str] = (),
-        include_categories: Iterable[str] | None = None,
-        threshold: float | None = None,
-        diversity: float = 0.0,
-        per_category_cap: int | None = None,
-        n_candidates: int | None = None,
+        options: RecommendOptions | None = None,
+        **knobs: Any,
     ) -> RecommendationList:
         """Return the top-``k`` recommendations, with explanations, for one history.
 
@@ -128,14 +123,12 @@ class Recommender:
             history: a user id of ``dataset`` (str); or a list of item ids, or of (item_id, event) pairs,
                 or a frame with an ``item_id`` (and optional ``event``) column, oldest first (what-if).
                 Ids the model does not know are ignored and listed in ``unknown_item_ids``.
-            k: list length; fewer only when filters or the threshold leave fewer items.
-            (other arguments: see RecommendOptions)
+            k: list length (default 10, or ``options.k``); fewer only when filters or the threshold
+                leave fewer items.
+            options, knobs: the filters and re-ranking settings, as a RecommendOptions and/or its
+                fields by name (``cross_category_only=True``); names override ``options``.
         """
-        opts = RecommendOptions(
-            k, cross_category_only, tuple(exclude_categories),
-            None if include_categories is None else tuple(include_categories),
-            threshold, diversity, per_category_cap, n_candidates,
-        )
+        opts = RecommendOptions.merged(options, k=k, **knobs)
         user_id, ids, events, times = self._resolve_history(history)
         idx = self.model.item_index(np.asarray(ids, dtype=object)) if len(ids) else np.zeros(0, np.int64)
         known = idx >= 0
@@ -239,27 +232,26 @@ class Recommender:
         seqs: Sequences,
         users: np.ndarray,
         ends: np.ndarray,
-        k: int = 10,
+        k: int | None = None,
         *,
-        cross_category_only: bool = False,
-        exclude_categories: Iterable[str] = (),
-        include_categories: Iterable[str] | None = None,
-        threshold: float | None = None,
-        diversity: float = 0.0,
-        per_category_cap: int | None = None,
-        n_candidates: int | None = None,
+        options: RecommendOptions | None = None,
         extra_history_categories: tuple[np.ndarray, np.ndarray] | None = None,
         batch_size: int | None = None,
         on_batch: Callable[[int, int], None] | None = None,
         explain: bool = False,
+        **knobs: Any,
     ) -> pd.DataFrame:
         """Return top-``k`` rows for many histories: user_idx, rank (1..k), item_idx, score (dot product),
         probability (fusion, used for ranking and threshold), category (name).
+
+        The same ranking as ``recommend`` (one ``_rank`` path, the same RecommendOptions), as a table:
+        one row per (history, rank) instead of one list with explanations per call.
 
         Args:
             seqs: sequences in the MODEL's item/event index space (e.g. ``model.align(ds)``).
             users, ends: the history of users[i] is seqs[offsets[users[i]]:ends[i]]; items in it are
                 never recommended to that user.
+            k, options, knobs: as in ``recommend``.
             extra_history_categories: optional (user_idx, category_idx) pairs that also count as "in
                 the history" for cross_category_only (e.g. categories of items the model does not know).
             batch_size: users per chunk (default: as many as fit ~8M score cells).
@@ -267,18 +259,14 @@ class Recommender:
             explain: also add an ``explanation`` column (plain text; a Python loop per user, so off by
                 default: the CSV export of the app turns it on, the CLI leaves it off for speed).
         """
-        opts = RecommendOptions(
-            k, cross_category_only, tuple(exclude_categories),
-            None if include_categories is None else tuple(include_categories),
-            threshold, diversity, per_category_cap, n_candidates,
-        )
+        opts = RecommendOptions.merged(options, k=k, **knobs)
         users = np.asarray(users, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
         if users.shape != ends.shape:
             raise ConfigError(f"users and ends must have the same length, got {len(users)} and {len(ends)}.")
         bs = int(batch_size or max(1, min(4096, BATCH_CELLS // max(self.n_items, 1))))
         extra_lookup = None
-        if extra_history_categories is not None and cross_category_only:
+        if extra_history_categories is not None and opts.cross_category_only:
             extra_lookup = (np.asarray(extra_history_categories[0], np.int64), np.asarray(extra_history_categories[1], np.int64))
         frames = []
         for lo in range(0, len(users), bs):  # chunks of users, each fully vectorised

@@ -6,8 +6,9 @@ crossrec_core.serving.recommender re-exports every one of them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,23 @@ class RecommendOptions:
     # (config.train.fusion_candidates): deeper candidates are items it never learned to score, and
     # each extra candidate costs one MLP pass per user. 200 when the model does not say.
     n_candidates: int | None = None
+
+    @classmethod
+    def merged(cls, options: "RecommendOptions | None" = None, **fields: Any) -> "RecommendOptions":
+        """Return ``options`` (default: the defaults) with the given fields replaced (None = keep), validated.
+
+        Unknown names raise ConfigError naming the valid ones, so a typo never silently does nothing.
+        """
+        base = options if options is not None else cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ConfigError(f"Unknown recommendation option(s) {', '.join(unknown)}; the options are {', '.join(sorted(known))}.")
+        # k=None means "not given"; for the other fields None is a value (no threshold, every category)
+        changes = {name: v for name, v in fields.items() if not (name == "k" and v is None)}
+        if "exclude_categories" in changes:
+            changes["exclude_categories"] = tuple(changes["exclude_categories"] or ())
+        return dataclasses.replace(base, **changes) if changes else base
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
