@@ -196,7 +196,7 @@ def test_gru_encoder_trains():
 
 
 def test_stable_top_n_returns_each_rows_largest_scores_ties_by_smaller_index():
-    from crossrec_core.serving.recommender import TIE_RESOLUTION, stable_top_n
+    from crossrec_core.serving.selection import TIE_RESOLUTION, stable_top_n
 
     scores = np.random.default_rng(0).normal(size=(7, 500)).astype(np.float32)
     scores[:, 3] = -np.inf  # masked (seen) items never make the top

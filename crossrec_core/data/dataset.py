@@ -2,6 +2,10 @@
 
 Sequences are stored as CSR-style arrays (``offsets`` + values), never as Python lists of lists, so
 a 10-million-event log costs a few hundred MB and every operation below is vectorised.
+
+Why one module of ~490 lines: the sequence helpers (history positions, the seen-item mask, windows,
+category transitions) are methods of ``Sequences`` so every layer uses the same one, and they need
+its CSR layout.
 """
 
 from __future__ import annotations

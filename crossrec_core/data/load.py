@@ -4,6 +4,10 @@ Hard problems (no rows, no id column, mostly empty ids, mostly unreadable timest
 SchemaError naming the file, the column, how many rows, an example and what to do. Soft problems (duplicates,
 a few bad rows, conflicting categories, items without metadata, single-event users) are fixed, counted and
 reported in ``ds.report``; they never stop ingestion.
+
+Why one module of ~530 lines: it is the one ingestion path (CLI, studio upload, benches), and its
+checks run in an order that matters (mapping, ids, timestamps, events, items, dedup); file formats
+live in data/readers.py and column guessing in data/schema.py.
 """
 
 from __future__ import annotations

@@ -6,10 +6,16 @@ Pipeline (the same for one user and for thousands, see ``Recommender.recommend_b
    (0-2 events known to the model) use category-aware popularity plus vector similarity instead;
 2. items already in the history, and items outside the category filters, are masked out BEFORE the
    top-N cut, so filters never starve the list: K items come back whenever the catalogue allows;
-3. the top ``n_candidates`` (default: as many as the fusion scorer was trained on) are re-ranked by
-   the fusion probability (``model.fusion_proba``);
+3. the top ``n_candidates`` (default: as many as the fusion scorer was trained on) are described by
+   the cross-category features (models/features.py), re-ranked by the fusion scorer and given the
+   calibrated probability (models/calibration.py);
 4. the probability threshold, the per-category cap and diversity (maximal marginal relevance on item
-   vectors) are applied by one greedy pass, vectorised over users.
+   vectors) are applied by one greedy pass, vectorised over users (serving/selection.py).
+
+Why one module of ~550 lines: these steps share the per-model tables built once in ``__init__`` and the
+per-chunk retrieval state, and the single-user, batch, fusion-fit and threshold-curve callers must all
+go through the very same steps; history parsing (serving/history.py) and list cutting
+(serving/selection.py) live apart because they need neither.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import pandas as pd
 import torch
 
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
-from crossrec_core.errors import ConfigError, UnknownItemError
+from crossrec_core.errors import ConfigError
 from crossrec_core.models.features import candidate_features, fusion_logits, history_context
 from crossrec_core.models.prior import category_flow, category_mass
 from crossrec_core.serving.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
+from crossrec_core.serving.history import resolve_history
 from crossrec_core.serving.scoring import one_user_sequences
+from crossrec_core.serving.selection import greedy_select, stable_top_n
 from crossrec_core.serving.types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
 
 __all__ = [
@@ -129,7 +137,7 @@ class Recommender:
                 fields by name (``cross_category_only=True``); names override ``options``.
         """
         opts = RecommendOptions.merged(options, k=k, **knobs)
-        user_id, ids, events, times = self._resolve_history(history)
+        user_id, ids, events, times = resolve_history(history, self.dataset)
         idx = self.model.item_index(np.asarray(ids, dtype=object)) if len(ids) else np.zeros(0, np.int64)
         known = idx >= 0
         unknown = tuple(dict.fromkeys(str(i) for i in np.asarray(ids, dtype=object)[~known]))
@@ -181,50 +189,6 @@ class Recommender:
             cold_start=cold,
             notes=tuple(notes),
         )
-
-    def _resolve_history(self, history) -> tuple[str | None, list, list | None, np.ndarray | None]:
-        """Return (user_id or None, item ids, event names or None, times or None) for any history form.
-
-        A frame's ``timestamp`` column (int seconds, oldest first) is kept, so a history built from a
-        shopper's real events has the same time gaps as training; lists are spaced one step apart."""
-        if isinstance(history, (str, np.str_)):
-            ds = self.dataset
-            if ds is None:
-                raise UnknownItemError(
-                    f"'{history}' looks like a user id, but no dataset was given to look users up in. "
-                    "Pass the dataset to Recommender, or give the history as a list of item ids."
-                )
-            u = int(ds.user_index([str(history)])[0])
-            if u < 0:
-                raise UnknownItemError(
-                    f"User '{history}' is not in dataset '{ds.name}' ({ds.n_users} users, e.g. '{ds.user_ids[0]}'). "
-                    "Check the id, or build the history by hand from item ids."
-                )
-            items, times, events = ds.history(u)
-            return str(history), list(ds.item_ids[items]), list(ds.event_names[events]), np.asarray(times, np.int64)
-        if isinstance(history, pd.DataFrame):
-            if "item_id" not in history.columns:
-                raise UnknownItemError(
-                    f"The history table needs an 'item_id' column; it has {', '.join(map(str, history.columns))}."
-                )
-            ids = history["item_id"].astype(str).tolist()
-            events = history["event"].astype(str).tolist() if "event" in history.columns else None
-            times = history["timestamp"].to_numpy(dtype=np.int64) if "timestamp" in history.columns else None
-            return None, ids, events, times
-        ids, events, has_events = [], [], False
-        for entry in history:
-            if isinstance(entry, (tuple, list)) and len(entry) == 2:
-                ids.append(str(entry[0]))
-                events.append(str(entry[1]))
-                has_events = True
-            else:
-                ids.append(str(entry))
-                events.append(None)
-        if has_events:
-            default = DEFAULT_EVENT  # mapped to the model's default event
-            events = [e if e is not None else default for e in events]
-            return None, ids, events, None
-        return None, ids, None, None
 
     # -- many users ------------------------------------------------------------------------------
     def recommend_batch(
@@ -404,7 +368,7 @@ class Recommender:
             remap[cold_rows] = np.arange(len(cold_rows))
             pick = cold[row]
             retrieval[cold_rows] = self._cold_scores(remap[row[pick]], hist_items[pick], len(cold_rows))
-        retrieval[row, hist_items] = -np.inf  # never recommend an item the user interacted with
+        seqs.mask_seen(retrieval, users, ends)  # never recommend an item the user interacted with
         # the fusion features describe an item whatever the filters: the user's best unseen score is
         # taken before the category filters apply
         best = retrieval.max(axis=1) if self.n_items else np.zeros(B, np.float32)
@@ -494,7 +458,7 @@ class Recommender:
             # (items past the pool are used only when filters empty the pool)
             pool = min(n_cand, max(2 * opts.k, 20))
             rel[np.ix_(cold, np.arange(pool, n_cand))] -= 1e6
-        chosen = self._greedy_select(cand, rel, valid, opts)  # (B, k) positions into N, -1 = none
+        chosen = greedy_select(cand, rel, valid, opts, self.item_category, self.unit_vecs)  # (B, k) positions into N, -1 = none
         has = chosen >= 0
         safe = np.where(has, chosen, 0)
         rows_b = np.arange(B)[:, None]
@@ -543,74 +507,8 @@ class Recommender:
         proba = np.where(finite, m.calibration.apply(np.where(finite, rel, 0.0), cold), 0.0).astype(np.float32)
         return ScoredCandidates(cand, feats, logits, proba, rel, np.isfinite(r_cand), cold)
 
-    def _greedy_select(self, cand: np.ndarray, rel: np.ndarray, valid: np.ndarray, opts: RecommendOptions) -> np.ndarray:
-        """Return int64 (B, k) chosen positions into the candidate axis (-1 when none is left).
-
-        Each step takes, for every user at once, the candidate maximising
-        (1 - diversity) * relevance - diversity * max cosine to the items already chosen (MMR), among
-        those still valid (threshold, per-category cap). With diversity 0 and no cap this is a stable
-        sort by relevance, ties (tie_keys) by the smaller item index. NumPy, not torch: these are many small ops, and
-        torch's thread pool spins badly on them when the CPU is shared (20x slower measured)."""
-        B, N = cand.shape
-        k = min(opts.k, N)
-        lam = float(opts.diversity)
-        chosen = np.full((B, opts.k), -1, dtype=np.int64)
-        if lam == 0.0 and opts.per_category_cap is None:
-            key = tie_keys(np.where(valid, rel, -np.inf), cand)
-            order = np.argsort(-key, axis=1, kind="stable")[:, :k]  # (B, k)
-            ok = np.isfinite(np.take_along_axis(key, order, axis=1))
-            chosen[:, :k] = np.where(ok, order, -1)
-            return chosen
-        valid = valid.copy()
-        rows = np.arange(B)
-        base = ((1.0 - lam) + 1e-6) * rel.astype(np.float32)  # tiny relevance term breaks MMR ties
-        max_sim = np.full((B, N), -np.inf, dtype=np.float32) if lam > 0 else None
-        cand_vecs = self.unit_vecs[cand] if lam > 0 else None  # (B, N, d)
-        cand_cat = self.item_category[cand] if opts.per_category_cap is not None else None
-        cat_count = np.zeros((B, N), dtype=np.int32) if cand_cat is not None else None
-        for step in range(k):  # k steps, each vectorised over users and candidates
-            key = base if max_sim is None or step == 0 else base - lam * max_sim
-            key = np.where(valid, key, -np.inf)
-            j = np.argmax(key, axis=1)
-            ok = np.isfinite(key[rows, j])
-            if not ok.any():
-                break
-            chosen[:, step] = np.where(ok, j, -1)
-            valid[rows[ok], j[ok]] = False
-            if cat_count is not None:
-                same = cand_cat == cand_cat[rows, j][:, None]  # (B, N)
-                cat_count += same & ok[:, None]
-                valid &= cat_count < int(opts.per_category_cap)
-            if cand_vecs is not None:
-                sim = np.matmul(cand_vecs, cand_vecs[rows, j][:, :, None])[:, :, 0]  # (B, N)
-                max_sim = np.where(ok[:, None], np.maximum(max_sim, sim), max_sim)
-        return chosen
-
-
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)).astype(np.float32)
-
-
-# Scores closer than this are one tie (float noise of batch vs single matrix products is ~1e-6), and a
-# tie is broken by the smaller item index: single, batch, page, CLI and evaluator cut lists identically.
-TIE_RESOLUTION = 2.0**-12
-
-
-def tie_keys(scores: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
-    """Return float64 keys ordering ``scores`` (B, M) high to low, equal-within-TIE_RESOLUTION scores by
-    item index (``item_idx`` (B, M), default the column); -inf stays -inf."""
-    s = np.asarray(scores, dtype=np.float64)
-    n = s.shape[1] if item_idx is None else max(int(item_idx.max(initial=0)) + 1, 1)
-    idx = np.broadcast_to(np.arange(s.shape[1]), s.shape) if item_idx is None else item_idx
-    with np.errstate(invalid="ignore"):
-        q = np.round(s / TIE_RESOLUTION)
-    return np.where(np.isfinite(s), q - idx / (2.0 * n), -np.inf)
-
-
-def stable_top_n(scores: np.ndarray, n: int) -> np.ndarray:
-    """Return int64 (B, n) columns of each row's n best scores, best first, ties by the smaller column."""
-    keys = torch.from_numpy(tie_keys(scores))
-    return torch.topk(keys, min(n, scores.shape[1]), dim=1, sorted=True).indices.numpy().astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ Folder layout (format version 1)::
     metrics.json        validation metrics, per-epoch history, best epoch, training time
     calibration.json    the fusion logit -> probability mapping (fitted on held-out positions), re-rank on/off
     threshold.json      optional: the probability threshold saved with the model (save_threshold)
+
+Why one module of ~500 lines: writing and reading a model folder are the two halves of one format,
+and import (a zip from elsewhere) must apply every check that loading does; keeping them together
+keeps the format and its checks in one place (model listing lives in storage/catalog.py).
 """
 
 from __future__ import annotations

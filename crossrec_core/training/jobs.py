@@ -14,6 +14,9 @@ Layout::
       checkpoints/    per-epoch checkpoints (resume after a crash)
 
 Run a job's worker by hand with ``python -m crossrec_core.training.jobs <job_id>``.
+
+Why one module of ~430 lines: starting, following, cancelling and recovering a job all read and write
+the same folder and progress file, whose states must stay consistent across processes.
 """
 
 from __future__ import annotations
