@@ -5,9 +5,16 @@ crossrec_core. Input: a folder written by recbole_convert.write_atomic_split
 (``<data_path>/<name>/<name>.{train,valid,test}.inter``, sequential format with ``item_id_list``).
 
     bench/peers/.venv/bin/python bench/peers/run_recbole.py --data-path DIR --dataset NAME \
-        --model SASRec --out OUTDIR [--epochs 30] [--stopping-step 10] [--seed 2020]
+        --model SASRec --out OUTDIR [--form allpos|stock] [--epochs 300] [--stopping-step 10] [--seed 42]
 
-Protocol: RecBole's own model yaml defaults (SASRec: 2 layers, 2 heads, 64-d, dropout 0.5, CE loss;
+Two training forms (``--form``), the same model classes and yaml defaults:
+
+* ``allpos`` (default): allpos.py's loop. One sequence per user (the latest 51 train events), every
+  position predicts its next item, full-catalogue cross-entropy (SASRec+ / gSASRec); validation
+  NDCG@10 each epoch with seen items masked; early stopping; best epoch's weights kept in memory.
+* ``stock``: RecBole's own Trainer on its prefix-augmented samples (one target per training row).
+
+Protocol of the stock form: RecBole's own model yaml defaults (SASRec: 2 layers, 2 heads, 64-d, dropout 0.5, CE loss;
 GRU4Rec: 64-d embeddings, 128-d GRU, dropout 0.3, CE loss) and overall defaults (adam, lr 1e-3,
 batch 2048), an epoch cap (``--epochs``, RecBole's default is 300) with RecBole's early stopping
 (``stopping_step`` epochs without improvement) on the validation file, valid_metric NDCG@10, full
@@ -81,6 +88,8 @@ from recbole.config import Config  # noqa: E402
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.utils import get_model, get_trainer, init_seed  # noqa: E402
 
+import allpos  # noqa: E402  (bench/peers/allpos.py, next to this file)
+
 SUPPORTED = ("SASRec", "GRU4Rec")
 
 
@@ -88,10 +97,7 @@ class _TimeBudgetReached(Exception):
     """Raised from RecBole's epoch callback once --time-budget seconds of training have passed."""
 
 
-def _cpu_seconds() -> float:
-    """Return this process's user + system CPU time: less sensitive than wall time to other load."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+_cpu_seconds = allpos.cpu_seconds
 
 
 def build_config(args: argparse.Namespace, checkpoint_dir: Path) -> Config:
@@ -122,47 +128,92 @@ def build_config(args: argparse.Namespace, checkpoint_dir: Path) -> Config:
     return Config(model=args.model, dataset=args.dataset, config_dict=overrides)
 
 
-def seen_pairs(datasets, uid_field: str, iid_field: str, list_field: str, n_items: int) -> np.ndarray:
-    """Return sorted unique int64 codes uid * n_items + iid of every item in any user's rows.
+def export_topk(model, uid: np.ndarray, hist: np.ndarray, seen: np.ndarray, n_items: int, k: int) -> np.ndarray:
+    """Return topk item ids int64 (U, k) from the last position of each history, padding and seen items masked."""
+    top = np.zeros((len(uid), min(k, n_items - 1)), dtype=np.int64)
+    for sl, t, _ in allpos.ranked(model, uid, hist, seen, n_items, k):
+        top[sl] = t.cpu().numpy()
+    return top
 
-    The union over the three files of history lists and train/valid targets is the user's whole history
-    (before the test target), even when it is longer than MAX_ITEM_LIST_LENGTH.
-    """
+
+def split_arrays(ds) -> dict[str, np.ndarray]:
+    """Return one split dataset's rows as numpy: uid, hist (n, max_len), target, pos (event position)."""
+    inter = ds.inter_feat
+    return {
+        "uid": inter[ds.uid_field].numpy().astype(np.int64),
+        "hist": inter[ds.item_id_list_field].numpy().astype(np.int64),
+        "target": inter[ds.iid_field].numpy().astype(np.int64),
+        "pos": inter[ds.time_field].numpy().astype(np.float64),
+    }
+
+
+def train_stock(args, config, out_dir: Path) -> tuple[object, dict]:
+    """Train with RecBole's own Trainer (prefix-augmented samples); return (model with best weights, facts)."""
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    epoch_log: list[dict] = []
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+
+    def on_epoch(epoch_idx: int, valid_score: float) -> None:
+        epoch_log.append({"epoch": int(epoch_idx), "valid_ndcg": float(valid_score), "elapsed_s": time.perf_counter() - t0,
+                          "cpu_s": _cpu_seconds() - cpu0})
+        # RecBole saves the best checkpoint before it calls back, so stopping here keeps the best epoch
+        if args.time_budget and time.perf_counter() - t0 > args.time_budget:
+            raise _TimeBudgetReached
+
+    stopped_by = "early stopping"
+    try:
+        best_valid, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
+        if len(epoch_log) >= args.epochs:
+            stopped_by = "epoch cap"
+    except _TimeBudgetReached:
+        best_valid, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+        stopped_by = "time budget"
+    facts = {"train_seconds": time.perf_counter() - t0, "train_cpu_seconds": _cpu_seconds() - cpu0, "stopped_by": stopped_by,
+             "epoch_log": epoch_log, "best_valid": {k_: float(v) for k_, v in (best_valid_result or {}).items()}}
+    recbole_test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)  # reloads the best epoch
+    facts["recbole_test_unmasked"] = {k_: float(v) for k_, v in (recbole_test or {}).items()}
+    facts["datasets"] = (train_data._dataset, valid_data._dataset, test_data._dataset)
+    return trainer.model, facts
+
+
+def train_allpos(args, config, out_dir: Path) -> tuple[object, dict]:
+    """Train in the all-positions full-softmax form (allpos.py); return (model with best weights, facts)."""
+    dataset = create_dataset(config)
+    datasets = dataset.build()  # the three benchmark files as they are: train, valid, test
+    train, valid = split_arrays(datasets[0]), split_arrays(datasets[1])
+    n_items = datasets[0].item_num
+    seqs = allpos.user_train_sequences(train["uid"], train["hist"], train["target"], train["pos"], args.max_len)
+    # seen before the valid target: every train event (train histories + targets) and the valid history
+    seen_valid = seen_codes([(train, True), (valid, False)], n_items)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, datasets[0]).to(config["device"])
+    fit = allpos.fit(
+        model, seqs, (valid["uid"], valid["hist"], valid["target"]), seen_valid, n_items,
+        lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0, batch_size=args.batch_size,
+        epochs=args.epochs, stopping_step=args.stopping_step, seed=args.seed, time_budget=args.time_budget,
+        log=(lambda *_: None) if args.quiet else print,
+    )
+    facts = {"train_seconds": fit.train_seconds, "train_cpu_seconds": fit.train_cpu_seconds, "stopped_by": fit.stopped_by,
+             "epoch_log": fit.epoch_log, "best_valid": {f"ndcg@{args.topk}": fit.best_valid},
+             "n_train_sequences": int(len(seqs)), "n_train_positions": int((seqs[:, 1:] != 0).sum()),
+             "batch_sequences": args.batch_size, "allpos_forward_check": fit.forward_check, "datasets": datasets}
+    return model, facts
+
+
+def seen_codes(parts: list[tuple[dict, bool]], n_items: int) -> np.ndarray:
+    """Return sorted unique uid * n_items + iid over the parts' histories (and targets where flagged)."""
     codes = []
-    for part, ds in zip(("train", "valid", "test"), datasets):
-        inter = ds.inter_feat
-        uid = inter[uid_field].numpy().astype(np.int64)
-        lists = inter[list_field].numpy().astype(np.int64)  # (n, max_len), 0 = padding
-        rows, cols = np.nonzero(lists)
-        codes.append(uid[rows] * n_items + lists[rows, cols])
-        if part != "test":
-            codes.append(uid * n_items + inter[iid_field].numpy().astype(np.int64))
-    return np.unique(np.concatenate(codes))
-
-
-@torch.no_grad()
-def export_topk(model, test_data, test_dataset, seen: np.ndarray, k: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Return (uid int64 (U,), topk item ids int64 (U, k)) with padding and seen items masked."""
-    model.eval()
-    n_items = test_dataset.item_num
-    uids, tops = [], []
-    for batch in test_data:
-        interaction = batch[0].to(device)
-        scores = model.full_sort_predict(interaction).view(-1, n_items)  # (B, n_items)
-        scores[:, 0] = -torch.inf  # RecBole's padding item
-        uid = interaction[test_dataset.uid_field].cpu().numpy().astype(np.int64)
-        # mask seen items: all (row, item) with uid*n_items+item in `seen`
-        lo = np.searchsorted(seen, uid * n_items, side="left")
-        hi = np.searchsorted(seen, (uid + 1) * n_items, side="left")
-        counts = hi - lo
-        rows = np.repeat(np.arange(len(uid)), counts)
-        idx = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(lo, counts)
-        items = seen[idx] - uid[rows] * n_items
-        scores[torch.from_numpy(rows), torch.from_numpy(items)] = -torch.inf
-        top = torch.topk(scores, k=min(k, n_items - 1), dim=1).indices  # (B, k)
-        uids.append(uid)
-        tops.append(top.cpu().numpy().astype(np.int64))
-    return np.concatenate(uids), np.concatenate(tops)
+    for a, with_target in parts:
+        rows, cols = np.nonzero(a["hist"])
+        codes.append(a["uid"][rows] * n_items + a["hist"][rows, cols])
+        if with_target:
+            codes.append(a["uid"] * n_items + a["target"])
+    return np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,18 +223,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", required=True, choices=SUPPORTED)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--epochs", type=int, default=30, help="epoch cap (RecBole's own default is 300)")
+    p.add_argument("--form", choices=("allpos", "stock"), default="allpos",
+                   help="allpos: every position of the latest window predicts its next item, full softmax (default); "
+                        "stock: RecBole's Trainer on prefix-augmented samples")
+    p.add_argument("--epochs", type=int, default=300, help="epoch cap (RecBole's own default, 300)")
     p.add_argument("--stopping-step", type=int, default=10, help="early-stopping patience (RecBole default 10)")
+    p.add_argument("--batch-size", type=int, default=128, help="allpos: user sequences per optimiser step")
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="stop after the first epoch that ends past this many seconds of training (0 = no budget); "
                         "the best epoch so far is kept and the result says stopped_by='time budget'")
     args = p.parse_args(argv)
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = (out / "checkpoints").resolve()
@@ -197,78 +255,53 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(args, checkpoint_dir)
     init_seed(config["seed"], config["reproducibility"])
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    t_data = time.perf_counter() - t_start
+    train_fn = train_allpos if args.form == "allpos" else train_stock
+    model, facts = train_fn(args, config, out)
+    datasets = facts.pop("datasets")
+    epoch_log = facts["epoch_log"]
+    best = max(epoch_log, key=lambda e: (e["valid_ndcg"], -e["epoch"])) if epoch_log else {"epoch": -1, "elapsed_s": facts["train_seconds"], "cpu_s": facts["train_cpu_seconds"]}
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-
-    epoch_log: list[dict] = []
-    cpu0 = _cpu_seconds()
-    t0 = time.perf_counter()
-
-    def on_epoch(epoch_idx: int, valid_score: float) -> None:
-        epoch_log.append({"epoch": int(epoch_idx), "valid_ndcg": float(valid_score), "elapsed_s": time.perf_counter() - t0})
-        # RecBole saves the best checkpoint before it calls back, so stopping here keeps the best epoch
-        if args.time_budget and time.perf_counter() - t0 > args.time_budget:
-            raise _TimeBudgetReached
-
-    stopped_by = "early stopping"
-    try:
-        best_valid, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
-        if len(epoch_log) >= args.epochs:
-            stopped_by = "epoch cap"
-    except _TimeBudgetReached:
-        best_valid, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
-        stopped_by = "time budget"
-    train_s = time.perf_counter() - t0
-    train_cpu_s = _cpu_seconds() - cpu0
-    best = max(epoch_log, key=lambda e: (e["valid_ndcg"], -e["epoch"])) if epoch_log else {"epoch": -1, "elapsed_s": train_s}
-
-    recbole_test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)  # reloads the best epoch
     t1 = time.perf_counter()
-    datasets = (train_data._dataset, valid_data._dataset, test_data._dataset)
-    tds = test_data._dataset
-    seen = seen_pairs(datasets, tds.uid_field, tds.iid_field, tds.item_id_list_field, tds.item_num)
-    uids, top = export_topk(trainer.model, test_data, tds, seen, args.topk, torch.device(config["device"]))
-    user_tok = tds.id2token(tds.uid_field, uids)
+    tds = datasets[2]
+    n_items = tds.item_num
+    arrays = [split_arrays(d) for d in datasets]
+    # the user's whole history before the test target: all histories, train and valid targets
+    seen = seen_codes([(arrays[0], True), (arrays[1], True), (arrays[2], False)], n_items)
+    test = arrays[2]
+    top = export_topk(model, test["uid"], test["hist"], seen, n_items, args.topk)
+    user_tok = tds.id2token(tds.uid_field, test["uid"])
     item_tok = tds.id2token(tds.iid_field, top.reshape(-1)).reshape(top.shape)
     k = top.shape[1]
-    lines = ["user_id,rank,item_id"]
-    ranks = np.tile(np.arange(1, k + 1), len(uids)).astype(str)
+    ranks = np.tile(np.arange(1, k + 1), len(user_tok)).astype(str)
     body = np.char.add(np.char.add(np.char.add(np.repeat(user_tok.astype(str), k), ","), np.char.add(ranks, ",")), item_tok.reshape(-1).astype(str))
-    (out / f"{args.model}.topk.csv").write_text("\n".join(lines + body.tolist()) + "\n", encoding="utf-8")
+    (out / f"{args.model}.topk.csv").write_text("\n".join(["user_id,rank,item_id"] + body.tolist()) + "\n", encoding="utf-8")
     recommend_s = time.perf_counter() - t1
 
     result = {
         "model": args.model,
+        "form": args.form,
         "dataset": args.dataset,
+        "seed": args.seed,
         "recbole_version": __import__("recbole").__version__,
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
-        "n_items": int(tds.item_num - 1),
-        "n_test_users": int(len(uids)),
+        "n_items": int(n_items - 1),
+        "n_test_users": int(len(user_tok)),
         "epochs_cap": args.epochs,
         "stopping_step": args.stopping_step,
         "epochs_run": len(epoch_log),
-        "stopped_by": stopped_by,
         "time_budget_s": args.time_budget,
         # still improving = the best epoch is one of the last two: more time would probably have helped
         "still_improving": bool(epoch_log) and int(best["epoch"]) >= int(epoch_log[-1]["epoch"]) - 1,
         "best_epoch": int(best["epoch"]),
-        "data_seconds": round(t_data, 3),
-        "train_seconds": round(train_s, 3),
-        "train_cpu_seconds": round(train_cpu_s, 3),
+        "setup_seconds": round(t1 - t_start - facts["train_seconds"], 3),  # data loading (+ stock: RecBole's own test)
         "torch_threads": torch.get_num_threads(),
         "time_to_best_seconds": round(float(best["elapsed_s"]), 3),
+        "cpu_to_best_seconds": round(float(best.get("cpu_s", float("nan"))), 3),
         "recommend_seconds": round(recommend_s, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_avg": round(os.getloadavg()[1], 2),
-        "best_valid": {k_: float(v) for k_, v in (best_valid_result or {}).items()},
-        "recbole_test_unmasked": {k_: float(v) for k_, v in (recbole_test or {}).items()},
-        "epoch_log": epoch_log,
+        **{k_: (round(v, 3) if isinstance(v, float) else v) for k_, v in facts.items()},
     }
     (out / f"{args.model}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps({k_: v for k_, v in result.items() if k_ != "epoch_log"}))
