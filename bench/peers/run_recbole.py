@@ -196,7 +196,7 @@ def train_allpos(args, config, out_dir: Path) -> tuple[object, dict]:
         model, seqs, (valid["uid"], valid["hist"], valid["target"]), seen_valid, n_items,
         lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0, batch_size=args.batch_size,
         epochs=args.epochs, stopping_step=args.stopping_step, seed=args.seed, time_budget=args.time_budget,
-        log=(lambda *_: None) if args.quiet else print,
+        log=lambda line: print(line, flush=True),  # one line per epoch (compare.py keeps it in the run's run.log)
     )
     facts = {"train_seconds": fit.train_seconds, "train_cpu_seconds": fit.train_cpu_seconds, "stopped_by": fit.stopped_by,
              "epoch_log": fit.epoch_log, "best_valid": {f"ndcg@{args.topk}": fit.best_valid},
