@@ -5,6 +5,9 @@ the shipped path (bench/calibration.py's `measure`), report NDCG@10 on all / nov
 the fusion re-rank adds (the same model's lists in retrieval order). Run one job at a time.
 
     .venv/bin/python bench/ablation.py --logs demo,hm-fashion-oneday --out bench/out/ablation.json
+    # a variant of your own: NAME=section.field:value,... (sections: item, user, train)
+    .venv/bin/python bench/ablation.py --logs /tmp/dense-a --variants default \
+        --custom "patience 10=train.patience:10,train.epochs:200" --out bench/out/tune.json
 """
 
 from __future__ import annotations
@@ -42,27 +45,46 @@ def variants() -> dict[str, ModelConfig]:
     }
 
 
+def custom_variant(spec: str) -> tuple[str, ModelConfig]:
+    """Return (name, config) from "NAME=section.field:value,..." (values parsed as JSON, else text)."""
+    name, _, changes = spec.partition("=")
+    cfg = ModelConfig()
+    for change in filter(None, changes.split(",")):
+        key, _, raw = change.partition(":")
+        section, _, field = key.strip().partition(".")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        part = dataclasses.replace(getattr(cfg, section), **{field: value})
+        cfg = dataclasses.replace(cfg, **{section: part})
+    return name.strip(), cfg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--logs", default="demo,hm-fashion-oneday")
     ap.add_argument("--variants", default=None, help="comma-separated subset of the variant names")
     ap.add_argument("--demo-dir", default="/tmp/demo")
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--custom", action="append", default=[], help='extra variant "NAME=section.field:value,..." (repeatable)')
+    ap.add_argument("--seeds", default="42", help="comma-separated training seeds")
     ap.add_argument("--out", default="bench/out/ablation.json")
     args = ap.parse_args()
     chosen = variants()
-    if args.variants:
+    if args.variants is not None:
         chosen = {k: v for k, v in chosen.items() if k in args.variants.split(",")}
+    chosen.update(custom_variant(s) for s in args.custom)
     out = Path(args.out)
     rows = json.loads(out.read_text()) if out.is_file() else []
     for name in args.logs.split(","):
         inter, items = log_paths(name, Path(args.demo_dir))
         ds = load_log(str(inter), str(items), name=Path(name).name)
         for label, cfg in chosen.items():
-            row = {"variant": label, **measure(name, Path(args.demo_dir), 10, args.seed, cfg=cfg, ds=ds)}
-            rows = [x for x in rows if not (x["log"] == row["log"] and x["variant"] == label and x["seed"] == row["seed"])] + [row]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(rows, indent=1))  # after every run: a long job keeps what it finished
+            for seed in (int(s) for s in args.seeds.split(",")):
+                row = {"variant": label, **measure(name, Path(args.demo_dir), 10, seed, cfg=cfg, ds=ds)}
+                rows = [x for x in rows if not (x["log"] == row["log"] and x["variant"] == label and x["seed"] == row["seed"])] + [row]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(rows, indent=1))  # after every run: a long job keeps what it finished
 
 
 if __name__ == "__main__":
