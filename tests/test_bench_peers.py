@@ -169,6 +169,9 @@ def test_user_windows_are_the_latest_train_events_left_aligned():
     pos = np.array([3.0, 4.0, 5.0, 9.0])
     seqs = allpos.user_train_sequences(uid, hist, target, pos, max_len=2)
     assert seqs.tolist() == [[9, 10, 11], [4, 5, 0]]
+    # user 1's whole train sequence is 7 8 9 10 11: cut from the end into 3-event windows overlapping by one
+    every = allpos.user_train_sequences(uid[::-1].copy(), hist[::-1].copy(), target[::-1].copy(), pos[::-1].copy(), max_len=2, windows="all")
+    assert every.tolist() == [[9, 10, 11], [7, 8, 9], [4, 5, 0]]
 
 
 class GRU4Rec(torch.nn.Module):

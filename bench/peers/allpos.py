@@ -7,7 +7,7 @@ one is a separate sample (history, target) and only the LAST position of each 50
 trained, so an epoch over a user with 60 events runs the encoder 59 times for 59 targets. The
 all-positions form keeps RecBole's model classes (their embeddings, encoder layers and yaml defaults)
 but trains them like SASRec+ / gSASRec: one sequence per user (the last ``max_len + 1`` training
-events), the encoder runs once over it and EVERY position predicts the next event, with cross-entropy
+events; ``--allpos-windows all`` cuts the whole train sequence into such windows), the encoder runs once over it and EVERY position predicts the next event, with cross-entropy
 over the whole catalogue (logits = output @ item_embedding.weight.T), padding positions ignored.
 Users whose train part is longer than ``max_len + 1`` events train on their latest window only, as
 in those papers.
@@ -43,19 +43,29 @@ def left_aligned(rows: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-def user_train_sequences(uid: np.ndarray, hist: np.ndarray, target: np.ndarray, pos: np.ndarray, max_len: int) -> np.ndarray:
-    """Return int64 (n_users_with_targets, max_len + 1): per user, the latest ``max_len + 1`` train events.
+def user_train_sequences(uid: np.ndarray, hist: np.ndarray, target: np.ndarray, pos: np.ndarray, max_len: int,
+                         windows: str = "last") -> np.ndarray:
+    """Return int64 (n_windows, max_len + 1) left-aligned training windows (0 = RecBole's padding).
 
-    Built from RecBole's train rows (one per prefix): a user's LAST row (highest event position) holds the
-    previous ``max_len`` events as its history plus the last train event as its target, which together are
-    the latest window of the user's train events. Rows are left-aligned with 0 padding, like RecBole's lists.
+    Built from RecBole's train rows (one per prefix): a user's train sequence is its first row's history
+    followed by the targets of its rows in event order. ``windows="last"``: one window per user, the latest
+    ``max_len + 1`` train events (SASRec+ / gSASRec). ``windows="all"``: the whole train sequence cut from
+    its end into windows of ``max_len + 1`` events that overlap by one, so every train target is trained once.
     """
     order = np.lexsort((pos, uid))  # by user, then event position
-    last = order[np.r_[uid[order][1:] != uid[order][:-1], True]]  # each user's row with the highest position
+    u = uid[order]
+    bounds = np.flatnonzero(np.r_[True, u[1:] != u[:-1], True])
     rows = []
-    for r in last:
-        h = hist[r][hist[r] != 0]
-        rows.append(np.concatenate([h, [target[r]]]))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        first = hist[order[a]]
+        seq = np.concatenate([first[first != 0], target[order[a:b]]])
+        if windows == "last":
+            rows.append(seq[-(max_len + 1):])
+            continue
+        end = len(seq)
+        while end > 1:
+            rows.append(seq[max(0, end - max_len - 1):end])
+            end -= max_len
     return left_aligned(rows, max_len + 1)
 
 

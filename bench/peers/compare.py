@@ -256,7 +256,7 @@ def run_recbole(model: str, data_path: Path, rb_name: str, args: argparse.Namesp
         str(PEER_PY), str(HERE / "run_recbole.py"), "--data-path", str(data_path), "--dataset", rb_name, "--model", model,
         "--out", str(work), "--form", args.recbole_form, "--epochs", str(args.epochs or args.recbole_epochs),
         "--stopping-step", str(args.stopping_step), "--seed", str(seed), "--time-budget", str(args.recbole_time_budget),
-        "--batch-size", str(args.recbole_batch), "--threads", str(args.threads), "--quiet",
+        "--batch-size", str(args.recbole_batch), "--allpos-windows", args.allpos_windows, "--threads", str(args.threads), "--quiet",
     ]
     log_path = folder / "run.log"
     with open(log_path, "w", encoding="utf-8") as log:
@@ -356,7 +356,8 @@ def run_dataset(spec: str, args: argparse.Namespace) -> tuple[str, dict]:
                 continue
             key = {**base, "method": model, "form": args.recbole_form, "seed": seed, "epochs": args.epochs or args.recbole_epochs,
                    "stopping_step": args.stopping_step, "time_budget": args.recbole_time_budget, "threads": args.threads,
-                   "batch": args.recbole_batch if args.recbole_form == "allpos" else None, "code": recbole_code()}
+                   "batch": args.recbole_batch if args.recbole_form == "allpos" else None,
+                   "windows": args.allpos_windows if args.recbole_form == "allpos" else None, "code": recbole_code()}
             folder = cache_dir(label, model, args.recbole_form, seed, key)
             jobs.append((f"RecBole-{model}", args.recbole_form, key,
                          lambda model=model, key=key, folder=folder, seed=seed: run_recbole(model, work / "data", "bench", args, seed, key, folder)))
@@ -365,6 +366,8 @@ def run_dataset(spec: str, args: argparse.Namespace) -> tuple[str, dict]:
             try:
                 res = job()
                 f = res.pop("topk")
+                if method != "crossrec" and isinstance(res.get("best_epoch"), int) and res["best_epoch"] >= 0:
+                    res["best_epoch"] += 1  # RecBole / allpos count epochs from 0, crossrec from 1: the tables count from 1
                 topk = topk_matrix(f["user_idx"].to_numpy(), f["rank"].to_numpy(), f["item_idx"].to_numpy(), test_users)
                 runs.append({"method": method, "form": form, "seed": seed, **score_lists(ds, topk),
                              **{k: v for k, v in res.items() if k not in ("epoch_log", "form", "seed")}})
@@ -379,7 +382,8 @@ def run_dataset(spec: str, args: argparse.Namespace) -> tuple[str, dict]:
         runs.extend(run_baselines(ds, test_users))
     facts = {"n_users": ds.n_users, "n_items": ds.n_items, "n_events": ds.n_events, "max_events": args.max_events,
              "seeds": args.seeds, "recbole_form": args.recbole_form, "epochs": args.epochs, "recbole_epochs": args.recbole_epochs,
-             "stopping_step": args.stopping_step, "recbole_batch": args.recbole_batch, "threads": args.threads}
+             "stopping_step": args.stopping_step, "recbole_batch": args.recbole_batch, "allpos_windows": args.allpos_windows,
+             "threads": args.threads}
     summary = summarise(runs)
     record = {"log": label, "source": base["log"], **facts, "summary": summary,
               "runs": [{k: v for k, v in r.items() if k != "_per_user"} for r in runs]}
@@ -402,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recbole-epochs", type=int, default=300, help="RecBole epoch cap (its own default, 300); early stopping ends it sooner")
     p.add_argument("--stopping-step", type=int, default=10, help="RecBole early-stopping patience (its default)")
     p.add_argument("--recbole-batch", type=int, default=128, help="allpos form: user sequences per optimiser step")
+    p.add_argument("--allpos-windows", choices=("last", "all"), default="last",
+                   help="allpos form: each user's latest 51 train events (last, as SASRec+ / gSASRec) or all train events cut into 51-event windows")
     p.add_argument("--recbole-time-budget", type=float, default=0.0, metavar="S",
                    help="stop each RecBole run after the first epoch that ends past S seconds of training, keeping its best epoch (0 = none)")
     p.add_argument("--threads", type=int, default=0, help="torch threads for every method (0 = torch's default)")

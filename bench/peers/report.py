@@ -106,7 +106,7 @@ def page_header(cmd: str, args) -> str:
            else "(RecBole's own Trainer on prefix-augmented samples)")
         + ". Cells are mean ± std over seeds (sample std). Time to best = wall / CPU seconds of training until the end "
         "of the best epoch's validation (crossrec: its training clock, which starts before feature building; its post-training "
-        "blends are in train total only); epochs = epochs run (best epoch, 0-based) per seed. Paired bootstrap: per-user "
+        "blends are in train total only); epochs = epochs run (best epoch, counted from 1) per seed. Paired bootstrap: per-user "
         "NDCG@10 averaged over seeds, then 2,000 resamples of users, 95% interval.\n\n"
     )
 

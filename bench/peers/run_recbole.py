@@ -187,7 +187,7 @@ def train_allpos(args, config, out_dir: Path) -> tuple[object, dict]:
     datasets = dataset.build()  # the three benchmark files as they are: train, valid, test
     train, valid = split_arrays(datasets[0]), split_arrays(datasets[1])
     n_items = datasets[0].item_num
-    seqs = allpos.user_train_sequences(train["uid"], train["hist"], train["target"], train["pos"], args.max_len)
+    seqs = allpos.user_train_sequences(train["uid"], train["hist"], train["target"], train["pos"], args.max_len, args.allpos_windows)
     # seen before the valid target: every train event (train histories + targets) and the valid history
     seen_valid = seen_codes([(train, True), (valid, False)], n_items)
     init_seed(config["seed"], config["reproducibility"])
@@ -201,6 +201,7 @@ def train_allpos(args, config, out_dir: Path) -> tuple[object, dict]:
     facts = {"train_seconds": fit.train_seconds, "train_cpu_seconds": fit.train_cpu_seconds, "stopped_by": fit.stopped_by,
              "epoch_log": fit.epoch_log, "best_valid": {f"ndcg@{args.topk}": fit.best_valid},
              "n_train_sequences": int(len(seqs)), "n_train_positions": int((seqs[:, 1:] != 0).sum()),
+             "n_train_targets_stock": int(len(train["uid"])), "allpos_windows": args.allpos_windows,
              "batch_sequences": args.batch_size, "allpos_forward_check": fit.forward_check, "datasets": datasets}
     return model, facts
 
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=300, help="epoch cap (RecBole's own default, 300)")
     p.add_argument("--stopping-step", type=int, default=10, help="early-stopping patience (RecBole default 10)")
     p.add_argument("--batch-size", type=int, default=128, help="allpos: user sequences per optimiser step")
+    p.add_argument("--allpos-windows", choices=("last", "all"), default="last",
+                   help="allpos: train on each user's latest max_len+1 train events (last, SASRec+) or on all of them cut into windows")
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--seed", type=int, default=2020)
