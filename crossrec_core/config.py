@@ -123,6 +123,11 @@ class TrainConfig:
     # Targets the user already had earlier can never be recommended (seen items are excluded):
     # their loss weight. 1 = keep as is, 0 = drop them.
     seen_target_weight: float = 0.0
+    # Weight of the next-CATEGORY cross-entropy added to the next-item loss at every position (0 = no
+    # category head). With a head, the user state also predicts the category of the next event, and
+    # its log P(category | history) replaces the first-order transition table in the category term
+    # of retrieval (models/prior.py), whose weight is still chosen on validation.
+    category_loss_weight: float = 0.0
     fusion_candidates: int = 50
     fusion_epochs: int = 20  # passes over the held-out candidates (small: one target per user)
     fusion_max_positions: int = 20000
@@ -154,6 +159,7 @@ class TrainConfig:
         _check(_is_int(self.full_softmax_max_items) and self.full_softmax_max_items >= 1, f"full_softmax_max_items must be >= 1, got {self.full_softmax_max_items!r}.")
         _check(_is_int(self.n_negatives) and 1 <= self.n_negatives <= 1_000_000, f"n_negatives must be 1..1000000, got {self.n_negatives!r}.")
         _check(_is_num(self.seen_target_weight) and 0.0 <= self.seen_target_weight <= 1.0, f"seen_target_weight must be in [0, 1], got {self.seen_target_weight!r}.")
+        _check(_is_num(self.category_loss_weight) and 0.0 <= self.category_loss_weight <= 10.0, f"category_loss_weight must be in [0, 10], got {self.category_loss_weight!r}.")
         _check(_is_int(self.fusion_candidates) and 2 <= self.fusion_candidates <= 10000, f"fusion_candidates must be 2..10000, got {self.fusion_candidates!r}.")
         _check(_is_int(self.fusion_epochs) and 0 <= self.fusion_epochs <= 100, f"fusion_epochs must be 0..100, got {self.fusion_epochs!r}.")
         _check(_is_int(self.fusion_max_positions) and self.fusion_max_positions >= 1, f"fusion_max_positions must be >= 1, got {self.fusion_max_positions!r}.")

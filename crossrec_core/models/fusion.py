@@ -82,6 +82,8 @@ class CrossRecNet(nn.Module):
         )
         self.user_encoder = UserEncoder(cfg.user, n_event_types=n_event_types)
         self.fusion = FusionScorer()
+        # the next-category head (TrainConfig.category_loss_weight > 0): user state -> category logits
+        self.category_head = nn.Linear(cfg.user.dim, max(n_categories, 1)) if cfg.train.category_loss_weight > 0 else None
         # (w_pop, w_cat) of the log-prior blended into retrieval (models/prior.py); chosen on validation
         self.register_buffer("prior_weights", torch.zeros(2, dtype=torch.float32))
 

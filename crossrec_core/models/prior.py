@@ -117,6 +117,20 @@ def category_lift(prior: ItemPrior, item_category: np.ndarray, seqs: Sequences, 
     return out
 
 
+def learned_category_lift(prior: ItemPrior, log_proba: np.ndarray) -> np.ndarray:
+    """Return float32 (B, n_buckets) log P(bucket | history) - log P(bucket) from a next-category head's
+    log-probabilities (B, C) (categories past the prior's table, if any, are ignored)."""
+    C = len(prior.category_bucket)
+    proba = np.exp(np.asarray(log_proba, dtype=np.float64))[:, :C]
+    if proba.shape[1] < C:
+        proba = np.pad(proba, ((0, 0), (0, C - proba.shape[1])))
+    if prior.n_buckets < C:
+        binned = np.zeros((proba.shape[0], prior.n_buckets))
+        np.add.at(binned.T, prior.category_bucket, proba.T)
+        proba = binned
+    return (np.log(np.maximum(proba, 1e-12)) - prior.log_bucket_prior[None, :]).astype(np.float32)
+
+
 def item_prior_columns(prior: ItemPrior, weights: tuple[float, float]) -> np.ndarray:
     """Return float32 (n_items, P) extra item columns for the active prior weights (P = 0 when off)."""
     w_pop, w_cat = weights

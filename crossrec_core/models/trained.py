@@ -13,7 +13,7 @@ from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequen
 from crossrec_core.errors import ModelError
 from crossrec_core.models.calibration import Calibration
 from crossrec_core.models.fusion import CrossRecNet
-from crossrec_core.models.prior import build_item_prior, category_lift, item_prior_columns, user_prior_columns
+from crossrec_core.models.prior import build_item_prior, category_lift, item_prior_columns, learned_category_lift, user_prior_columns
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +229,22 @@ class TrainedModel:
                 out[idx] = h[:, -1].float().cpu().numpy()
         return out
 
-    def category_lift(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Return float32 (B, n_buckets) log P(category bucket | last events) - log P(bucket)."""
-        return category_lift(self.prior, self.item_category, seqs, users, ends)
+    def category_lift(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
+        """Return float32 (B, n_buckets) log P(category bucket | history) - log P(bucket).
+
+        P(category | history) comes from the network's next-category head when it has one (from the
+        user ``states``, base_user_vectors, computed when not given), else from the category
+        transitions of the last events (models/prior.py).
+        """
+        head = getattr(self.net, "category_head", None)
+        if head is None:
+            return category_lift(self.prior, self.item_category, seqs, users, ends)
+        if states is None:
+            states = self.base_user_vectors(seqs, users, ends)
+        with torch.no_grad():
+            logits = head(torch.from_numpy(np.ascontiguousarray(states[:, : self.config.dim])).to(self.device)).float()
+            log_proba = torch.log_softmax(logits, dim=1).cpu().numpy()
+        return learned_category_lift(self.prior, log_proba)
 
     def user_vectors(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Return float32 (B, D) user states for the histories seqs[offsets[u]:end] (empty -> generic state).
@@ -242,7 +255,7 @@ class TrainedModel:
         weights = self.prior_weights
         if weights == (0.0, 0.0):
             return base
-        lift = self.category_lift(seqs, users, ends) if weights[1] != 0 else None
+        lift = self.category_lift(seqs, users, ends, states=base) if weights[1] != 0 else None
         return np.concatenate([base, user_prior_columns(lift, len(base), weights)], axis=1)
 
     def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:

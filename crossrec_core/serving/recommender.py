@@ -498,9 +498,10 @@ class Recommender:
         else:
             knn_cand = None
         ctx = history_context(seqs, users, ends, hist.rows, hist.items)
-        feats = candidate_features(
-            m, ctx, cand, r_cand, best, dot_cand, knn_cand, cold, m.category_lift(seqs, users, ends), self.unit_base, self.unit_text,
-        )
+        # a next-category head reads the user state retrieval already computed (no second encoder pass)
+        head = getattr(net, "category_head", None)
+        lift = m.category_lift(seqs, users, ends, states=user_vecs[:, :d]) if head is not None else m.category_lift(seqs, users, ends)
+        feats = candidate_features(m, ctx, cand, r_cand, best, dot_cand, knn_cand, cold, lift, self.unit_base, self.unit_text)
         logits = fusion_logits(net.fusion, feats, getattr(m, "device", torch.device("cpu")))
         rel = logits if m.fusion_rerank else r_cand
         finite = np.isfinite(r_cand)  # -inf: a seen or padding candidate (never shown)

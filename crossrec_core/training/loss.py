@@ -21,6 +21,8 @@ class RetrievalLoss(nn.Module):
         super().__init__()
         self.item_encoder = net.item_encoder
         self.user_encoder = net.user_encoder
+        self.category_head = net.category_head
+        self.category_weight = float(net.cfg.train.category_loss_weight) if net.category_head is not None else 0.0
         self.mode = mode
         self.n_negatives = n_negatives
 
@@ -49,6 +51,9 @@ class RetrievalLoss(nn.Module):
             pos = (hv * self.item_encoder(tv)).sum(-1)
             neg = (hv * self.item_encoder(neg_idx)).sum(-1)
             loss = nn.functional.softplus(-pos.float()) + nn.functional.softplus(neg.float())
+        if self.category_head is not None:  # the next event's category, from the same state
+            cat_logits = self.category_head(hv).float()
+            loss = loss + self.category_weight * nn.functional.cross_entropy(cat_logits, self.item_encoder.item_category[tv], reduction="none")
         return (loss * wv).sum() / wv.sum().clamp(min=1e-6)
 
 

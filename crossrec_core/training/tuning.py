@@ -119,13 +119,14 @@ def select_prior_weights(
     log_pop = model.prior.log_pop[None, :]
 
     def parts(u: np.ndarray, e: np.ndarray):
-        lift = model.category_lift(seqs, u, e)[:, model.prior.bucket]  # (b, n_items)
+        states = model.base_user_vectors(seqs, u, e)
+        lift = model.category_lift(seqs, u, e, states=states)[:, model.prior.bucket]  # (b, n_items)
 
         def score(g: int, dot: np.ndarray) -> np.ndarray:
             a, b = grid[g]
             return dot + a * log_pop + b * lift if (a or b) else dot
 
-        return model.base_user_vectors(seqs, u, e) @ V.T, score
+        return states @ V.T, score
 
     best, result = _best_on_grid(model, seqs, users, ends, targets, len(grid), parts)
     return float(grid[best][0]), float(grid[best][1]), result
