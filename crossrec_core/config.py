@@ -36,6 +36,10 @@ class ItemEncoderConfig:
     dim: int = 64
     use_id: bool = True
     use_category: bool = True
+    # Where the category embedding goes: "both" (history items and the items scored) or "input" (history
+    # items only). Why "input" exists: a category term on the scored side gives every item of a category
+    # a shared score that follows the categories already in the history, which narrows lists to them.
+    category_side: Literal["both", "input"] = "both"
     use_attributes: bool = True
     use_text: bool = True
     use_vectors: bool = True
@@ -61,6 +65,7 @@ class ItemEncoderConfig:
             self.use_id or self.use_category or self.use_attributes or self.use_text or self.use_vectors,
             "The item encoder needs at least one part: enable use_id, use_category, use_attributes, use_text or use_vectors.",
         )
+        _check(self.category_side in ("both", "input"), f"category_side must be 'both' or 'input', got {self.category_side!r}.")
         _check(_is_num(self.id_dropout) and 0.0 <= self.id_dropout < 1.0, f"id_dropout must be in [0, 1), got {self.id_dropout!r}.")
         _check(_is_int(self.attr_max_tokens) and 1 <= self.attr_max_tokens <= 256, f"attr_max_tokens must be 1..256, got {self.attr_max_tokens!r}.")
         _check(_is_int(self.attr_vocab_max) and self.attr_vocab_max >= 2, f"attr_vocab_max must be an integer >= 2, got {self.attr_vocab_max!r}.")

@@ -345,3 +345,23 @@ def test_next_category_head_learns_the_category_walk_and_survives_save_and_load(
     assert loaded.net.category_head is not None
     np.testing.assert_allclose(loaded.category_lift(seqs, np.array([0]), np.array([2])), lift, atol=1e-5)
     assert Recommender(loaded).recommend(["A3", "B7"], k=5).item_ids == Recommender(model).recommend(["A3", "B7"], k=5).item_ids
+
+
+def test_category_on_the_input_side_only_leaves_the_scored_vectors_without_it():
+    ds = category_cycle_dataset(n_users=60)
+    cfg = small_config(epochs=2, patience=2)
+    cfg = dataclasses.replace(cfg, item=dataclasses.replace(cfg.item, category_side="input", use_id=True))
+    model = train_model(ds, cfg)
+    enc = model.net.item_encoder
+    import torch
+
+    idx = torch.arange(ds.n_items)
+    with torch.no_grad():
+        scored = enc(idx)
+        history = enc.input_vectors(idx)
+        cat = enc.cat_emb(enc.item_category[idx])
+    # scored vectors carry no category part; history vectors are exactly those plus it
+    torch.testing.assert_close(history, scored + cat)
+    np.testing.assert_allclose(model.base_item_vectors(), scored.numpy(), atol=1e-6)
+    with pytest.raises(Exception, match="category_side"):
+        ItemEncoderConfig(category_side="output")

@@ -95,7 +95,7 @@ class CrossRecNet(nn.Module):
         ``item_table`` (n_items, d) may be given to reuse precomputed item vectors.
         """
         safe = items.clamp(min=0)
-        vecs = item_table[safe] if item_table is not None else self.item_encoder(safe)  # (B, T, d)
+        vecs = self.item_encoder.input_vectors(safe, item_table)  # (B, T, d)
         return self.user_encoder(vecs, events, gaps, valid)
 
 

@@ -110,8 +110,17 @@ class ItemEncoder(nn.Module):
             self.register_buffer("extra_vecs", torch.zeros(n_items, n_vector_columns, dtype=torch.float32))
             self.vec_proj = nn.Linear(n_vector_columns, d)
 
+    def input_vectors(self, idx: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Return float (..., d) vectors of HISTORY items: the scored-side vectors (from ``table`` when
+        given, else computed) plus the category embedding when it sits on the input side only."""
+        out = table[idx] if table is not None else self(idx)
+        if self.cfg.use_category and self.cfg.category_side == "input":
+            out = out + self.cat_emb(self.item_category[idx])
+        return out
+
     def forward(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Return float (len(idx), d) item vectors, or (n_items, d) for every item when idx is None."""
+        """Return float (len(idx), d) vectors of the items as they are scored (the retrieval table), or
+        (n_items, d) for every item when idx is None; history items go through ``input_vectors``."""
         if idx is None:
             idx = torch.arange(self.n_items, device=self.item_category.device)
         out = torch.zeros(idx.shape + (self.cfg.dim,), device=idx.device)
@@ -120,7 +129,7 @@ class ItemEncoder(nn.Module):
             if self.training and self.cfg.id_dropout > 0:
                 keep = keep * (torch.rand(idx.shape, device=idx.device) >= self.cfg.id_dropout).float()
             out = out + self.id_emb(idx) * keep.unsqueeze(-1)
-        if self.cfg.use_category:
+        if self.cfg.use_category and self.cfg.category_side == "both":
             out = out + self.cat_emb(self.item_category[idx])
         if self.use_attr:
             tok = self.attr_tokens[idx]  # (..., L)

@@ -28,7 +28,7 @@ class RetrievalLoss(nn.Module):
 
     def forward(self, items, events, gaps, valid, targets, weights, negatives):  # noqa: ANN001
         table = self.item_encoder() if self.mode == "ce" else None  # (n_items, d)
-        vecs = table[items.clamp(min=0)] if table is not None else self.item_encoder(items.clamp(min=0))
+        vecs = self.item_encoder.input_vectors(items.clamp(min=0), table)
         h = self.user_encoder(vecs, events, gaps, valid)  # (B, T, d)
         m = weights > 0
         hv, tv, wv = h[m], targets[m], weights[m]  # (N, d), (N,), (N,)
