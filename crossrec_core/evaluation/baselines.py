@@ -1,6 +1,6 @@
 """Baseline rankers: popularity, item-kNN (models/item_knn.py) and category transitions.
 
-Each implements ``scoring.Ranker`` and learns only from the sequences given to ``fit`` (the training part
+Each implements ``serving.scoring.Ranker`` and learns only from the sequences given to ``fit`` (the training part
 of a split), so evaluating them with leave-last-out never leaks the held-out targets. Everything is
 vectorised numpy / torch; item-kNN keeps a pruned sparse (CSR) similarity so it runs on catalogues of
 tens of thousands of items without a dense n_items x n_items matrix.

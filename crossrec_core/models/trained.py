@@ -25,7 +25,7 @@ def event_hashes(user_ids: np.ndarray, item_ids: np.ndarray, times: np.ndarray) 
     """Return int64 (n,) hashes of (user id, item id, timestamp) triples (stable across processes).
 
     What a model records of its training events, so an evaluation whose held-out targets are among
-    them is refused (the leak guard, evaluate.check_leak)."""
+    them is refused (the leak guard, evaluation/evaluator.seen_targets)."""
     if len(user_ids) == 0:
         return np.zeros(0, dtype=np.int64)
     frame = pd.DataFrame({"u": pd.Series(user_ids, dtype=object).astype(str), "i": pd.Series(item_ids, dtype=object).astype(str),
@@ -88,7 +88,7 @@ class TrainedModel:
         # embedding misses on sparse catalogues.
         self.knn = knn
         self.knn_weight = float(knn_weight)
-        # the fusion scorer's logit -> probability mapping, fitted on held-out positions (models/rerank.py),
+        # the fusion scorer's logit -> probability mapping, fitted on held-out positions (training/fusion_fit.py),
         # and whether its re-rank beat retrieval there (else lists keep retrieval order)
         self.calibration = calibration or Calibration()
         self.fusion_rerank = bool(fusion_rerank)
