@@ -101,8 +101,10 @@ def page_header(cmd: str, args) -> str:
         "## crossrec vs RecBole (leave-last-out, full ranking, K=10, seen items excluded)\n\n"
         f"Command: `{cmd}`\n\n"
         f"Seeds {', '.join(map(str, args.seeds))}; RecBole form **{args.recbole_form}** "
-        + ("(all positions of each user's latest 50-event train window predict their next item, full-catalogue "
-           "softmax, RecBole's SASRec / GRU4Rec classes and yaml defaults; bench/peers/allpos.py)" if args.recbole_form == "allpos"
+        + (("(all positions of " + ("each user's latest 50-event train window" if getattr(args, "allpos_windows", "last") == "last"
+                                   else "every 50-event window of each user's train events")
+            + " predict their next item, full-catalogue softmax, RecBole's SASRec / GRU4Rec classes and yaml defaults; "
+              "bench/peers/allpos.py)") if args.recbole_form == "allpos"
            else "(RecBole's own Trainer on prefix-augmented samples)")
         + ". Cells are mean ± std over seeds (sample std). Time to best = wall / CPU seconds of training until the end "
         "of the best epoch's validation (crossrec: its training clock, which starts before feature building; its post-training "
