@@ -134,6 +134,11 @@ class TrainConfig:
     # of retrieval (models/prior.py), whose weight is still chosen on validation.
     category_loss_weight: float = 0.0
     fusion_candidates: int = 50
+    # Of those candidates, this many are the most popular unseen items of categories the shopper has
+    # never touched (the rest: the best by retrieval). Why: retrieval ranks a shopper's own categories
+    # first, so the items a first step into a new category lands on often never reach the fusion
+    # scorer, whose cat_new / popularity features could lift them (bench/RESULTS.md). 0 = retrieval only.
+    fusion_novel_candidates: int = 0
     fusion_epochs: int = 20  # passes over the held-out candidates (small: one target per user)
     fusion_max_positions: int = 20000
     # Weight of a held-out target in a category new to the user in the fusion scorer's listwise loss.
@@ -166,6 +171,8 @@ class TrainConfig:
         _check(_is_num(self.seen_target_weight) and 0.0 <= self.seen_target_weight <= 1.0, f"seen_target_weight must be in [0, 1], got {self.seen_target_weight!r}.")
         _check(_is_num(self.category_loss_weight) and 0.0 <= self.category_loss_weight <= 10.0, f"category_loss_weight must be in [0, 10], got {self.category_loss_weight!r}.")
         _check(_is_int(self.fusion_candidates) and 2 <= self.fusion_candidates <= 10000, f"fusion_candidates must be 2..10000, got {self.fusion_candidates!r}.")
+        _check(_is_int(self.fusion_novel_candidates) and 0 <= self.fusion_novel_candidates <= self.fusion_candidates // 2,
+               f"fusion_novel_candidates must be 0..fusion_candidates / 2 ({self.fusion_candidates // 2}), got {self.fusion_novel_candidates!r}.")
         _check(_is_int(self.fusion_epochs) and 0 <= self.fusion_epochs <= 100, f"fusion_epochs must be 0..100, got {self.fusion_epochs!r}.")
         _check(_is_int(self.fusion_max_positions) and self.fusion_max_positions >= 1, f"fusion_max_positions must be >= 1, got {self.fusion_max_positions!r}.")
         _check(_is_num(self.fusion_novel_weight) and 0.0 < self.fusion_novel_weight <= 100.0, f"fusion_novel_weight must be in (0, 100], got {self.fusion_novel_weight!r}.")
@@ -222,6 +229,8 @@ class ModelConfig:
             sub = dict(d.get(key, {}) or {})
             if key == "item" and isinstance(d.get(key), dict):
                 sub.setdefault("attr_encoder", "cnn")  # configs saved before the bag existed used the CNN
+            if key == "train" and isinstance(d.get(key), dict):
+                sub.setdefault("fusion_novel_candidates", 0)  # models saved before it: retrieval-only candidates
             names = {f.name for f in fields(klass)}
             bad = set(sub) - names
             if bad:

@@ -337,3 +337,35 @@ def test_batch_explanations_match_single_user_sentences():
         assert out.loc[out["user_idx"] == u, "explanation"].tolist() == [r.explanation.sentence for r in single]
     assert out.loc[out["user_idx"] == 1, "explanation"].str.startswith("Popular").all()
     assert "explanation" not in rec.recommend_batch(seqs, np.array([0]), np.array([2]), k=3).columns
+
+
+def test_novel_candidates_bring_popular_items_of_untouched_categories_into_the_pool():
+    """With fusion_novel_candidates = m, the last m candidate slots hold the most popular unseen items of
+    categories the history never touched (never a duplicate, never a seen item); 0 keeps retrieval only."""
+    from types import SimpleNamespace
+
+    model = FakeModel()
+    model.config = SimpleNamespace(dim=4, train=SimpleNamespace(fusion_candidates=6, fusion_novel_candidates=2))
+    rec = Recommender(model, cold_max_events=0)
+    seqs = one_user_sequences(model.item_index(["t1", "t2"]))  # Camping only
+    pool = rec.candidates(seqs, np.array([0]), np.array([2]))
+    ids = list(model.item_ids[pool.cand[0]])
+    assert len(set(ids)) == 6 and not {"t1", "t2"} & set(ids) and pool.valid[0].all()
+    retrieval_only = Recommender(FakeModel(), cold_max_events=0).candidates(seqs, np.array([0]), np.array([2]), 6)
+    base = list(model.item_ids[retrieval_only.cand[0]])
+    assert ids[:4] == base[:4]
+    # the two most popular items outside Camping that the first four do not hold
+    outside = [i for i in sorted(model.item_ids, key=lambda i: -model.popularity[list(model.item_ids).index(i)])
+               if model.category_names[model.item_category[list(model.item_ids).index(i)]] != "Camping" and i not in ids[:4]]
+    assert ids[4:] == outside[:2]
+    one = SimpleNamespace(dim=4, train=SimpleNamespace(fusion_candidates=6, fusion_novel_candidates=1))
+    model.config = one  # one slot: the best such item, then the first displaced retrieval item
+    ids1 = list(model.item_ids[Recommender(model, cold_max_events=0).candidates(seqs, np.array([0]), np.array([2])).cand[0]])
+    best_outside = next(i for i in sorted(model.item_ids, key=lambda i: -model.popularity[list(model.item_ids).index(i)])
+                        if model.category_names[model.item_category[list(model.item_ids).index(i)]] != "Camping"
+                        and i not in base[:5] and i not in ("t1", "t2"))
+    assert ids1 == base[:5] + [best_outside]
+    # a shopper who touched every category has no such item: the slots keep their retrieval items
+    every = one_user_sequences(model.item_index(["t1", "f2", "k2", "b3"]))
+    assert list(rec.candidates(every, np.array([0]), np.array([4])).cand[0]) == list(
+        Recommender(FakeModel(), cold_max_events=0).candidates(every, np.array([0]), np.array([4]), 6).cand[0])

@@ -113,6 +113,8 @@ class Recommender:
         self.unit_text = None if text is None else _unit_rows(text.detach().float().cpu().numpy()).astype(np.float16)
         depth = getattr(getattr(getattr(model, "config", None), "train", None), "fusion_candidates", None)
         self.default_candidates = int(depth) if isinstance(depth, (int, np.integer)) and depth > 0 else DEFAULT_CANDIDATES
+        novel = getattr(getattr(getattr(model, "config", None), "train", None), "fusion_novel_candidates", 0)
+        self.novel_candidates = int(novel) if isinstance(novel, (int, np.integer)) and novel > 0 else 0
         cat_pop = category_mass(self.item_category, pop, self.n_categories)
         self.category_prior = (cat_pop / cat_pop.max() if cat_pop.max() > 0 else cat_pop).astype(np.float32)
 
@@ -381,8 +383,32 @@ class Recommender:
         ends = np.asarray(ends, dtype=np.int64)
         r = self._retrieve(seqs, users, ends)
         n = min(int(n or self.default_candidates), self.n_items)
-        cand = stable_top_n(r.retrieval, n)
+        cand = self._candidate_pool(r.retrieval, n, r.hist)
         return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist)
+
+    def _candidate_pool(self, retrieval: np.ndarray, n: int, hist: "_History") -> np.ndarray:
+        """Return int64 (B, n) candidates: the best by retrieval, with the last ``novel_candidates`` slots
+        given to the most popular allowed items of categories absent from each history (distinct from
+        every retrieval candidate; a slot keeps its retrieval item when a shopper has no such item left).
+        """
+        top = stable_top_n(retrieval, n)
+        m = min(self.novel_candidates, n // 2)
+        if m == 0:
+            return top
+        B = len(retrieval)
+        user_cats = np.zeros((B, self.n_categories), dtype=bool)
+        user_cats[hist.rows, self.item_category[hist.items]] = True
+        key = np.where(np.isfinite(retrieval) & ~user_cats[:, self.item_category], self.pop_norm[None, :], -np.inf)
+        np.put_along_axis(key, top[:, : n - m], -np.inf, axis=1)  # never a duplicate of a kept candidate
+        extra = stable_top_n(key, m)
+        ok = np.isfinite(np.take_along_axis(key, extra, axis=1))
+        # the m slots: these popular items first, then the retrieval items they displaced (minus repeats)
+        tail = top[:, n - m :]
+        repeat = ((tail[:, :, None] == extra[:, None, :]) & ok[:, None, :]).any(axis=2)
+        merged = np.concatenate([extra, tail], axis=1)
+        order = np.argsort(np.concatenate([np.where(ok, 0, 2), np.where(repeat, 2, 1)], axis=1), axis=1, kind="stable")
+        top[:, n - m :] = np.take_along_axis(merged, order[:, :m], axis=1)
+        return top
 
     def _rank(
         self,
@@ -446,7 +472,7 @@ class Recommender:
         """Return (item_idx int64 (B, k), probability float32 (B, k)) from the top-``n_cand`` of
         ``retrieval`` (-inf = blocked), re-ranked by the fusion scorer; -1 / NaN where none is left."""
         B = len(users)
-        cand = stable_top_n(retrieval, n_cand)  # (B, N), best first; ties: smaller item_idx
+        cand = self._candidate_pool(retrieval, n_cand, hist)  # (B, N); ties: smaller item_idx
         valid = np.isfinite(np.take_along_axis(retrieval, cand, axis=1))
         scored = self.score_candidates(seqs, users, ends, cand, retrieval, best, cold, user_vecs, knn, hist)
         proba, rel = scored.probability, scored.relevance
