@@ -12,7 +12,7 @@ Pipeline (the same for one user and for thousands, see ``Recommender.recommend_b
 4. the probability threshold, the per-category cap and diversity (maximal marginal relevance on item
    vectors) are applied by one greedy pass, vectorised over users (serving/selection.py).
 
-Why one module of ~550 lines: these steps share the per-model tables built once in ``__init__`` and the
+Why one module of ~580 lines: these steps share the per-model tables built once in ``__init__`` and the
 per-chunk retrieval state, and the single-user, batch, fusion-fit and threshold-curve callers must all
 go through the very same steps; history parsing (serving/history.py) and list cutting
 (serving/selection.py) live apart because they need neither.
