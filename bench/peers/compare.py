@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recbole-epochs", type=int, default=300, help="RecBole epoch cap (its own default, 300); early stopping ends it sooner")
     p.add_argument("--stopping-step", type=int, default=10, help="RecBole early-stopping patience (its default)")
     p.add_argument("--recbole-batch", type=int, default=128, help="allpos form: user sequences per optimiser step")
-    p.add_argument("--allpos-windows", choices=("last", "all"), default="last",
+    p.add_argument("--allpos-windows", choices=("last", "all"), default="all",
                    help="allpos form: each user's latest 51 train events (last, as SASRec+ / gSASRec) or all train events cut into 51-event windows")
     p.add_argument("--recbole-time-budget", type=float, default=0.0, metavar="S",
                    help="stop each RecBole run after the first epoch that ends past S seconds of training, keeping its best epoch (0 = none)")
