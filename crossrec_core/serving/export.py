@@ -16,7 +16,7 @@ for people is neutralised against spreadsheet formulas while ids stay byte for b
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from crossrec_core.data.dataset import UNKNOWN_CATEGORY, InteractionDataset, Seq
 from crossrec_core.errors import ModelError
 from crossrec_core.safe_text import neutralise_frame
 from crossrec_core.serving.recommender import Recommender
+from crossrec_core.serving.types import RecommendOptions
 
 OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "score", "category"]
 DETAILED_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "probability", "score"]
@@ -77,15 +78,12 @@ def recommend_for_log(
     *,
     k: int,
     users: np.ndarray | None = None,
-    cross_category_only: bool = False,
-    exclude_categories: Iterable[str] = (),
-    threshold: float | None = None,
-    diversity: float = 0.0,
-    n_candidates: int | None = None,
+    options: RecommendOptions | None = None,
     detailed: bool = False,
     explain: bool = False,
     recommender: Recommender | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    **knobs,
 ) -> pd.DataFrame:
     """Return the top-``k`` recommendations of ``model`` for the users of ``ds``, one row per item.
 
@@ -93,8 +91,8 @@ def recommend_for_log(
         model: a TrainedModel (or a double with ``align`` and ``check_compatible``).
         ds: the log whose events are the users' histories; nothing in a user's history is recommended.
         users: user ids to recommend for (default: every user of ds, in order); ids not in ds get cold-start lists.
-        cross_category_only, exclude_categories, threshold, diversity, n_candidates: the Recommender options
-            (the threshold applies to the calibrated probability).
+        options, knobs: the Recommender's options (RecommendOptions and/or its fields by name, e.g.
+            ``cross_category_only=True``; the threshold applies to the calibrated probability).
         detailed: False = the CLI columns (OUTPUT_COLUMNS, ``score`` = calibrated probability); True = the
             studio's columns (DETAILED_COLUMNS: raw ``title``, ``probability``, and ``score`` = retrieval score).
         explain: with ``detailed``, add an ``explanation`` column (a sentence per row; slower on big logs).
@@ -104,6 +102,7 @@ def recommend_for_log(
         ModelError: the log shares no (or too few) items with the model.
     """
     _check_shares_items(model, ds)
+    opts = RecommendOptions.merged(options, k=k, **knobs)
     seqs = model.align(ds)
     user_ids = np.asarray(ds.user_ids, dtype=object)
     user_rows = np.arange(ds.n_users, dtype=np.int64)
@@ -115,13 +114,8 @@ def recommend_for_log(
         seqs = with_empty_users(seqs, len(new))
         user_ids = np.concatenate([user_ids, new.astype(str).astype(object)])
     recs = (recommender or Recommender(model)).recommend_batch(
-        seqs, user_rows, seqs.offsets[user_rows + 1], k,
-        cross_category_only=cross_category_only,
-        exclude_categories=tuple(exclude_categories),
-        threshold=threshold,
-        diversity=diversity,
-        n_candidates=n_candidates,
-        extra_history_categories=history_category_pairs(model, ds) if cross_category_only else None,
+        seqs, user_rows, seqs.offsets[user_rows + 1], options=opts,
+        extra_history_categories=history_category_pairs(model, ds) if opts.cross_category_only else None,
         on_batch=on_batch,
         explain=bool(explain and detailed),
     )
