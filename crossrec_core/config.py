@@ -43,9 +43,13 @@ class ItemEncoderConfig:
     use_attributes: bool = True
     use_text: bool = True
     use_vectors: bool = True
-    # Why: with few events per item an ID embedding overfits; dropping it for a share of positions
-    # makes text + category carry the item, which is also what cold items rely on.
-    id_dropout: float = 0.25
+    # Share of the catalogue whose ID embedding is dropped in a training step (text + category then
+    # carry those items). Off by default: measured on six logs (bench/RESULTS.md "Where crossrec
+    # trailed SASRec"), 0.25 made the model stop learning after a few epochs on logs where item-to-item
+    # order carries the signal (dense-a NDCG@10 0.039 -> 0.043 without it, complement chains 0.279 ->
+    # 0.301) and gained nothing on the sparse ones (hm 0.038 either way). Cold items are still carried
+    # by text + category: their ID row is masked to zero.
+    id_dropout: float = 0.0
     attr_max_tokens: int = 16
     attr_vocab_max: int = 20000
     attr_kernel: int = 3
@@ -109,8 +113,13 @@ class UserEncoderConfig:
 class TrainConfig:
     """The fit loop: loss, optimiser, early stopping, fusion head, device."""
 
-    epochs: int = 40  # a cap: early stopping on validation NDCG@10 normally ends far earlier
-    patience: int = 3
+    epochs: int = 100  # a cap: early stopping on validation NDCG@10 normally ends far earlier
+    # Epochs without a better validation NDCG@10 before stopping. Why 10 (RecBole's stopping_step): the
+    # validation curve of a sparse or order-driven log is flat and noisy for several epochs before it
+    # rises again; with 3, crossrec stopped at epoch 3-7 on logs where it was still learning (dense-c
+    # 0.029 -> 0.032, complement chains best epoch 21 -> 39; bench/RESULTS.md). The best epoch's
+    # weights are kept, so the extra epochs cost time, not quality.
+    patience: int = 10
     batch_size: int = 128  # sequences per step (each holds up to max_len positions)
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -141,11 +150,12 @@ class TrainConfig:
     fusion_novel_candidates: int = 0
     fusion_epochs: int = 20  # passes over the held-out candidates (small: one target per user)
     fusion_max_positions: int = 20000
-    # Weight of a held-out target in a category new to the user in the fusion scorer's listwise loss.
-    # Why not 1: such targets are 2-15 % of them, and at 1 the scorer learned to push new categories
-    # down (dense logs: novel-user NDCG@10 0.020 -> 0.006 while all users stayed level); at 4 it lifts
-    # them (0.037 dense, demo 0.410 -> 0.430) for a small cost on all users (bench/RESULTS.md).
-    fusion_novel_weight: float = 4.0
+    # Weight of a held-out target in a category new to the user in the fusion scorer's listwise loss
+    # (and in its early stopping). 1 = every shopper counts the same. Why not more: above 1 the scorer
+    # trades all shoppers for novel-category ones (complement chains at 2: novel NDCG@10 0.437 -> 0.474,
+    # all 0.309 -> 0.299, below retrieval), and then its re-rank loses to retrieval on validation and
+    # switches itself off on such logs; at 1 it beat retrieval on both (bench/RESULTS.md, session 6).
+    fusion_novel_weight: float = 1.0
     seed: int = 42
     device: str = "auto"
     eval_batch_size: int = 512

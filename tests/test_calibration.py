@@ -67,7 +67,7 @@ def test_fusion_fit_learns_a_planted_cross_category_signal_and_stays_on():
     data = FusionData(f, labels, np.zeros(U, bool), np.ones((U, N), bool))
     import torch
 
-    fit = fit_fusion(FusionScorer(), data, epochs=5, seed=0, device=torch.device("cpu"))
+    fit = fit_fusion(FusionScorer(), data, epochs=20, seed=0, device=torch.device("cpu"))
     assert fit["rerank"] and fit["ndcg10_fusion"] > 0.9 > fit["ndcg10_retrieval"]
     assert fit["oof_mean_proba"] == pytest.approx(fit["oof_positive_rate"], abs=0.01)
 
@@ -148,3 +148,24 @@ def test_threshold_saved_with_the_model_is_used_by_recommend(tiny, tmp_path, mon
     with pytest.raises(ConfigError):
         registry.save_threshold(folder, 1.5)
     assert main([*base, "--threshold", "most"]) == 2
+
+
+def test_a_model_saved_before_the_residual_scorer_keeps_its_old_logit(tiny, tmp_path):
+    """Models saved before the fusion scorer became a residual on retrieval have no ``fusion.base_weight``:
+    they load with 0 (logit = linear + MLP, as they were fitted), today's with 1."""
+    import shutil
+
+    import torch
+
+    _root, folder, model, *_ = tiny
+    assert float(registry.load_model(folder).net.fusion.base_weight) == 1.0
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    weights = registry.read_safetensors(old / "model.safetensors")
+    del weights["fusion.base_weight"]
+    registry.write_safetensors(old / "model.safetensors", weights)
+    loaded = registry.load_model(old)
+    assert float(loaded.net.fusion.base_weight) == 0.0
+    x = torch.randn(2, 3, len(FEATURES))
+    f = loaded.net.fusion
+    torch.testing.assert_close(f(x), (f.linear((x - f.mean) / f.std) + f.mlp((x - f.mean) / f.std)).squeeze(-1))

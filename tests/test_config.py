@@ -14,7 +14,7 @@ def test_defaults_are_valid_and_consistent():
     cfg = ModelConfig()
     assert cfg.item.dim == cfg.user.dim == cfg.dim == 64
     assert cfg.user.kind == "transformer" and cfg.user.max_len == 50
-    assert cfg.train.patience == 3 and cfg.train.loss == "auto"
+    assert cfg.train.patience == 10 and cfg.train.loss == "auto"
 
 
 @pytest.mark.parametrize(

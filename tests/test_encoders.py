@@ -133,13 +133,32 @@ def test_fusion_scorer_shape_standardises_inputs_and_resets_from_a_seed():
     torch.testing.assert_close(f.mean, x.reshape(-1, N_FEATURES).mean(0))
     out = f(x)
     assert out.shape == (3, 5) and out.dtype == torch.float32
-    # the same seed gives the same scorer; another seed another one
+    # the same seed gives the same scorer; another seed another one (hidden layers; base_weight 0 shows them)
+    f.base_weight.fill_(0.0)
     f.reset_parameters(1)
     a = f(x).detach().clone()
     f.reset_parameters(1)
     torch.testing.assert_close(f(x), a)
     f.reset_parameters(2)
     assert not torch.allclose(f(x), a)
+
+
+def test_residual_fusion_scorer_starts_exactly_at_the_retrieval_score_and_moves_from_there():
+    from crossrec_core.models.features import FEATURES, N_FEATURES
+
+    f = FusionScorer()
+    x = torch.randn(4, 6, N_FEATURES) * 3
+    f.set_normalisation(x.reshape(-1, N_FEATURES).numpy())
+    for seed in (0, 1):
+        f.reset_parameters(seed)
+        torch.testing.assert_close(f(x), x[..., FEATURES.index("retrieval")])
+    # one gradient step on a listwise loss moves it off retrieval (the residual layers learn)
+    opt = torch.optim.Adam(f.parameters(), lr=1e-2)
+    loss = -torch.log_softmax(f(x), dim=1)[:, 0].mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    assert not torch.allclose(f(x), x[..., FEATURES.index("retrieval")])
 
 
 def test_attribute_bag_is_the_mean_of_real_token_embeddings():

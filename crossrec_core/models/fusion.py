@@ -11,18 +11,26 @@ import torch
 from torch import nn
 
 from crossrec_core.config import ModelConfig
-from crossrec_core.models.features import N_FEATURES
+from crossrec_core.models.features import FEATURES, N_FEATURES
 from crossrec_core.models.item_encoder import ItemEncoder
 from crossrec_core.models.text import TEXT_DIM
 from crossrec_core.models.user_encoder import UserEncoder
 
 
+RETRIEVAL = FEATURES.index("retrieval")
+
+
 class FusionScorer(nn.Module):
     """MLP over the cross-category features of a (history, candidate) pair -> logit (models/features.py).
 
-    logit = linear(x) + MLP(x) on standardised features x (mean / std stored as buffers, so they are
-    saved with the weights). Fitted on held-out positions by ``training.fusion_fit.fit_fusion``; the probability a
-    user sees is this logit through the model's ``Calibration``.
+    logit = retrieval + linear(x) + MLP(x) on standardised features x (mean / std stored as buffers, so
+    they are saved with the weights): a residual on the retrieval score, whose linear part and last MLP
+    layer start at zero. Why: the fit starts from retrieval's own order and moves only as far as the
+    held-out candidates carry it; learnt from scratch, the scorer had to rediscover retrieval from one
+    target per user first, and its re-rank lost to retrieval on test on several logs (bench/RESULTS.md).
+    ``base_weight`` (a buffer) is 1 for that residual and 0 for models saved before it (no retrieval
+    term). Fitted on held-out positions by ``training.fusion_fit.fit_fusion``; the probability a user
+    sees is this logit through the model's ``Calibration``.
     """
 
     def __init__(self, n_features: int = N_FEATURES, hidden: int = 32) -> None:
@@ -32,15 +40,21 @@ class FusionScorer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
+        self.register_buffer("base_weight", torch.ones(()))
 
     def reset_parameters(self, seed: int) -> None:
-        """Re-initialise every weight from ``seed`` (each fold of the fit starts from the same kind of state)."""
+        """Re-initialise every weight from ``seed`` (each fold of the fit starts from the same kind of state):
+        the residual layers (``linear`` and the MLP's last) start at zero, so the logit starts at retrieval."""
         gen = torch.Generator().manual_seed(int(seed))
+        hidden = [m for m in self.mlp if isinstance(m, nn.Linear)]
         with torch.no_grad():
-            for layer in [self.linear, *[m for m in self.mlp if isinstance(m, nn.Linear)]]:
+            for layer in [self.linear, *hidden]:
                 bound = 1.0 / float(layer.in_features) ** 0.5
                 layer.weight.copy_(torch.rand(layer.weight.shape, generator=gen) * 2 * bound - bound)
                 layer.bias.zero_()
+            if float(self.base_weight) != 0.0:
+                self.linear.weight.zero_()
+                hidden[-1].weight.zero_()
 
     def set_normalisation(self, rows) -> None:  # noqa: ANN001 (numpy (n, F))
         """Store the mean and standard deviation of the training rows (n, F)."""
@@ -53,7 +67,7 @@ class FusionScorer(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return float (B, N) logits for features (B, N, F)."""
         x = (features - self.mean) / self.std
-        return (self.linear(x) + self.mlp(x)).squeeze(-1)
+        return (self.linear(x) + self.mlp(x)).squeeze(-1) + self.base_weight * features[..., RETRIEVAL]
 
 
 class CrossRecNet(nn.Module):

@@ -299,6 +299,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         )
         # models saved before the log-prior blend existed have no prior_weights: the blend is off
         weights.setdefault("prior_weights", torch.zeros(2, dtype=torch.float32))
+        # ... and those saved before the residual fusion scorer have no retrieval term in its logit
+        weights.setdefault("fusion.base_weight", torch.zeros((), dtype=torch.float32))
         net.load_state_dict(weights, strict=True)
     except (RuntimeError, KeyError, ValueError) as err:
         raise ModelError(f"The weights in {folder.name} do not match its config.json ({' '.join(str(err).split())[:160]}).") from err

@@ -14,9 +14,11 @@ the item-kNN table and the priors are fitted on the events before it):
    model's own dot product, item-kNN, popularity, category transition and flow, whether the category is
    new to the user, content and text similarity to the history, and the user's history length, last
    time gap and cold-start flag. The same function serves training and every recommend call.
-2. ``fit_fusion`` trains the MLP on the candidates of the validation users (listwise softmax plus a
+2. ``fit_fusion`` trains the scorer -- a residual on the retrieval score that starts at retrieval's own
+   order (models/fusion.py) -- on the candidates of the validation users (listwise softmax plus a
    small pointwise BCE, see BCE_WEIGHT; users whose target is not among them count as all-negative,
-   which keeps logits absolute), in four folds of users first (measured: with two, half-data scorers gave logits on another scale than the final one and the probabilities came out 2-3x too low on hm): each fold's out-of-fold logits say
+   which keeps logits absolute; each fit keeps its best epoch on a held-out fifth of its users, epoch
+   0 = retrieval's order included), in four folds of users first (measured: with two, half-data scorers gave logits on another scale than the final one and the probabilities came out 2-3x too low on hm): each fold's out-of-fold logits say
    honestly whether the re-rank beats retrieval (NDCG@10 on the held-out fold, paired bootstrap, on all
    users and on those whose target is in a new category: it is switched off only when it loses on
    either, significantly; targets in a new category weigh TrainConfig.fusion_novel_weight) and are
@@ -77,23 +79,46 @@ def novel_targets(data: FusionData) -> np.ndarray:
     return (data.labels & (data.features[..., FEATURES.index("cat_new")] > 0.5)).any(axis=1)
 
 
+def _weighted_ndcg(fusion: nn.Module, data: FusionData, idx: np.ndarray, weights: np.ndarray, device: torch.device) -> float:
+    """Return the ``weights``-weighted mean NDCG@10 of users ``idx`` ordered by the scorer's logits."""
+    per_user = _ndcg10_per_user(fusion_logits(fusion, data.features[idx], device), data.labels[idx], data.valid[idx])
+    return float((per_user * weights[idx]).sum() / max(weights[idx].sum(), 1e-12))
+
+
 def _train_scorer(
-    fusion: nn.Module, data: FusionData, idx: np.ndarray, *, epochs: int, seed: int, device: torch.device, novel_weight: float = 1.0
-) -> None:
+    fusion: nn.Module, data: FusionData, idx: np.ndarray, *, epochs: int, seed: int, device: torch.device, novel_weight: float = 1.0,
+    early_stop: bool = False,
+) -> int:
     """Fit ``fusion`` (re-initialised from ``seed``) on the candidates of users ``idx``: listwise softmax
     cross-entropy (users whose target is among their candidates; a target in a category new to the
-    user weighs ``novel_weight``) + BCE_WEIGHT * pointwise BCE (all)."""
+    user weighs ``novel_weight``) + BCE_WEIGHT * pointwise BCE (all). Returns the epochs kept.
+
+    With ``early_stop``, a seeded fifth of ``idx`` is held out and the weights of the epoch with the best
+    held-out NDCG@10 (weighted like the loss) are kept -- epoch 0, the residual scorer's starting point
+    (retrieval's own order), included. Why: one target per user is little data, and a fixed number of
+    epochs let the scorer drift below retrieval on logs where the features add little (bench/RESULTS.md).
+    """
     fusion.reset_parameters(seed)
+    user_w = np.where(novel_targets(data), float(novel_weight), 1.0).astype(np.float32)
+    held = np.zeros(0, dtype=np.int64)
+    if early_stop and len(idx) >= 50:
+        perm = np.random.default_rng(seed).permutation(len(idx))
+        n_held = len(idx) // 5
+        held, idx = np.sort(idx[perm[:n_held]]), np.sort(idx[perm[n_held:]])
     X = torch.from_numpy(data.features[idx]).to(device)
     Y = torch.from_numpy(data.labels[idx].astype(np.float32)).to(device)
     M = torch.from_numpy(data.valid[idx].astype(np.float32)).to(device)
-    W = torch.from_numpy(np.where(novel_targets(data)[idx], float(novel_weight), 1.0).astype(np.float32)).to(device)
+    W = torch.from_numpy(user_w[idx]).to(device)
     fusion.set_normalisation(data.features[idx][data.valid[idx]])
     opt = torch.optim.Adam(fusion.parameters(), lr=3e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     bs = 256
-    fusion.train()
-    for _ in range(epochs):
+    best_epoch, best_score, best_state = 0, -np.inf, None
+    if len(held):
+        best_score = _weighted_ndcg(fusion, data, held, user_w, device)
+        best_state = {k: v.detach().clone() for k, v in fusion.state_dict().items()}
+    for epoch in range(1, epochs + 1):
+        fusion.train()
         perm = torch.randperm(len(idx), generator=gen)
         for s in range(0, len(idx), bs):
             b = perm[s : s + bs].to(device)
@@ -106,7 +131,17 @@ def _train_scorer(
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if len(held):
+            score = _weighted_ndcg(fusion, data, held, user_w, device)
+            if score > best_score:
+                best_epoch, best_score = epoch, score
+                best_state = {k: v.detach().clone() for k, v in fusion.state_dict().items()}
+    if best_state is not None:
+        fusion.load_state_dict(best_state)
+    else:
+        best_epoch = epochs
     fusion.eval()
+    return best_epoch
 
 
 
@@ -122,9 +157,10 @@ def fit_fusion(
     rng = np.random.default_rng(seed)
     fold = rng.permutation(U) % n_folds
     oof = np.zeros(data.labels.shape, dtype=np.float32)
+    kept = []
     for k in range(n_folds):
         train_idx, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        _train_scorer(fusion, data, train_idx, epochs=epochs, seed=seed + k, device=device, novel_weight=novel_weight)
+        kept.append(_train_scorer(fusion, data, train_idx, epochs=epochs, seed=seed + k, device=device, novel_weight=novel_weight, early_stop=True))
         oof[held] = fusion_logits(fusion, data.features[held], device)
     retrieval = data.features[..., FEATURES.index("retrieval")]
     ret_users = _ndcg10_per_user(retrieval, data.labels, data.valid)
@@ -143,7 +179,10 @@ def fit_fusion(
     relevance = oof if rerank else retrieval
     cold = np.broadcast_to(data.cold[:, None], data.labels.shape)[data.valid]
     calib = Calibration.fit(relevance[data.valid], data.labels[data.valid], cold)
-    _train_scorer(fusion, data, np.arange(U), epochs=epochs, seed=seed + n_folds, device=device, novel_weight=novel_weight)
+    # the final scorer: every user, for the mean number of epochs the folds kept (as cross-validated
+    # early stopping does); 0 = retrieval's own order, the residual's starting point
+    final_epochs = int(round(float(np.mean(kept))))
+    _train_scorer(fusion, data, np.arange(U), epochs=final_epochs, seed=seed + n_folds, device=device, novel_weight=novel_weight)
     p = calib.apply(relevance, data.cold)
     y = data.labels[data.valid]
     log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f) on %d held-out users; re-rank %s", nd_fus, nd_ret, U, "on" if rerank else "off")
@@ -156,6 +195,8 @@ def fit_fusion(
         "novel_users": int(novel.sum()),
         "ndcg10_novel_difference_interval": None if diff_novel is None else [diff_novel.low, diff_novel.high],
         "n_users": int(U),
+        "epochs": final_epochs,
+        "fold_epochs": [int(e) for e in kept],
         "oof_brier": float(np.mean((p[data.valid] - y) ** 2)),
         "oof_mean_proba": float(p[data.valid].mean()),
         "oof_positive_rate": float(y.mean()),
@@ -205,6 +246,7 @@ def fit_on_validation(model: TrainedModel, ds: InteractionDataset, users: np.nda
         "ndcg10_fusion_oof": fit["ndcg10_fusion"],
         "ndcg10_retrieval_oof": fit["ndcg10_retrieval"],
         "fusion_users": fit["n_users"],
+        "fusion_epochs_kept": fit["epochs"],
         "fusion_novel_users": fit["novel_users"],
         "ndcg10_fusion_minus_retrieval_interval": fit["ndcg10_difference_interval"],
         "ndcg10_novel_fusion_minus_retrieval_interval": fit["ndcg10_novel_difference_interval"],
