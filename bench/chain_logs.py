@@ -25,12 +25,14 @@ and a PROVENANCE.md saying how they were made.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dense_logs import NOUNS, STYLES
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dense_logs import NOUNS, STYLES  # noqa: E402
 
 DAY = 24 * 3600
 
