@@ -42,6 +42,7 @@ def variants() -> dict[str, ModelConfig]:
         "no prior blend": r(base, train=r(train, prior_blend=False)),
         "no item-kNN term": r(base, train=r(train, knn_blend=False)),
         "GRU encoder": r(base, user=r(user, kind="gru")),
+        "LSTM encoder": r(base, user=r(user, kind="lstm")),
     }
 
 

@@ -87,7 +87,7 @@ class ItemEncoderConfig:
 class UserEncoderConfig:
     """The user-interest encoder over the time-ordered history."""
 
-    kind: Literal["transformer", "gru"] = "transformer"
+    kind: Literal["transformer", "gru", "lstm"] = "transformer"
     dim: int = 64
     max_len: int = 50  # longer histories rarely change the top-10
     n_layers: int = 2
@@ -98,7 +98,7 @@ class UserEncoderConfig:
     n_time_buckets: int = 18  # log-scale (natural log) buckets of seconds: covers a few months
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("transformer", "gru"), f"encoder kind must be 'transformer' or 'gru', got {self.kind!r}.")
+        _check(self.kind in ("transformer", "gru", "lstm"), f"encoder kind must be 'transformer', 'gru' or 'lstm', got {self.kind!r}.")
         _check(_is_int(self.dim) and 8 <= self.dim <= 1024, f"user dim must be an integer between 8 and 1024, got {self.dim!r}.")
         _check(_is_int(self.max_len) and 2 <= self.max_len <= 1000, f"max_len must be 2..1000, got {self.max_len!r}.")
         _check(_is_int(self.n_layers) and 1 <= self.n_layers <= 8, f"n_layers must be 1..8, got {self.n_layers!r}.")

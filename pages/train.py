@@ -24,9 +24,11 @@ with st.form("train_form"):
                "Training runs in the background: you can use other pages or close the tab.")
     name = st.text_input("Model name", value=f"{ds_name}-model"[:80], key="train_name")
     c1, c2, c3 = st.columns(3)
-    kind = c1.radio("Sequence encoder", ["Transformer", "GRU"], key="train_kind", horizontal=True,
-                    index=0 if defaults.user.kind == "transformer" else 1,
-                    help="Transformer: best on long histories. GRU: a little faster on a laptop.")
+    kinds = ["Transformer", "GRU", "LSTM"]  # kind.lower() is the config's encoder kind
+    kind = c1.radio("Sequence encoder", kinds, key="train_kind", horizontal=True,
+                    index=[k.lower() for k in kinds].index(defaults.user.kind),
+                    help="Transformer: best on long histories. GRU: a little faster on a laptop. "
+                         "LSTM: a recurrence with a separate memory cell, for comparison.")
     use_text = c2.toggle("Read product titles", value=defaults.item.use_text, key="train_text",
                          help="Uses a small pretrained language model so new or rare products get sensible vectors.")
     epochs = c3.number_input("At most this many epochs", 1, 200, min(defaults.train.epochs, 30), key="train_epochs",

@@ -7,9 +7,10 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from crossrec_core.storage import registry
-from crossrec_core.cli import main
+from crossrec_core.cli import build_parser, main
 
 
 def _write_log(folder, user_col="user_id"):
@@ -31,6 +32,15 @@ def test_train_canonical_csv_writes_loadable_model(tmp_path, workspace, capsys):
     model = registry.load_model(out)
     assert model.n_items == 10 and model.config.user.kind == "gru" and model.config.train.epochs == 2
     assert len(model.metrics["history"]) <= 2
+
+
+def test_train_accepts_every_encoder_kind_and_refuses_others():
+    base = ["train", "--interactions", "log.csv", "--out", "m"]
+    for kind in ("transformer", "gru", "lstm"):
+        assert build_parser().parse_args(base + ["--encoder", kind]).encoder == kind
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(base + ["--encoder", "rnn"])
+    assert exc.value.code == 2
 
 
 def test_column_mapping_flags_work_the_same_in_train_recommend_and_evaluate(tmp_path, workspace):

@@ -31,7 +31,7 @@ def test_defaults_are_valid_and_consistent():
         (ItemEncoderConfig, "text_model_dir", "  "),
         (ItemEncoderConfig, "text_max_seq_length", 4),
         (ItemEncoderConfig, "text_batch_size", 0),
-        (UserEncoderConfig, "kind", "lstm"),
+        (UserEncoderConfig, "kind", "rnn"),
         (UserEncoderConfig, "dim", 2000),
         (UserEncoderConfig, "max_len", 1),
         (UserEncoderConfig, "n_layers", 0),
@@ -60,6 +60,17 @@ def test_defaults_are_valid_and_consistent():
 def test_each_bad_value_raises_config_error(klass, field, value):
     with pytest.raises(ConfigError):
         klass(**{field: value})
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gru", "lstm"])
+def test_every_encoder_kind_round_trips(kind):
+    cfg = default_config(encoder=kind)
+    assert cfg.user.kind == kind and ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_bad_encoder_kind_names_the_good_ones():
+    with pytest.raises(ConfigError, match="'transformer', 'gru' or 'lstm', got 'rnn'"):
+        UserEncoderConfig(kind="rnn")
 
 
 def test_item_encoder_needs_one_part():

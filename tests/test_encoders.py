@@ -78,7 +78,7 @@ def test_history_windows_left_padded_exact():
     assert w["gaps"].tolist() == [[0, 1], [0, 0], [0, 1], [0, 1]]
 
 
-@pytest.mark.parametrize("kind", ["transformer", "gru"])
+@pytest.mark.parametrize("kind", ["transformer", "gru", "lstm"])
 def test_user_encoder_shape_and_causality(kind):
     torch.manual_seed(0)
     enc = UserEncoder(UserEncoderConfig(kind=kind, dim=16, max_len=6, dropout=0.0), n_event_types=3).eval()
@@ -95,13 +95,64 @@ def test_user_encoder_shape_and_causality(kind):
     assert not torch.allclose(h[:, 4], h2[:, 4])
 
 
+def _history(n: int, T: int, d: int = 16) -> tuple[torch.Tensor, ...]:
+    """Return one left-padded window (1, T) with n real events; the padding holds noise, as real windows may."""
+    x = torch.randn(1, T, d)
+    ev = torch.randint(1, 4, (1, T))
+    gaps = torch.randint(0, 8, (1, T))
+    valid = torch.arange(T).unsqueeze(0) >= T - n
+    return x, ev.where(valid, 0), gaps.where(valid, 0), valid
+
+
+def _alone(enc: UserEncoder, row: tuple[torch.Tensor, ...], n: int) -> torch.Tensor:
+    """Encode the last n columns of a one-row window by themselves, without any padding."""
+    return enc(*(t[:, -n:] for t in row))
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gru", "lstm"])
+def test_a_state_does_not_depend_on_the_other_histories_in_the_batch(kind):
+    torch.manual_seed(0)
+    enc = UserEncoder(UserEncoderConfig(kind=kind, dim=16, max_len=12, n_layers=2, dropout=0.0), n_event_types=3).eval()
+    T = 10
+    short, long_, empty = _history(3, T), _history(T, T), _history(0, T)
+    batch = tuple(torch.cat(parts) for parts in zip(short, long_, empty))
+    with torch.no_grad():
+        h = enc(*batch)
+        # the short row gets 7 columns of left padding from the long one; its last state must not see them
+        torch.testing.assert_close(h[0, -1], _alone(enc, short, 3)[0, -1])
+        torch.testing.assert_close(h[1, -1], _alone(enc, long_, T)[0, -1])
+    assert torch.isfinite(h).all()  # a row without events neither crashes nor poisons the batch
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_every_real_column_of_a_padded_row_is_the_state_of_its_prefix_alone(kind):
+    torch.manual_seed(1)
+    enc = UserEncoder(UserEncoderConfig(kind=kind, dim=16, max_len=12, n_layers=2, dropout=0.0), n_event_types=3).eval()
+    T, n = 8, 5
+    row = _history(n, T)
+    with torch.no_grad():
+        h = enc(*row)
+        for k in range(1, n + 1):  # the prefix of the first k events ends in column T - n + k - 1
+            prefix = tuple(t[:, : T - n + k] for t in row)
+            torch.testing.assert_close(h[0, T - n + k - 1], _alone(enc, prefix, k)[0, -1])
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_recurrent_weights_keep_their_saved_names(kind):
+    """Saved GRU models hold user_encoder.gru.* weights; renaming the module would stop them loading."""
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(kind=kind, dim=16, max_len=4))
+    net = CrossRecNet(cfg, n_items=4, n_categories=1, n_event_types=1, attr_vocab_size=2, text_dim=0, n_vector_columns=0)
+    rnn_keys = {k.split(".")[1] for k in net.state_dict() if k.startswith("user_encoder.") and "weight_ih_l0" in k}
+    assert rnn_keys == {kind}
+
+
 def test_empty_history_gives_finite_state():
     enc = UserEncoder(UserEncoderConfig(dim=16, max_len=4), n_event_types=1).eval()
     h = enc(torch.zeros(1, 1, 16), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.bool))
     assert torch.isfinite(h).all()
 
 
-@pytest.mark.parametrize("kind", ["transformer", "gru"])
+@pytest.mark.parametrize("kind", ["transformer", "gru", "lstm"])
 def test_overfit_one_batch(kind):
     torch.manual_seed(0)
     cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False, id_dropout=0.0), user=UserEncoderConfig(kind=kind, dim=16, max_len=4, dropout=0.0))

@@ -67,6 +67,22 @@ def test_round_trip_identical_scores(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"] or sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["m"]
 
 
+def test_lstm_model_trains_saves_and_loads_with_identical_scores(tmp_path):
+    cfg = ModelConfig(
+        item=ItemEncoderConfig(dim=16, use_text=False),
+        user=UserEncoderConfig(kind="lstm", dim=16, max_len=6),
+        train=TrainConfig(epochs=2, patience=2, batch_size=16, device="cpu", fusion_epochs=1),
+    )
+    ds = _dataset()
+    model = train_model(ds, cfg, name="reg-lstm")
+    loaded = registry.load_model(registry.save_model(model, tmp_path / "lstm"))
+    assert loaded.config.user.kind == "lstm"
+    assert any(k.startswith("user_encoder.lstm.") for k in loaded.net.state_dict())
+    users = np.arange(10)
+    ends = ds.seqs.offsets[1:11]
+    np.testing.assert_array_equal(model.score_histories(ds.seqs, users, ends), loaded.score_histories(ds.seqs, users, ends))
+
+
 def test_pickle_model_refused_and_never_unpickled(model, tmp_path):
     marker = tmp_path / "pwned"
     folder = registry.save_model(model, tmp_path / "evil")

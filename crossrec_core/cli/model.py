@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--items", default=None, help="optional items table (item_id, category, title, ...)")
     p.add_argument("--out", required=True, help="folder to save the model into")
     p.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping still applies)")
-    p.add_argument("--encoder", choices=("transformer", "gru"), default=None, help="user encoder (default transformer)")
+    p.add_argument("--encoder", choices=("transformer", "gru", "lstm"), default=None, help="user encoder: transformer (default), gru or lstm")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (auto = GPU if present)")
     add_column_flags(p)

@@ -1,7 +1,8 @@
-"""User-interest encoders over a time-ordered history: a causal Transformer (SASRec-style) and a GRU.
+"""User-interest encoders over a time-ordered history: a causal Transformer (SASRec-style), a GRU or an LSTM.
 
 Inputs are LEFT-padded windows (most recent event in the last column). Every column's output is the
-user state after that event, so one causal pass trains every position at once.
+user state after that event, so one causal pass trains every position at once. Padding never reaches
+a real event's state: attention masks it, and the recurrences start at each row's first real event.
 """
 
 from __future__ import annotations
@@ -40,6 +41,30 @@ class _Block(nn.Module):
         return x + self.drop(self.ff(self.ln2(x)))
 
 
+def _recur_from_first_event(rnn: nn.RNNBase, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Run ``rnn`` over each row's real events only; return (B, T, h) in the left-padded columns, zeros on padding.
+
+    Feeding the left padding through a recurrence would leave a different state before the first event
+    for every amount of padding, and that amount depends on the longest history in the batch: a shopper's
+    state would change with the company it is batched with. Rolling each row so its first event sits in
+    column 0 lets pack_padded_sequence start the recurrence there.
+    """
+    B, T, D = x.shape
+    if B == 0:  # pack_padded_sequence refuses an empty batch
+        return rnn(x)[0]
+    n_real = valid.sum(dim=1)  # (B,) left padding: the real events are the last n_real columns
+    shift = (T - n_real).unsqueeze(1)  # (B, 1)
+    cols = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+    to_right = ((cols + shift) % T).unsqueeze(-1)  # (B, T, 1)
+    right = x.gather(1, to_right.expand(B, T, D))
+    # pack_padded_sequence refuses length 0: a row without events takes one zero step; its output is never used
+    lengths = n_real.clamp(min=1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(right, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = nn.utils.rnn.pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=T)
+    to_left = ((cols - shift) % T).unsqueeze(-1)  # (B, T, 1), the inverse roll
+    return out.gather(1, to_left.expand(B, T, out.shape[-1]))
+
+
 class UserEncoder(nn.Module):
     """Encodes (item vectors, events, time gaps) of left-padded windows into per-position user states."""
 
@@ -57,10 +82,12 @@ class UserEncoder(nn.Module):
             self.pos_emb = nn.Embedding(cfg.max_len, d)  # position counted from the most recent event
             nn.init.normal_(self.pos_emb.weight, std=0.02)
             self.blocks = nn.ModuleList([_Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
-            self.gru = None
         else:
-            self.gru = nn.GRU(d, d, num_layers=cfg.n_layers, batch_first=True, dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
             self.blocks = nn.ModuleList()
+        # separate attributes so saved GRU models keep their user_encoder.gru.* weight names
+        rnn_dropout = cfg.dropout if cfg.n_layers > 1 else 0.0
+        self.gru = nn.GRU(d, d, num_layers=cfg.n_layers, batch_first=True, dropout=rnn_dropout) if cfg.kind == "gru" else None
+        self.lstm = nn.LSTM(d, d, num_layers=cfg.n_layers, batch_first=True, dropout=rnn_dropout) if cfg.kind == "lstm" else None
         self.out_norm = nn.LayerNorm(d)
 
     def forward(self, item_vecs: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -79,7 +106,7 @@ class UserEncoder(nn.Module):
             x = x + self.event_emb(events)
         if self.gap_emb is not None:
             x = x + self.gap_emb(gaps)
-        if self.gru is None:
+        if self.cfg.kind == "transformer":
             pos = torch.arange(T - 1, -1, -1, device=x.device).clamp(max=self.cfg.max_len - 1)
             x = x + self.pos_emb(pos).unsqueeze(0)
             x = self.in_drop(x * vm)
@@ -92,5 +119,5 @@ class UserEncoder(nn.Module):
                 x = blk(x, mask)
         else:
             x = self.in_drop(x * vm)
-            x, _ = self.gru(x)  # left padding: zeros before the first event only delay the state
+            x = _recur_from_first_event(self.gru if self.gru is not None else self.lstm, x, valid)
         return self.out_norm(x)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--encoder", choices=("transformer", "gru"), default=None)
+    p.add_argument("--encoder", choices=("transformer", "gru", "lstm"), default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-text", action="store_true", help="skip the text encoder (quick tests)")
