@@ -169,3 +169,38 @@ def test_a_model_saved_before_the_residual_scorer_keeps_its_old_logit(tiny, tmp_
     x = torch.randn(2, 3, len(FEATURES))
     f = loaded.net.fusion
     torch.testing.assert_close(f(x), (f.linear((x - f.mean) / f.std) + f.mlp((x - f.mean) / f.std)).squeeze(-1))
+
+
+def test_probabilities_of_the_rows_a_list_shows_match_their_observed_rate(monkeypatch):
+    """Candidates at the bottom of the pool (novel-category slots) sit far below the rest on the logit
+    scale and hold some targets. Fitted through every row, one logistic curve flattens at the top and
+    the shown rows come out under-confident; fitted on each user's best rows, they match."""
+    import torch
+
+    from crossrec_core.training import fusion_fit
+
+    rng = np.random.default_rng(0)
+    U, N, slots = 3000, 50, 10
+    f = np.zeros((U, N, len(FEATURES)), dtype=np.float32)
+    r = np.sort(rng.normal(size=(U, N - slots)) * 2.0, axis=1)[:, ::-1]
+    f[:, : N - slots, FEATURES.index("retrieval")] = r
+    f[:, N - slots :, FEATURES.index("retrieval")] = -40.0 + rng.normal(size=(U, slots))
+    labels = np.zeros((U, N), bool)
+    p_top = 1.0 / (1.0 + np.exp(-(1.5 * r - 6.0)))  # the planted truth for the retrieval rows
+    hit = rng.random((U, N - slots)) < p_top
+    first = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+    labels[np.arange(U)[first >= 0], first[first >= 0]] = True
+    novel = (first < 0) & (rng.random(U) < 0.3)  # a third of the rest: the target is in a bottom slot
+    labels[np.flatnonzero(novel), N - slots + rng.integers(0, slots, int(novel.sum()))] = True
+    data = FusionData(f, labels, np.zeros(U, bool), np.ones((U, N), bool))
+
+    def top10_gap() -> float:
+        fit = fit_fusion(FusionScorer(), data, epochs=0, seed=0, device=torch.device("cpu"))
+        p = fit["calibration"].apply(f[..., FEATURES.index("retrieval")], data.cold)
+        shown = np.zeros((U, N), bool)
+        shown[:, :10] = True  # retrieval rows are sorted: the first ten are each user's list
+        return abs(float(p[shown].mean()) - float(labels[shown].mean())) / float(labels[shown].mean())
+
+    assert top10_gap() < 0.1
+    monkeypatch.setattr(fusion_fit, "CALIBRATION_TOP", N)  # the old fit, through every row
+    assert top10_gap() > 0.2

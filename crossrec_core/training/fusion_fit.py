@@ -71,7 +71,22 @@ def _ndcg10_per_user(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray) 
 # alone lost to retrieval on every log, listwise won on demo and hm), and a small pointwise BCE term
 # keeps the logits on an absolute scale across users, which is what the probability mapping needs.
 BCE_WEIGHT = 0.3
+# The probability mapping is fitted on each held-out user's best CALIBRATION_TOP candidates: the rows a
+# list shows (K is 10 by default, at most 50 in the studio). Why not all 50: the candidates at the
+# bottom (popular items of untouched categories, TrainConfig.fusion_novel_candidates) sit far below
+# the rest on the logit scale, and one logistic curve through them flattened the mapping at the top,
+# where the shown probabilities came out 2-4x below the observed rates (bench/RESULTS.md, session 6).
+CALIBRATION_TOP = 20
 MIN_NOVEL_USERS = 30  # held-out users whose target is in a new category, needed to judge the re-rank on them
+
+
+def _top_rows(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
+    """Return bool (U, N): each row's ``k`` best valid columns by ``scores`` (ties: column order)."""
+    key = np.where(valid, scores, -np.inf)
+    order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+    top = np.zeros(valid.shape, dtype=bool)
+    np.put_along_axis(top, order, True, axis=1)
+    return top & valid
 
 
 def novel_targets(data: FusionData) -> np.ndarray:
@@ -177,14 +192,15 @@ def fit_fusion(
     # the probability follows what orders the list: the scorer's logit, or retrieval's score when the
     # re-rank is off (so `score` always falls down a list)
     relevance = oof if rerank else retrieval
-    cold = np.broadcast_to(data.cold[:, None], data.labels.shape)[data.valid]
-    calib = Calibration.fit(relevance[data.valid], data.labels[data.valid], cold)
+    shown = _top_rows(relevance, data.valid, CALIBRATION_TOP)
+    cold = np.broadcast_to(data.cold[:, None], data.labels.shape)[shown]
+    calib = Calibration.fit(relevance[shown], data.labels[shown], cold)
     # the final scorer: every user, for the mean number of epochs the folds kept (as cross-validated
     # early stopping does); 0 = retrieval's own order, the residual's starting point
     final_epochs = int(round(float(np.mean(kept))))
     _train_scorer(fusion, data, np.arange(U), epochs=final_epochs, seed=seed + n_folds, device=device, novel_weight=novel_weight)
     p = calib.apply(relevance, data.cold)
-    y = data.labels[data.valid]
+    y = data.labels[shown]
     log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f) on %d held-out users; re-rank %s", nd_fus, nd_ret, U, "on" if rerank else "off")
     return {
         "calibration": calib,
@@ -197,8 +213,8 @@ def fit_fusion(
         "n_users": int(U),
         "epochs": final_epochs,
         "fold_epochs": [int(e) for e in kept],
-        "oof_brier": float(np.mean((p[data.valid] - y) ** 2)),
-        "oof_mean_proba": float(p[data.valid].mean()),
+        "oof_brier": float(np.mean((p[shown] - y) ** 2)),
+        "oof_mean_proba": float(p[shown].mean()),
         "oof_positive_rate": float(y.mean()),
     }
 
