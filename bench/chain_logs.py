@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dense_logs import NOUNS, STYLES  # noqa: E402
+from dense_logs import catalogue, write_log  # noqa: E402
 
 DAY = 24 * 3600
 
@@ -81,15 +81,7 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
             rows.append((f"u{u}", f"i{item}", int(t), "purchase"))
             t += rng.exponential(5 * DAY)
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
-    cat_names = [f"{NOUNS[c % len(NOUNS)].title()}s" + (f" {c // len(NOUNS) + 1}" if c >= len(NOUNS) else "") for c in range(C)]
-    items_df = pd.DataFrame({
-        "item_id": [f"i{i}" for i in range(items)],
-        "category": [cat_names[c] for c in cat_of],
-        "title": [f"{STYLES[rng.integers(len(STYLES))]} {NOUNS[c % len(NOUNS)]} {i}" for i, c in enumerate(cat_of)],
-        "brand": [f"brand{rng.integers(40)}" for _ in range(items)],
-    })
-    used = set(inter["item_id"])
-    return inter, items_df[items_df["item_id"].isin(used)].reset_index(drop=True)
+    return inter, catalogue(rng, cat_of, set(inter["item_id"]))
 
 
 def main() -> None:
@@ -103,19 +95,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     inter, items = generate(args.users, args.items, args.categories, args.seed, args.median_events, args.follow)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    inter.to_csv(out / "interactions.csv", index=False)
-    items.to_csv(out / "items.csv", index=False)
-    per_user = inter.groupby("user_id").size()
-    (out / "PROVENANCE.md").write_text(
-        f"# Complement-chain synthetic shop log\n\nMade by `bench/chain_logs.py --users {args.users} --items {args.items} "
-        f"--categories {args.categories} --median-events {args.median_events} --follow {args.follow} --seed {args.seed}` "
-        "(item-level complements across categories, per-shopper taste, purchases only; see its docstring).\n\n"
-        f"{len(inter):,} events, {inter['user_id'].nunique():,} users, {len(items):,} items, {items['category'].nunique()} categories; "
-        f"events per user: median {int(per_user.median())}, min {per_user.min()}, max {per_user.max()}.\n"
+    write_log(
+        Path(args.out), inter, items, "Complement-chain synthetic shop log",
+        f"Made by `bench/chain_logs.py --users {args.users} --items {args.items} --categories {args.categories} "
+        f"--median-events {args.median_events} --follow {args.follow} --seed {args.seed}` (item-level complements "
+        "across categories, per-shopper taste, purchases only; see its docstring).",
     )
-    print(f"wrote {len(inter):,} events ({int(per_user.median())} per user, median) to {out}")
 
 
 if __name__ == "__main__":

@@ -77,15 +77,34 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
             prev2, prev1 = prev1, c
             t += rng.exponential(2 * 24 * 3600)
     inter = pd.DataFrame(inter_rows, columns=["user_id", "item_id", "timestamp", "event"])
+    return inter, catalogue(rng, cat_of, set(inter["item_id"]))
+
+
+def catalogue(rng: np.random.Generator, cat_of: np.ndarray, used: set) -> pd.DataFrame:
+    """Return the items table (item_id "i<n>", category, title "<style> <noun> <n>", brand) of the items in ``used``."""
+    C = int(cat_of.max()) + 1 if len(cat_of) else 0
     cat_names = [f"{NOUNS[c % len(NOUNS)].title()}s {c // len(NOUNS) + 1}" if c >= len(NOUNS) else f"{NOUNS[c].title()}s" for c in range(C)]
     items_df = pd.DataFrame({
-        "item_id": [f"i{i}" for i in range(items)],
+        "item_id": [f"i{i}" for i in range(len(cat_of))],
         "category": [cat_names[c] for c in cat_of],
         "title": [f"{STYLES[rng.integers(len(STYLES))]} {NOUNS[c % len(NOUNS)]} {i}" for i, c in enumerate(cat_of)],
-        "brand": [f"brand{rng.integers(40)}" for _ in range(items)],
+        "brand": [f"brand{rng.integers(40)}" for _ in range(len(cat_of))],
     })
-    used = set(inter["item_id"])
-    return inter, items_df[items_df["item_id"].isin(used)].reset_index(drop=True)
+    return items_df[items_df["item_id"].isin(used)].reset_index(drop=True)
+
+
+def write_log(out: Path, inter: pd.DataFrame, items: pd.DataFrame, heading: str, made_by: str) -> None:
+    """Write interactions.csv, items.csv and a PROVENANCE.md (``heading``, ``made_by``, the log's shape) to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    inter.to_csv(out / "interactions.csv", index=False)
+    items.to_csv(out / "items.csv", index=False)
+    per_user = inter.groupby("user_id").size()
+    (out / "PROVENANCE.md").write_text(
+        f"# {heading}\n\n{made_by}\n\n"
+        f"{len(inter):,} events, {inter['user_id'].nunique():,} users, {len(items):,} items, {items['category'].nunique()} categories; "
+        f"events per user: median {int(per_user.median())}, min {per_user.min()}, max {per_user.max()}.\n"
+    )
+    print(f"wrote {len(inter):,} events ({int(per_user.median())} per user, median) to {out}")
 
 
 def main() -> None:
@@ -98,19 +117,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     inter, items = generate(args.users, args.items, args.categories, args.seed, args.median_events)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    inter.to_csv(out / "interactions.csv", index=False)
-    items.to_csv(out / "items.csv", index=False)
-    per_user = inter.groupby("user_id").size()
-    (out / "PROVENANCE.md").write_text(
-        f"# Dense synthetic shop log\n\nMade by `bench/dense_logs.py --users {args.users} --items {args.items} "
-        f"--categories {args.categories} --median-events {args.median_events} --seed {args.seed}` "
-        "(second-order category chains, per-shopper category habits, seasonal category weights; see its docstring).\n\n"
-        f"{len(inter):,} events, {inter['user_id'].nunique():,} users, {len(items):,} items, {items['category'].nunique()} categories; "
-        f"events per user: median {int(per_user.median())}, min {per_user.min()}, max {per_user.max()}.\n"
+    write_log(
+        Path(args.out), inter, items, "Dense synthetic shop log",
+        f"Made by `bench/dense_logs.py --users {args.users} --items {args.items} --categories {args.categories} "
+        f"--median-events {args.median_events} --seed {args.seed}` (second-order category chains, per-shopper category "
+        "habits, seasonal category weights; see its docstring).",
     )
-    print(f"wrote {len(inter):,} events ({int(per_user.median())} per user, median) to {out}")
 
 
 if __name__ == "__main__":
