@@ -46,15 +46,15 @@ class FusionScorer(nn.Module):
         """Re-initialise every weight from ``seed`` (each fold of the fit starts from the same kind of state):
         the residual layers (``linear`` and the MLP's last) start at zero, so the logit starts at retrieval."""
         gen = torch.Generator().manual_seed(int(seed))
-        hidden = [m for m in self.mlp if isinstance(m, nn.Linear)]
+        mlp_layers = [m for m in self.mlp if isinstance(m, nn.Linear)]
         with torch.no_grad():
-            for layer in [self.linear, *hidden]:
+            for layer in [self.linear, *mlp_layers]:
                 bound = 1.0 / float(layer.in_features) ** 0.5
                 layer.weight.copy_(torch.rand(layer.weight.shape, generator=gen) * 2 * bound - bound)
                 layer.bias.zero_()
             if float(self.base_weight) != 0.0:
                 self.linear.weight.zero_()
-                hidden[-1].weight.zero_()
+                mlp_layers[-1].weight.zero_()
 
     def set_normalisation(self, rows) -> None:  # noqa: ANN001 (numpy (n, F))
         """Store the mean and standard deviation of the training rows (n, F)."""

@@ -59,10 +59,14 @@ class FusionData:
     valid: np.ndarray
 
 
+def _best_columns(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
+    """Return int64 (U, k) each row's ``k`` best valid columns by ``scores``, best first (ties: column order)."""
+    return np.argsort(-np.where(valid, scores, -np.inf), axis=1, kind="stable")[:, :k]
+
+
 def _ndcg10_per_user(scores: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Return float64 (U,) NDCG@10 of each user's candidates ordered by ``scores`` (ties: column order)."""
-    key = np.where(valid, scores, -np.inf)
-    order = np.argsort(-key, axis=1, kind="stable")[:, :10]
+    order = _best_columns(scores, valid, 10)
     hit = np.take_along_axis(labels & valid, order, axis=1)
     return (hit / np.log2(np.arange(2, hit.shape[1] + 2))[None, :]).sum(axis=1)
 
@@ -84,10 +88,8 @@ MIN_NOVEL_USERS = 30  # held-out users whose target is in a new category, needed
 
 def _top_rows(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
     """Return bool (U, N): each row's ``k`` best valid columns by ``scores`` (ties: column order)."""
-    key = np.where(valid, scores, -np.inf)
-    order = np.argsort(-key, axis=1, kind="stable")[:, :k]
     top = np.zeros(valid.shape, dtype=bool)
-    np.put_along_axis(top, order, True, axis=1)
+    np.put_along_axis(top, _best_columns(scores, valid, k), True, axis=1)
     return top & valid
 
 
