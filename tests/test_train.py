@@ -311,6 +311,41 @@ def test_recommender_with_a_knn_term_scores_fusion_like_the_candidates_path():
     np.testing.assert_allclose(rec["score"].to_numpy(), np.take_along_axis(full, cand, axis=1).reshape(-1), rtol=1e-4, atol=1e-4)
 
 
+def test_a_filter_or_a_wider_pool_never_changes_an_items_probability():
+    """The probability reads each candidate's log-softmax over the pool it was fitted on
+    (models/calibration.py): hiding items (category filters) or widening the pool (k, n_candidates,
+    a threshold) must leave every remaining item's probability as the unfiltered pool gives it."""
+    from crossrec_core.serving.recommender import Recommender
+
+    ds = pattern_dataset(n_users=80)
+    model = train_model(ds, small_config(epochs=2, patience=2))
+    assert model.calibration.basis == "log_softmax"
+    users = np.arange(ds.n_users, dtype=np.int64)
+    ends = ds.seqs.offsets[:-1].astype(np.int64) + 1  # each history: its first tent (category A) only
+    rec = Recommender(model, ds, cold_max_events=0)
+    pool = rec.candidates(ds.seqs, users, ends)
+    want = {(u, int(i)): float(p) for u in range(ds.n_users) for i, p, ok in zip(pool.cand[u], pool.probability[u], pool.valid[u]) if ok}
+    variants = [
+        dict(k=3, cross_category_only=True),
+        dict(k=5, n_candidates=6),
+        dict(k=rec.default_candidates + 5),
+        dict(k=4, exclude_categories=["B"]),
+        dict(k=4, threshold=float(np.median(pool.probability[pool.valid]))),
+    ]
+    for opts in variants:
+        got = rec.recommend_batch(ds.seqs, users, ends, **opts)
+        checked = 0
+        for u, i, p in zip(got["user_idx"], got["item_idx"], got["probability"]):
+            if (int(u), int(i)) in want:
+                assert p == pytest.approx(want[(int(u), int(i))], rel=1e-4, abs=1e-6), opts
+                checked += 1
+        assert checked >= ds.n_users, opts  # the comparison covered real rows
+    narrow = rec.candidates(ds.seqs, users, ends, 4)  # a smaller pool (its novel slots differ): same items, same probability
+    both = [(u, int(i), p) for u in range(ds.n_users) for i, p in zip(narrow.cand[u], narrow.probability[u]) if (u, int(i)) in want]
+    assert len(both) >= 2 * ds.n_users
+    assert [p for *_, p in both] == pytest.approx([want[(u, i)] for u, i, _ in both], rel=1e-4, abs=1e-6)
+
+
 def category_cycle_dataset(n_users: int = 150, seed: int = 0):
     """Each shopper walks the categories A -> B -> C -> A ... buying a random item of each: the next
     item is a guess among 20, its category is certain."""

