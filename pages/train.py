@@ -31,8 +31,10 @@ with st.form("train_form"):
                          "LSTM: a recurrence with a separate memory cell, for comparison.")
     use_text = c2.toggle("Read product titles", value=defaults.item.use_text, key="train_text",
                          help="Uses a small pretrained language model so new or rare products get sensible vectors.")
-    epochs = c3.number_input("At most this many epochs", 1, 200, min(defaults.train.epochs, 30), key="train_epochs",
-                             help="Training stops earlier by itself when validation quality stops improving.")
+    # the CLI's default cap: the studio trains the same measured configuration `crossrec train` does
+    epochs = c3.number_input("At most this many epochs", 1, 200, defaults.train.epochs, key="train_epochs",
+                             help="Training stops earlier by itself, after "
+                                  f"{defaults.train.patience} epochs without a better validation score.")
     submitted = st.form_submit_button("Train", icon=":material/play_arrow:", type="primary")
 if submitted:
     config = dataclasses.replace(
