@@ -33,8 +33,9 @@ def show_model_card(model_name: str | None, key: str) -> None:
         return
     with st.container(border=True, key=f"{key}_box"):
         st.markdown(f"**Model card: {md_escape(card.name)}**")
-        st.dataframe(pd.DataFrame(card.rows(), columns=["section", "field", "value"]), hide_index=True,
-                     key=f"{key}_table", column_config={"value": st.column_config.TextColumn(width="large")})
+        rows = pd.DataFrame(card.rows(), columns=["section", "field", "value"])
+        st.dataframe(rows, hide_index=True, key=f"{key}_table", height=35 * (len(rows) + 1) + 3,  # every row, no scroll
+                     column_config={"value": st.column_config.TextColumn(width="large")})
         active = st.session_state.get("dataset_name")
         if card.dataset is None:
             st.caption("The log it was trained on is not among this workspace's datasets.")

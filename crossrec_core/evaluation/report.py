@@ -12,6 +12,7 @@ goes through ``html.escape`` here; chart text is JSON inside plotly's script (pl
 
 from __future__ import annotations
 
+import copy
 import html
 import math
 from dataclasses import dataclass
@@ -92,8 +93,13 @@ def _card_html(card: ModelCard) -> str:
 def _figures_html(figures: Sequence[ReportFigure]) -> str:
     parts = []
     for i, f in enumerate(figures):
+        # the studio's figures keep tight margins (Streamlit's theme makes room for the tick labels);
+        # on a plain page, plotly must make that room itself, or long category names are cut off
+        fig = copy.deepcopy(f.figure)
+        fig.update_xaxes(automargin=True)
+        fig.update_yaxes(automargin=True)
         # plotly.js goes inline once, with the first chart; the others use it (no CDN, no request)
-        div = f.figure.to_html(include_plotlyjs=(i == 0), full_html=False, include_mathjax=False,
+        div = fig.to_html(include_plotlyjs=(i == 0), full_html=False, include_mathjax=False,
                                config={"displaylogo": False, "responsive": True})
         caption = f"<figcaption>{_e(f.caption)}</figcaption>" if f.caption else ""
         parts.append(f"<figure><h3>{_e(f.title)}</h3>{div}{caption}</figure>")
