@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from crossrec_core.evaluation import verdicts
 from crossrec_core.evaluation.evaluator import evaluate_rankers
 from crossrec_core.models.trained import MIN_KNOWN_EVENT_SHARE
 from crossrec_core.storage.workspace import models_dir
 from pages.caches import dataset_key, get_dataset, get_model, model_infos, root_key
 from pages.evaluation_cache import scoring_stamp
-from pages.evaluation_view import VERDICT_NOISE, VERDICT_REAL, comparison_frame
+from pages.evaluation_view import comparison_frame
 from pages.state import md_escape
 
 
@@ -26,18 +27,7 @@ def lead_sentence(scores: tuple, subset: str, _result) -> str:
 
     Cached per (model, dataset, subset) with stamped keys, so a retrained model never shows a stale
     sentence; the bootstrap would otherwise rerun on every slider move."""
-    result = _result
-    metric = f"NDCG@{result.k}"
-    mine = result.methods[0]
-    others = [m for m in result.methods[1:] if m in result.per_user]
-    if not others or mine not in result.per_user:
-        return ""
-    best = max(others, key=lambda m: result.value(m, subset, metric))
-    d = result.difference(mine, best, subset, metric)
-    verdict = (VERDICT_REAL if d.significant else
-               f"{VERDICT_NOISE}: these shoppers cannot tell the two apart, more are needed")
-    return (f"{md_escape(mine)} vs the best other method ({md_escape(best)}): {metric} {d.mean:+.3f}, 95% interval "
-            f"{d.low:+.3f} to {d.high:+.3f} (paired bootstrap over shoppers): {verdict}.")
+    return verdicts.lead_sentence(_result, subset, md_escape)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

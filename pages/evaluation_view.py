@@ -13,10 +13,16 @@ import math
 import numpy as np
 import pandas as pd
 
-SUBSET_LABELS = {"all": "All shoppers", "switch": "Next product in another category",
-                 "novel": "Next product in a category new to them"}
+# the sentences live in crossrec_core, so the HTML report says exactly what the page says
+from crossrec_core.evaluation.verdicts import (  # noqa: F401 (re-exported to the pages)
+    SUBSET_LABELS,
+    VERDICT_NOISE,
+    VERDICT_REAL,
+    calibration_note,
+    calibration_sentence,
+)
+
 COMPARE_METRICS = ("NDCG@10", "HR@10")
-VERDICT_REAL, VERDICT_NOISE = "a real difference", "within noise"
 
 
 def protocol_line(n_users: str, k: int, models: str = "the model was") -> str:
@@ -24,20 +30,6 @@ def protocol_line(n_users: str, k: int, models: str = "the model was") -> str:
     return (f"Test targets: each shopper's last event, for {n_users} sampled shoppers; {models} trained on the events "
             f"before each shopper's last two, the baselines fitted on everything before each target. Every method "
             f"ranks the whole catalogue and shows {k} products; products the shopper already had are never counted.")
-
-
-def calibration_sentence(report: dict) -> str:
-    """Return one plain sentence with ECE, Brier and the mean probability against the hit rate."""
-    if not report or not report.get("n"):
-        return "No probabilities to check: the model showed no products to these shoppers."
-    return (f"On the {report['n']:,} products shown, the mean probability is {report['mean_proba']:.3f} vs a hit "
-            f"rate of {report['positive_rate']:.3f}: expected calibration error {report['ece']:.3f} "
-            f"(0 = each probability comes true exactly as often as it says), Brier score {report['brier']:.3f}.")
-
-
-def calibration_note(k: int) -> str:
-    return (f"Measured on the test targets (each shopper's last event), over the {k} products shown to each "
-            "shopper: a product counts as a hit when it is the one the shopper took next.")
 
 
 def per_category(result) -> tuple[str, pd.Series]:

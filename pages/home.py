@@ -6,6 +6,7 @@ import streamlit as st
 from crossrec_core.errors import CrossrecError
 from crossrec_core.training.bootstrap import DEMO_DATASET, ensure_demo_dataset
 from pages.caches import dataset_names, model_datasets, model_for_dataset, model_infos
+from pages.model_card import show_model_card
 from pages.state import PAGE_DATA, PAGE_MAP, PAGE_RECS, PAGE_TRAIN, show_error
 
 st.title("crossrec studio")
@@ -51,5 +52,6 @@ if models:
              "items": m.n_items, "best epoch": m.best_epoch, "valid NDCG@10": m.valid_ndcg10} for m in models]
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="home_models",
                  column_config={"valid NDCG@10": st.column_config.NumberColumn(format="%.3f")})
+    show_model_card(st.session_state.get("model_name"), "home_card_load")
     st.page_link(PAGE_MAP, label="Open the embedding map", icon=":material/scatter_plot:")
     st.page_link(PAGE_RECS, label="Preview recommendations", icon=":material/recommend:")

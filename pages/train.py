@@ -13,6 +13,7 @@ from pages.active import require_dataset
 from pages.caches import model_datasets, model_infos
 from pages.job_panel import follow_training
 from pages.manage import delete_with_confirmation, forget_active, notify, show_notice
+from pages.model_card import show_model_card
 from pages.state import md_escape, show_error
 
 st.title("Train")
@@ -60,6 +61,7 @@ if models:
                                 "valid NDCG@10": m.valid_ndcg10, "MB": round(m.size_bytes / 1e6, 1)} for m in models]),
                  hide_index=True, key="train_models",
                  column_config={"valid NDCG@10": st.column_config.NumberColumn(format="%.3f")})
+    show_model_card(st.session_state.get("model_name"), "train_card_load")
     delete_with_confirmation("model", [m.name for m in models], "train_delete", delete_model,
                              after=forget_active("model_name"))
 else:

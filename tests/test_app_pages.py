@@ -520,3 +520,40 @@ def test_a_threshold_saved_with_the_model_is_the_recommendations_default(home):
         assert (shown["probability"] >= t - 1e-6).all() and len(shown) < 10
     finally:
         save_threshold(home / "models" / DEMO_MODEL, None)
+
+
+# -- the model card --------------------------------------------------------------------------------
+
+
+def card_fields(at: AppTest) -> dict[str, str]:
+    card = table(at, "section", "field", "value")
+    return dict(zip(card["field"], card["value"]))
+
+
+@pytest.mark.parametrize("page, key", [(None, "home_card_load"), ("pages/train.py", "train_card_load")])
+def test_home_and_train_show_the_active_models_card(home, page, key):
+    at = open_page(page)
+    fields = card_fields(at)
+    assert fields["Trained on"] == "demo-store" and fields["Saved"].endswith("UTC")
+    assert (fields["Sequence encoder"], fields["Vector size"], fields["Reads product titles"]) == ("gru", "16", "no")
+    assert (fields["At most this many epochs"], fields["Stops after epochs without progress"]) == ("1", "10")
+    assert fields["Best epoch"] == "1 of 1 run" and fields["Training time"].endswith(" s")
+    assert float(fields["NDCG@10, sequence model alone (best epoch)"]) >= 0
+    assert "not measured yet" in fields["Test figures"]
+    assert at.button(key=key).disabled  # its dataset is already the active one
+    assert any(c.value == "Its dataset, demo\\-store, is the active one." for c in at.caption)
+
+
+@pytest.mark.parametrize("page, key", [(None, "home_card_load"), ("pages/train.py", "train_card_load")])
+def test_load_its_dataset_makes_the_models_dataset_the_active_one(scratch_home, page, key):
+    at = open_page(page, dataset_name="demo-store", model_name="other-model", rec_user="u1")
+    assert card_fields(at)["Trained on"] == "other-shop"
+    button = at.button(key=key)
+    assert not button.disabled and "other\\-shop" in button.label
+    button.click().run()
+    assert not at.exception, at.exception
+    assert (at.session_state["dataset_name"], at.session_state["model_name"]) == ("other-shop", "other-model")
+    assert at.session_state["rec_user"] is None
+    assert at.button(key=key).disabled
+    at.switch_page(RECS).run()  # every page now works on the model's own dataset
+    assert not at.exception and at.session_state["dataset_name"] == "other-shop"

@@ -266,3 +266,55 @@ def test_the_comparison_says_real_only_when_the_interval_excludes_zero():
     same = comparison_frame(_Result(per_user, masks), "good", "metric")  # a model named like a column keeps its own
     assert list(same.columns[3:5]) == ["good", "metric (model)"]
     assert same["verdict"].iloc[0] == "within noise" and same["difference"].iloc[0] == 0.0
+
+
+# -- metric help, the best value, the report ---------------------------------------------------------
+
+
+def test_each_metric_column_explains_itself_and_the_best_value_is_marked(home):
+    from crossrec_core.evaluation.metric_help import best_methods, metric_help
+
+    at = evaluated()
+    frame = next(d for d in at.dataframe if "HR@10" in d.value.columns)  # the first tab: all shoppers
+    table = frame.value
+    assert len(table.columns) == 11
+    config = json.loads(frame.proto.columns)
+    for column in table.columns:
+        assert config[column]["help"] == metric_help(column) != ""
+    marked = {(int(r), int(c)) for r, c in re.findall(r"_row(\d+)_col(\d+)", frame.proto.arrow_data.styler.styles)}
+    best = best_methods(table, 3)
+    expected = {(table.index.get_loc(m), j) for j, col in enumerate(table.columns) for m in best[col]}
+    assert marked and marked == expected
+    assert any(c.value.startswith("Shaded: the best value in each column") for c in at.caption)
+
+
+def test_the_evaluation_downloads_as_one_offline_html_report(home, monkeypatch):
+    """The button is there; the file it serves (built on click) holds the page's tables, verdicts, charts
+    and the model card, and loads nothing from anywhere."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    served = {}
+    original = DeltaGenerator.download_button
+
+    def spy(self, label, data, *args, **kwargs):
+        served[kwargs.get("key")] = (data, kwargs)
+        return original(self, label, data, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", spy)
+    at = evaluated()
+    button = next(b for b in at.get("download_button") if b.proto.id.endswith("-eval_report"))
+    assert "report (HTML)" in button.proto.label and not button.proto.disabled
+    build, kwargs = served["eval_report"]
+    assert callable(build) and kwargs["mime"] == "text/html"
+    assert kwargs["file_name"] == "crossrec-evaluation-demo-model-on-demo-store.html"
+    page = build()
+    assert page.startswith("<!DOCTYPE html>")
+    shown = [c.value for c in at.caption]
+    lead = next(c for c in shown if "95% interval" in c).replace("\\", "")  # the page's markdown escapes the names
+    assert lead in page
+    assert next(c for c in shown if c.startswith("The curve is on the test targets")).replace("'", "&#x27;") in page
+    assert page.count('class="plotly-graph-div"') == 5  # reliability, per category, threshold, observed, learned
+    assert "<h2>Model card: demo-model</h2>" in page and '<td class="field">Trained on</td><td class="field">demo-store</td>' in page
+    assert "journey steps recovered" in page
+    markup = re.sub(r"<script\b[^>]*>.*?</script>", "", page, flags=re.S)
+    assert "<script src" not in page and "cdn" not in markup and "http" not in markup

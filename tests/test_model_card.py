@@ -1,0 +1,80 @@
+"""The model card: read from a model folder's JSON files (no weights), with the dataset it was trained on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
+from crossrec_core.data.load import load_log
+from crossrec_core.errors import ModelError
+from crossrec_core.storage.datasets import save_dataset
+from crossrec_core.storage.model_card import model_card, with_test
+
+METRICS = {"best_epoch": 4, "train_seconds": 125.0, "history": [{"epoch": e} for e in range(1, 8)],
+           "valid": {"ndcg10": 0.0312, "hr10": 0.061, "n": 295, "ndcg10_knn": 0.2065, "fusion_rerank": True,
+                     "calibration": {"a": 1.0}}}
+
+
+def write_model_folder(root, name: str, fingerprint: str, metrics: dict = METRICS) -> None:
+    """Write the JSON files of a model folder by hand (the card reads nothing else)."""
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=32, use_text=False), user=UserEncoderConfig(kind="lstm", dim=32),
+                      train=TrainConfig(epochs=40, patience=6))
+    folder = root / "models" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"format_version": 2, "name": name, "config": cfg.to_dict(),
+                                                    "sizes": {"n_items": 5, "use_text": False}}))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "fingerprint.json").write_text(json.dumps({"data_fingerprint": fingerprint}))
+
+
+@pytest.fixture
+def shop(workspace, tiny_frames):
+    ds = load_log(*tiny_frames, name="shop")
+    save_dataset(ds, "shop")
+    return ds
+
+
+def test_the_card_says_what_the_model_was_trained_on_how_and_how_well(workspace, shop):
+    write_model_folder(workspace, "m", shop.fingerprint())
+    card = model_card("m")
+    assert card.datasets == ("shop",) and card.dataset == "shop"
+    assert card.saved.endswith("UTC") and len(card.saved) == len("2024-01-01 12:00 UTC")
+    settings = dict(card.settings)
+    assert settings["Sequence encoder"] == "lstm"
+    assert settings["Vector size"] == "32"
+    assert settings["Reads product titles"] == "no"
+    assert settings["At most this many epochs"] == "40"
+    assert settings["Stops after epochs without progress"] == "6"
+    assert dict(card.training) == {"Best epoch": "4 of 7 run", "Training time": "2.1 min"}
+    valid = dict(card.validation)
+    assert valid["NDCG@10, sequence model alone (best epoch)"] == "0.0312"
+    assert valid["NDCG@10 with item-to-item co-occurrence"] == "0.2065"
+    assert valid["Validation shoppers"] == "295" and valid["Fusion re-rank kept"] == "yes"
+    rows = card.rows()
+    assert rows[0] == {"section": "Model", "field": "Trained on", "value": "shop"}
+    assert rows[-1]["section"] == "Test" and "not measured yet" in rows[-1]["value"]
+
+
+def test_test_figures_come_from_an_evaluation_or_from_the_folder(workspace, shop):
+    write_model_folder(workspace, "m", shop.fingerprint())
+    card = with_test(model_card("m"), {"HR@10": 0.25, "NDCG@10": 0.125}, "shop, 3 shoppers")
+    assert card.test == [("Measured on", "shop, 3 shoppers"), ("HR@10", "0.2500"), ("NDCG@10", "0.1250")]
+    assert not any("not measured yet" in r["value"] for r in card.rows())
+    write_model_folder(workspace, "m2", shop.fingerprint(), {**METRICS, "test": {"NDCG@10": 0.5}})
+    assert model_card("m2").test == [("NDCG@10", "0.5000")]
+
+
+def test_a_model_trained_on_a_log_outside_the_workspace_has_no_dataset_to_load(workspace, shop):
+    write_model_folder(workspace, "m", "another-fingerprint", {})
+    card = model_card("m")
+    assert card.datasets == () and card.dataset is None
+    assert card.training == [] and card.validation == []
+    assert card.rows()[0]["value"] == "a log that is not in this workspace"
+
+
+def test_a_missing_model_is_a_model_error(workspace):
+    (workspace / "models").mkdir()
+    with pytest.raises(ModelError):
+        model_card("nope")
