@@ -48,6 +48,9 @@ def test_the_card_says_what_the_model_was_trained_on_how_and_how_well(workspace,
     assert settings["At most this many epochs"] == "40"
     assert settings["Stops after epochs without progress"] == "6"
     assert dict(card.training) == {"Best epoch": "4 of 7 run", "Training time": "2.1 min"}
+    # a model trained since session 7 records when it finished (an import rewrites its files' times)
+    write_model_folder(workspace, "m2", shop.fingerprint(), {**METRICS, "trained_at": "2026-11-30 08:40 UTC"})
+    assert dict(model_card("m2").training)["Trained"] == "2026-11-30 08:40 UTC"
     valid = dict(card.validation)
     assert valid["NDCG@10, sequence model alone (best epoch)"] == "0.0312"
     assert valid["NDCG@10 with item-to-item co-occurrence"] == "0.2065"

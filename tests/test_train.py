@@ -76,7 +76,8 @@ def test_learns_cross_category_pattern(trained):
 def test_metrics_and_progress(trained):
     _, model, events = trained
     m = model.metrics
-    assert set(m) >= {"valid", "history", "best_epoch", "train_seconds"}
+    assert set(m) >= {"valid", "history", "best_epoch", "train_seconds", "trained_at"}
+    assert m["trained_at"].endswith(" UTC") and m["trained_at"][:2] == "20"
     assert 1 <= m["best_epoch"] <= len(m["history"]) <= 12
     best = max(h["ndcg10"] for h in m["history"])
     assert m["valid"]["ndcg10"] == best

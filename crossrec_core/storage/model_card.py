@@ -111,6 +111,8 @@ def model_card(name: str, root=None) -> ModelCard:
     if metrics.get("best_epoch") is not None:
         training.append(("Best epoch", f"{int(metrics['best_epoch'])} of {len(history)} run" if history
                          else str(int(metrics["best_epoch"]))))
+    if isinstance(metrics.get("trained_at"), str):  # models trained since session 7 record it
+        training.append(("Trained", metrics["trained_at"]))
     if metrics.get("train_seconds") is not None:
         training.append(("Training time", _duration(metrics["train_seconds"])))
     valid = metrics.get("valid") or {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -293,6 +294,8 @@ def train_model(
         "train_seconds": float(time.perf_counter() - t0),
         "loss": mode,
         "n_train_windows": int(windows.n),
+        # when it finished (UTC), for the model card: a folder's file times change when a model is imported
+        "trained_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     net.eval()
     report(epoch=int(state.best["epoch"]), step=0, n_steps=0, loss=None, valid_ndcg10=valid.get("ndcg10"), phase=Phase.DONE)
