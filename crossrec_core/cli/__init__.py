@@ -1,4 +1,4 @@
-"""The `crossrec` command: ingest, demo, train, recommend, evaluate, models.
+"""The `crossrec` command: ingest, demo, train, recommend, evaluate, models, serve.
 
 Each group of subcommands lives in its own module that exposes ``register(subparsers)``; this file only
 routes and turns CrossrecError into a plain message with exit status 2 (never a traceback).
@@ -10,11 +10,11 @@ import argparse
 import logging
 import sys
 
-from crossrec_core.cli import data, evaluate, model, recommend
+from crossrec_core.cli import data, evaluate, model, recommend, serve
 from crossrec_core.errors import CrossrecError
 
 # modules that contribute subcommands, each with register(subparsers) -> None, in --help order
-_COMMAND_MODULES = (data, model, recommend, evaluate)
+_COMMAND_MODULES = (data, model, recommend, evaluate, serve)
 
 EXIT_USER_ERROR = 2
 
