@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,18 @@ def test_cli_serve_runs_answers_and_stops_on_ctrl_c(tiny, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_http_keep_alive_answers_without_the_nagle_delay(server):
+    """With Nagle on, each answer on a kept-alive connection waited ~40 ms for a delayed ACK."""
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    times = []
+    for n in range(15):
+        t0 = time.perf_counter()
+        conn.request("POST", "/events", body=json.dumps({"user_id": "fast", "item_id": "a1", "timestamp": n}).encode())
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+        times.append(time.perf_counter() - t0)
+    conn.close()
+    assert sorted(times)[len(times) // 2] < 0.02, times
