@@ -17,6 +17,7 @@ pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/embedding_map.py", title="Embedding map", icon=":material/scatter_plot:"),
     st.Page("pages/recommendations.py", title="Recommendations", icon=":material/recommend:"),
+    st.Page("pages/push.py", title="Push a category", icon=":material/campaign:"),
     st.Page("pages/evaluation.py", title="Evaluation", icon=":material/monitoring:"),
 ]
 pg = st.navigation(pages)

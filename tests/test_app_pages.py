@@ -87,7 +87,7 @@ def plotly_spec(at: AppTest, key: str) -> dict:
 # -- pages without a workspace: calls to action, never errors -------------------------------------
 
 
-@pytest.mark.parametrize("page", ["pages/train.py", MAP, RECS, EVAL])
+@pytest.mark.parametrize("page", ["pages/train.py", MAP, RECS, EVAL, "pages/push.py"])
 def test_pages_without_data_show_a_call_to_action(empty_home, page):
     at = open_page(page)
     assert not at.error
@@ -278,6 +278,28 @@ def test_recommendations_for_all_users_are_prepared_for_download(home):
     frame = pd.read_csv(io.BytesIO(at.session_state["_rec_all_csv"]))
     assert list(frame.columns)[-1] == "explanation" and len(frame) == N_USERS * 10
     assert frame["explanation"].fillna("").str.len().gt(0).all()
+
+
+def test_push_a_category_lists_the_audience_and_its_products_and_exports_them(home):
+    """Issue 18.1: for a chosen category, the shoppers most likely to buy there next (best first) and the
+    products that would bring them, each downloadable; shoppers new to the category only, on request."""
+    at = open_page("pages/push.py")
+    assert any("Find the audience" in i.value for i in at.info)  # nothing computed before the button
+    category = at.selectbox(key="push_category").options[0]
+    at.selectbox(key="push_category").set_value(category)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception
+    key, aud = at.session_state["_push"]
+    assert key[2] == category and aud.category == category
+    shoppers = table(at, "user_id", "chance")
+    assert len(shoppers) == min(len(aud.shoppers), 500) > 0
+    assert shoppers["chance"].is_monotonic_decreasing
+    assert "Expected to take one of these products next" in [m.label for m in at.metric]
+    assert plotly_spec(at, "push_items_chart")["data"][0]["orientation"] == "h"
+    at.toggle(key="push_new_only").set_value(True)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["_push"][1].shoppers["new_to_category"].all()
 
 
 def test_map_page_draws_pca_users_a_path_and_the_selection(home):
