@@ -21,6 +21,7 @@ import torch
 from crossrec_core.config import ItemEncoderConfig, ModelConfig
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.device import configure_cpu_threads, seed_everything
+from crossrec_core.models.calibration import Calibration
 from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.serving.recommender import Recommender
@@ -65,7 +66,9 @@ def build_model(ds) -> TrainedModel:
     np.add.at(trans, (cats[:-1][same_user], cats[1:][same_user]), 1.0)
     return TrainedModel(name="bench", config=cfg, net=net, item_ids=ds.item_ids, item_titles=ds.item_titles,
                         category_names=ds.category_names, item_category=ds.item_category, event_names=ds.event_names,
-                        popularity=pop, category_transitions=trans, metrics={}, data_fingerprint=ds.fingerprint())
+                        popularity=pop, category_transitions=trans, metrics={}, data_fingerprint=ds.fingerprint(),
+                        # as trained models ship: the re-rank on, the probability over the pool's log-softmax
+                        calibration=Calibration(basis="log_softmax"), fusion_rerank=True)
 
 
 def main() -> None:
