@@ -8,7 +8,8 @@ from pages.sidebar import sidebar
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
-st.set_page_config(page_title="crossrec studio", page_icon=":material/hub:", layout="wide")
+# a local file: a ":material/...:" page icon makes the browser fetch its SVG from fonts.gstatic.com
+st.set_page_config(page_title="crossrec studio", page_icon=str(ASSETS / "icon.svg"), layout="wide")
 st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
 
 pages = [

@@ -86,3 +86,4 @@ def history_timeline(frame: pd.DataFrame) -> go.Figure:
     fig.update_traces(marker=dict(size=11))
     fig.update_yaxes(type="category", title=None)
     return layout(fig, height=max(220, 40 * frame["category"].nunique() + 120))
+

@@ -1,13 +1,13 @@
 """Push a category: the shoppers most likely to buy in it next and the items that would bring them."""
 
-import plotly.express as px
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
 from crossrec_core.serving.category_push import audience_csv, category_audience
+from pages import charts_push
 from pages.active import require_pair
 from pages.caches import get_recommender
-from pages.state import md_escape, show_error
+from pages.state import show_error
 
 st.title("Push a category")
 st.caption("Who should see a category next, and with which products: every shopper's list restricted to one "
@@ -53,10 +53,6 @@ with left:
                        "text/csv", key="push_dl_shoppers", icon=":material/download:")
 with right:
     st.subheader("Products that would bring them")
-    top = aud.items.head(15).iloc[::-1]
-    fig = px.bar(top, x="expected_shoppers", y=top["title"].map(md_escape).str.slice(0, 40), orientation="h",
-                 labels={"expected_shoppers": "shoppers expected to take it next", "y": ""})
-    fig.update_layout(height=420, margin=dict(l=0, r=0, t=10, b=0))
-    st.plotly_chart(fig, key="push_items_chart")
+    st.plotly_chart(charts_push.expected_shoppers_bar(aud.items), key="push_items_chart")
     st.download_button("Download the products (CSV)", audience_csv(aud.items), f"push-{aud.category}-products.csv"[:80],
                        "text/csv", key="push_dl_items", icon=":material/download:")

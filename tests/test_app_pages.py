@@ -295,7 +295,8 @@ def test_push_a_category_lists_the_audience_and_its_products_and_exports_them(ho
     assert len(shoppers) == min(len(aud.shoppers), 500) > 0
     assert shoppers["chance"].is_monotonic_decreasing
     assert "Expected to take one of these products next" in [m.label for m in at.metric]
-    assert plotly_spec(at, "push_items_chart")["data"][0]["orientation"] == "h"
+    bars = plotly_spec(at, "push_items_chart")["data"][0]
+    assert bars["orientation"] == "h" and len(bars["y"]) == min(15, len(aud.items))
     at.toggle(key="push_new_only").set_value(True)
     at.button[0].click().run()
     assert not at.exception

@@ -122,6 +122,8 @@ def test_demo_journey_in_chromium(server):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        hosts = set()  # every host the pages request: nothing may leave 127.0.0.1 (issue 18)
+        page.on("request", lambda request: hosts.add(request.url.split("/")[2].rsplit(":", 1)[0]))
         try:
             # Home: empty workspace, load the demo store
             page.goto(server)
@@ -210,6 +212,18 @@ def test_demo_journey_in_chromium(server):
             expect(page.get_by_role("button", name="Evaluate (about a minute)")).to_have_count(0)
             _no_exception(page)
             page.screenshot(path=str(ARTIFACTS / "08-evaluation.png"))
+            expect(page.get_by_role("button", name="Download this evaluation as a report (HTML)")).to_be_visible()
+
+            # Push a category: the audience of the first category, its table and chart
+            page.get_by_role("link", name="Push a category").click()
+            _settle(page)
+            page.get_by_role("button", name="Find the audience").click()
+            expect(page.get_by_text("Shoppers to target")).to_be_visible(timeout=120_000)
+            _settle(page)
+            expect(page.get_by_role("button", name="Download the shoppers (CSV)")).to_be_visible()
+            expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+            _no_exception(page)
+            _shot(page, "08b-push-a-category")
 
             # Data: upload the real H&M log through the uploader
             page.get_by_role("link", name="Data", exact=True).click()
@@ -244,6 +258,7 @@ def test_demo_journey_in_chromium(server):
             _settle(page)
             expect(page.get_by_text("for good? This cannot be undone.")).to_have_count(0)
             _no_exception(page)
+            assert hosts == {"127.0.0.1"}, f"the pages requested other hosts: {sorted(hosts)}"
         except Exception:
             _shot(page, "99-failure")
             raise
