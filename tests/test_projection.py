@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -74,6 +76,10 @@ def test_umap_is_cached_on_disk_by_content_and_users_land_on_their_island(home):
     assert not first.from_cache and first.items_xy.shape == (120, 2)
     assert cached_umap_exists(x, cfg)
     assert (home / "cache" / "projection" / vectors_fingerprint(x, cfg) / "items_xy.npy").is_file()
+    # numba's compiled code went to disk: the next process's first map skips most of the compiling
+    import numba
+
+    assert numba.config.CACHE_DIR and list(Path(numba.config.CACHE_DIR).rglob("*.nbi")), numba.config.CACHE_DIR
     second = project_items(x, cfg)
     assert second.from_cache
     np.testing.assert_array_equal(first.items_xy, second.items_xy)

@@ -201,11 +201,50 @@ def exact_knn(vectors: np.ndarray, k: int, *, batch_size: int = 2048) -> tuple[n
     return idx, dist
 
 
-def _umap_fit(vecs: np.ndarray, config: ProjectionConfig) -> np.ndarray:
+def import_umap():
+    """Return the umap module, imported with numba's on-disk cache on for every function it compiles.
+
+    umap-learn and pynndescent mark only some of their numba functions ``cache=True``, so every new
+    process compiled the rest again on its first map (15-60 s, bench/RESULTS.md). Their decorators run
+    at import, so ``numba.njit`` / ``numba.jit`` default to ``cache=True`` while umap is first imported,
+    and are restored right after. The cache lives in $NUMBA_CACHE_DIR when set, else in the workspace's
+    cache folder (numba/); a function numba cannot cache is compiled as before (numba warns, we do not).
+    Later imports (umap already in sys.modules) change nothing.
+    """
+    import sys
+
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import os
+
+    import numba
+
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        folder = cache_dir() / "numba"
+        folder.mkdir(parents=True, exist_ok=True)
+        numba.config.CACHE_DIR = str(folder)
+    plain_njit, plain_jit = numba.njit, numba.jit
+
+    def cached(decorator):
+        def wrapper(*args, **kwargs):
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+        return wrapper
+
+    numba.njit, numba.jit = cached(plain_njit), cached(plain_jit)
     try:
-        import umap  # lazy: importing umap compiles numba code (seconds); only pay it when asked
+        with warnings.catch_warnings():  # "cannot cache ... dynamic globals": compiled per process, as before
+            warnings.simplefilter("ignore")
+            import umap  # lazy: importing umap compiles numba code (seconds); only pay it when asked
     except ImportError as err:  # pragma: no cover - umap-learn is a declared dependency
         raise ConfigError("The UMAP map needs the 'umap-learn' package: pip install umap-learn.") from err
+    finally:
+        numba.njit, numba.jit = plain_njit, plain_jit
+    return umap
+
+
+def _umap_fit(vecs: np.ndarray, config: ProjectionConfig) -> np.ndarray:
+    umap = import_umap()
     n = len(vecs)
     n_neighbors = min(int(config.n_neighbors), n - 1)
     # Why exact neighbours: a blocked matrix product finds them in a second or two for 20k-50k items,
