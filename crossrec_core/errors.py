@@ -30,6 +30,10 @@ class LeakError(ModelError):
     """A model was trained on some of the events an evaluation holds out as targets (evaluate.seen_targets)."""
 
 
+class StorageError(CrossrecError):
+    """The workspace could not be written (the disk is full); nothing half-written was left behind."""
+
+
 class NotTrainedError(CrossrecError):
     """A model was asked to predict before it was trained or loaded."""
 

@@ -46,6 +46,7 @@ from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, ModelInfo, list_
 from crossrec_core.storage.workspace import (
     atomic_dir,
     atomic_write_json,
+    disk_full_is_plain,
     models_dir,
     name_lock,
     publish_dir,
@@ -135,10 +136,11 @@ def save_model(model, path: str | os.PathLike) -> Path:
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{target} exists and is not a folder. Choose another --out path.")
     staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
         with name_lock(target):
-            _write_folder(model, staging)
+            with disk_full_is_plain(f"'{target.name}'", target.parent):  # StorageError; the old model stays
+                staging.mkdir()
+                _write_folder(model, staging)
             if target.exists() and any(target.iterdir()) and not (target / "config.json").is_file():
                 raise ConfigError(f"{target} is a non-empty folder that is not a crossrec model. Choose another --out path.")
             publish_dir(staging, target)

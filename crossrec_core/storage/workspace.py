@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from typing import Iterator
 
 from filelock import FileLock
 
-from crossrec_core.errors import ConfigError
+from crossrec_core.errors import ConfigError, StorageError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -86,23 +87,53 @@ def atomic_dir(target: Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a staging folder; on success it atomically replaces ``target``.
 
     A crash (even SIGKILL) at any point leaves ``target`` either as it was or fully replaced: the new
-    content becomes visible through one atomic exchange (see ``publish_dir``).
+    content becomes visible through one atomic exchange (see ``publish_dir``). A full disk while the
+    staging folder is written raises StorageError; the staging folder is removed and ``target`` is
+    untouched.
     """
     target = Path(target)
     root = target.parent.parent  # workspace root for datasets/<name> and models/<name>
     tmp_root = root / "tmp" if (root / "tmp").is_dir() else target.parent
     staging = tmp_root / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    with disk_full_is_plain(f"'{target.name}'", tmp_root):
+        staging.mkdir(parents=True)
     with name_lock(target):
         try:
-            yield staging
-            _fsync_tree(staging)
+            with disk_full_is_plain(f"'{target.name}'", tmp_root):
+                yield staging
+                _fsync_tree(staging)
             if target.exists() and not overwrite:
                 raise ConfigError(f"'{target.name}' already exists. Choose another name or delete it first.")
             publish_dir(staging, target)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def disk_full_is_plain(what: str, where: Path) -> Iterator[None]:
+    """Turn a full disk (ENOSPC / EDQUOT) inside the block into a StorageError that says what to do.
+
+    Safetensors and parquet writers report it in several ways (an OSError with the errno, or their own
+    error naming "No space left on device"); any of them becomes the same plain sentence."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - only a full disk is converted, the rest is re-raised
+        full = (isinstance(err, OSError) and err.errno in DISK_FULL) or "No space left on device" in str(err) \
+            or "Disk quota exceeded" in str(err)
+        if not full:
+            raise
+        try:
+            free = f"{shutil.disk_usage(where).free / 2**20:.1f} MB free"
+        except OSError:
+            free = "no space left"
+        raise StorageError(f"The disk is full ({free} at {where}): {what} could not be saved. Free some space and "
+                           "try again; the previous version, if any, is unchanged.") from err
 
 
 def publish_dir(staging: Path, target: Path) -> None:
@@ -144,11 +175,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with disk_full_is_plain(f"'{path.name}'", path.parent), open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():  # a failed write leaves nothing half-written behind
+            tmp.unlink()
 
 
 def atomic_write_json(path: Path, obj) -> None:

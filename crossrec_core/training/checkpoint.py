@@ -12,7 +12,7 @@ import torch
 from crossrec_core.errors import ConfigError
 from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.storage.registry import read_json, read_safetensors, write_safetensors
-from crossrec_core.storage.workspace import atomic_write_json, publish_dir
+from crossrec_core.storage.workspace import atomic_write_json, disk_full_is_plain, publish_dir
 from crossrec_core.training.optim import FitOptimizer
 
 
@@ -22,13 +22,15 @@ def save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: FitOpti
     state of another."""
     ckpt.mkdir(parents=True, exist_ok=True)
     staging = ckpt / f".next-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
-        write_safetensors(staging / "last.safetensors", net.state_dict())
-        write_safetensors(staging / "best.safetensors", best_state)
-        tensors, scalars = optimizer_to_flat(opt)
-        write_safetensors(staging / "optimizer.safetensors", tensors)
-        atomic_write_json(staging / "state.json", {**state, "optimizer": scalars})
+        # a full disk: StorageError, the previous checkpoint stays the one a resume reads
+        with disk_full_is_plain("the training checkpoint", ckpt):
+            staging.mkdir()
+            write_safetensors(staging / "last.safetensors", net.state_dict())
+            write_safetensors(staging / "best.safetensors", best_state)
+            tensors, scalars = optimizer_to_flat(opt)
+            write_safetensors(staging / "optimizer.safetensors", tensors)
+            atomic_write_json(staging / "state.json", {**state, "optimizer": scalars})
         publish_dir(staging, checkpoint_folder(ckpt))
     finally:
         if staging.exists():
