@@ -1,4 +1,4 @@
-"""The `crossrec` command: ingest, demo, train, recommend, evaluate, models, serve.
+"""The `crossrec` command: ingest, demo, train, compress, recommend, evaluate, models, serve.
 
 Each group of subcommands lives in its own module that exposes ``register(subparsers)``; this file only
 routes and turns CrossrecError into a plain message with exit status 2 (never a traceback).

@@ -20,7 +20,7 @@ from crossrec_core.training.progress import Phase
 
 
 def register(subparsers) -> None:
-    """Add the `train` and `models` subcommands."""
+    """Add the `train`, `compress` and `models` subcommands."""
     p = subparsers.add_parser(
         "train",
         help="train a model on an interaction log and save it",
@@ -38,6 +38,16 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     p.add_argument("--ddp", action="store_true", help="data-parallel training; launch with torchrun")
     p.set_defaults(func=_train)
+
+    c = subparsers.add_parser(
+        "compress", help="write a smaller copy of a model for CPU serving (int8 item tables)",
+        description="Write a copy of --model to --out with the per-item tables (title and ID embeddings) stored as "
+                    "int8 with a scale per row: about a quarter of their size. It loads and recommends like any "
+                    "model; bench/RESULTS.md gives the quality change measured on each log.")
+    c.add_argument("--model", required=True, help="model folder (or workspace model name) to compress")
+    c.add_argument("--out", required=True, help="new folder for the compressed copy")
+    c.add_argument("--prune", type=float, default=0.0, help="also zero this share of the smallest weights of every dense layer (default 0)")
+    c.set_defaults(func=_compress)
 
     m = subparsers.add_parser("models", help="list or delete saved models in the workspace")
     m.add_argument("--delete", metavar="NAME", default=None, help="delete the saved model NAME")
@@ -128,4 +138,15 @@ def _models(args: argparse.Namespace) -> int:
     for m in models:
         nd = f"{m.valid_ndcg10:.4f}" if m.valid_ndcg10 is not None else "-"
         print(f"{m.name:30s} {m.n_items:>8d} {m.encoder:>11s} {str(m.best_epoch or '-'):>10s} {nd:>13s} {m.size_bytes / 1e6:>8.1f}")
+    return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from crossrec_core.storage.compress import CompressConfig, compress_model
+
+    report = compress_model(args.model, args.out, CompressConfig(prune=args.prune))
+    mb = lambda n: f"{n / 2**20:.1f} MB"  # noqa: E731
+    print(f"compressed {args.model} -> {args.out}: {mb(report['source_bytes'])} -> {mb(report['compressed_bytes'])} "
+          f"({len(report['int8_tables'])} item tables in int8" + (f", {report['pruned_layers']} layers pruned {report['prune']:.0%}" if report["prune"] else "") + ")",
+          file=sys.stderr)
     return 0

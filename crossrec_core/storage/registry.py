@@ -67,7 +67,7 @@ MODEL_FILES = {
     "metrics.json",
     "calibration.json",
 }
-OPTIONAL_FILES = {"threshold.json"}  # written only when someone saves a threshold with the model
+OPTIONAL_FILES = {"threshold.json", "compression.json"}  # a saved threshold; a `crossrec compress` copy's record
 REQUIRED_FILES = ("model.safetensors", "aux.safetensors", "config.json", "items.parquet", "vocab.json", "calibration.json")
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npz"}
 MAX_ZIP_BYTES = 2 * 1024**3
@@ -277,6 +277,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     except (OSError, ValueError) as err:
         raise ModelError(f"{folder.name}/items.parquet cannot be read ({str(err)[:120]}).") from err
     weights = read_safetensors(folder / "model.safetensors")
+    if (folder / "compression.json").is_file():  # `crossrec compress`: int8 item tables back to float32
+        from crossrec_core.storage.compress import restore_weights
+
+        try:
+            weights = restore_weights(weights, read_json(folder / "compression.json"))
+        except (KeyError, TypeError, AttributeError, RuntimeError) as err:
+            raise ModelError(f"{folder.name}/compression.json does not match its weights ({err}). Compress the model again.") from err
     aux = read_safetensors(folder / "aux.safetensors")
     # Check declared sizes against the vocabulary BEFORE building the network, so a folder that claims
     # 10^8 items cannot make us allocate gigabytes before being refused.
