@@ -18,12 +18,14 @@ the item-kNN table and the priors are fitted on the events before it):
    order (models/fusion.py) -- on the candidates of the validation users (listwise softmax plus a
    small pointwise BCE, see BCE_WEIGHT; users whose target is not among them count as all-negative,
    which keeps logits absolute; each fit keeps its best epoch on a held-out fifth of its users, epoch
-   0 = retrieval's order included), in four folds of users first (measured: with two, half-data scorers gave logits on another scale than the final one and the probabilities came out 2-3x too low on hm): each fold's out-of-fold logits say
-   honestly whether the re-rank beats retrieval (NDCG@10 on the held-out fold, paired bootstrap, on all
-   users and on those whose target is in a new category: it is switched off only when it loses on
-   either, significantly; targets in a new category weigh TrainConfig.fusion_novel_weight) and are
-   what the probability mapping is fitted on (Platt scaling with a cold-user term of each candidate's
-   log-softmax over its user's pool, ``Calibration``).
+   0 = retrieval's order included), in four folds of users first (measured: with two, half-data
+   scorers gave logits on another scale than the final one). Each fold's out-of-fold logits say
+   honestly whether the re-rank beats retrieval: NDCG@10 on the held-out fold, with targets in a new
+   category weighing TrainConfig.fusion_novel_weight as in the loss, paired bootstrap; it is switched
+   off only when that weighted difference is significantly below 0. The all-users and novel-users
+   intervals are reported beside it. The same logits are what the probability mapping is fitted on:
+   Platt scaling, with a cold-user term, of each candidate's log-softmax over its user's pool
+   (``Calibration``).
    The final scorer is then fit on every validation user (as scikit-learn's
    CalibratedClassifierCV(ensemble=False) does).
 """
