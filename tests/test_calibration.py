@@ -243,3 +243,19 @@ def test_probabilities_of_the_rows_a_list_shows_match_their_observed_rate(monkey
     assert top10_gap() < 0.1
     monkeypatch.setattr(fusion_fit, "CALIBRATION_TOP", N)  # the old fit, through every row
     assert top10_gap() > 0.2
+
+
+def test_the_rerank_switch_weighs_novel_targets_as_the_scorer_was_fitted():
+    """A scorer that loses a little on everyone but gains much on novel targets stays on (the old
+    either-or rule switched it off); one that loses on the weighted sum goes off."""
+    from crossrec_core.training.fusion_fit import keep_rerank
+
+    rng = np.random.default_rng(0)
+    U = 4000
+    novel = rng.random(U) < 0.15
+    base = rng.random(U) * 0.3
+    trade = base + np.where(novel, 0.10, -0.01)  # all users: -0.0085 on average, significant alone
+    assert keep_rerank(trade, base, novel, 2.0, seed=0)
+    worse = base + np.where(novel, 0.01, -0.02)
+    assert not keep_rerank(worse, base, novel, 2.0, seed=0)
+    assert keep_rerank(base, base, novel, 2.0, seed=0)  # a tie keeps the re-rank (the design)

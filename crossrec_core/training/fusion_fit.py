@@ -166,6 +166,20 @@ def _train_scorer(
 
 
 
+def keep_rerank(fusion_ndcg: np.ndarray, retrieval_ndcg: np.ndarray, novel: np.ndarray, novel_weight: float, seed: int) -> bool:
+    """Return whether the re-rank stays on, from held-out users' NDCG@10 under it and under retrieval.
+
+    The switch judges the scorer by what it was fitted for: NDCG@10 with targets in a new category
+    weighing ``novel_weight`` (the loss's and the early stopping's weighting). Off only when that
+    weighted difference is significantly below 0 (95 % paired bootstrap). Before session 7 it was off
+    when either the all-users or the novel-users difference was, and so it switched off exactly where
+    the scorer traded a little of everyone's NDCG for a significant novel-category gain (bench/RESULTS.md).
+    """
+    w = np.where(novel, float(novel_weight), 1.0)
+    w = w / w.mean()
+    return not paired_bootstrap(fusion_ndcg * w, retrieval_ndcg * w, seed=seed).high < 0
+
+
 def fit_fusion(
     fusion: nn.Module, data: FusionData, *, epochs: int, seed: int, device: torch.device, n_folds: int = 4, novel_weight: float = 1.0
 ) -> dict:
@@ -193,15 +207,7 @@ def fit_fusion(
     novel = novel_targets(data)
     # too few novel held-out hits say nothing (taobao has 1, hm 4): the novel check needs MIN_NOVEL_USERS
     diff_novel = paired_bootstrap(fus_users[novel], ret_users[novel], seed=seed) if novel.sum() >= MIN_NOVEL_USERS else None
-    # The switch judges the scorer by what it was fitted for: NDCG@10 with targets in a new category
-    # weighing ``novel_weight`` (the loss's and the early stopping's weighting). Off only when that
-    # weighted difference is significantly below 0. (Before session 7 it was off when either the all-
-    # users or the novel-users difference was: it switched off exactly where the scorer traded a
-    # little of everyone's NDCG for a significant novel-category gain, bench/RESULTS.md.)
-    w = np.where(novel, float(novel_weight), 1.0)
-    w = w / w.mean()
-    diff_weighted = paired_bootstrap(fus_users * w, ret_users * w, seed=seed)
-    rerank = not diff_weighted.high < 0
+    rerank = keep_rerank(fus_users, ret_users, novel, novel_weight, seed)
     # the probability follows what orders the list: the scorer's logit, or retrieval's score when the
     # re-rank is off (so `score` always falls down a list)
     relevance = oof if rerank else retrieval
