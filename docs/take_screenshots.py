@@ -43,6 +43,8 @@ def main() -> None:
             if button:
                 page.get_by_role("button", name=button).click()
             page.wait_for_timeout(wait * 1000)
+            page.mouse.move(5, 990)  # no tooltip of the button just pressed over the page
+            page.wait_for_timeout(800)
             page.screenshot(path=str(OUT / name))
             print("wrote", OUT / name)
         browser.close()
