@@ -13,7 +13,8 @@ from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, Us
 from crossrec_core.data.dataset import from_frames
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.serving.recommender import Recommender
-from crossrec_core.storage.compress import CompressConfig, compress_model, dequantise_rows, prune_smallest, quantise_rows
+from crossrec_core.storage.compress import CompressConfig, compress_model, prune_smallest
+from crossrec_core.storage.int8 import dequantise_rows, quantise_rows
 from crossrec_core.storage.registry import load_model, save_model
 from crossrec_core.training.loop import train_model
 from journeys import journey_frames

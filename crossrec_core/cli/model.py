@@ -13,6 +13,7 @@ from crossrec_core.cli.columns import add_column_flags, column_mapping
 from crossrec_core.config import default_config
 from crossrec_core.data.load import load_log
 from crossrec_core.errors import ConfigError
+from crossrec_core.storage.compress import CompressConfig, compress_model
 from crossrec_core.storage import registry
 from crossrec_core.training.ddp import init_distributed
 from crossrec_core.training.pipeline import train_and_save
@@ -142,8 +143,6 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from crossrec_core.storage.compress import CompressConfig, compress_model
-
     report = compress_model(args.model, args.out, CompressConfig(prune=args.prune))
     mb = lambda n: f"{n / 2**20:.1f} MB"  # noqa: E731
     print(f"compressed {args.model} -> {args.out}: {mb(report['source_bytes'])} -> {mb(report['compressed_bytes'])} "

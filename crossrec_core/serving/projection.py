@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
 from typing import Literal
 import shutil
+import sys
 
 import numpy as np
 
@@ -211,13 +213,9 @@ def import_umap():
     cache folder (numba/); a function numba cannot cache is compiled as before (numba warns, we do not).
     Later imports (umap already in sys.modules) change nothing.
     """
-    import sys
-
     if "umap" in sys.modules:
         return sys.modules["umap"]
-    import os
-
-    import numba
+    import numba  # slow: compiles its own code on import; only the map needs it
 
     if not os.environ.get("NUMBA_CACHE_DIR"):
         folder = cache_dir() / "numba"

@@ -26,11 +26,10 @@ from pathlib import Path
 import torch
 
 from crossrec_core.errors import ConfigError
+from crossrec_core.storage.int8 import COMPRESSION_FILE, INT8, SCALE, quantise_rows
 from crossrec_core.storage.registry import load_model, read_safetensors, write_safetensors
 from crossrec_core.storage.workspace import atomic_dir, atomic_write_json, disk_full_is_plain
 
-COMPRESSION_FILE = "compression.json"
-INT8, SCALE = ".int8", ".int8_scale"  # suffixes of a quantised table's two tensors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,18 +42,6 @@ class CompressConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.prune) < 1.0:
             raise ConfigError(f"prune must be a share in [0, 1), got {self.prune!r}.")
-
-
-def quantise_rows(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (int8 (n, d), float32 (n,) scales) of a float table: symmetric per-row int8."""
-    t = table.detach().float()
-    scale = (t.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-    return torch.round(t / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
-
-
-def dequantise_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Return the float32 table of ``quantise_rows``'s output."""
-    return q.float() * scale.float()[:, None]
 
 
 def prune_smallest(weight: torch.Tensor, share: float) -> torch.Tensor:
@@ -82,17 +69,6 @@ def compress_weights(weights: dict[str, torch.Tensor], n_items: int, config: Com
             pruned.append(key)
         out[key] = value
     return out, {"format": 1, "int8_tables": tables, "pruned": pruned, "prune": float(config.prune)}
-
-
-def restore_weights(weights: dict[str, torch.Tensor], record: dict) -> dict[str, torch.Tensor]:
-    """Return the float32 tensors of a compressed model.safetensors dict (``record``: its compression.json)."""
-    out = dict(weights)
-    for key in record.get("int8_tables", []):
-        q, scale = out.pop(key + INT8, None), out.pop(key + SCALE, None)
-        if q is None or scale is None:
-            raise KeyError(f"{key}{INT8}")
-        out[key] = dequantise_rows(q, scale)
-    return out
 
 
 def compress_model(src: str | Path, out: str | Path, config: CompressConfig = CompressConfig()) -> dict:

@@ -43,6 +43,7 @@ from crossrec_core.models.calibration import Calibration
 from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
+from crossrec_core.storage.int8 import restore_weights
 from crossrec_core.storage.workspace import (
     atomic_dir,
     atomic_write_json,
@@ -278,8 +279,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         raise ModelError(f"{folder.name}/items.parquet cannot be read ({str(err)[:120]}).") from err
     weights = read_safetensors(folder / "model.safetensors")
     if (folder / "compression.json").is_file():  # `crossrec compress`: int8 item tables back to float32
-        from crossrec_core.storage.compress import restore_weights
-
         try:
             weights = restore_weights(weights, read_json(folder / "compression.json"))
         except (KeyError, TypeError, AttributeError, RuntimeError) as err:
