@@ -21,7 +21,7 @@ SHOTS = {
     "recommendations.png": ("recommendations", None, 12),
     "map.png": ("embedding_map", None, 15),
     "push.png": ("push", "Find the audience", 15),
-    "evaluation.png": ("evaluation", "Evaluate (about a minute)", 40),
+    "evaluation.png": ("evaluation", "Evaluate", 40),
     "train.png": ("train", None, 10),
 }
 

@@ -34,7 +34,7 @@ c3.selectbox("Draw a shopper's path", users, key="_map_user_w", on_change=pick_u
 
 try:
     if method == "UMAP" and not umap_ready(model_name):
-        st.info("The UMAP layout takes about a minute the first time; after that it opens at once.", icon=":material/info:")
+        st.info("The UMAP layout takes about half a minute the first time after an install and about 10 s in a new session; after that this map opens at once.", icon=":material/info:")
         if not st.button("Compute the UMAP layout", icon=":material/scatter_plot:", key="map_umap"):
             st.stop()
     proj = get_projection(model_name, "umap" if method == "UMAP" else "pca")
