@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, TrainConfig, UserEncoderConfig
 from crossrec_core.data.dataset import from_frames
@@ -401,3 +402,27 @@ def test_category_on_the_input_side_only_leaves_the_scored_vectors_without_it():
     np.testing.assert_allclose(model.base_item_vectors(), scored.numpy(), atol=1e-6)
     with pytest.raises(Exception, match="category_side"):
         ItemEncoderConfig(category_side="output")
+
+
+def test_mixed_precision_plan_scales_float16_gradients_and_the_step_unscales_them():
+    """Issue 16.4: bfloat16 where the GPU has it, else float16 with a GradScaler; float32 on CPU. The
+    optimiser step through an enabled scaler applies the true (unscaled) gradient, and skips a step
+    whose gradients overflowed."""
+    from crossrec_core.training.loop import amp_plan
+    from crossrec_core.training.optim import FitOptimizer
+
+    assert amp_plan("cpu", False) == (False, torch.float32, False)
+    assert amp_plan("cuda", True) == (True, torch.bfloat16, False)
+    assert amp_plan("cuda", False) == (True, torch.float16, True)
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = FitOptimizer([torch.optim.SGD([w], lr=0.1)])
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale((w * torch.tensor([3.0, 5.0])).sum()).backward()
+    assert w.grad.tolist() == [3072.0, 5120.0]  # scaled
+    opt.step(scaler)
+    assert w.detach().tolist() == pytest.approx([1.0 - 0.3, -2.0 - 0.5])  # the unscaled gradient was applied
+    before, scale = w.detach().clone(), scaler.get_scale()
+    opt.zero_grad()
+    scaler.scale((w * torch.tensor([float("inf"), 1.0])).sum()).backward()
+    opt.step(scaler)
+    assert torch.equal(w.detach(), before) and scaler.get_scale() == scale / 2  # overflow: skipped, scale halved

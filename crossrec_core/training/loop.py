@@ -313,8 +313,8 @@ def _fit_epochs(
     net = model.net
     loss_mod = RetrievalLoss(net, mode, tc.n_negatives)
     step_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[device.index] if device.type == "cuda" else None) if dist.on else loss_mod
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
+    use_amp, amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=scaled)
     v_users, v_ends, v_targets = valid
     bs = tc.batch_size
     # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
@@ -344,8 +344,8 @@ def _fit_epochs(
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = step_mod(bt["items"], bt["events"], bt["gaps"], bt["valid"], bt["targets"], bt["weights"], negs)
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()  # fp16: the loss scaled so small gradients do not flush to 0
+            opt.step(scaler)
             losses.append(float(loss.detach()))
             if step % tc.progress_every == 0 or step == len(batches):
                 report(epoch=epoch, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
@@ -372,6 +372,18 @@ def _fit_epochs(
             )
         if state.bad_epochs >= tc.patience:
             break
+
+
+def amp_plan(device_type: str, bf16_supported: bool) -> tuple[bool, torch.dtype, bool]:
+    """Return (autocast on, its dtype, whether gradients need a GradScaler) for a device.
+
+    On a GPU the steps run under autocast: in bfloat16 where the GPU has it (same exponent range as
+    float32, no scaling), else in float16, whose small gradients underflow to 0 unless the loss is
+    scaled first (torch.amp.GradScaler). On CPU: float32, no autocast.
+    """
+    if device_type != "cuda":
+        return False, torch.float32, False
+    return (True, torch.bfloat16, False) if bf16_supported else (True, torch.float16, True)
 
 
 def _tune_blends(

@@ -36,9 +36,16 @@ class FitOptimizer:
         for o in self.optimizers:
             o.zero_grad(set_to_none=True)
 
-    def step(self) -> None:
+    def step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        """Step every optimiser; with an enabled ``scaler`` (float16 on a GPU), through it, then update
+        its scale once (a step with inf / NaN gradients is skipped, as GradScaler does)."""
+        if scaler is None or not scaler.is_enabled():
+            for o in self.optimizers:
+                o.step()
+            return
         for o in self.optimizers:
-            o.step()
+            scaler.step(o)
+        scaler.update()
 
     @property
     def is_sparse(self) -> bool:
