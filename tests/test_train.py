@@ -408,8 +408,7 @@ def test_mixed_precision_plan_scales_float16_gradients_and_the_step_unscales_the
     """Issue 16.4: bfloat16 where the GPU has it, else float16 with a GradScaler; float32 on CPU. The
     optimiser step through an enabled scaler applies the true (unscaled) gradient, and skips a step
     whose gradients overflowed."""
-    from crossrec_core.training.loop import amp_plan
-    from crossrec_core.training.optim import FitOptimizer
+    from crossrec_core.training.optim import FitOptimizer, amp_plan
 
     assert amp_plan("cpu", False) == (False, torch.float32, False)
     assert amp_plan("cuda", True) == (True, torch.bfloat16, False)

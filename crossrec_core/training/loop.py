@@ -36,7 +36,7 @@ from crossrec_core.models.trained import TrainedModel, event_hashes
 from crossrec_core.training.checkpoint import load_checkpoint, save_checkpoint
 from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
-from crossrec_core.training.optim import FitOptimizer, end_fit, make_fit_optimizer
+from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
 from crossrec_core.training.tuning import select_knn_weight, select_prior_weights, valid_ranks
 
@@ -372,18 +372,6 @@ def _fit_epochs(
             )
         if state.bad_epochs >= tc.patience:
             break
-
-
-def amp_plan(device_type: str, bf16_supported: bool) -> tuple[bool, torch.dtype, bool]:
-    """Return (autocast on, its dtype, whether gradients need a GradScaler) for a device.
-
-    On a GPU the steps run under autocast: in bfloat16 where the GPU has it (same exponent range as
-    float32, no scaling), else in float16, whose small gradients underflow to 0 unless the loss is
-    scaled first (torch.amp.GradScaler). On CPU: float32, no autocast.
-    """
-    if device_type != "cuda":
-        return False, torch.float32, False
-    return (True, torch.bfloat16, False) if bf16_supported else (True, torch.float16, True)
 
 
 def _tune_blends(

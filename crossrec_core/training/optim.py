@@ -78,3 +78,15 @@ def end_fit(net: CrossRecNet) -> None:
     id_emb = getattr(net.item_encoder, "id_emb", None)
     if id_emb is not None:
         id_emb.sparse = False
+
+
+def amp_plan(device_type: str, bf16_supported: bool) -> tuple[bool, torch.dtype, bool]:
+    """Return (autocast on, its dtype, whether gradients need a GradScaler) for a device.
+
+    On a GPU the steps run under autocast: in bfloat16 where the GPU has it (same exponent range as
+    float32, no scaling), else in float16, whose small gradients underflow to 0 unless the loss is
+    scaled first (torch.amp.GradScaler). On CPU: float32, no autocast.
+    """
+    if device_type != "cuda":
+        return False, torch.float32, False
+    return (True, torch.bfloat16, False) if bf16_supported else (True, torch.float16, True)
