@@ -48,6 +48,7 @@ with left:
         "chance": st.column_config.ProgressColumn("chance", min_value=0.0, max_value=float(max(aud.shoppers["chance"].max(), 1e-9)),
                                                   format="%.3f", help="Chance that the shopper's next product is one of those shown."),
         "new_to_category": st.column_config.CheckboxColumn("new to it", help="Never had a product of this category."),
+        "user_id": st.column_config.TextColumn("shopper", width="small"),  # long hashed ids must not hide the chance
         "titles": st.column_config.TextColumn("products", width="large")}, column_order=["user_id", "chance", "new_to_category", "titles"])
     st.download_button("Download the shoppers (CSV)", audience_csv(aud.shoppers), f"push-{aud.category}-shoppers.csv"[:80],
                        "text/csv", key="push_dl_shoppers", icon=":material/download:")
