@@ -25,9 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fusion_refit import load  # noqa: E402
-from crossrec_core.evaluation.evaluator import split_targets  # noqa: E402
+from crossrec_core.evaluation.evaluator import rank_shipped, ranker_space, split_targets  # noqa: E402
 from crossrec_core.evaluation.metrics import per_user_ranking_metrics  # noqa: E402
-from crossrec_core.serving.recommender import Recommender  # noqa: E402
 from crossrec_core.storage.compress import CompressConfig, compress_model  # noqa: E402
 from crossrec_core.storage.registry import load_model  # noqa: E402
 
@@ -37,15 +36,11 @@ def lists(folder: Path, ds, k: int = 10) -> dict:
     model = load_model(folder)
     load_s = time.perf_counter() - t0
     t = split_targets(ds, "test")
+    space = ranker_space(model, ds, t.users, t.ends, t.targets)
     t0 = time.perf_counter()
-    recs = Recommender(model).recommend_batch(model.align(ds), t.users.astype(np.int64), t.ends, k)
+    top, prob = rank_shipped(model, space, t.users, k)  # what `crossrec recommend` ships
     rec_s = time.perf_counter() - t0
-    top = np.full((t.n_users, k), -1, dtype=np.int64)
-    prob = np.full((t.n_users, k), np.nan)
-    row = np.searchsorted(t.users, recs["user_idx"].to_numpy())
-    top[row, recs["rank"].to_numpy() - 1] = recs["item_idx"].to_numpy()
-    prob[row, recs["rank"].to_numpy() - 1] = recs["probability"].to_numpy()
-    nd = per_user_ranking_metrics(top, t.targets, k)["NDCG"]
+    nd = per_user_ranking_metrics(top, space.targets, k)["NDCG"]
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     return {"top": top, "prob": prob, "ndcg": float(nd.mean()), "ndcg_novel": float(nd[t.novel].mean()) if t.novel.any() else None,
             "load_s": round(load_s, 2), "recommend_s": round(rec_s, 2), "mb": round(size / 2**20, 2), "users": int(t.n_users)}

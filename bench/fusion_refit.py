@@ -31,11 +31,10 @@ sys.path.insert(0, str(ROOT))
 from bench.calibration import log_paths  # noqa: E402
 from crossrec_core.config import ModelConfig  # noqa: E402
 from crossrec_core.data.load import load_log  # noqa: E402
-from crossrec_core.evaluation.evaluator import split_targets  # noqa: E402
+from crossrec_core.evaluation.evaluator import rank_shipped, ranker_space, split_targets  # noqa: E402
 from crossrec_core.evaluation.metrics import calibration_report, paired_bootstrap, per_user_ranking_metrics  # noqa: E402
 from crossrec_core.models.features import N_FEATURES  # noqa: E402
 from crossrec_core.models.fusion import FusionScorer  # noqa: E402
-from crossrec_core.serving.recommender import Recommender  # noqa: E402
 from crossrec_core.storage.registry import load_model, save_model  # noqa: E402
 from crossrec_core.training.fusion_fit import fit_on_validation  # noqa: E402
 from crossrec_core.training.loop import train_model  # noqa: E402
@@ -49,14 +48,10 @@ def load(name: str, demo_dir: Path):
 def test_ndcg(model, ds, k: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
     """Return per-user test NDCG@k of the shipped lists, the novel-target flags, the calibration report."""
     t = split_targets(ds, "test")
-    recs = Recommender(model).recommend_batch(model.align(ds), t.users.astype(np.int64), t.ends, k)
-    top = np.full((t.n_users, k), -1, dtype=np.int64)
-    prob = np.full((t.n_users, k), np.nan)
-    row = np.searchsorted(t.users, recs["user_idx"].to_numpy())
-    top[row, recs["rank"].to_numpy() - 1] = recs["item_idx"].to_numpy()
-    prob[row, recs["rank"].to_numpy() - 1] = recs["probability"].to_numpy()
-    hits = top == t.targets[:, None]
-    return per_user_ranking_metrics(top, t.targets, k)["NDCG"], t.novel, calibration_report(prob[top >= 0], hits[top >= 0])
+    space = ranker_space(model, ds, t.users, t.ends, t.targets)
+    top, prob = rank_shipped(model, space, t.users, k)  # what `crossrec recommend` ships
+    hits = top == space.targets[:, None]
+    return per_user_ranking_metrics(top, space.targets, k)["NDCG"], t.novel, calibration_report(prob[top >= 0], hits[top >= 0])
 
 
 def overrides(pairs: list[str], train) -> dict:

@@ -14,7 +14,7 @@ What it maps (``basis``):
   best logit -0.70 against 1.42). Both shift the logit of every candidate of a user alike, and the
   log-softmax is blind to such a shift. Measured on test, top-10 rows, mean probability against hit
   rate: demo 0.036 / 0.038 (raw logits: 0.021), chain-a 0.043 / 0.042 (raw: 0.011); bench/RESULTS.md.
-  The pool is always the unfiltered pool the scorer was fitted on (Recommender.pool_normaliser), so a
+  The pool is always the unfiltered pool the scorer was fitted on (Recommender._pool_normaliser), so a
   filter that hides items never raises the probability of the rest.
 - ``"logit"``: the raw logit; what models saved before then use (their calibration.json has no basis).
 """
