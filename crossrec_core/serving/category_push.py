@@ -20,7 +20,7 @@ import pandas as pd
 from crossrec_core.data.dataset import InteractionDataset
 from crossrec_core.errors import ConfigError
 from crossrec_core.safe_text import PEOPLE_TEXT_COLUMNS, neutralise_frame
-from crossrec_core.serving.export import recommend_for_log
+from crossrec_core.serving.export import history_category_pairs, recommend_for_log
 from crossrec_core.serving.recommender import Recommender
 
 SHOPPER_COLUMNS = ["user_id", "chance", "new_to_category", "items", "titles"]
@@ -63,7 +63,7 @@ def category_audience(
                           f"(for example '{names[0]}').") if names else ConfigError("The model knows no categories.")
     rows = recommend_for_log(model, ds, k=int(k_items), detailed=True, recommender=recommender, on_batch=on_batch,
                              include_categories=[str(category)])
-    had = _shoppers_with_category(ds, str(category))
+    had = _shoppers_with_category(model, ds, str(category))
     rows = rows.assign(new_to_category=~rows["user_id"].isin(had))
     if new_to_category_only:
         rows = rows[rows["new_to_category"]]
@@ -90,15 +90,12 @@ def category_audience(
                             float(rows["probability"].sum()))
 
 
-def _shoppers_with_category(ds: InteractionDataset, category: str) -> set[str]:
-    """Return the ids of the shoppers of ``ds`` with at least one event in ``category`` (the log's own categories)."""
-    names = np.asarray(ds.category_names, dtype=object).astype(str)
-    where = np.flatnonzero(names == category)
-    if not len(where):
-        return set()
-    hit = ds.item_category[ds.seqs.items] == where[0]
-    users = ds.seqs.user_of_event()[hit]
-    return set(np.asarray(ds.user_ids, dtype=object)[np.unique(users)].astype(str))
+def _shoppers_with_category(model, ds: InteractionDataset, category: str) -> set[str]:
+    """Return the ids of the shoppers of ``ds`` with at least one event in ``category`` (the log's own
+    categories, as cross_category_only counts them: export.history_category_pairs)."""
+    users, cats = history_category_pairs(model, ds)
+    where = list(map(str, np.asarray(model.category_names, dtype=object))).index(category)
+    return set(np.asarray(ds.user_ids, dtype=object)[np.unique(users[cats == where])].astype(str))
 
 
 def audience_csv(frame: pd.DataFrame) -> bytes:
