@@ -38,8 +38,12 @@ DAY = 24 * 3600
 
 
 def generate(users: int, items: int, categories: int, seed: int, median_events: int = 13, follow: float = 0.6,
-             n_complements: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (interactions, items) of one complement-chain log."""
+             n_complements: int = 4, latents: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (interactions, items) of one complement-chain log.
+
+    ``latents``, when given, receives what generated it (complements, tastes, popularity): bench/oracle.py
+    ranks by the true next-item probability with them. Passing it changes nothing in the log.
+    """
     rng = np.random.default_rng(seed)
     C = categories
     cat_of = rng.integers(0, C, items)
@@ -58,8 +62,9 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
     by_cat = [np.flatnonzero(cat_of == c) for c in range(C)]
     n_events = np.clip(rng.lognormal(np.log(median_events), 0.5, users).astype(int), 3, 200)
     rows: list[tuple] = []
+    tastes = np.zeros((users, d))
     for u in range(users):
-        taste = rng.normal(size=d)
+        taste = tastes[u] = rng.normal(size=d)
         t = rng.uniform(0, 365 * DAY)
         hist = [int(rng.choice(items, p=pop_p))]
         while len(hist) < n_events[u]:
@@ -81,6 +86,8 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
             rows.append((f"u{u}", f"i{item}", int(t), "purchase"))
             t += rng.exponential(5 * DAY)
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
+    if latents is not None:
+        latents.update(cat_of=cat_of, item_vec=item_vec, pop=pop, comp=comp, comp_p=comp_p, taste=tastes, follow=follow)
     return inter, catalogue(rng, cat_of, set(inter["item_id"]))
 
 

@@ -36,8 +36,13 @@ STYLES = ["classic", "urban", "alpine", "studio", "coastal", "nordic", "pro", "v
 YEAR = 365 * 24 * 3600
 
 
-def generate(users: int, items: int, categories: int, seed: int, median_events: int = 60) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (interactions, items) of one dense log."""
+def generate(users: int, items: int, categories: int, seed: int, median_events: int = 60,
+             latents: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (interactions, items) of one dense log.
+
+    ``latents``, when given, receives what generated it (the chain, habits, tastes, seasons): bench/oracle.py
+    ranks by the true next-item probability with them. Passing it changes nothing in the log.
+    """
     rng = np.random.default_rng(seed)
     C = categories
     cat_of = np.sort(rng.integers(0, C, items))
@@ -53,11 +58,13 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
     season_phase = rng.uniform(0, 2 * np.pi, C)
     inter_rows: list[tuple] = []
     n_events = np.clip(rng.lognormal(np.log(median_events), 0.6, users).astype(int), 20, 400)
+    habits, tastes = np.zeros((users, C)), np.zeros((users, d))
     for u in range(users):
         home = rng.choice(C, size=rng.integers(3, 6), replace=False)
         habit = np.full(C, 0.02)
         habit[home] = rng.dirichlet(np.ones(len(home))) * 3
-        taste = rng.normal(size=d)
+        habits[u] = habit
+        taste = tastes[u] = rng.normal(size=d)
         t = rng.uniform(0, YEAR)
         prev2, prev1 = rng.choice(home, 2)
         seen: set[int] = set()
@@ -77,6 +84,9 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
             prev2, prev1 = prev1, c
             t += rng.exponential(2 * 24 * 3600)
     inter = pd.DataFrame(inter_rows, columns=["user_id", "item_id", "timestamp", "event"])
+    if latents is not None:
+        latents.update(cat_of=cat_of, item_vec=item_vec, pop=pop, chain=chain, season_phase=season_phase, habit=habits,
+                       taste=tastes)
     return inter, catalogue(rng, cat_of, set(inter["item_id"]))
 
 

@@ -37,7 +37,9 @@ from crossrec_core.models.features import N_FEATURES  # noqa: E402
 from crossrec_core.models.fusion import FusionScorer  # noqa: E402
 from crossrec_core.storage.registry import load_model, save_model  # noqa: E402
 from crossrec_core.training.fusion_fit import fit_on_validation  # noqa: E402
-from crossrec_core.training.loop import train_model  # noqa: E402
+from crossrec_core.models.category_history import fit_category_history  # noqa: E402
+from crossrec_core.training.loop import train_model, validation_targets  # noqa: E402
+from crossrec_core.training.tuning import tune_blends  # noqa: E402
 
 
 def load(name: str, demo_dir: Path):
@@ -64,6 +66,16 @@ def overrides(pairs: list[str], train) -> dict:
     return out
 
 
+def retune_blends(model, ds, split, sets: list[str]) -> None:
+    """Choose the blend weights again under the TrainConfig overrides ``sets`` (the encoders stay as saved)."""
+    model.config = dataclasses.replace(model.config, train=dataclasses.replace(model.config.train, **overrides(sets, model.config.train)))
+    prior = model.prior
+    model.category_history = fit_category_history(ds.seqs.truncate(split.train_end), ds.item_category, prior.transition_proba.shape[0], prior.category_prior)
+    v_users, v_ends, v_targets = validation_targets(ds, split, model.config.train)
+    valid = tune_blends(model, ds, split, v_users, v_ends, v_targets, 0, 0.0, lambda **kw: None)
+    print("blends:", {k: v for k, v in valid.items() if k in ("category_mix", "prior_w_pop", "prior_w_cat", "knn_weight", "ndcg10_prior")}, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["train", "refit", "compare"])
@@ -75,6 +87,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="TrainConfig override field=value (repeatable)")
     ap.add_argument("--base", default="base")
     ap.add_argument("--variants", default="")
+    ap.add_argument("--retune-blends", action="store_true",
+                    help="refit: first choose the blends again (next-category mixture, log-prior and item-kNN weights) "
+                         "under the overrides, as training does after its last epoch; the encoders stay fixed")
     args = ap.parse_args()
     for name in args.logs.split(","):
         tag = Path(name).name
@@ -94,6 +109,8 @@ def main() -> None:
             continue
         model = load_model(folder)
         split = ds.leave_last_out()
+        if args.retune_blends:
+            retune_blends(model, ds, split, args.set)
         rows = []
         for seed in (int(s) for s in args.seeds.split(",")):
             train = dataclasses.replace(model.config.train, seed=seed, **overrides(args.set, model.config.train))

@@ -142,6 +142,10 @@ class TrainConfig:
     # its log P(category | history) replaces the first-order transition table in the category term
     # of retrieval (models/prior.py), whose weight is still chosen on validation.
     category_loss_weight: float = 0.0
+    # P(next category | history) in the category term of retrieval: the recent flow mixed with the last
+    # two categories and the shopper's habit, mixture weights fitted on validation (models/category_history.py).
+    # False = the recent flow alone (what models trained before session 8 use).
+    category_mix: bool = True
     # The pool the fusion scorer re-ranks (and the probability is normalised over). Why 100, not 50:
     # the test target is in the top 100 far more often (demo 0.67 against 0.59, dense-b 0.28 against
     # 0.18), and with the scorer refit on the same models NDCG@10 rose on all five logs measured
@@ -186,6 +190,7 @@ class TrainConfig:
         _check(_is_int(self.n_negatives) and 1 <= self.n_negatives <= 1_000_000, f"n_negatives must be 1..1000000, got {self.n_negatives!r}.")
         _check(_is_num(self.seen_target_weight) and 0.0 <= self.seen_target_weight <= 1.0, f"seen_target_weight must be in [0, 1], got {self.seen_target_weight!r}.")
         _check(_is_num(self.category_loss_weight) and 0.0 <= self.category_loss_weight <= 10.0, f"category_loss_weight must be in [0, 10], got {self.category_loss_weight!r}.")
+        _check(isinstance(self.category_mix, bool), f"category_mix must be true or false, got {self.category_mix!r}.")
         _check(_is_int(self.fusion_candidates) and 2 <= self.fusion_candidates <= 10000, f"fusion_candidates must be 2..10000, got {self.fusion_candidates!r}.")
         _check(_is_int(self.fusion_novel_candidates) and 0 <= self.fusion_novel_candidates <= self.fusion_candidates // 2,
                f"fusion_novel_candidates must be 0..fusion_candidates / 2 ({self.fusion_candidates // 2}), got {self.fusion_novel_candidates!r}.")

@@ -6,9 +6,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import dense_logs  # noqa: E402
 from chain_logs import generate  # noqa: E402
+from oracle import OracleRanker, regenerate  # noqa: E402
+
+from crossrec_core.data.load import load_log  # noqa: E402
+from crossrec_core.evaluation.baselines import PopularityRanker  # noqa: E402
+from crossrec_core.evaluation.evaluator import evaluate_rankers  # noqa: E402
 
 
 def _novel_share(inter, items) -> float:
@@ -58,3 +65,23 @@ def test_the_signal_is_item_to_item_and_crosses_categories():
     ids = chains.groupby("user_id", sort=False)["item_id"].apply(list)
     steps = [(a, b) for seq in ids for a, b in zip(seq[:-1], seq[1:])]
     assert np.mean([cat[a] != cat[b] for a, b in steps]) > 0.6
+
+
+def test_the_oracle_reproduces_a_generated_log_and_ranks_by_its_true_next_item_probability(tmp_path):
+    inter, items = dense_logs.generate(users=150, items=300, categories=8, seed=4, median_events=30)
+    dense_logs.write_log(tmp_path, inter, items, "Dense synthetic shop log",
+                         "Made by `bench/dense_logs.py --users 150 --items 300 --categories 8 --median-events 30 --seed 4` (test).")
+    kind, latents = regenerate(tmp_path)
+    assert kind == "dense_logs" and latents["habit"].shape == (150, 8)
+    ds = load_log(str(tmp_path / "interactions.csv"), str(tmp_path / "items.csv"), name="oracle-test")
+    res = evaluate_rankers(ds, {"oracle": OracleRanker(kind, latents), "popularity": PopularityRanker()}, k=10)
+    assert res.value("oracle", "all", "NDCG@10") > 2 * res.value("popularity", "all", "NDCG@10")
+
+
+def test_the_oracle_refuses_a_log_its_provenance_does_not_reproduce(tmp_path):
+    inter, items = dense_logs.generate(users=40, items=100, categories=5, seed=4, median_events=20)
+    inter.loc[0, "item_id"] = inter.loc[1, "item_id"] if inter.loc[0, "item_id"] != inter.loc[1, "item_id"] else "i99"
+    dense_logs.write_log(tmp_path, inter, items, "Dense synthetic shop log",
+                         "Made by `bench/dense_logs.py --users 40 --items 100 --categories 5 --median-events 20 --seed 4` (test).")
+    with pytest.raises(SystemExit, match="does not give the same events"):
+        regenerate(tmp_path)

@@ -1,9 +1,11 @@
 """The log-prior blended into retrieval: item popularity plus the category flow from the user's last events.
 
-final score = dot(user, item) + w_pop * log P(item) + w_cat * (log P(cat(item) | recent categories) - log P(cat(item)))
+final score = dot(user, item) + w_pop * log P(item) + w_cat * (log P(cat(item) | history) - log P(cat(item)))
 
-With w_pop = w_cat = 1 this is the log of the category-transition baseline (popular items of the categories
-that follow the user's recent ones); with w_cat = 0 it adds popularity only. The weights are chosen on
+P(category | history) is the flow from the last events' categories, mixed with the last two categories and
+the shopper's habit where validation says so (models/category_history.py). With w_pop = w_cat = 1 and the
+flow alone this is the log of the category-transition baseline (popular items of the categories that
+follow the user's recent ones); with w_cat = 0 it adds popularity only. The weights are chosen on
 validation NDCG@10 after training (0, 0 = off) and stored in the network (``CrossRecNet.prior_weights``).
 
 The prior is folded into the vectors themselves (extra columns on both sides), so ``user_vectors @
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossrec_core.data.dataset import Sequences
+from crossrec_core.models.category_history import CategoryHistory, category_parts, chunks, mix_parts
 
 PRIOR_EPS = 0.02
 PRIOR_MAX_BUCKETS = 256
@@ -83,8 +86,8 @@ def build_item_prior(popularity: np.ndarray, item_category: np.ndarray, category
     )
 
 
-def category_lift(prior: ItemPrior, item_category: np.ndarray, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Return float32 (B, n_buckets) log P(bucket | last events) - log P(bucket); 0 for empty histories.
+def recent_flow(prior: ItemPrior, item_category: np.ndarray, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (float64 (B, C) P(next category | last events), bool (B,) has history); rows without history are 0.
 
     P(next category | history) = sum_j decay**age_j T[c_j] / sum_j decay**age_j over the last PRIOR_RECENT
     events (the category-transition baseline's rule).
@@ -92,9 +95,10 @@ def category_lift(prior: ItemPrior, item_category: np.ndarray, seqs: Sequences, 
     users = np.asarray(users, dtype=np.int64)
     ends = np.asarray(ends, dtype=np.int64)
     B = len(users)
-    out = np.zeros((B, prior.n_buckets), dtype=np.float32)
+    C = prior.transition_proba.shape[0]
+    proba = np.zeros((B, C), dtype=np.float64)
     if B == 0 or seqs.n_events == 0:
-        return out
+        return proba, np.zeros(B, dtype=bool)
     starts = seqs.offsets[users]
     age = np.arange(PRIOR_RECENT, dtype=np.int64)
     pos = ends[:, None] - 1 - age[None, :]  # (B, R)
@@ -106,11 +110,35 @@ def category_lift(prior: ItemPrior, item_category: np.ndarray, seqs: Sequences, 
     w = np.where(valid, PRIOR_DECAY ** age[None, :], 0.0).astype(np.float32)  # (B, R)
     mass = w.sum(axis=1)
     has = mass > 0
+    if has.any():
+        proba[has] = np.einsum("br,brc->bc", w[has], prior.transition_proba[cats[has]]) / mass[has, None]
+    return proba, has
+
+
+def category_lift(
+    prior: ItemPrior, item_category: np.ndarray, seqs: Sequences, users: np.ndarray, ends: np.ndarray,
+    history: CategoryHistory | None = None,
+) -> np.ndarray:
+    """Return float32 (B, n_buckets) log P(bucket | history) - log P(bucket); 0 for empty histories.
+
+    P(next category | history) is the recent flow (``recent_flow``), or with ``history`` its mixture with
+    the last-two and habit estimates (models/category_history.py).
+    """
+    users = np.asarray(users, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    out = np.zeros((len(users), prior.n_buckets), dtype=np.float32)
+    proba, has = recent_flow(prior, item_category, seqs, users, ends)
     if not has.any():
         return out
-    proba = np.einsum("br,brc->bc", w[has], prior.transition_proba[cats[has]]) / mass[has, None]  # (b, C)
+    if history is not None and not history.recent_only:
+        rows = np.flatnonzero(has)
+        for part in chunks(len(rows)):
+            r = rows[part]
+            parts = category_parts(history, proba[r], prior.transition_proba.astype(np.float64), item_category, seqs, users[r], ends[r])
+            proba[r] = mix_parts(history, parts)
+    proba = proba[has]
     if prior.n_buckets < proba.shape[1]:
-        binned = np.zeros((proba.shape[0], prior.n_buckets), dtype=np.float32)
+        binned = np.zeros((proba.shape[0], prior.n_buckets), dtype=np.float64)
         np.add.at(binned.T, prior.category_bucket, proba.T)
         proba = binned
     out[has] = np.log(np.maximum(proba, 1e-12)) - prior.log_bucket_prior[None, :]

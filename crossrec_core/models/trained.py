@@ -13,6 +13,7 @@ from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequen
 from crossrec_core.errors import ModelError
 from crossrec_core.models.calibration import Calibration
 from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core.models.category_history import RECENT_ONLY, CategoryHistory
 from crossrec_core.models.prior import build_item_prior, category_lift, item_prior_columns, learned_category_lift, user_prior_columns
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class TrainedModel:
         fusion_rerank: bool = False,
         train_event_hashes: np.ndarray | None = None,
         threshold: float | None = None,
+        category_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+        category_mix: np.ndarray | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -100,6 +103,13 @@ class TrainedModel:
         self._item_vecs: np.ndarray | None = None
         self._base_vecs: np.ndarray | None = None
         self.prior = build_item_prior(self.popularity, self.item_category, self.category_transitions)
+        # P(next category | history) beyond the recent flow: second-order pair counts of the training part
+        # and the validated mixture weights (models/category_history.py); none saved = the recent flow alone
+        keys, counts = category_pairs if category_pairs is not None else (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        self.category_history = CategoryHistory(
+            self.prior.transition_proba.shape[0], np.asarray(keys, dtype=np.int64), np.asarray(counts, dtype=np.float32),
+            self.prior.category_prior.astype(np.float64), RECENT_ONLY if category_mix is None else np.asarray(category_mix, dtype=np.float32),
+        )
         self._item_lookup = pd.Index(pd.Series(self.item_ids, dtype=object).astype(str))
         self._event_lookup = pd.Index(pd.Series(self.event_names, dtype=object).astype(str))
 
@@ -234,11 +244,12 @@ class TrainedModel:
 
         P(category | history) comes from the network's next-category head when it has one (from the
         user ``states``, base_user_vectors, computed when not given), else from the category
-        transitions of the last events (models/prior.py).
+        transitions of the last events mixed with the last-two and habit estimates
+        (models/prior.py, models/category_history.py).
         """
         head = getattr(self.net, "category_head", None)
         if head is None:
-            return category_lift(self.prior, self.item_category, seqs, users, ends)
+            return category_lift(self.prior, self.item_category, seqs, users, ends, history=self.category_history)
         if states is None:
             states = self.base_user_vectors(seqs, users, ends)
         with torch.no_grad():

@@ -194,6 +194,32 @@ def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path)
     return ItemKNNRanker.from_arrays(offsets, items, values, popularity), weight
 
 
+def _category_history_tensors(model) -> dict:
+    h = model.category_history
+    return {
+        "category_pair_keys": torch.from_numpy(np.array(h.pair_keys, dtype=np.int64)),
+        "category_pair_counts": torch.from_numpy(np.array(h.pair_counts, dtype=np.float32)),
+        "category_mix": torch.from_numpy(np.array(h.mix, dtype=np.float32)),
+    }
+
+
+def _category_history_from_aux(aux: dict, n_categories: int, folder: Path) -> tuple[tuple | None, np.ndarray | None]:
+    """Return (pairs, mix) of the next-category estimate, (None, None) for models saved before it; ModelError when inconsistent."""
+    if "category_mix" not in aux:
+        return None, None
+    keys = aux["category_pair_keys"].numpy() if "category_pair_keys" in aux else np.zeros(0, np.int64)
+    counts = aux["category_pair_counts"].numpy() if "category_pair_counts" in aux else np.zeros(0, np.float32)
+    mix = aux["category_mix"].numpy().reshape(-1)
+    C = max(int(n_categories), 1)
+    ok = (
+        len(keys) == len(counts) and len(mix) == 3 and bool(np.all(np.isfinite(mix))) and bool(np.all(mix >= 0))
+        and (len(keys) == 0 or (int(keys.min()) >= 0 and int(keys.max()) < C**3 and bool(np.all(np.diff(keys) > 0))))
+    )
+    if not ok:
+        raise ModelError(f"{folder.name}/aux.safetensors holds an inconsistent next-category table. Save or train the model again.")
+    return (keys, counts), mix
+
+
 def _write_folder(model, folder: Path) -> None:
     folder = Path(folder)
     write_safetensors(folder / "model.safetensors", model.net.state_dict())
@@ -204,6 +230,7 @@ def _write_folder(model, folder: Path) -> None:
             "category_transitions": torch.from_numpy(np.array(model.category_transitions, dtype=np.float32)),
             "item_category": torch.from_numpy(np.array(model.item_category, dtype=np.int32)),
             **_knn_tensors(model),
+            **_category_history_tensors(model),
             "train_event_hashes": torch.from_numpy(np.asarray(model.train_event_hashes, dtype=np.int64)),
         },
     )
@@ -315,6 +342,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
     fp = read_json(folder / "fingerprint.json").get("data_fingerprint", "") if (folder / "fingerprint.json").is_file() else ""
     knn, knn_weight = _knn_from_aux(aux, aux["popularity"].numpy(), n_items_declared, folder)
+    n_cat = max(int(aux["category_transitions"].shape[0]), int(aux["item_category"].numpy().max(initial=-1)) + 1)
+    pairs, mix = _category_history_from_aux(aux, n_cat, folder)
     try:
         cal = read_json(folder / "calibration.json")
         calibration, rerank = Calibration.from_dict(cal["calibration"]), bool(cal["rerank"])
@@ -344,6 +373,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         fusion_rerank=rerank,
         train_event_hashes=aux["train_event_hashes"].numpy() if "train_event_hashes" in aux else None,
         threshold=_read_threshold(folder),
+        category_pairs=pairs,
+        category_mix=mix,
     )
 
 

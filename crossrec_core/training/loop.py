@@ -28,9 +28,9 @@ from crossrec_core.data.dataset import InteractionDataset, LeaveLastOut, Sequenc
 from crossrec_core.device import pick_device, seed_everything
 from crossrec_core.errors import DataError
 from crossrec_core.evaluation.metrics import ndcg_hr
+from crossrec_core.models.category_history import fit_category_history
 from crossrec_core.models.fusion import CrossRecNet, build_net
 from crossrec_core.models.item_encoder import attribute_token_matrix, build_attribute_vocab
-from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.text import TextEncoder, item_texts
 from crossrec_core.models.trained import TrainedModel, event_hashes
 from crossrec_core.training.checkpoint import load_checkpoint, save_checkpoint
@@ -38,7 +38,7 @@ from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
 from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
-from crossrec_core.training.tuning import select_knn_weight, select_prior_weights, valid_ranks
+from crossrec_core.training.tuning import tune_blends, valid_ranks
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,8 @@ def train_model(
         batch_size=tc.eval_batch_size,
     )
 
+    train_seqs = ds.seqs.truncate(split.train_end)
+    model.category_history = fit_category_history(train_seqs, ds.item_category, model.prior.transition_proba.shape[0], model.prior.category_prior)
     state = _FitState(history=[], best={"ndcg10": -1.0, "epoch": 0}, best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if resume and ckpt is not None:
@@ -285,7 +287,7 @@ def train_model(
     model.invalidate_cache()
     best_rec = next((h for h in state.history if h["epoch"] == state.best["epoch"]), {})
     valid = {k: best_rec[k] for k in ("ndcg10", "hr10", "n") if k in best_rec}
-    valid.update(_tune_blends(model, ds, split, v_users, v_ends, v_targets, int(state.best["epoch"]), valid.get("ndcg10", 0.0), report))
+    valid.update(tune_blends(model, ds, split, v_users, v_ends, v_targets, int(state.best["epoch"]), valid.get("ndcg10", 0.0), report))
     valid.update(fit_on_validation(model, ds, split.valid_users.astype(np.int64), split.valid_pos, report))
     model.metrics = {
         "valid": valid,
@@ -372,29 +374,3 @@ def _fit_epochs(
             )
         if state.bad_epochs >= tc.patience:
             break
-
-
-def _tune_blends(
-    model: TrainedModel, ds: InteractionDataset, split: LeaveLastOut, v_users: np.ndarray, v_ends: np.ndarray, v_targets: np.ndarray,
-    best_epoch: int, model_ndcg: float, report,
-) -> dict:
-    """Choose the log-prior and item-kNN blend weights on validation; set them on ``model``; return the figures."""
-    tc = model.config.train
-    valid: dict = {}
-    if len(v_users) and tc.prior_blend:
-        report(epoch=best_epoch, phase=Phase.PRIOR)
-        w_pop, w_cat, vp = select_prior_weights(model, ds.seqs, v_users, v_ends, v_targets)
-        model.set_prior_weights(w_pop, w_cat)
-        valid.update({"prior_w_pop": w_pop, "prior_w_cat": w_cat, "ndcg10_prior": vp["ndcg10"], "hr10_prior": vp["hr10"]})
-        log.info("log-prior blend: w_pop=%.2f w_cat=%.2f valid ndcg@10 %.4f (model alone %.4f)", w_pop, w_cat, vp["ndcg10"], model_ndcg)
-    if len(v_users) and tc.knn_blend:
-        report(epoch=best_epoch, phase=Phase.PRIOR)
-        # neighbours learned from the training part only, like the embeddings and the popularity prior:
-        # no validation or test target leaks into the model, so evaluating it on this log stays honest
-        knn_train = ItemKNNRanker().fit(ds, ds.seqs.truncate(split.train_end))
-        w_knn, vk = select_knn_weight(model, knn_train, ds.seqs, v_users, v_ends, v_targets)
-        # kept even at weight 0: its co-occurrence score is one of the fusion scorer's inputs
-        model.knn, model.knn_weight = knn_train, w_knn
-        valid.update({"knn_weight": w_knn, "ndcg10_knn": vk["ndcg10"], "hr10_knn": vk["hr10"]})
-        log.info("item-kNN term: weight %.2f valid ndcg@10 %.4f", w_knn, vk["ndcg10"])
-    return valid

@@ -6,13 +6,20 @@ model alone winning ties, so a blend is on only when it helps on positions the e
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
 
-from crossrec_core.data.dataset import Sequences
+from crossrec_core.data.dataset import InteractionDataset, LeaveLastOut, Sequences
 from crossrec_core.evaluation.metrics import ndcg_hr
+from crossrec_core.models.category_history import category_parts, chunks, fit_mix
+from crossrec_core.models.prior import recent_flow
+from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
+from crossrec_core.training.progress import Phase
+
+log = logging.getLogger(__name__)
 
 
 def rank_targets(scores: np.ndarray, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -105,6 +112,22 @@ def select_knn_weight(
     return float(KNN_GRID[best]), result
 
 
+def fit_category_mix(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Set and return the weights of the next-category mixture (models/category_history.py) fitted by EM on
+    the categories of these validation targets; the tables were counted on the training part only."""
+    hist = model.category_history
+    flow = model.prior.transition_proba.astype(np.float64)
+    cats = np.asarray(model.item_category, dtype=np.int64)
+    recent, has = recent_flow(model.prior, cats, seqs, users, ends)
+    keep = np.flatnonzero(has)
+    parts = np.concatenate(
+        [category_parts(hist, recent[keep[p]], flow, cats, seqs, users[keep[p]], ends[keep[p]]) for p in chunks(len(keep))], axis=1
+    ) if len(keep) else np.zeros((3, 0, flow.shape[0]))
+    mix = fit_mix(parts, cats[np.asarray(targets, dtype=np.int64)[keep]])
+    model.category_history = hist.with_mix(mix)
+    return mix
+
+
 def select_prior_weights(
     model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray
 ) -> tuple[float, float, dict[str, float]]:
@@ -130,3 +153,34 @@ def select_prior_weights(
 
     best, result = _best_on_grid(model, seqs, users, ends, targets, len(grid), parts)
     return float(grid[best][0]), float(grid[best][1]), result
+
+
+def tune_blends(
+    model: TrainedModel, ds: InteractionDataset, split: LeaveLastOut, v_users: np.ndarray, v_ends: np.ndarray, v_targets: np.ndarray,
+    best_epoch: int, model_ndcg: float, report,
+) -> dict:
+    """Choose the next-category mixture, the log-prior and the item-kNN blend weights on validation; set them on
+    ``model``; return the figures."""
+    tc = model.config.train
+    valid: dict = {}
+    if len(v_users) and tc.prior_blend:
+        report(epoch=best_epoch, phase=Phase.PRIOR)
+        if tc.category_mix:
+            mix = fit_category_mix(model, ds.seqs, v_users, v_ends, v_targets)
+            valid["category_mix"] = [round(float(x), 4) for x in mix]
+            log.info("next-category mixture (recent flow, last two, habit): %s", np.round(mix, 3))
+        w_pop, w_cat, vp = select_prior_weights(model, ds.seqs, v_users, v_ends, v_targets)
+        model.set_prior_weights(w_pop, w_cat)
+        valid.update({"prior_w_pop": w_pop, "prior_w_cat": w_cat, "ndcg10_prior": vp["ndcg10"], "hr10_prior": vp["hr10"]})
+        log.info("log-prior blend: w_pop=%.2f w_cat=%.2f valid ndcg@10 %.4f (model alone %.4f)", w_pop, w_cat, vp["ndcg10"], model_ndcg)
+    if len(v_users) and tc.knn_blend:
+        report(epoch=best_epoch, phase=Phase.PRIOR)
+        # neighbours learned from the training part only, like the embeddings and the popularity prior:
+        # no validation or test target leaks into the model, so evaluating it on this log stays honest
+        knn_train = ItemKNNRanker().fit(ds, ds.seqs.truncate(split.train_end))
+        w_knn, vk = select_knn_weight(model, knn_train, ds.seqs, v_users, v_ends, v_targets)
+        # kept even at weight 0: its co-occurrence score is one of the fusion scorer's inputs
+        model.knn, model.knn_weight = knn_train, w_knn
+        valid.update({"knn_weight": w_knn, "ndcg10_knn": vk["ndcg10"], "hr10_knn": vk["hr10"]})
+        log.info("item-kNN term: weight %.2f valid ndcg@10 %.4f", w_knn, vk["ndcg10"])
+    return valid
