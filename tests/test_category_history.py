@@ -93,6 +93,7 @@ def test_training_fits_the_mixture_and_a_saved_model_keeps_it(tmp_path):
     model = train_model(ds, cfg, name="second-order")
     mix = np.asarray(model.metrics["valid"]["category_mix"])
     assert mix.sum() == pytest.approx(1.0, abs=1e-3) and mix[1] > 0.5
+    assert model.metrics["valid"]["category_mix_on"] and not model.category_history.recent_only
     loaded = registry.load_model(registry.save_model(model, tmp_path / "m"))
     np.testing.assert_allclose(loaded.category_history.mix, model.category_history.mix)
     np.testing.assert_array_equal(loaded.category_history.pair_keys, model.category_history.pair_keys)
@@ -107,3 +108,14 @@ def test_training_without_the_mixture_keeps_the_recent_flow(tmp_path):
                       train=TrainConfig(epochs=1, patience=1, batch_size=32, device="cpu", fusion_epochs=1, seed=3, category_mix=False))
     model = train_model(ds, cfg, name="flow-only")
     assert model.category_history.recent_only and "category_mix" not in model.metrics["valid"]
+
+
+def test_a_mixture_that_does_not_beat_the_flow_on_validation_is_not_kept():
+    inter, items = second_order_log(n_users=60)
+    items["category"] = "Everything"  # one category: the category term cannot change a ranking, so it ties
+    ds = from_frames(inter, items, name="one-category")
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(kind="gru", dim=16, max_len=8),
+                      train=TrainConfig(epochs=1, patience=1, batch_size=32, device="cpu", fusion_epochs=1, seed=3))
+    model = train_model(ds, cfg, name="one-category")
+    assert model.metrics["valid"]["category_mix_on"] is False
+    assert model.category_history.recent_only

@@ -165,11 +165,21 @@ def tune_blends(
     valid: dict = {}
     if len(v_users) and tc.prior_blend:
         report(epoch=best_epoch, phase=Phase.PRIOR)
-        if tc.category_mix:
-            mix = fit_category_mix(model, ds.seqs, v_users, v_ends, v_targets)
-            valid["category_mix"] = [round(float(x), 4) for x in mix]
-            log.info("next-category mixture (recent flow, last two, habit): %s", np.round(mix, 3))
         w_pop, w_cat, vp = select_prior_weights(model, ds.seqs, v_users, v_ends, v_targets)
+        if tc.category_mix:
+            # the mixture replaces the recent flow only when the blend it feeds does better on validation,
+            # like every other blend (ties keep the flow: the fusion scorer reads this estimate too)
+            flow = model.category_history
+            mix = fit_category_mix(model, ds.seqs, v_users, v_ends, v_targets)
+            m_pop, m_cat, vm = select_prior_weights(model, ds.seqs, v_users, v_ends, v_targets)
+            won = vm["ndcg10"] > vp["ndcg10"] + 1e-9
+            valid.update({"category_mix": [round(float(x), 4) for x in mix], "category_mix_on": bool(won), "ndcg10_prior_flow": vp["ndcg10"]})
+            log.info("next-category mixture (recent flow, last two, habit) %s: valid ndcg@10 %.4f vs %.4f with the flow alone -> %s",
+                     np.round(mix, 3), vm["ndcg10"], vp["ndcg10"], "on" if won else "off")
+            if won:
+                w_pop, w_cat, vp = m_pop, m_cat, vm
+            else:
+                model.category_history = flow
         model.set_prior_weights(w_pop, w_cat)
         valid.update({"prior_w_pop": w_pop, "prior_w_cat": w_cat, "ndcg10_prior": vp["ndcg10"], "hr10_prior": vp["hr10"]})
         log.info("log-prior blend: w_pop=%.2f w_cat=%.2f valid ndcg@10 %.4f (model alone %.4f)", w_pop, w_cat, vp["ndcg10"], model_ndcg)
