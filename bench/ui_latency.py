@@ -4,7 +4,8 @@ Starts the studio from this checkout (``streamlit run app.py``) on a workspace, 
 Debian's Chromium (playwright, never ``playwright install``) and repeats each action ``--reps`` times:
 move K, move the threshold, move variety (arrow keys on the focused slider, right then left), toggle the
 "new categories only" filter, a what-if edit (add the first product offered), pick a random
-shopper. One action's time runs from the key press / click to the moment the page is idle again:
+shopper. One action's time runs from the key press / click that changes something (focusing the slider
+and opening the product list come before, untimed) to the moment the page is idle again:
 
 * the server has sent ``script_finished`` for the run that the action started (read from the page's
   websocket frames, parsed as Streamlit ForwardMsg protobufs: a full run or a fragment run), and
@@ -121,35 +122,48 @@ def timed(page, watcher: RunWatcher, act, timeout_s: float = 60) -> tuple[float,
     return time.perf_counter() - t0, watcher.finished[-1][1]
 
 
+def nothing() -> None:
+    pass
+
+
 def slider_action(page, nth: int, rep: int):
     thumb = page.get_by_role("slider").nth(nth)
-    return lambda: (thumb.focus(), thumb.press("ArrowRight" if rep % 2 == 0 else "ArrowLeft"))
+    return (lambda: thumb.focus()), (lambda: thumb.press("ArrowRight" if rep % 2 == 0 else "ArrowLeft"))
 
 
-def whatif_action(page, rep: int):
+def whatif_action(page):
     box = page.get_by_label("Add products (newest last)")
-    if not box.is_visible():  # a rerun that redraws the expander closes it: open it again, untimed
-        page.get_by_text("What if... (edit the history)").click()
-        box.wait_for(state="visible")
 
-    def act():  # add the first product offered (those already added are no longer offered)
-        box.click()
-        box.press("Enter")
-    return act
+    def setup():  # open the expander when a full rerun closed it, then the product list
+        for _ in range(3):
+            if not box.is_visible():
+                page.get_by_text("What if... (edit the history)").click()
+                box.wait_for(state="visible")
+            box.focus()
+            box.press("ArrowDown")  # opens the product list
+            try:
+                page.wait_for_selector('[data-testid="stMultiSelectDropdown"]', state="attached", timeout=5000)
+                return
+            except Exception:  # noqa: BLE001 - try again from a closed list
+                page.keyboard.press("Escape")
+        page.screenshot(path="/tmp/ui_latency-whatif-failed.png")
+        raise SystemExit("the what-if product list did not open (screenshot /tmp/ui_latency-whatif-failed.png)")
+    return setup, (lambda: box.press("Enter"))  # add the first product offered (an added one is no longer offered)
 
 
 def action(page, name: str, rep: int):
-    """Return the callable doing action ``name`` (its untimed set-up, like opening the what-if expander, done)."""
+    """Return (untimed set-up, the timed action) of action ``name``: the set-up is what a person does before
+    the change itself (focus the slider, open the product list)."""
     if name in ("k", "threshold", "variety"):
         return slider_action(page, ("k", "threshold", "variety").index(name), rep)
     if name == "filter":
-        return lambda: page.get_by_text("Only categories new to this shopper").click()
+        return nothing, (lambda: page.get_by_text("Only categories new to this shopper").click())
     if name == "whatif":
-        return whatif_action(page, rep)
-    return lambda: page.get_by_role("button", name="Random shopper").click()
+        return whatif_action(page)
+    return nothing, (lambda: page.get_by_role("button", name="Random shopper").click())
 
 
-def run(base: str, reps: int, shots: Path | None) -> dict:
+def run(base: str, reps: int, shots: Path | None, actions=ACTIONS) -> dict:
     out: dict[str, dict] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -159,10 +173,12 @@ def run(base: str, reps: int, shots: Path | None) -> dict:
         settle(page)
         if shots:
             page.screenshot(path=str(shots / "before-actions.png"), full_page=True)
-        for name in ACTIONS:
+        for name in actions:
             times, how = [], {}
             for rep in range(reps + 1):  # rep 0 warms the caches of this action, not counted
-                t, status = timed(page, watcher, action(page, name, rep))
+                setup, act = action(page, name, rep)
+                setup()
+                t, status = timed(page, watcher, act)
                 page.keyboard.press("Escape")  # close an open dropdown (untimed)
                 if page.locator('[data-testid="stException"]').count():
                     raise SystemExit(f"exception on the page after {name}: " +
@@ -188,6 +204,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--label", default="")
     ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument("--actions", default=",".join(ACTIONS), help="comma-separated subset of " + ",".join(ACTIONS))
     ap.add_argument("--shots", help="folder for a screenshot before and after the actions")
     args = ap.parse_args()
     shots = Path(args.shots) if args.shots else None
@@ -196,10 +213,10 @@ def main() -> None:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     if args.url:
         wait_healthy(args.url)
-        figures = run(args.url, args.reps, shots)
+        figures = run(args.url, args.reps, shots, args.actions.split(','))
     else:
         with studio(args.home, free_port(), f"/tmp/ui_latency-{os.getpid()}.log") as (base, _):
-            figures = run(base, args.reps, shots)
+            figures = run(base, args.reps, shots, args.actions.split(','))
     result = {"label": args.label, "home": args.home, "reps": args.reps, "actions": figures,
               "loadavg_before": load_before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3]}
     print("load average before", *load_before, "after", *result["loadavg_after"])

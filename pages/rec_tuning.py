@@ -13,8 +13,9 @@ import streamlit as st
 
 from crossrec_core.errors import CrossrecError
 from crossrec_core.serving.export import recommend_for_log, to_csv_bytes
-from crossrec_core.serving.shoppers import catalogue_labels, item_labels, whatif_candidates
+from crossrec_core.serving.shoppers import item_labels
 from pages.caches import get_dataset, get_model, get_recommender
+from pages.caches_data import get_whatif_labels
 from pages.state import current_history, md_escape, mirror, persist, recommend_options, show_error
 
 
@@ -35,11 +36,11 @@ def _controls(model) -> None:
                    args=("_excluded_w", "excluded_categories"))
 
 
-def _whatif(model, hist: pd.DataFrame) -> None:
+def _whatif(model_name: str, hist: pd.DataFrame) -> None:
     state = st.session_state
     with st.expander("What if... (edit the history)", icon=":material/edit:",
                      expanded=bool(state.whatif_add or state.whatif_remove)):
-        label = catalogue_labels(model, whatif_candidates(model, state.whatif_add))
+        label = get_whatif_labels(model_name, state.whatif_add)
         st.multiselect("Add products (newest last)", list(label), key="_whatif_add_w", format_func=label.get,
                        on_change=persist, args=("_whatif_add_w", "whatif_add"))
         own = dict(zip(hist["item_id"], item_labels(hist["title"], hist["item_id"], hist["category"])))
@@ -53,7 +54,7 @@ def tuning(ds_name: str, model_name: str, hist: pd.DataFrame) -> None:
     state = st.session_state
     ds, model = get_dataset(ds_name), get_model(model_name)
     _controls(model)
-    _whatif(model, hist)
+    _whatif(model_name, hist)
     try:
         recs = get_recommender(model_name, ds_name).recommend(current_history(ds, state.rec_user), **recommend_options())
     except CrossrecError as err:
