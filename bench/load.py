@@ -149,16 +149,22 @@ class Session:
             turn += 1
 
 
-async def sample_memory(pid: int, every: float, until: float, t_start: float, curve: list) -> None:
+async def sample_memory(pid: int, every: float, until: float, t_start: float, curve: list, tsv: str | None) -> None:
+    """Sample (seconds, RSS MB, 1-min load) until ``until``; each point is also appended to ``tsv`` at once
+    (a soak cut short keeps its curve)."""
     while True:
         curve.append((round(time.perf_counter() - t_start, 1), round(rss_mb(pid), 1),
                       Path("/proc/loadavg").read_text().split()[0]))
+        if tsv:
+            with open(tsv, "a") as f:
+                f.write("\t".join(map(str, curve[-1])) + "\n")
         if time.perf_counter() >= until:
             return
         await asyncio.sleep(every)
 
 
-async def one_load(base: str, pid: int, n: int, seconds: float, every: float, shoppers: list[str]) -> dict:
+async def one_load(base: str, pid: int, n: int, seconds: float, every: float, shoppers: list[str],
+                   tsv: str | None = None) -> dict:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         sessions = [Session(i, (shoppers[2 * i], shoppers[2 * i + 1])) for i in range(n)]
@@ -166,7 +172,7 @@ async def one_load(base: str, pid: int, n: int, seconds: float, every: float, sh
         until = t_start + seconds
         curve: list = []
         rss_start = rss_mb(pid)
-        results = await asyncio.gather(sample_memory(pid, every, until, t_start, curve),
+        results = await asyncio.gather(sample_memory(pid, every, until, t_start, curve, tsv),
                                        *(s.journey(browser, base, until) for s in sessions), return_exceptions=True)
         await browser.close()
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
@@ -187,6 +193,7 @@ def main() -> None:
     ap.add_argument("--sessions", default="1,5,10", help="comma-separated numbers of simultaneous sessions")
     ap.add_argument("--seconds", type=float, default=60, help="how long each load runs")
     ap.add_argument("--sample-every", type=float, default=2.0, help="seconds between memory samples")
+    ap.add_argument("--curve", help="append each memory sample (seconds, RSS MB, load) to this TSV as it is taken")
     ap.add_argument("--out", help="write the figures (and the memory curve) as JSON here")
     args = ap.parse_args()
     name = sorted(info.name for info in list_datasets(root=args.home))[0]  # the studio's first dataset
@@ -197,7 +204,7 @@ def main() -> None:
     out = {"home": args.home, "dataset": name, "loadavg_before": Path("/proc/loadavg").read_text().split()[:3], "runs": []}
     with studio(args.home, free_port(), f"/tmp/load-{os.getpid()}.log") as (base, proc):
         for n in counts:
-            r = asyncio.run(one_load(base, proc.pid, n, args.seconds, args.sample_every, shoppers))
+            r = asyncio.run(one_load(base, proc.pid, n, args.seconds, args.sample_every, shoppers, args.curve))
             r["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
             out["runs"].append(r)
             acts = "  ".join(f"{a} {v['p50_s'] or 0:.2f}/{v['p95_s'] or 0:.2f}s (n={v['n']})" for a, v in r["actions"].items())
