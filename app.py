@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from pages import routed
 from pages.sidebar import sidebar
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -23,4 +24,5 @@ pages = [
 ]
 pg = st.navigation(pages)
 sidebar()
-pg.run()
+with routed():
+    pg.run()

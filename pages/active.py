@@ -9,12 +9,14 @@ import streamlit as st
 
 from crossrec_core.errors import CrossrecError
 from crossrec_core.serving.shoppers import search_users
+from pages import through_app
 from pages.caches import get_dataset, get_model
 from pages.state import PAGE_DATA, PAGE_HOME, PAGE_TRAIN, show_error
 
 
 def active_dataset():
     """Return (name, dataset) of the active dataset, or (None, None) when the workspace has none."""
+    through_app()  # every page but Home starts here
     name = st.session_state.get("dataset_name")
     if not name:
         return None, None

@@ -1,4 +1,4 @@
-"""Cached computations of the Data and Embedding map pages: uploads, profiles, the item map, users on it.
+"""Cached computations of the Data, Map and Recommendations pages: uploads, profiles, maps, what-if labels.
 
 The router never lists this file as a page. Uploads are keyed by Streamlit's file_id (a new upload is a new
 id; raw bytes are not hashed); everything else by the stamped keys of pages/caches.py.
@@ -6,13 +6,15 @@ id; raw bytes are not hashed); everything else by the stamped keys of pages/cach
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import streamlit as st
 
 from crossrec_core.data.load import load_log
 from crossrec_core.data.profile import profile_dataset
 from crossrec_core.data.readers import read_table
 from crossrec_core.serving.projection import ProjectionConfig, cached_umap_exists, project_items
-from crossrec_core.serving.shoppers import MAP_USERS, sample_user_vectors
+from crossrec_core.serving.shoppers import MAP_USERS, catalogue_labels, sample_user_vectors, whatif_candidates
 from pages.caches import dataset_key, get_model, load_dataset_cached, load_model_cached, model_key
 
 
@@ -85,3 +87,14 @@ def _user_vectors(root: str, model_name: str, model_stamp: int, ds_name: str, ds
 def get_user_vectors(model_name: str, ds_name: str, max_users: int = MAP_USERS):
     """Return (user_idx (n,), user vectors (n, d)) for an evenly spread sample of the dataset's users."""
     return _user_vectors(*model_key(model_name), *dataset_key(ds_name)[1:], max_users)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _whatif_labels(root: str, name: str, stamp: int, added: tuple[str, ...]):
+    model = load_model_cached(root, name, stamp)
+    return MappingProxyType(catalogue_labels(model, whatif_candidates(model, added)))  # shared: read-only
+
+
+def get_whatif_labels(model_name: str, added) -> MappingProxyType:
+    """Return {item_id: label} of the products offered to add to a history (built once per model and additions)."""
+    return _whatif_labels(*model_key(model_name), tuple(map(str, added)))

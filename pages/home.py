@@ -5,10 +5,12 @@ import streamlit as st
 
 from crossrec_core.errors import CrossrecError
 from crossrec_core.training.bootstrap import DEMO_DATASET, ensure_demo_dataset
+from pages import through_app
 from pages.caches import dataset_names, model_datasets, model_for_dataset, model_infos
 from pages.model_card import show_model_card
 from pages.state import PAGE_DATA, PAGE_MAP, PAGE_RECS, PAGE_TRAIN, show_error
 
+through_app()
 st.title("crossrec studio")
 st.markdown(
     "crossrec learns from your shop's interaction log (views, carts, purchases) which products people "

@@ -580,3 +580,53 @@ def test_load_its_dataset_makes_the_models_dataset_the_active_one(scratch_home, 
     assert at.button(key=key).disabled
     at.switch_page(RECS).run()  # every page now works on the model's own dataset
     assert not at.exception and at.session_state["dataset_name"] == "other-shop"
+
+
+def test_a_session_whose_first_run_started_alone_after_the_switch_is_routed_too(home):
+    """Two people opening /recommendations at once on a fresh server (bench/load.py found it): the second
+    session's first run starts in the legacy pages/ mode, but the pages package is already imported (its
+    one-time switch already ran for the first session). The page must still reroute through app.py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "from streamlit.runtime.pages_manager import PagesManager\n"
+        "import pages\n"  # imported by the first session: the import-time switch will not run again
+        "at = AppTest.from_file(sys.argv[1], default_timeout=120)\n"
+        "PagesManager.uses_pages_directory = True\n"  # this session's run began before the switch
+        "at.switch_page('pages/recommendations.py')\n"
+        "at.run()\n"
+        "print(json.dumps({'sidebar': [s.key for s in at.sidebar.selectbox], 'info': [i.value for i in at.info],"
+        " 'exception': [str(e.value) for e in at.exception]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, APP], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, CROSSREC_HOME=str(home)), cwd=Path(APP).parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    shown = json.loads(out.stdout.strip().splitlines()[-1])
+    assert shown["exception"] == []
+    assert shown["sidebar"] == ["_sb_dataset", "_sb_model"]
+    assert not any("No dataset yet" in i for i in shown["info"])
+
+
+def test_two_sessions_on_one_shopper_never_see_each_others_filters_or_shopper(home):
+    """Sessions share the Recommender and its per-history cache: one session's filters and what-if edits on a
+    shopper must leave another session's list of the same shopper as it was, and each heading names its own."""
+    from crossrec_core.storage.datasets import load_dataset
+
+    ds = load_dataset("demo-store")
+    u1, u2 = str(ds.user_ids[3]), str(ds.user_ids[4])
+    a, b, c = open_page(RECS, rec_user=u1), open_page(RECS, rec_user=u1), open_page(RECS, rec_user=u2)
+    before = table(b, "explanation")[["item_id", "probability"]]
+    excluded = str(before["item_id"].iloc[0])
+    a.toggle(key="_cross_w").set_value(True).run()
+    a.multiselect(key="_excluded_w").set_value([str(table(b, "explanation")["category"].iloc[0])]).run()
+    a.multiselect(key="_whatif_add_w").set_value([excluded]).run()
+    assert not a.exception and excluded not in set(table(a, "explanation")["item_id"])
+    b.run()
+    pd.testing.assert_frame_equal(table(b, "explanation")[["item_id", "probability"]], before)
+    for at, user in ((a, u1), (b, u1), (c.run(), u2)):
+        assert next(h.value for h in at.subheader if h.value.startswith("Top")).endswith(user)
+        assert at.session_state["rec_user"] == user
+    assert b.session_state["whatif_add"] == [] and not b.session_state["cross_only"]

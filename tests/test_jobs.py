@@ -161,3 +161,28 @@ def test_job_status_reads_as_plain_sentences_through_every_phase(home):
     final = jobs._status_from_dict(json.loads((folder / "progress.json").read_text()))
     assert final.describe() == "Finished: best epoch 5 of 8 run"
     assert final.epochs_run == 8 and final.best_epoch == 5 and final.n_epochs == 30 and done.n_epochs == 30
+
+
+def test_the_worker_imports_the_same_crossrec_core_as_the_studio(home, monkeypatch):
+    """A git worktree run with a venv whose editable install points at another checkout: the worker must train
+    with this checkout's code (it fell through to the installed copy and wrote settings this code rejects)."""
+    from pathlib import Path
+
+    import crossrec_core
+
+    started = {}
+
+    class FakeProc:
+        pid = 4242
+
+    def fake_popen(args, env, cwd, **kw):
+        started.update(args=args, env=env, cwd=cwd)
+        return FakeProc()
+
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(jobs.subprocess, "Popen", fake_popen)
+    jobs.start_training_job(save_tiny_dataset(), "m", tiny_config())
+    monkeypatch.setattr(jobs.subprocess, "Popen", real_popen)
+    code = subprocess.run([sys.executable, "-c", "import crossrec_core; print(crossrec_core.__file__)"],
+                          env=started["env"], cwd=started["cwd"], capture_output=True, text=True, check=True)
+    assert Path(code.stdout.strip()).resolve() == Path(crossrec_core.__file__).resolve()

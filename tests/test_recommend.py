@@ -369,3 +369,28 @@ def test_novel_candidates_bring_popular_items_of_untouched_categories_into_the_p
     every = one_user_sequences(model.item_index(["t1", "f2", "k2", "b3"]))
     assert list(rec.candidates(every, np.array([0]), np.array([4])).cand[0]) == list(
         Recommender(FakeModel(), cold_max_events=0).candidates(every, np.array([0]), np.array([4]), 6).cand[0])
+
+
+def _listed(recs) -> list[tuple[str, float]]:
+    return [(r.item_id, round(r.probability, 6)) for r in recs]
+
+
+def test_one_history_encoded_once_and_filters_never_leak_into_the_cached_state():
+    """The studio moves K / threshold / filters on one history: the user state is encoded once, and the
+    cross-category and exclude filters (which write -inf into the scores) leave the cached state as it was."""
+    rec = Recommender(FakeModel(), cold_max_events=0)
+    encoded = []
+    plain_retrieve = rec._retrieve  # encodes the history and scores the whole catalogue
+    rec._retrieve = lambda *a: (encoded.append(1), plain_retrieve(*a))[1]
+    history = ["t1", "t2"]
+    first = _listed(rec.recommend(history, k=6))
+    crossed = rec.recommend(history, k=6, cross_category_only=True, exclude_categories=("Kitchen",))
+    assert "Camping" not in {r.category for r in crossed} and "Kitchen" not in {r.category for r in crossed}
+    assert _listed(rec.recommend(history, k=6)) == first  # same list after the filters ran on the cache
+    assert _listed(rec.recommend(history, k=3, diversity=0.5)) == _listed(Recommender(FakeModel(), cold_max_events=0).recommend(history, k=3, diversity=0.5))
+    assert len(encoded) == 1  # four lists, one encoding
+    rec.recommend(["t1", "t2", "k1"], k=3)  # a what-if edit is a new history: encoded again
+    assert len(encoded) == 2
+    cached = next(iter(rec._retrieved.values()))
+    with pytest.raises(ValueError, match="read-only"):
+        cached.retrieval[0, 0] = 0.0  # shared by sessions: a write must fail loudly

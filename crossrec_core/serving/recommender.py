@@ -12,7 +12,11 @@ Pipeline (the same for one user and for thousands, see ``Recommender.recommend_b
 4. the probability threshold, the per-category cap and diversity (maximal marginal relevance on item
    vectors) are applied by one greedy pass, vectorised over users (serving/selection.py).
 
-Why one module of ~580 lines: these steps share the per-model tables built once in ``__init__`` and the
+One shopper's retrieval stage (step 1, the costly user encoding) is kept per history in a small
+per-Recommender cache (``_one_history``): moving K, the threshold or variety, or toggling a filter on the
+same history re-runs steps 2-4 only. Cached arrays are read-only; filters work on a copy.
+
+Why one module of ~630 lines: these steps share the per-model tables built once in ``__init__`` and the
 per-chunk retrieval state, and the single-user, batch, fusion-fit and threshold-curve callers must all
 go through the very same steps; history parsing (serving/history.py) and list cutting
 (serving/selection.py) live apart because they need neither.
@@ -21,6 +25,8 @@ go through the very same steps; history parsing (serving/history.py) and list cu
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -56,6 +62,9 @@ DEFAULT_CANDIDATES = 200
 # of them at once: ~0.6 GB). Why not smaller: each chunk reads the whole item table once, so at 500k
 # items 16-user chunks spent most of their time there (32M cells: 64 users a chunk; bench/RESULTS.md).
 BATCH_CELLS = 32_000_000
+# Score cells (histories x items) the single-history retrieval cache may hold (~3 float32 rows an entry):
+# 64 histories of a 5k-item catalogue, 2 of a 2.7M-item one (~100 MB at most).
+ONE_HISTORY_CELLS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,10 @@ class Recommender:
         self.novel_candidates = int(novel) if isinstance(novel, (int, np.integer)) and novel > 0 else 0
         cat_pop = category_mass(self.item_category, pop, self.n_categories)
         self.category_prior = (cat_pop / cat_pop.max() if cat_pop.max() > 0 else cat_pop).astype(np.float32)
+        # history -> its retrieval stage (read-only); shared by every session that holds this Recommender
+        self._retrieved: OrderedDict[tuple, _Retrieved] = OrderedDict()
+        self._retrieved_max = int(np.clip(ONE_HISTORY_CELLS // max(3 * self.n_items, 1), 2, 64))
+        self._retrieved_lock = threading.Lock()
 
     # -- single history (app, what-if) ---------------------------------------------------------
     def recommend(
@@ -152,7 +165,7 @@ class Recommender:
         ev_idx = self.model.event_index(ev_names if ev_names is not None else np.full(len(items), DEFAULT_EVENT, dtype=object))
         # a known user keeps real times (time-gap features); a hand-made history is one step apart
         seqs = one_user_sequences(items, np.asarray(ev_idx, dtype=np.int16), None if times is None else times[known])
-        ranked = self._rank(seqs, np.zeros(1, np.int64), np.array([len(items)], np.int64), opts)
+        ranked = self._rank(seqs, np.zeros(1, np.int64), np.array([len(items)], np.int64), opts, retrieved=self._one_history(seqs))
         sel = ranked.item_idx[0] >= 0
         rec_idx = ranked.item_idx[0][sel]
         cold = bool(ranked.cold[0])
@@ -192,6 +205,26 @@ class Recommender:
             cold_start=cold,
             notes=tuple(notes),
         )
+
+    def _one_history(self, seqs: Sequences) -> "_Retrieved":
+        """Return the retrieval stage of a one-user ``seqs``, computed once per distinct history (items,
+        events, times) and kept, read-only, in a small LRU cache."""
+        key = (seqs.items.tobytes(), seqs.events.tobytes(), seqs.times.tobytes())
+        with self._retrieved_lock:
+            hit = self._retrieved.get(key)
+            if hit is not None:
+                self._retrieved.move_to_end(key)
+                return hit
+        one = np.zeros(1, np.int64)
+        r = self._retrieve(seqs, one, np.array([len(seqs.items)], np.int64))
+        for a in (r.dot, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist.rows, r.hist.items, r.hist.lengths):
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False  # shared by sessions: an in-place write must fail, not leak
+        with self._retrieved_lock:
+            self._retrieved[key] = r
+            while len(self._retrieved) > self._retrieved_max:
+                self._retrieved.popitem(last=False)
+        return r
 
     # -- many users ------------------------------------------------------------------------------
     def recommend_batch(
@@ -433,10 +466,13 @@ class Recommender:
         ends: np.ndarray,
         opts: RecommendOptions,
         extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
+        retrieved: "_Retrieved | None" = None,
     ) -> _Ranked:
+        """Rank a chunk; ``retrieved``: its retrieval stage already computed (read-only, copied before the
+        filters write into it)."""
         opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
         B = len(users)
-        r = self._retrieve(seqs, users, ends)
+        r = self._retrieve(seqs, users, ends) if retrieved is None else replace(retrieved, retrieval=retrieved.retrieval.copy())
         retrieval, cold, hist, user_vecs, knn, best = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best
         static = self._static_mask(opts)
         n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)

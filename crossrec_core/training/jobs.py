@@ -181,6 +181,10 @@ def start_training_job(
         _progress_dict(job_id, dataset, model_name, STATUS_QUEUED, created_at=now),
     )
     env = dict(os.environ, CROSSREC_HOME=str(root_path), PYTHONUNBUFFERED="1")
+    # the worker imports this very crossrec_core (a git worktree, a checkout), never another copy installed
+    # in the environment: from the cwd below, `-m` would otherwise fall through to the installed package
+    code_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH", "")) if p)
     with open(folder / "worker.log", "ab") as logfh:
         proc = subprocess.Popen(
             [python or sys.executable, "-m", "crossrec_core.training.jobs", job_id],
