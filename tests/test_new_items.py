@@ -149,6 +149,30 @@ def test_live_add_items_recommends_them_at_once_and_keeps_the_old_model_intact(m
     assert "ok1" not in set(live.model.item_ids)  # a bad item in the list adds none of them
 
 
+def test_lists_scored_while_items_are_added_never_fail_or_mix_catalogues(model):
+    live = LiveRecommender(model)
+    errors, lists = [], []
+
+    def shopper(w: int) -> None:
+        try:
+            for n in range(15):
+                live.observe(f"t{w}", HISTORY[n % 3], "view", 1_700_000_000 + n)
+                lists.append(live.recommend(f"t{w}", 8))
+        except Exception as err:  # noqa: BLE001 -- any failure is the finding
+            errors.append(err)
+
+    threads = [threading.Thread(target=shopper, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for b in range(4):
+        live.add_items([{"item_id": f"late{b}", "title": f"boots {b}", "category": "Footwear"}])
+    for t in threads:
+        t.join()
+    assert not errors and len(lists) == 45
+    assert all(len(r.items) == 8 and len(set(r.item_ids)) == 8 for r in lists)
+    assert live.model.n_items == model.n_items + 4 and list(live.model.item_ids[-4:]) == [f"late{b}" for b in range(4)]
+
+
 @pytest.fixture()
 def server(model):
     srv = make_server(LiveRecommender(model), ServeConfig(port=0, max_events=3))
