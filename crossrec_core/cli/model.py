@@ -18,6 +18,7 @@ from crossrec_core.storage import registry
 from crossrec_core.training.ddp import init_distributed
 from crossrec_core.training.pipeline import train_and_save
 from crossrec_core.training.progress import Phase
+from crossrec_core.training.warm_start import prepare_warm_start
 
 
 def register(subparsers) -> None:
@@ -38,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     p.add_argument("--ddp", action="store_true", help="data-parallel training; launch with torchrun")
+    p.add_argument("--warm-start", metavar="MODEL", default=None,
+                   help="continue from this saved model on a newer log: its items keep their learned rows, new ones are appended")
     p.set_defaults(func=_train)
 
     c = subparsers.add_parser(
@@ -67,6 +70,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.ddp:
         rank = init_distributed(cfg.train.device)
     ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=column_mapping(args), name=out.name or interactions.stem)
+    init = None
+    if args.warm_start:  # the model's own settings; new items, categories and events appended (training/warm_start.py)
+        cfg, ds, init = prepare_warm_start(args.warm_start, ds, encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
     show = rank == 0
     if show:
         print(f"Training on {ds.name}: {ds.n_events:,} events, {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_categories:,} categories", file=sys.stderr)
@@ -109,6 +115,7 @@ def _train(args: argparse.Namespace) -> int:
             checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
             resume=args.resume,
             name=out.name or ds.name,
+            init=init,
         )
     finally:
         if bar is not None:

@@ -26,6 +26,7 @@ _HELP = """\
 Serve a trained model over HTTP (JSON), updating each shopper's list as their events arrive.
 
   POST /events              {"user_id", "item_id", "event", "timestamp"} or a list of them
+  POST /items               {"item_id", "title", "category"} or a list: new items, recommendable at once
   GET  /recommend/USER?k=10 {"user_id", "items": [{"rank", "item_id", "title", "category", "score"}]}
   GET  /health
 

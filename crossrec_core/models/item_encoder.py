@@ -149,3 +149,36 @@ class ItemEncoder(nn.Module):
         if self.use_vec:
             out = out + self.vec_proj(self.extra_vecs[idx])
         return out
+
+    def append_items(self, category_idx: torch.Tensor, text_vecs: torch.Tensor | None = None,
+                     attr_tokens: torch.Tensor | None = None, extra_vecs: torch.Tensor | None = None) -> None:
+        """Grow every per-item table by ``m = len(category_idx)`` items placed like cold items (no retraining).
+
+        The new rows get ID part 0 (``id_mask`` 0 and a zero ID row), their category, and their title
+        vectors (m, text_dim), attribute tokens (m, attr_max_tokens) and vec_* values (m, V) when given
+        (else zeros / padding). Old rows are untouched, so old items keep their index and vector.
+        """
+        m = int(len(category_idx))
+        dev = self.item_category.device
+
+        def grown(old: torch.Tensor, new: torch.Tensor | None) -> torch.Tensor:
+            add = torch.zeros((m,) + tuple(old.shape[1:]), dtype=old.dtype, device=dev) if new is None else new.to(dev, old.dtype)
+            if tuple(add.shape) != (m,) + tuple(old.shape[1:]):
+                raise ValueError(f"append_items: expected rows of shape {tuple(old.shape[1:])}, got {tuple(add.shape[1:])}")
+            return torch.cat([old, add])
+
+        self.item_category = grown(self.item_category, torch.as_tensor(category_idx, dtype=torch.long))
+        self.id_mask = grown(self.id_mask, None)
+        if self.use_attr:
+            self.attr_tokens = grown(self.attr_tokens, attr_tokens)
+        if self.use_text:
+            self.text_vecs = grown(self.text_vecs, text_vecs)
+        if self.use_vec:
+            self.extra_vecs = grown(self.extra_vecs, extra_vecs)
+        if self.cfg.use_id:
+            w = self.id_emb.weight
+            table = nn.Embedding(self.n_items + m, w.shape[1], sparse=self.id_emb.sparse).to(device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                table.weight.copy_(torch.cat([w.detach(), torch.zeros(m, w.shape[1], dtype=w.dtype, device=w.device)]))
+            self.id_emb = table
+        self.n_items += m

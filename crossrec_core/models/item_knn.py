@@ -173,3 +173,14 @@ class ItemKNNRanker(BaselineRanker):
         scores = out.view(len(users), n).numpy()
         scores += self._pop_tiebreak()[None, :]
         return scores
+
+    def grow(self, n_items: int) -> None:
+        """Extend the fitted tables to ``n_items`` items: the new ones have no neighbours and popularity 0
+        (they co-occur with nothing until the model is retrained), so ``score_histories`` has the new width."""
+        self._check_fitted()
+        add = int(n_items) - int(self.n_items_)
+        if add < 0:
+            raise ConfigError(f"grow: the catalogue cannot shrink from {self.n_items_} to {n_items} items.")
+        self.sim_offsets_ = np.concatenate([self.sim_offsets_, np.full(add, self.sim_offsets_[-1], dtype=np.int64)])
+        self.popularity_ = np.concatenate([self.popularity_, np.zeros(add, dtype=np.float32)])
+        self.n_items_ = int(n_items)

@@ -10,11 +10,13 @@ import torch
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences, index_of
-from crossrec_core.errors import ModelError
+from crossrec_core.errors import DataError, ModelError
 from crossrec_core.models.calibration import Calibration
 from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.models.category_history import RECENT_ONLY, CategoryHistory
+from crossrec_core.models.item_encoder import attribute_token_matrix
 from crossrec_core.models.prior import build_item_prior, category_lift, item_prior_columns, learned_category_lift, user_prior_columns
+from crossrec_core.models.text import TextEncoder, item_texts
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class TrainedModel:
         )
         self._item_lookup = pd.Index(pd.Series(self.item_ids, dtype=object).astype(str))
         self._event_lookup = pd.Index(pd.Series(self.event_names, dtype=object).astype(str))
+        self._text_encoder: TextEncoder | None = None  # built on the first add_items (loading it takes ~1 s)
 
     # -- sizes and lookups ---------------------------------------------------------------------
     @property
@@ -295,3 +298,74 @@ class TrainedModel:
     def has_neighbour_term(self) -> bool:
         """Whether retrieval includes the item-kNN term."""
         return self.knn is not None and self.knn_weight != 0.0
+
+    # -- new items without retraining (issue 15, 3b) -------------------------------------------
+    def add_items(self, items: pd.DataFrame) -> np.ndarray:
+        """Append new items to the catalogue so they can be recommended at once; return their int64 item_idx.
+
+        ``items`` has columns item_id, title, category (plus the model's attribute columns, optional).
+        Each new item is placed like a cold item: title vector through the model's own text encoder
+        (offline), category embedding, attribute tokens, ID part 0, popularity 0 and no item-kNN
+        neighbours. Changes the model in place (build a new Recommender afterwards); it can be saved.
+        Raises DataError for a missing column, an empty or repeated id, an id the model already knows,
+        or a category the model was not trained on (it has no embedding for it).
+        """
+        frame = self._check_new_items(items)
+        enc = self.net.item_encoder
+        cat_idx = index_of(pd.Index(pd.Series(self.category_names, dtype=object).astype(str)), frame["category"])
+        text = None
+        if enc.use_text:
+            if self._text_encoder is None:
+                item_cfg = self.config.item
+                self._text_encoder = TextEncoder(item_cfg.text_model_dir, max_seq_length=item_cfg.text_max_seq_length, device=str(self.device))
+            text = torch.from_numpy(self._text_encoder.encode(item_texts(frame, self.attribute_columns)))
+        tokens = None
+        if enc.use_attr:
+            tokens = torch.from_numpy(attribute_token_matrix(frame, self.attribute_columns, self.attr_vocab, self.config.item.attr_max_tokens))
+        # vec_* columns: the training mean / spread they were scaled by is not saved, so new items get 0
+        enc.append_items(torch.from_numpy(cat_idx), text_vecs=text, attr_tokens=tokens)
+        start, m = self.n_items, len(frame)
+        self.item_ids = np.concatenate([self.item_ids, frame["item_id"].to_numpy(dtype=object)])
+        self.item_titles = np.concatenate([self.item_titles, frame["title"].to_numpy(dtype=object)])
+        self.item_category = np.concatenate([self.item_category, cat_idx.astype(np.int32)])
+        self.popularity = np.concatenate([self.popularity, np.zeros(m, dtype=np.float32)])
+        if self.knn is not None:
+            self.knn.grow(self.n_items)
+        self.prior = build_item_prior(self.popularity, self.item_category, self.category_transitions)
+        self._item_lookup = pd.Index(pd.Series(self.item_ids, dtype=object).astype(str))
+        self.invalidate_cache()
+        log.info("added %d new item(s) to model '%s' (now %d items)", m, self.name, self.n_items)
+        return np.arange(start, start + m, dtype=np.int64)
+
+    def _check_new_items(self, items: pd.DataFrame) -> pd.DataFrame:
+        """Return ``items`` cleaned (ids and categories stripped text, titles text, attribute columns
+        filled), or raise DataError with a sentence saying what to fix."""
+        if not isinstance(items, pd.DataFrame):
+            raise DataError("New items must be a table with the columns item_id, title and category.")
+        missing = [c for c in ("item_id", "title", "category") if c not in items.columns]
+        if missing:
+            raise DataError(f"The new items have no {', '.join(missing)} column; give item_id, title and category for each.")
+        if len(items) == 0:
+            raise DataError("The table of new items is empty; give at least one item.")
+        frame = items.reset_index(drop=True).copy()
+        for c in ("item_id", "category"):
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), "").astype(str).str.strip()
+        frame["title"] = frame["title"].astype(object).where(frame["title"].notna(), "").astype(str)
+        for c in self.attribute_columns:
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), "").astype(str) if c in frame else ""
+        empty = frame.index[frame["item_id"] == ""]
+        if len(empty):
+            raise DataError(f"New item {int(empty[0]) + 1} has an empty item_id; give every item an id.")
+        repeated = frame["item_id"][frame["item_id"].duplicated()]
+        if len(repeated):
+            raise DataError(f"Item '{repeated.iloc[0]}' is listed twice among the new items; give each id once.")
+        known = frame["item_id"][self.item_index(frame["item_id"].to_numpy(dtype=object)) >= 0]
+        if len(known):
+            raise DataError(f"Item '{known.iloc[0]}' is already in the model's catalogue; new items need ids the model does not know.")
+        cats = pd.Index(pd.Series(self.category_names, dtype=object).astype(str))
+        unknown = frame["category"][cats.get_indexer(frame["category"]) < 0]
+        if len(unknown):
+            shown = ", ".join(cats[:8]) + (", ..." if len(cats) > 8 else "")
+            raise DataError(f"Category '{unknown.iloc[0]}' is not one the model was trained on ({shown}), so it has no "
+                            "vector for it; use one of those, or retrain (crossrec train --warm-start) on a log that has it.")
+        return frame

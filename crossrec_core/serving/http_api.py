@@ -7,6 +7,9 @@ Endpoints (JSON in, JSON out; nothing is ever rendered as HTML):
 * ``GET /recommend/{user_id}?k=10[&cross_category_only=true]`` -> 200 ``{"user_id", "items": [{"rank",
   "item_id", "title", "category", "score"}], ...}``; ``score`` is the calibrated probability that the item
   is the shopper's next one, as in ``crossrec recommend``.
+* ``POST /items``: one new item ``{"item_id", "title", "category"}`` or a list of them -> 200 ``{"added": n,
+  "item_ids": [...], "items": total}``; they are recommendable from the next request (issue 15, 3b). An id
+  the model knows or a category it was not trained on is refused (400), and then none of the list is added.
 * ``GET /health`` -> 200 ``{"status": "ok", ...}``.
 
 Bad input answers 400 with ``{"error": "one plain sentence"}``, an unknown path 404, a wrong method 405.
@@ -37,7 +40,7 @@ class ServeConfig:
 
     max_body_bytes: a POST body above this is refused unread (1 MB holds thousands of events).
     max_k: the longest list one request may ask for (a list is scored in one pass; 1000 keeps it cheap).
-    max_events: events in one POST.
+    max_events: events (or new items) in one POST.
     read_timeout_s: a client that stops sending mid-request is dropped after this long.
     """
 
@@ -165,10 +168,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/events":
             self._only(method, "POST")
             return HTTPStatus.OK, self._events()
+        if path == "/items":
+            self._only(method, "POST")
+            return HTTPStatus.OK, self._items()
         if path.startswith("/recommend/") and path.count("/") == 2 and len(path) > len("/recommend/"):
             self._only(method, "GET")
             return HTTPStatus.OK, self._recommend(unquote(path[len("/recommend/"):]), url.query)
-        raise BadRequest(f"No such endpoint: {path[:100]}. The endpoints are POST /events, GET /recommend/<user_id>, GET /health.",
+        raise BadRequest(f"No such endpoint: {path[:100]}. The endpoints are POST /events, POST /items, GET /recommend/<user_id>, GET /health.",
                          HTTPStatus.NOT_FOUND)
 
     def _only(self, method: str, allowed: str) -> None:
@@ -214,6 +220,14 @@ class _Handler(BaseHTTPRequestHandler):
         done = self.server.live.observe_many(events)
         unknown = list(dict.fromkeys(o.item_id for o in done if not o.known_item))
         return {"accepted": len(done), "unknown_items": unknown}
+
+    def _items(self) -> dict[str, Any]:
+        body = self._read_json()
+        items = body if isinstance(body, list) else [body]
+        if len(items) > self.server.config.max_events:
+            raise BadRequest(f"{len(items)} items in one request; at most {self.server.config.max_events} are accepted.")
+        ids = self.server.live.add_items(items)
+        return {"added": len(ids), "item_ids": ids, "items": int(self.server.live.recommender.n_items)}
 
     def _recommend(self, user_id: str, query: str) -> dict[str, Any]:
         try:

@@ -10,10 +10,16 @@ Memory stays flat: a shopper keeps their last ``max_len * history_factor`` event
 only the last ``max_len``; the older ones still count as "already had"), and at most ``max_users``
 shoppers are held, least recently active evicted first. An evicted shopper of the starting log comes back
 from that log (their live events are lost); any other evicted shopper starts again empty.
+
+``add_items`` makes new items (id, title, category) recommendable at once (issue 15, 3b): a copy of the
+model grows its catalogue (``TrainedModel.add_items``: title through the text encoder, ID part 0) and a
+fresh Recommender over it replaces the old one in one assignment, so a list being scored meanwhile
+finishes on the old catalogue and never sees half-grown tables.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_ID_CHARS = 256  # a longer user or item id is a client bug, not an id
 # |timestamp| above this is not seconds since 1970 (year ~33658) and would overflow int64 arithmetic downstream
 MAX_TIMESTAMP = 1e12
+MAX_TITLE_CHARS = 1000  # a new item's title; longer is a client bug (the text encoder reads ~48 tokens)
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ class LiveRecommender:
         self._default_event = DEFAULT_EVENT
         self._histories: OrderedDict[str, deque] = OrderedDict()
         self._lock = threading.Lock()
+        self._add_lock = threading.Lock()  # one catalogue change at a time (each copies the model)
         self.n_observed = 0
         self.n_unknown = 0
 
@@ -201,6 +209,30 @@ class LiveRecommender:
                 raise DataError(f"Event {n + 1}: {err}") from None
         return [self.observe(*c) for c in checked]
 
+    # -- new items -----------------------------------------------------------------------------
+    def add_items(self, items: Iterable[Mapping[str, Any]] | pd.DataFrame) -> list[str]:
+        """Add new items (mappings or a frame with item_id, title, category) to the catalogue; return their ids.
+
+        They are recommendable from the next ``recommend`` on; nothing is retrained. Every item is checked
+        first, so a bad one adds none of them.
+        Raises:
+            DataError: a missing or malformed field, an id the model already knows, a category it was not
+                trained on (the message says which).
+            ConfigError: the model cannot take new items (not a TrainedModel).
+        """
+        frame = items.copy() if isinstance(items, pd.DataFrame) else _items_frame(list(items))
+        with self._add_lock:
+            if not hasattr(self.model, "add_items"):
+                raise ConfigError("This model cannot take new items; serve a model trained with `crossrec train`.")
+            # the text encoder is shared, not copied: it is read-only and ~90 MB
+            shared = getattr(self.model, "_text_encoder", None)
+            model = copy.deepcopy(self.model, memo={id(shared): shared} if shared is not None else None)
+            model.add_items(frame)
+            recommender = Recommender(model)
+            with self._lock:
+                self.model, self.recommender = model, recommender
+        return [str(i) for i in frame["item_id"]]
+
     # -- recommending --------------------------------------------------------------------------
     def recommend(self, user_id: Any, k: int = 10, *, options: RecommendOptions | None = None, **knobs: Any) -> RecommendationList:
         """Return the top-``k`` list for the shopper's history as it stands now (items they had excluded).
@@ -221,3 +253,25 @@ class LiveRecommender:
         out = self.recommender.recommend(frame, k, options=options, **knobs)
         return RecommendationList(items=out.items, user_id=uid, history_item_ids=out.history_item_ids,
                                   unknown_item_ids=out.unknown_item_ids, cold_start=out.cold_start, notes=out.notes)
+
+
+def _items_frame(rows: list) -> pd.DataFrame:
+    """Return new items given as mappings as a frame (item_id, title, category), or raise DataError naming the first bad one."""
+    if not rows:
+        raise DataError("The list of new items is empty; send at least one item.")
+    out = []
+    for n, r in enumerate(rows):
+        if not isinstance(r, Mapping):
+            raise DataError(f"Item {n + 1} is not an object with item_id, title and category.")
+        missing = [f for f in ("item_id", "title", "category") if r.get(f) is None]
+        if missing:
+            raise DataError(f"Item {n + 1} has no {' or '.join(missing)}.")
+        try:
+            iid, cat = clean_id(r["item_id"], "item_id"), clean_id(r["category"], "category")
+        except DataError as err:
+            raise DataError(f"Item {n + 1}: {err}") from None
+        title = r["title"]
+        if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+            raise DataError(f"Item {n + 1}: title must be a text of at most {MAX_TITLE_CHARS} characters.")
+        out.append((iid, title, cat))
+    return pd.DataFrame(out, columns=["item_id", "title", "category"])

@@ -26,19 +26,20 @@ def train_and_save(
     on_progress: Callable[[TrainProgress], None] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    init: Callable[[torch.nn.Module], None] | None = None,
 ) -> tuple[TrainedModel, Path | None]:
     """Train on ``ds`` and save the model to the folder ``out`` (atomically); return (model, folder).
 
     Args:
         name: the model's name (default: the folder's name).
         on_progress: receives every TrainProgress of training, then one Phase.SAVE report.
-        checkpoint_dir, resume: see train_model.
+        checkpoint_dir, resume, init: see train_model (init: a warm start, training/warm_start.py).
     Under torch.distributed only rank 0 saves (the folder is None on other ranks), and every rank
     waits until it has, so no rank exits while the model is half-written.
     """
     out = Path(out)
     t0 = time.perf_counter()
-    model = train_model(ds, config, on_progress=on_progress, checkpoint_dir=checkpoint_dir, resume=resume, name=name or out.name or ds.name)
+    model = train_model(ds, config, on_progress=on_progress, checkpoint_dir=checkpoint_dir, resume=resume, name=name or out.name or ds.name, init=init)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     path = None
     if not dist or torch.distributed.get_rank() == 0:
