@@ -17,6 +17,7 @@ from crossrec_core.storage.compress import CompressConfig, compress_model
 from crossrec_core.storage import registry
 from crossrec_core.training.ddp import init_distributed
 from crossrec_core.training.pipeline import train_and_save
+from crossrec_core.training.private import privacy_line, private_config
 from crossrec_core.training.progress import Phase
 
 
@@ -38,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch here")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     p.add_argument("--ddp", action="store_true", help="data-parallel training; launch with torchrun")
+    p.add_argument("--dp-epsilon", type=float, default=None, metavar="E",
+                   help="train with differential privacy (DP-SGD, one shopper = the privacy unit) within this epsilon, "
+                        "e.g. 1, 4 or 8; --epochs then sets the number of private passes (default 15). See docs/SECURITY.md")
     p.set_defaults(func=_train)
 
     c = subparsers.add_parser(
@@ -63,6 +67,8 @@ def _train(args: argparse.Namespace) -> int:
     interactions = Path(args.interactions)
     out = Path(args.out)
     cfg = default_config(encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
+    if args.dp_epsilon is not None:
+        cfg = private_config(cfg, args.dp_epsilon, args.epochs)
     rank = 0
     if args.ddp:
         rank = init_distributed(cfg.train.device)
@@ -116,12 +122,14 @@ def _train(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     v = model.metrics.get("valid", {})
+    private = "privacy" in model.metrics
     print(
-        f"best epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
+        f"{'last' if private else 'best'} epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
         f"HR@10 {v.get('hr10', 0.0):.4f}  ({v.get('n', 0)} users)  time {time.perf_counter() - t0:.0f}s\n"
-        f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
-        f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n"
-        f"model saved to {path}"
+        + (privacy_line(model.metrics["privacy"]) + "\nfusion re-rank, prior and item-kNN off (not private)\n" if private else
+           f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
+           f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n")
+        + f"model saved to {path}"
     )
     return 0
 
