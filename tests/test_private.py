@@ -133,6 +133,7 @@ def test_non_private_parts_are_off(private_model):
     m = private_model
     assert m.knn is None and m.knn_weight == 0.0 and not m.fusion_rerank
     assert len(m.train_event_hashes) == 0 and not m.popularity.any() and not m.category_transitions.any()
+    assert m.data_fingerprint == ""  # an exact hash of the log would identify it among candidates
     assert bool(m.net.item_encoder.id_mask.eq(1).all())  # which items anyone bought is not revealed
     assert m.metrics["best_epoch"] == m.config.train.dp_epochs  # last epoch: no choice on validation
 

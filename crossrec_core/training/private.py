@@ -25,7 +25,8 @@ make every per-shopper gradient pass through the whole catalogue.
 What is switched off, because it would be fitted on shoppers' data without noise: the log-prior blend
 (popularity and category flow counts), the item-kNN term, the fusion scorer and its calibration, early
 stopping (the last epoch is kept; a best epoch chosen on validation would be a non-private choice),
-the cold-item ID mask (which items anyone bought) and the saved training-event hashes. The model keeps
+the cold-item ID mask (which items anyone bought), the saved training-event hashes and the log's
+fingerprint (so the studio cannot tell which workspace dataset a private model came from). The model keeps
 zero popularity and category transitions. docs/SECURITY.md lists what this covers and what it does not.
 """
 
@@ -41,8 +42,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -62,7 +61,7 @@ log = logging.getLogger(__name__)
 
 # RDP orders the accountant tries: Opacus's defaults plus larger ones, which give the tightest bound when
 # the noise is small against the number of steps (Opacus warns "optimal order is the largest alpha")
-ALPHAS = RDPAccountant.DEFAULT_ALPHAS + [80, 96, 128, 192, 256, 384, 512, 1024]
+ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 96, 128, 192, 256, 384, 512, 1024]
 MICRO_BATCH = 32  # shoppers whose per-shopper gradients are held at once (memory: 32 x every parameter)
 
 
@@ -108,6 +107,8 @@ def plan_privacy(n_samples: int, n_users: int, cfg: ModelConfig) -> PrivacyPlan:
     delta = float(tc.dp_delta) if tc.dp_delta is not None else 1.0 / n_users
     q = min(1.0, tc.batch_size / n_samples)
     steps = tc.dp_epochs * int(math.ceil(1.0 / q))
+    from opacus.accountants.utils import get_noise_multiplier  # slow: opacus imports its privacy engine (~1.5 s)
+
     sigma = get_noise_multiplier(target_epsilon=float(tc.dp_epsilon), target_delta=delta, sample_rate=q, steps=steps, accountant="rdp", alphas=ALPHAS)
     return PrivacyPlan(float(tc.dp_epsilon), delta, q, steps, float(sigma), float(tc.dp_max_grad_norm), int(n_users))
 
@@ -232,7 +233,8 @@ def train_private(ds: InteractionDataset, config: ModelConfig, *, on_progress: C
         name=name or ds.name, config=cfg, net=net, item_ids=ds.item_ids, item_titles=ds.item_titles,
         category_names=ds.category_names, item_category=ds.item_category, event_names=ds.event_names,
         popularity=np.zeros(ds.n_items, dtype=np.float32), category_transitions=zeros_c, train_event_hashes=None,
-        metrics={}, data_fingerprint=ds.fingerprint(),
+        # no data fingerprint: an exact hash of the log would tell which of two candidate logs it was fitted on
+        metrics={}, data_fingerprint="",
         attribute_columns=ds.attribute_columns if len(feats["attr_vocab"]) > 2 else (),
         vector_columns=ds.vector_columns if feats["vectors"] is not None else (),
         attr_vocab=feats["attr_vocab"], device=device, batch_size=tc.eval_batch_size,
@@ -240,6 +242,8 @@ def train_private(ds: InteractionDataset, config: ModelConfig, *, on_progress: C
     core = PerUserLoss(net)
     # Adam on the noisy gradient is post-processing: it costs no privacy
     opt = make_adam([p for p in core.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+    from opacus.accountants import RDPAccountant  # slow: opacus imports its privacy engine (~1.5 s)
+
     accountant = RDPAccountant()
     # the shopper sampling and the noise come from fresh OS randomness, never from tc.seed: the seed is saved
     # with the model, and noise anyone can regenerate protects nothing (so a private run is not reproducible)
