@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from crossrec_core.cli.columns import add_column_flags, column_mapping
 from crossrec_core.config import default_config
+from crossrec_core.data.item_vectors import attach_item_vectors, read_item_vectors
 from crossrec_core.data.load import load_log
 from crossrec_core.errors import ConfigError
 from crossrec_core.storage.compress import CompressConfig, compress_model
@@ -30,6 +31,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--interactions", required=True, help="interaction log (CSV/TSV/Parquet/JSONL)")
     p.add_argument("--items", default=None, help="optional items table (item_id, category, title, ...)")
+    p.add_argument("--item-vectors", default=None, metavar="FILE",
+                   help="Parquet/CSV of item_id + a vector per item (a list column or vec_* columns), e.g. image embeddings; "
+                        "fused into the item encoder, cold items included")
     p.add_argument("--out", required=True, help="folder to save the model into")
     p.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping still applies)")
     p.add_argument("--encoder", choices=("transformer", "gru", "lstm"), default=None, help="user encoder: transformer (default), gru or lstm")
@@ -73,6 +77,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.ddp:
         rank = init_distributed(cfg.train.device)
     ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=column_mapping(args), name=out.name or interactions.stem)
+    if args.item_vectors:
+        ds = attach_item_vectors(ds, *read_item_vectors(args.item_vectors), label=f"'{Path(args.item_vectors).name}'")
     show = rank == 0
     if show:
         print(f"Training on {ds.name}: {ds.n_events:,} events, {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_categories:,} categories", file=sys.stderr)
