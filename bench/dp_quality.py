@@ -9,7 +9,10 @@ For each log, trains and scores on the test split (each shopper's last event; th
 * ``private setup, no noise``: the private loop (one window per shopper, clipped per-shopper gradients,
   fixed passes, sampled softmax, prior / item-kNN / fusion off) without noise -- NOT private: it
   separates the cost of that setup from the cost of the noise;
-* ``epsilon E``: `--dp-epsilon E`, with the epsilon the accountant reports.
+* ``epsilon E``: `--dp-epsilon E`, with the epsilon the accountant reports;
+* ``epsilon E, no ID vectors`` (``--runs noid``): the same without the item-ID embedding, the one part
+  whose size grows with the catalogue (items then are title + category + attributes): fewer noised
+  parameters.
 
 Prints one JSON line per (log, run) with the training time.
 """
@@ -17,6 +20,7 @@ Prints one JSON line per (log, run) with the training time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -45,12 +49,14 @@ def main() -> None:
         base = default_config(seed=args.seed, device="cpu")
         plan = ([("default", None, False)] if "default" in runs else []) + ([("no noise", 8.0, True)] if "nonoise" in runs else [])
         plan += [(f"epsilon {e:g}", e, False) for e in map(float, args.eps.split(","))] if "eps" in runs else []
+        plan += [(f"epsilon {e:g}, no ID vectors", e, False) for e in map(float, args.eps.split(","))] if "noid" in runs else []
         for label, eps, noise_free in plan:
+            cfg = dataclasses.replace(base, item=dataclasses.replace(base.item, use_id=False)) if "no ID" in label else base
             t0 = time.perf_counter()
             if eps is None:
-                model = train_model(ds, base)
+                model = train_model(ds, cfg)
             else:
-                model = train_private(ds, private_config(base, eps, args.epochs), noise_free=noise_free)
+                model = train_private(ds, private_config(cfg, eps, args.epochs), noise_free=noise_free)
             train_s = time.perf_counter() - t0
             nd, novel, _ = test_ndcg(model, ds)
             p = model.metrics.get("privacy", {})
