@@ -122,3 +122,14 @@ def test_generated_log_hides_the_style_from_ids_and_titles():
     # the vectors cluster (three styles): nearest-centroid structure is far from noise
     sims = (v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T
     assert (sims > 0.8).mean() > 0.15
+
+
+def test_vectors_that_carry_the_hidden_style_lift_the_model():
+    inter, items, vecs = generate(users=400, items=240, categories=4, styles=3, seed=0, loyalty=0.95, new=0.0)
+    ds = from_frames(inter, items, name="styles")
+    with_vecs = attach_item_vectors(ds, vecs["item_id"].to_numpy(dtype=object), np.stack(vecs["vector"]))
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False, use_attributes=False), user=UserEncoderConfig(dim=16, max_len=8, n_layers=1),
+                      train=TrainConfig(epochs=8, patience=8, batch_size=64, seed=1, device="cpu", fusion_epochs=0, prior_blend=False, knn_blend=False))
+    plain = train_model(ds, cfg).metrics["valid"]["ndcg10"]
+    fused = train_model(with_vecs, cfg).metrics["valid"]["ndcg10"]
+    assert fused > plain + 0.03, (plain, fused)
