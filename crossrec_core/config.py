@@ -178,6 +178,13 @@ class TrainConfig:
     # Add an item-kNN (co-occurrence) term to retrieval with a weight chosen on validation NDCG@10
     # (0 when it does not help): sparse catalogues reward item-to-item co-occurrence.
     knn_blend: bool = True
+    # Differentially private training (training/private.py): None = off; else DP-SGD with one shopper's
+    # whole history as the privacy unit, noise set so dp_epochs passes stay within this epsilon at
+    # dp_delta (None = 1 / number of shoppers); each shopper's gradient is clipped to dp_max_grad_norm.
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    dp_max_grad_norm: float = 1.0
+    dp_epochs: int = 15
 
     def __post_init__(self) -> None:
         _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, f"epochs must be 1..1000, got {self.epochs!r}.")
@@ -208,6 +215,11 @@ class TrainConfig:
         _check(isinstance(self.prior_blend, bool), f"prior_blend must be true or false, got {self.prior_blend!r}.")
         _check(isinstance(self.knn_blend, bool), f"knn_blend must be true or false, got {self.knn_blend!r}.")
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
+        _check(self.dp_epsilon is None or (_is_num(self.dp_epsilon) and 0.0 < self.dp_epsilon <= 100.0),
+               f"The privacy budget epsilon must be a number above 0 and at most 100 (for example 1, 4 or 8), got {self.dp_epsilon!r}.")
+        _check(self.dp_delta is None or (_is_num(self.dp_delta) and 0.0 < self.dp_delta < 1.0), f"dp_delta must be in (0, 1), got {self.dp_delta!r}.")
+        _check(_is_num(self.dp_max_grad_norm) and 0.0 < self.dp_max_grad_norm <= 1e6, f"dp_max_grad_norm must be above 0, got {self.dp_max_grad_norm!r}.")
+        _check(_is_int(self.dp_epochs) and 1 <= self.dp_epochs <= 1000, f"dp_epochs must be 1..1000, got {self.dp_epochs!r}.")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ from tqdm import tqdm
 
 from crossrec_core.cli.columns import add_column_flags, column_mapping
 from crossrec_core.config import default_config
+from crossrec_core.data.item_vectors import attach_item_vectors, read_item_vectors
 from crossrec_core.data.load import load_log
 from crossrec_core.errors import ConfigError
 from crossrec_core.storage.compress import CompressConfig, compress_model
 from crossrec_core.storage import registry
 from crossrec_core.training.ddp import init_distributed
 from crossrec_core.training.pipeline import train_and_save
+from crossrec_core.training.private import privacy_line, private_config
 from crossrec_core.training.progress import Phase
 from crossrec_core.training.warm_start import prepare_warm_start
 
@@ -30,6 +32,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--interactions", required=True, help="interaction log (CSV/TSV/Parquet/JSONL)")
     p.add_argument("--items", default=None, help="optional items table (item_id, category, title, ...)")
+    p.add_argument("--item-vectors", default=None, metavar="FILE",
+                   help="Parquet/CSV of item_id + a vector per item (a list column or vec_* columns), e.g. image embeddings; "
+                        "fused into the item encoder, cold items included")
     p.add_argument("--out", required=True, help="folder to save the model into")
     p.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping still applies)")
     p.add_argument("--encoder", choices=("transformer", "gru", "lstm"), default=None, help="user encoder: transformer (default), gru or lstm")
@@ -41,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--ddp", action="store_true", help="data-parallel training; launch with torchrun")
     p.add_argument("--warm-start", metavar="MODEL", default=None,
                    help="continue from this saved model on a newer log: its items keep their learned rows, new ones are appended")
+    p.add_argument("--dp-epsilon", type=float, default=None, metavar="E",
+                   help="train with differential privacy (DP-SGD, one shopper = the privacy unit) within this epsilon, "
+                        "e.g. 1, 4 or 8; --epochs then sets the number of private passes (default 15). See docs/SECURITY.md")
     p.set_defaults(func=_train)
 
     c = subparsers.add_parser(
@@ -66,10 +74,16 @@ def _train(args: argparse.Namespace) -> int:
     interactions = Path(args.interactions)
     out = Path(args.out)
     cfg = default_config(encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
+    if args.dp_epsilon is not None and args.warm_start:
+        raise ConfigError("Private training (--dp-epsilon) starts from fresh weights: drop --warm-start, or train privately from scratch.")
+    if args.dp_epsilon is not None:
+        cfg = private_config(cfg, args.dp_epsilon, args.epochs)
     rank = 0
     if args.ddp:
         rank = init_distributed(cfg.train.device)
     ds = load_log(str(interactions), str(args.items) if args.items else None, mapping=column_mapping(args), name=out.name or interactions.stem)
+    if args.item_vectors:
+        ds = attach_item_vectors(ds, *read_item_vectors(args.item_vectors), label=f"'{Path(args.item_vectors).name}'")
     init = None
     if args.warm_start:  # the model's own settings; new items, categories and events appended (training/warm_start.py)
         cfg, ds, init = prepare_warm_start(args.warm_start, ds, encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
@@ -123,12 +137,14 @@ def _train(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     v = model.metrics.get("valid", {})
+    private = "privacy" in model.metrics
     print(
-        f"best epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
+        f"{'last' if private else 'best'} epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
         f"HR@10 {v.get('hr10', 0.0):.4f}  ({v.get('n', 0)} users)  time {time.perf_counter() - t0:.0f}s\n"
-        f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
-        f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n"
-        f"model saved to {path}"
+        + (privacy_line(model.metrics["privacy"]) + "\nfusion re-rank, prior and item-kNN off (not private)\n" if private else
+           f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
+           f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n")
+        + f"model saved to {path}"
     )
     return 0
 

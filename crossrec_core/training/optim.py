@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from crossrec_core.errors import ConfigError
 from crossrec_core.models.fusion import CrossRecNet
 
 
@@ -60,6 +61,8 @@ def make_fit_optimizer(net: CrossRecNet, tc, *, mode: str, distributed: bool) ->
     weight decay (SparseAdam has none) and training is not distributed (DDP's all-reduce is for
     dense gradients). Sets the table's ``sparse`` flag to match; ``end_fit`` clears it.
     """
+    if getattr(tc, "dp_epsilon", None) is not None:  # this optimiser would apply noiseless gradients
+        raise ConfigError("Private training (dp_epsilon) runs through training/pipeline.train_and_save or training/private.train_private.")
     named = [(n, p) for n, p in net.named_parameters() if not n.startswith("fusion.")]
     id_emb = getattr(net.item_encoder, "id_emb", None)
     sparse = bool(

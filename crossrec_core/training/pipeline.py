@@ -11,9 +11,11 @@ import torch
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import InteractionDataset
+from crossrec_core.errors import ConfigError
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.storage.registry import save_model
 from crossrec_core.training.loop import train_model
+from crossrec_core.training.private import train_private
 from crossrec_core.training.progress import Phase, TrainProgress
 
 
@@ -39,8 +41,15 @@ def train_and_save(
     """
     out = Path(out)
     t0 = time.perf_counter()
-    model = train_model(ds, config, on_progress=on_progress, checkpoint_dir=checkpoint_dir, resume=resume, name=name or out.name or ds.name, init=init)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if config.train.dp_epsilon is not None:  # DP-SGD: its own loop (training/private.py)
+        if dist or checkpoint_dir is not None or resume:
+            raise ConfigError("Private training (--dp-epsilon) runs on one process without checkpoints: drop --ddp, --checkpoint-dir and --resume.")
+        if init is not None:
+            raise ConfigError("Private training (--dp-epsilon) starts from fresh weights: drop --warm-start.")
+        model = train_private(ds, config, on_progress=on_progress, name=name or out.name or ds.name)
+    else:
+        model = train_model(ds, config, on_progress=on_progress, checkpoint_dir=checkpoint_dir, resume=resume, name=name or out.name or ds.name, init=init)
     path = None
     if not dist or torch.distributed.get_rank() == 0:
         if on_progress is not None:
