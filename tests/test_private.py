@@ -164,3 +164,14 @@ def test_noise_cannot_be_regenerated_from_the_saved_seed(private_model):
     assert again.config.train.seed == private_model.config.train.seed
     a, b = private_model.net.user_encoder.out_norm.weight, again.net.user_encoder.out_norm.weight
     assert not torch.allclose(a, b)
+
+
+def test_a_private_warm_start_is_refused_rather_than_trained_without_privacy(tmp_path, workspace, capsys):
+    # a warm start takes the saved model's settings, which would silently drop --dp-epsilon
+    _write_log(tmp_path)
+    rc = main(["train", "--interactions", str(tmp_path / "log.csv"), "--out", str(tmp_path / "m"),
+               "--dp-epsilon", "4", "--warm-start", str(tmp_path / "some-model")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "drop --warm-start" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
