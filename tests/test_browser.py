@@ -196,6 +196,16 @@ def test_demo_journey_in_chromium(server):
             _settle(page)
             assert float(slider.input_value()) == 0.0, slider.input_value()
 
+            # Find a shopper by id: the heading (and with it history and list) switch to the match at once
+            expect(page.get_by_text("Top 10 for shopper U00417")).to_have_count(0)
+            search = page.get_by_role("textbox", name="Find a shopper by id")
+            search.fill("00417")
+            search.press("Enter")
+            _settle(page)
+            expect(page.get_by_text("Top 10 for shopper U00417")).to_be_visible()
+            _no_exception(page)
+            _shot(page, "06c-recommendations-search")
+
             # back on the map, the same shopper's path is drawn (history -> recommendations arrows)
             page.get_by_role("link", name="Embedding map").click()
             _settle(page)
