@@ -8,7 +8,7 @@ from crossrec_core.storage.workspace import slugify
 from pages.active import active_dataset
 from pages.caches import dataset_names, model_datasets, model_for_dataset
 from pages.caches_data import get_profile, get_upload_columns, get_upload_dataset, get_upload_profile
-from pages.data_widgets import mapping_picker, show_profile
+from pages.data_widgets import VECTOR_HELP, VECTOR_TYPES, mapping_picker, show_profile, with_vectors
 from pages.manage import delete_with_confirmation, forget_active, notify, show_notice
 from pages.state import md_escape, show_error
 
@@ -20,6 +20,8 @@ st.caption(f"CSV, TSV, Parquet or JSON Lines (also .gz), up to {MAX_MB} MB per f
            "Bigger logs: use `crossrec ingest` in a terminal. Nothing leaves this machine.")
 log_file = st.file_uploader("Interaction log (one row per view, cart or purchase)", type=TYPES, key="data_log")
 items_file = st.file_uploader("Items table (optional: item id, category, title)", type=TYPES, key="data_items")
+vectors_file = st.file_uploader("Item vectors (optional: images or other modalities)", type=VECTOR_TYPES, key="data_vectors",
+                                help=VECTOR_HELP)
 
 if log_file is None:
     show_notice()
@@ -30,6 +32,15 @@ if log_file is None:
             show_profile(get_profile(name))
         except CrossrecError as err:
             show_error(err)
+        if vectors_file is not None:  # vectors for the saved dataset: attach, then save it again under its name
+            with_ds = with_vectors(ds, vectors_file)
+            if st.button(f"Save '{name}' with these vectors", icon=":material/save:", key="data_save_vectors"):
+                try:
+                    save_dataset(with_ds, name)
+                except CrossrecError as err:
+                    show_error(err)
+                notify(f"Saved '{name}' with the item vectors; train a model on it on the Train page.")
+                st.rerun()
         with st.expander("Delete a dataset", icon=":material/delete:"):
             delete_with_confirmation("dataset", dataset_names(), "data_delete", delete_dataset, after=forget_active("dataset_name"))
     st.stop()
@@ -47,6 +58,7 @@ try:
     ds = get_upload_dataset(log_file.getvalue(), log_file.name, *items_args[:2], upload_key)
 except CrossrecError as err:
     show_error(err)
+ds = with_vectors(ds, vectors_file)
 
 st.subheader("Validation report")
 if ds.report.warnings:

@@ -1,4 +1,4 @@
-"""Widgets of the Data page: the column mapping of an upload and a dataset's profile.
+"""Widgets of the Data page: the column mapping of an upload, item vectors and a dataset's profile.
 
 The router never lists this file as a page.
 """
@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from crossrec_core.data.item_vectors import attach_item_vectors, read_item_vectors
 from crossrec_core.data.schema import suggest_mapping
+from crossrec_core.errors import CrossrecError
 from pages import charts
+from pages.state import md_escape, show_error
 
 NONE = "(not in this file)"
 CANONICAL = {"user_id": "Shopper id (required)", "item_id": "Product id (required)", "timestamp": "Time of the event",
@@ -29,6 +32,31 @@ def mapping_picker(columns: list[str]) -> dict[str, str]:
         if choice != NONE:
             mapping[canon] = choice
     return mapping
+
+
+VECTOR_TYPES = ["csv", "parquet", "gz"]
+VECTOR_HELP = ("item_id plus one vector per item: columns vec_0, vec_1, ... or one list column. For example image "
+               "embeddings computed with CLIP elsewhere (README, \"Item vectors\"). Training fuses them into every item's "
+               "vector, so items nobody has bought yet are carried by them too.")
+
+
+@st.cache_data(show_spinner="Reading the item vectors...", max_entries=4)
+def _vectors(raw: bytes, name: str, file_id: str):
+    return read_item_vectors(raw, name)
+
+
+def with_vectors(ds, upload):
+    """Return ``ds`` carrying the uploaded item vectors (``ds`` itself when none); a plain error stops the page."""
+    if upload is None:
+        return ds
+    try:
+        ids, vecs = _vectors(upload.getvalue(), upload.name, upload.file_id)
+        out = attach_item_vectors(ds, ids, vecs, label=f"'{upload.name}'")
+    except CrossrecError as err:
+        show_error(err)
+    st.success(f"Item vectors: {vecs.shape[1]} values for each of the {ds.n_items:,} items, from {md_escape(upload.name)}. "
+               "Models trained on this dataset use them.", icon=":material/view_in_ar:")
+    return out
 
 
 def show_profile(profile) -> None:

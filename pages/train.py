@@ -9,6 +9,7 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.errors import CrossrecError
 from crossrec_core.storage.registry import delete_model, import_model_zip
 from crossrec_core.training import jobs
+from crossrec_core.training.private import private_config
 from pages.active import require_dataset
 from pages.caches import model_datasets, model_infos
 from pages.job_panel import follow_training
@@ -36,6 +37,12 @@ with st.form("train_form"):
     epochs = c3.number_input("At most this many epochs", 1, 200, defaults.train.epochs, key="train_epochs",
                              help="Training stops earlier by itself, after "
                                   f"{defaults.train.patience} epochs without a better validation score.")
+    p1, p2 = st.columns([1, 2])
+    private = p1.toggle("Train privately", value=False, key="train_private",
+                        help="Differentially private training: no single shopper's history can be told from the model "
+                             "(docs/SECURITY.md). It costs quality and time (bench/RESULTS.md \"Private training\"), "
+                             f"runs {defaults.train.dp_epochs} fixed passes, and leaves out the fitted popularity and re-rank.")
+    epsilon = p2.select_slider("Privacy budget ε (smaller = more private)", [1, 2, 4, 8], value=8, key="train_epsilon")
     submitted = st.form_submit_button("Train", icon=":material/play_arrow:", type="primary")
 if submitted:
     config = dataclasses.replace(
@@ -44,6 +51,7 @@ if submitted:
         user=dataclasses.replace(defaults.user, kind=kind.lower()),
         train=dataclasses.replace(defaults.train, epochs=int(epochs)),
     )
+    config = private_config(config, float(epsilon)) if private else config
     try:
         st.session_state.job_id = jobs.start_training_job(ds_name, name.strip(), config)
     except CrossrecError as err:

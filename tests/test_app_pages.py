@@ -169,6 +169,20 @@ def test_train_page_follows_a_job_from_its_progress_file(home):
         shutil.rmtree(folder)
 
 
+
+@pytest.mark.parametrize("private", [False, True])
+def test_train_page_starts_a_private_job_only_when_asked(home, monkeypatch, private):
+    from crossrec_core.training import jobs
+
+    started = []
+    monkeypatch.setattr(jobs, "start_training_job", lambda ds, name, config: started.append(config) or "20990101-000000-aaaaaa")
+    at = open_page("pages/train.py")
+    at.toggle(key="train_private").set_value(private)
+    at.select_slider(key="train_epsilon").set_value(4)
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert not at.exception and len(started) == 1
+    assert started[0].train.dp_epsilon == (4.0 if private else None)
+
 def test_recommendations_page_reacts_to_its_controls(home):
     at = open_page(RECS)
     first = table(at, "explanation")
@@ -464,6 +478,46 @@ def test_saving_an_upload_makes_it_the_active_dataset_with_a_notice(scratch_home
     assert at.session_state["dataset_name"] == "fresh"
     assert any("'fresh' is now the active dataset" in s.value for s in at.success)
 
+
+
+def test_an_upload_with_item_vectors_saves_them_into_the_dataset(scratch_home):
+    from crossrec_core.storage.datasets import load_dataset
+
+    at = open_page("pages/data.py")
+    csv = "user_id,item_id,timestamp\n" + "".join(f"u{k % 7},P{k % 40:05d},{1_700_000_000 + k}\n" for k in range(200))
+    vectors = "item_id,vec_0,vec_1,vec_2\n" + "".join(f"P{k:05d},{k / 40},{1 - k / 40},{k % 3}\n" for k in range(40))
+    at.file_uploader(key="data_log").set_value(("vec-shop.csv", csv.encode(), "text/csv"))
+    at.file_uploader(key="data_vectors").set_value(("vectors.csv", vectors.encode(), "text/csv"))
+    at.run()
+    assert not at.exception and not at.error
+    assert any("3 values for each of the 40 items" in s.value for s in at.success)
+    at.button(key="data_save").click().run()
+    assert not at.exception and not at.error
+    saved = load_dataset("vec-shop")
+    assert saved.vector_columns == ("vec_0", "vec_1", "vec_2")
+    row = saved.items.set_index("item_id").loc["P00007", ["vec_0", "vec_1", "vec_2"]].to_numpy(float)
+    assert np.allclose(row, [7 / 40, 1 - 7 / 40, 1])
+
+
+def test_item_vectors_for_the_saved_dataset_are_saved_with_it_and_a_missing_item_is_named(scratch_home):
+    from crossrec_core.storage.datasets import load_dataset
+
+    ids = load_dataset("other-shop").item_ids
+    at = open_page("pages/data.py", dataset_name="other-shop")
+    partial = "item_id,vec_0\n" + "".join(f"{i},1.0\n" for i in ids[1:])
+    at.file_uploader(key="data_vectors").set_value(("partial.csv", partial.encode(), "text/csv")).run()
+    assert not at.exception
+    assert any("1 of the log's" in e.value and str(ids[0]) in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "data_save_vectors"]  # nothing to save
+    assert load_dataset("other-shop").vector_columns == ()
+
+    full = "item_id,vec_0,vec_1\n" + "".join(f"{i},{k},-1.5\n" for k, i in enumerate(ids))
+    at.file_uploader(key="data_vectors").set_value(("full.csv", full.encode(), "text/csv")).run()
+    at.button(key="data_save_vectors").click().run()
+    assert not at.exception and not at.error
+    saved = load_dataset("other-shop")
+    assert saved.vector_columns == ("vec_0", "vec_1")
+    assert saved.items.set_index("item_id").loc[ids[5], "vec_0"] == 5
 
 # -- hostile text renders as plain text ------------------------------------------------------------
 

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from crossrec_core.data.dataset import InteractionDataset
+from crossrec_core.data.readers import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, PARQUET_MAGIC, Source, parquet_unpacked_bytes, read_table
 from crossrec_core.data.schema import vector_columns
 from crossrec_core.errors import DataError
 
@@ -26,33 +29,58 @@ MAX_DIM = 4096  # wider vectors are a wrong column, not an embedding worth a pro
 _LIST_NAMES = ("vector", "embedding", "vec", "emb", "image_vector", "image_embedding")
 
 
-def read_item_vectors(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return (item ids (n,) str, float32 (n, d) vectors) read from a Parquet or CSV file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"The item vectors file '{path}' does not exist. Give a Parquet or CSV file with item_id and a vector per item.")
-    name = path.name.lower()
-    try:
-        frame = pd.read_parquet(path) if name.endswith((".parquet", ".pq")) else pd.read_csv(path, dtype={"item_id": str})
-    except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise DataError(f"Could not read the item vectors file '{path.name}' ({err}). Give a Parquet or CSV file.") from err
+def read_item_vectors(source: Source, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (item ids (n,) str, float32 (n, d) vectors) read from a Parquet or CSV file.
+
+    ``source`` is a path or the raw bytes of an upload (then ``name`` is the file's name). The readers'
+    limits apply (data/readers.py): a Parquet footer declaring more than DEFAULT_MAX_BYTES unpacked is
+    refused before its pages are read, text goes through ``read_table``.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"The item vectors file '{path}' does not exist. Give a Parquet or CSV file with item_id and a vector per item.")
+        name = name or path.name
+        raw = path.read_bytes()
+    else:
+        raw = bytes(source)
+    label = name or "the item vectors file"
+    if raw[:4] == PARQUET_MAGIC or label.lower().endswith((".parquet", ".pq")):
+        frame = _read_parquet_vectors(raw, label)
+    else:
+        frame = read_table(raw, label)  # every column as text: the vector values are parsed below
     if "item_id" not in frame.columns:
-        raise DataError(f"The item vectors file '{path.name}' has no item_id column (columns: {', '.join(map(str, frame.columns[:8]))}).")
+        raise DataError(f"The item vectors file '{label}' has no item_id column (columns: {', '.join(map(str, frame.columns[:8]))}).")
     ids = frame["item_id"].astype(str).str.strip().to_numpy(dtype=object)
     cols = vector_columns([c for c in frame.columns if c != "item_id"])
     if cols:
         values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     else:
-        values = _list_column(frame, path.name)
+        values = _list_column(frame, label)
     if values.shape[1] == 0 or values.shape[1] > MAX_DIM:
-        raise DataError(f"The vectors in '{path.name}' have {values.shape[1]} values each; expected 1 to {MAX_DIM}.")
+        raise DataError(f"The vectors in '{label}' have {values.shape[1]} values each; expected 1 to {MAX_DIM}.")
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
-        raise DataError(f"{int(bad.sum())} vector(s) in '{path.name}' have empty or non-numeric values (first: item {ids[bad][0]}). Fix or drop those rows.")
+        raise DataError(f"{int(bad.sum())} vector(s) in '{label}' have empty or non-numeric values (first: item {ids[bad][0]}). Fix or drop those rows.")
     dup = pd.Index(ids).duplicated()
     if dup.any():
-        raise DataError(f"Item {ids[dup][0]} has more than one vector in '{path.name}' ({int(dup.sum())} repeated id(s)). Keep one row per item.")
+        raise DataError(f"Item {ids[dup][0]} has more than one vector in '{label}' ({int(dup.sum())} repeated id(s)). Keep one row per item.")
     return ids, values.astype(np.float32)
+
+
+def _read_parquet_vectors(raw: bytes, label: str) -> pd.DataFrame:
+    """Return the Parquet file's table with its own types (a list column stays a list of floats)."""
+    try:
+        meta = pq.read_metadata(pa.BufferReader(raw))
+        if parquet_unpacked_bytes(meta) > DEFAULT_MAX_BYTES or meta.num_rows > DEFAULT_MAX_ROWS:
+            raise DataError(f"'{label}' would unpack to more than {DEFAULT_MAX_BYTES // 1024**3} GB or "
+                            f"{DEFAULT_MAX_ROWS:,} rows: that is not a table of item vectors.")
+        frame = pq.read_table(pa.py_buffer(raw)).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise DataError(f"Could not read the item vectors file '{label}' ({err}). Give a Parquet or CSV file.") from None
+    if "item_id" in frame.columns:
+        frame["item_id"] = frame["item_id"].astype(str)
+    return frame
 
 
 def _list_column(frame: pd.DataFrame, label: str) -> np.ndarray:

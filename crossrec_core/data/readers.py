@@ -54,7 +54,7 @@ _DELIM_NAMES = {",": "commas (,)", ";": "semicolons (;)", "\t": "tabs", "|": "pi
 MAX_GZIP_RATIO = 200  # real CSV logs compress 5-20x; zeros compress ~1000x
 MAX_RATIO_FLOOR = 64 << 20  # the ratio check starts after 64 MB of output (small files may compress well)
 _GZIP_MAGIC = b"\x1f\x8b"
-_PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGIC = b"PAR1"
 _ZIP_MAGIC = b"PK\x03\x04"
 _TEXT_SUFFIXES = {".csv", ".tsv", ".tab", ".txt", ".dat", ".jsonl", ".ndjson", ".json", ".inter", ".item", ".user"}
 _TAB_SUFFIXES = {".tsv", ".tab", ".inter", ".item", ".user"}
@@ -110,7 +110,7 @@ def _read_plain(
     head = _peek(raw, path, 8)
     if len(head) == 0:
         raise DataError(f"{label} is empty. Export the log again and check that it has a header row and data rows.")
-    if head.startswith(_PARQUET_MAGIC) or suffix in {".parquet", ".pq"}:
+    if head.startswith(PARQUET_MAGIC) or suffix in {".parquet", ".pq"}:
         return _read_parquet(raw, path, label, limit, row_limit)
     if head.startswith(_ZIP_MAGIC) or suffix in {".xlsx", ".xls", ".zip"}:
         raise DataError(
