@@ -52,6 +52,29 @@ def test_every_file_form_reads_the_same_vectors(tmp_path, form):
     np.testing.assert_allclose(vecs, want, rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("form", ["parquet list", "csv vec_ columns"])
+def test_uploaded_bytes_read_like_the_file(tmp_path, form):
+    frame = _vectors()
+    path = tmp_path / ("v.parquet" if form.startswith("parquet") else "v.csv")
+    if form.startswith("parquet"):
+        frame.to_parquet(path)
+    else:
+        pd.concat([frame[["item_id"]], pd.DataFrame(np.stack(frame["vector"]), columns=[f"vec_{k}" for k in range(4)])], axis=1).to_csv(path, index=False)
+    ids, vecs = read_item_vectors(path.read_bytes(), "upload" + path.suffix)
+    want_ids, want = read_item_vectors(path)
+    assert list(ids) == list(want_ids)
+    np.testing.assert_array_equal(vecs, want)
+
+
+def test_a_parquet_footer_declaring_too_much_is_refused_before_reading(tmp_path, monkeypatch):
+    from crossrec_core.data import item_vectors
+
+    _vectors(n=200, d=64).to_parquet(tmp_path / "v.parquet")
+    monkeypatch.setattr(item_vectors, "DEFAULT_MAX_BYTES", 1000)  # the file's pages unpack to ~50 KB
+    with pytest.raises(DataError, match="would unpack to more than"):
+        read_item_vectors(tmp_path / "v.parquet")
+
 def test_cli_trains_with_vectors_and_the_model_keeps_them(tmp_path, workspace, capsys):
     _write_log(tmp_path)
     _vectors().to_parquet(tmp_path / "v.parquet")
