@@ -41,7 +41,8 @@ def histogram(values: np.ndarray, title: str, x_title: str) -> go.Figure:
     """Return a histogram (log-x friendly) of per-user or per-item counts."""
     fig = go.Figure(go.Histogram(x=np.asarray(values), nbinsx=50, marker_color=PALETTE[1]))
     fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title="count", type="log")
+    # ticks at the powers of ten only: plotly's default log ticks label 2 and 5 of every decade ("100, 5, 2, 10")
+    fig.update_yaxes(title="count", type="log", dtick=1, tickformat=",d")
     return layout(fig, title=title)
 
 

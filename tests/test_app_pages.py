@@ -142,6 +142,8 @@ def test_data_page_profiles_the_active_dataset(home):
     assert [m.value for m in at.metric][:3] == [f"{N_USERS:,}", "300", "12"]
     assert len(at.get("plotly_chart")) == 3  # categories, events per shopper, transition heatmap
     assert "500 MB" in at.caption[0].value
+    counts = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Events per shopper" in c.proto.spec)
+    assert counts["layout"]["yaxis"]["type"] == "log" and counts["layout"]["yaxis"]["dtick"] == 1  # 1, 10, 100: no "5, 2"
 
 
 def test_train_page_follows_a_job_from_its_progress_file(home):

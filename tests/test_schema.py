@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from crossrec_core.data.load import load_log
 from crossrec_core.data.schema import (
     attribute_name,
     normalize_events,
@@ -97,3 +98,20 @@ def test_ambiguous_slash_dates_get_a_note():
     got = parse_timestamps(_s(["03/04/2024", "05/06/2024"]))
     assert got.valid.all() and "ambiguous" in got.note
     assert got.seconds[0] == 1709510400  # 2024-03-04: month-first
+
+
+def test_a_column_named_when_holding_dates_is_taken_as_the_time():
+    assert suggest_mapping(["customer", "article", "when"])["timestamp"] == "when"
+
+
+def test_a_missing_column_says_how_to_map_it_in_the_studio_and_in_a_terminal():
+    with pytest.raises(SchemaError) as err:
+        resolve_mapping(["shopper_ref", "article"], None)
+    assert "Column mapping on the Data page" in str(err.value) and "--map user_id=<column>" in str(err.value)
+
+
+def test_one_timestamp_for_every_event_is_a_warning_not_a_note():
+    log = "user_id,item_id,timestamp\n" + "".join(f"u{k % 5},i{k % 9},2024-05-01\n" for k in range(40))
+    report = load_log(log.encode(), interactions_name="one-day.csv").report
+    assert any("All events have the same timestamp" in w for w in report.warnings)
+    assert not any("same timestamp" in n for n in report.notes)

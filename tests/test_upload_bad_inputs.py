@@ -69,7 +69,7 @@ def upload(at: AppTest, case: Upload) -> AppTest:
 def assert_page_usable(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Data"
-    assert {u.key for u in at.file_uploader} == {"data_log", "data_items"}
+    assert {u.key for u in at.file_uploader} == {"data_log", "data_items", "data_vectors"}
     assert at.session_state["dataset_name"] == "kept"  # the active dataset is untouched
 
 
@@ -94,6 +94,25 @@ def test_upload_case_is_handled_and_workspace_unchanged(name, uploads, studio_ho
         assert any(b.key == "data_save" for b in at.button)
     assert listing(studio_home) == before
 
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_a_bad_file_as_item_vectors_is_a_plain_error_and_saves_nothing(name, uploads, studio_home, monkeypatch):
+    """Every corpus file the vectors uploader accepts (csv, parquet, gz), given as the saved dataset's item
+    vectors: no exception, at most one plain error, no save button after an error, the workspace unchanged."""
+    monkeypatch.setenv("CROSSREC_HOME", str(studio_home))
+    file_name, data = uploads[name].log
+    if not file_name.lower().endswith((".csv", ".parquet", ".gz")):
+        pytest.skip("the vectors uploader does not offer this type")
+    at = open_data_page()
+    before = listing(studio_home)
+    at.file_uploader(key="data_vectors").set_value((file_name, data, "application/octet-stream")).run()
+    assert_page_usable(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) <= 1 and not any("Traceback" in e or 'File "' in e for e in errors), errors
+    if errors:
+        assert not any(b.key == "data_save_vectors" for b in at.button)
+    assert listing(studio_home) == before
 
 def test_corpus_counts(uploads):
     """The upload corpus has at least 30 cases, covers errors and loads, and keeps the hostile names."""

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from crossrec_core.data.dataset import DEFAULT_EVENT, UNKNOWN_CATEGORY, DataReport, InteractionDataset, from_frames, user_time_order
 from crossrec_core.data.readers import frame_as_text, read_table
 from crossrec_core.data.schema import (
+    MAP_ADVICE,
     attribute_name,
     normalize_events,
     parse_timestamps,
@@ -142,8 +143,11 @@ def load_log(
         else:
             live = times[keep]
             if len(live) > 1 and live.min() == live.max():
-                report.notes.append(
-                    "All events have the same timestamp: each user's events keep the order of the file."
+                # a warning, not a note: a sequence model learns the order of events, and here the order
+                # is only the file's (a one-day export); the most important thing to know about such a log
+                report.warn(
+                    "All events have the same timestamp: each user's events keep the order of the file, so the "
+                    "model learns that order. If the log has real times, map that column as the time of the event."
                 )
     else:
         times = np.arange(n_rows, dtype=np.int64)
@@ -285,7 +289,7 @@ def _bad_rows(report: DataReport, raw, label: str, col: str, canon: str, bad: np
         raise DataError(
             f"{label}: {n_bad:,} of {n_live:,} rows have no usable {what} id in column '{col}' "
             f"(e.g. row {row + 2} is {example}; ids must be non-empty and at most {MAX_ID_LENGTH} characters). "
-            f"Check that '{col}' is the {what} column, or map another one with --map {canon}=<column>."
+            f"Check that '{col}' is the {what} column, or map another one ({MAP_ADVICE.format(canon=canon)})."
         )
     report.warn(
         f"{label}: dropped {n_bad:,} row(s) with an empty or invalid {what} id in '{col}' (e.g. row {row + 2} is {example}).",

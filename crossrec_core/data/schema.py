@@ -20,6 +20,8 @@ from crossrec_core.errors import SchemaError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id")
 INTERACTION_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "timestamp", "event", "category", "title")
+# how to fix a wrong column, for both places a log comes in: the studio's Data page and the terminal
+MAP_ADVICE = "choose it under Column mapping on the Data page, or pass --map {canon}=<column> to the crossrec command"
 ITEM_COLUMNS: tuple[str, ...] = ("item_id", "category", "title")
 
 # canonical -> accepted source names (compared after lower-casing and removing spaces, '_', '-', '.')
@@ -34,7 +36,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "timestamp": (
         "timestamp", "ts", "time", "date", "datetime", "t_dat", "event_time", "created_at", "event_date",
-        "time_stamp", "unix_time", "unixreviewtime", "order_date",
+        "time_stamp", "unix_time", "unixreviewtime", "order_date", "when", "occurred_at", "purchased_at",
     ),
     "event": ("event", "event_type", "behavior", "behaviour", "behavior_type", "behaviour_type", "action", "type"),
     "category": (
@@ -132,7 +134,7 @@ def resolve_mapping(
             raise SchemaError(
                 f"{file_label} has no '{canon}' column (looked for names like "
                 f"{', '.join(COLUMN_ALIASES[canon][:6])}). Available columns: {available}. "
-                f"Map the right one, e.g. --map {canon}=<column name>."
+                f"Map the right one ({MAP_ADVICE.format(canon=canon)})."
             )
     return out
 
