@@ -31,14 +31,14 @@ def get_upload_columns(raw: bytes, name: str, file_id: str) -> list[str]:
 @st.cache_resource(show_spinner="Validating the log...", max_entries=2)
 def _upload_dataset(_raw: bytes, name: str, _items_raw: bytes | None, items_name: str | None, key: tuple):
     return load_log(
-        _raw, _items_raw, mapping=dict(key[2]), name=name.split(".", 1)[0],
+        _raw, _items_raw, mapping=dict(key[2]), items_mapping=dict(key[4]) if len(key) > 4 else None, name=name.split(".", 1)[0],
         max_bytes=int(st.get_option("server.maxUploadSize")) * 1024 * 1024,
         interactions_name=name, items_name=items_name, pseudonymize=bool(key[3]) if len(key) > 3 else False,
     )
 
 
 def get_upload_dataset(raw: bytes, name: str, items_raw: bytes | None, items_name: str | None, key: tuple):
-    """Return the validated dataset of an upload; ``key`` = (log file_id, items file_id, mapping items, pseudonymise)."""
+    """Return the validated dataset of an upload; ``key`` = (log id, items id, mapping, pseudonymise, items mapping)."""
     return _upload_dataset(raw, name, items_raw, items_name, key)
 
 

@@ -53,7 +53,13 @@ mapping = mapping_picker(columns)
 pseudonymize = st.toggle("Pseudonymise shopper ids", key="data_pseudonymize",
                          help="Store a salted hash instead of each raw customer id; the salt stays in this workspace.")
 items_args = (items_file.getvalue(), items_file.name, items_file.file_id) if items_file else (None, None, None)
-upload_key = (log_file.file_id, items_args[2], tuple(sorted(mapping.items())), pseudonymize)
+items_mapping = {}
+if items_file is not None:
+    try:
+        items_mapping = mapping_picker(get_upload_columns(*items_args), table="items")
+    except CrossrecError as err:
+        show_error(err)
+upload_key = (log_file.file_id, items_args[2], tuple(sorted(mapping.items())), pseudonymize, tuple(sorted(items_mapping.items())))
 try:
     ds = get_upload_dataset(log_file.getvalue(), log_file.name, *items_args[:2], upload_key)
 except CrossrecError as err:

@@ -16,19 +16,25 @@ from pages.state import md_escape, show_error
 NONE = "(not in this file)"
 CANONICAL = {"user_id": "Shopper id (required)", "item_id": "Product id (required)", "timestamp": "Time of the event",
              "event": "Event type (view / cart / purchase)", "category": "Product category", "title": "Product title"}
+ITEM_CANONICAL = {"item_id": "Product id (required)", "category": "Product category", "title": "Product title"}
 
 
-def mapping_picker(columns: list[str]) -> dict[str, str]:
-    """Draw one selectbox per canonical column, preset to crossrec's guess; return {canonical: file column}."""
-    guess = suggest_mapping(columns)
-    st.subheader("Column mapping")
-    st.caption("crossrec guessed which column is which; change any that are wrong.")
+def mapping_picker(columns: list[str], table: str = "interactions") -> dict[str, str]:
+    """Draw one selectbox per canonical column of ``table`` ("interactions": the log, "items": the items table),
+    preset to crossrec's guess; return {canonical: file column}."""
+    guess = suggest_mapping(columns, table=table)
+    log = table == "interactions"
+    wanted = CANONICAL if log else ITEM_CANONICAL
+    st.subheader("Column mapping" if log else "Items table mapping")
+    st.caption("crossrec guessed which column is which; change any that are wrong." if log else
+               "Which column of the items table is the product id, the category and the title. Any column can be the "
+               "category: pick the level to recommend across (e.g. index_group_name, product_type_name).")
     mapping = {}
     cols = st.columns(3)
-    for i, (canon, label) in enumerate(CANONICAL.items()):
+    for i, (canon, label) in enumerate(wanted.items()):
         options = [NONE, *columns]
         default = options.index(guess[canon]) if guess.get(canon) in columns else 0
-        choice = cols[i % 3].selectbox(label, options, index=default, key=f"map_{canon}")
+        choice = cols[i % 3].selectbox(label, options, index=default, key=f"{'map' if log else 'map_items'}_{canon}")
         if choice != NONE:
             mapping[canon] = choice
     return mapping

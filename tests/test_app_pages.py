@@ -521,6 +521,25 @@ def test_item_vectors_for_the_saved_dataset_are_saved_with_it_and_a_missing_item
     assert saved.vector_columns == ("vec_0", "vec_1")
     assert saved.items.set_index("item_id").loc[ids[5], "vec_0"] == 5
 
+
+def test_the_items_table_has_its_own_mapping_and_the_category_level_can_be_chosen(scratch_home):
+    at = open_page("pages/data.py")
+    log = "customer_id,article_id,t_dat\n" + "".join(f"c{k % 9},a{k % 12},2024-05-{1 + k % 28:02d}\n" for k in range(120))
+    articles = "article_id,prod_name,product_group_name,product_type_name\n" + "".join(
+        f"a{k},Item {k},{'Garment' if k % 2 else 'Shoes'},{['Dress', 'Boot', 'Coat'][k % 3]}\n" for k in range(12))
+    at.file_uploader(key="data_log").set_value(("log.csv", log.encode(), "text/csv"))
+    at.file_uploader(key="data_items").set_value(("articles.csv", articles.encode(), "text/csv")).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="map_items_category").value == "product_group_name"  # the guess, shown
+    at.selectbox(key="map_items_category").set_value("product_type_name").run()
+    at.text_input(key="data_name").set_value("levels")
+    at.button(key="data_save").click().run()
+    assert not at.exception and not at.error
+
+    from crossrec_core.storage.datasets import load_dataset
+
+    assert sorted(load_dataset("levels").category_names) == ["Boot", "Coat", "Dress"]
+
 # -- hostile text renders as plain text ------------------------------------------------------------
 
 HOSTILE_USER = "<b>u</b>**0**"
