@@ -90,7 +90,9 @@ def test_upload_case_is_handled_and_workspace_unchanged(name, uploads, studio_ho
         assert not at.button, "an upload that failed must not offer 'Save dataset'"
     else:
         assert not errors, errors
-        assert [s.value for s in at.subheader][:2] == ["Column mapping", "Validation report"]
+        heads = [s.value for s in at.subheader]
+        assert heads[0] == "Column mapping" and "Validation report" in heads
+        assert ("Items table mapping" in heads) == (case.items is not None)
         assert any(b.key == "data_save" for b in at.button)
     assert listing(studio_home) == before
 
