@@ -73,7 +73,7 @@ def retune_blends(model, ds, split, sets: list[str]) -> None:
     model.category_history = fit_category_history(ds.seqs.truncate(split.train_end), ds.item_category, prior.transition_proba.shape[0], prior.category_prior)
     v_users, v_ends, v_targets = validation_targets(ds, split, model.config.train)
     valid = tune_blends(model, ds, split, v_users, v_ends, v_targets, 0, 0.0, lambda **kw: None)
-    print("blends:", {k: v for k, v in valid.items() if k in ("category_mix", "prior_w_pop", "prior_w_cat", "knn_weight", "ndcg10_prior")}, flush=True)
+    print("blends:", {k: v for k, v in valid.items() if k in ("category_mix", "prior_w_pop", "prior_w_cat", "knn_weight", "ndcg10_prior") or k.startswith("cold")}, flush=True)
 
 
 def main() -> None:

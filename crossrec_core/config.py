@@ -146,6 +146,13 @@ class TrainConfig:
     # two categories and the shopper's habit, mixture weights fitted on validation (models/category_history.py).
     # False = the recent flow alone (what models trained before session 8 use).
     category_mix: bool = True
+    # Choose on validation which shoppers get the cold-start list (category flow, popularity, similarity to
+    # their items) instead of the encoders' one: those with at most 2, 1 or 0 known events, by NDCG@10 with
+    # novel-category targets weighing fusion_novel_weight (ties keep 2, the fixed rule before). Why: the
+    # fixed rule was right on hm (most of its novel-category shoppers have 1-2 events and the cold list
+    # serves them better) and wrong on chain-a, where the encoders serve 1-2 event shoppers far better
+    # (bench/RESULTS.md, session 9). False = the fixed rule.
+    cold_choice: bool = True
     # The pool the fusion scorer re-ranks (and the probability is normalised over). Why 100, not 50:
     # the test target is in the top 100 far more often (demo 0.67 against 0.59, dense-b 0.28 against
     # 0.18), and with the scorer refit on the same models NDCG@10 rose on all five logs measured
@@ -198,6 +205,7 @@ class TrainConfig:
         _check(_is_num(self.seen_target_weight) and 0.0 <= self.seen_target_weight <= 1.0, f"seen_target_weight must be in [0, 1], got {self.seen_target_weight!r}.")
         _check(_is_num(self.category_loss_weight) and 0.0 <= self.category_loss_weight <= 10.0, f"category_loss_weight must be in [0, 10], got {self.category_loss_weight!r}.")
         _check(isinstance(self.category_mix, bool), f"category_mix must be true or false, got {self.category_mix!r}.")
+        _check(isinstance(self.cold_choice, bool), f"cold_choice must be true or false, got {self.cold_choice!r}.")
         _check(_is_int(self.fusion_candidates) and 2 <= self.fusion_candidates <= 10000, f"fusion_candidates must be 2..10000, got {self.fusion_candidates!r}.")
         _check(_is_int(self.fusion_novel_candidates) and 0 <= self.fusion_novel_candidates <= self.fusion_candidates // 2,
                f"fusion_novel_candidates must be 0..fusion_candidates / 2 ({self.fusion_candidates // 2}), got {self.fusion_novel_candidates!r}.")

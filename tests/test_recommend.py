@@ -394,3 +394,37 @@ def test_one_history_encoded_once_and_filters_never_leak_into_the_cached_state()
     cached = next(iter(rec._retrieved.values()))
     with pytest.raises(ValueError, match="read-only"):
         cached.retrieval[0, 0] = 0.0  # shared by sessions: a write must fail loudly
+
+
+# -- which shoppers get the cold-start list: chosen on validation (training/tuning.py) -------------------
+
+def _short_histories(first: list[str], nexts: list[str]) -> tuple[Sequences, np.ndarray, np.ndarray, np.ndarray]:
+    """Users u with history [first[u]] and validation target nexts[u]: (seqs, users, ends, targets)."""
+    model = FakeModel()
+    hist = model.item_index(first)
+    items = np.stack([hist, model.item_index(nexts)], axis=1).reshape(-1).astype(np.int32)
+    n = len(first)
+    seqs = Sequences(np.arange(0, 2 * n + 1, 2, dtype=np.int64), items, np.arange(2 * n, dtype=np.int64), np.zeros(2 * n, np.int16))
+    users = np.arange(n, dtype=np.int64)
+    return seqs, users, users * 2 + 1, model.item_index(nexts)
+
+
+@pytest.mark.parametrize("target, chosen", [("f1", 2), ("t2", 0)])
+def test_the_cold_threshold_is_the_list_that_finds_the_next_item_on_validation(target, chosen):
+    from crossrec_core.training.tuning import select_cold_threshold
+
+    # after a tent: the cold list leads with the popular Footwear step (f1), the encoders' with a stove (t2)
+    model = FakeModel()
+    seqs, users, ends, targets = _short_histories(["t1"] * 6, [target] * 6)
+    assert Recommender(model, cold_max_events=2).retrieval_scores(seqs, users[:1], ends[:1])[0].argmax() == model.item_index(["f1"])[0]
+    assert Recommender(model, cold_max_events=0).retrieval_scores(seqs, users[:1], ends[:1])[0].argmax() == model.item_index(["t2"])[0]
+    t, figures = select_cold_threshold(model, seqs, users, ends, targets, novel_weight=2.0)
+    assert t == chosen and figures["n"] == 6
+
+
+def test_a_recommender_follows_the_models_chosen_cold_threshold_unless_told_otherwise():
+    model = FakeModel()
+    assert Recommender(model).cold_max_events == 2  # a model without a choice: the fixed rule
+    model.cold_max_events = 0
+    assert Recommender(model).cold_max_events == 0
+    assert Recommender(model, cold_max_events=1).cold_max_events == 1

@@ -184,3 +184,15 @@ def test_align_reindexes_into_model_space(model):
     assert seqs.offsets.tolist() == [0, 2, 3]
     assert seqs.items.tolist() == model.item_index(["i3", "i5", "i3"]).tolist()
     assert seqs.events.tolist() == [model.event_index(["view"])[0], model.default_event_index, model.event_index(["view"])[0]]
+
+
+def test_the_validated_cold_threshold_is_saved_and_an_older_model_keeps_the_fixed_rule(model, tmp_path):
+    assert model.cold_max_events in (0, 1, 2) and "cold_max_events" in model.metrics["valid"]
+    kept = model.cold_max_events
+    try:
+        for value, expected_rule in ((0, 0), (None, 2)):  # None: saved as models before session 9 were
+            model.cold_max_events = value
+            loaded = registry.load_model(registry.save_model(model, tmp_path / f"m{value}"))
+            assert loaded.cold_max_events == value and Recommender(loaded).cold_max_events == expected_rule
+    finally:
+        model.cold_max_events = kept

@@ -70,6 +70,7 @@ class TrainedModel:
         threshold: float | None = None,
         category_pairs: tuple[np.ndarray, np.ndarray] | None = None,
         category_mix: np.ndarray | None = None,
+        cold_max_events: int | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -97,6 +98,9 @@ class TrainedModel:
         # and whether its re-rank beat retrieval there (else lists keep retrieval order)
         self.calibration = calibration or Calibration()
         self.fusion_rerank = bool(fusion_rerank)
+        # shoppers with at most this many known events get the cold-start list instead of the encoders' one,
+        # chosen on validation (training/tuning.py); None = the Recommender's default (models saved before)
+        self.cold_max_events = None if cold_max_events is None else int(cold_max_events)
         # sorted hashes of the (user, item, time) events the model was fitted on (event_hashes)
         self.train_event_hashes = np.sort(np.asarray(train_event_hashes if train_event_hashes is not None else [], dtype=np.int64))
         # the probability threshold saved with the model (registry.save_threshold); None = none saved

@@ -83,7 +83,8 @@ class Recommender:
     Args:
         model: a TrainedModel (or anything implementing RecommendableModel).
         dataset: optional InteractionDataset whose users can be named by id in ``recommend``.
-        cold_max_events: users with at most this many events known to the model get the cold fallback.
+        cold_max_events: users with at most this many events known to the model get the cold fallback
+            (default: the model's own, chosen on validation, else COLD_MAX_EVENTS).
         recency_half_life: in explanations, a history item's weight halves every this many events back.
     """
 
@@ -92,12 +93,14 @@ class Recommender:
         model: RecommendableModel,
         dataset: InteractionDataset | None = None,
         *,
-        cold_max_events: int = COLD_MAX_EVENTS,
+        cold_max_events: int | None = None,
         recency_half_life: float = 5.0,
     ) -> None:
         self.model = model
         self.dataset = dataset
-        self.cold_max_events = int(cold_max_events)
+        if cold_max_events is None:
+            cold_max_events = getattr(model, "cold_max_events", None)
+        self.cold_max_events = COLD_MAX_EVENTS if cold_max_events is None else int(cold_max_events)
         self.recency_half_life = float(recency_half_life)
         self.item_category = np.asarray(model.item_category, dtype=np.int64)
         self.category_names = np.asarray(model.category_names, dtype=object)
@@ -409,6 +412,11 @@ class Recommender:
         # taken before the category filters apply
         best = retrieval.max(axis=1) if self.n_items else np.zeros(B, np.float32)
         return _Retrieved(dot, retrieval, best, cold, user_vecs, knn, _History(row, hist_items, lengths))
+
+    def retrieval_scores(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Return float32 (B, n_items) the retrieval stage's scores of these histories (the cold fallback's for
+        cold ones), items in the history at -inf: what the candidate pool is cut from."""
+        return self._retrieve(seqs, np.asarray(users, dtype=np.int64), np.asarray(ends, dtype=np.int64)).retrieval
 
     def candidates(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, n: int | None = None) -> ScoredCandidates:
         """Return the top-``n`` unseen candidates of each history (no filters), best retrieval first, as

@@ -203,6 +203,11 @@ def _category_history_tensors(model) -> dict:
     }
 
 
+def _cold_tensors(model) -> dict:
+    cold = getattr(model, "cold_max_events", None)
+    return {} if cold is None else {"cold_max_events": torch.tensor([int(cold)], dtype=torch.int64)}
+
+
 def _category_history_from_aux(aux: dict, n_categories: int, folder: Path) -> tuple[tuple | None, np.ndarray | None]:
     """Return (pairs, mix) of the next-category estimate, (None, None) for models saved before it; ModelError when inconsistent."""
     if "category_mix" not in aux:
@@ -231,6 +236,7 @@ def _write_folder(model, folder: Path) -> None:
             "item_category": torch.from_numpy(np.array(model.item_category, dtype=np.int32)),
             **_knn_tensors(model),
             **_category_history_tensors(model),
+            **_cold_tensors(model),
             "train_event_hashes": torch.from_numpy(np.asarray(model.train_event_hashes, dtype=np.int64)),
         },
     )
@@ -375,7 +381,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         threshold=_read_threshold(folder),
         category_pairs=pairs,
         category_mix=mix,
+        cold_max_events=_cold_max_events_from_aux(aux, folder),
     )
+
+
+def _cold_max_events_from_aux(aux: dict, folder: Path) -> int | None:
+    """Return the validated cold-shopper threshold, None for models saved before it; ModelError when not 0..1000."""
+    if "cold_max_events" not in aux:
+        return None
+    value = aux["cold_max_events"].numpy().reshape(-1)
+    if len(value) != 1 or not 0 <= int(value[0]) <= 1000:
+        raise ModelError(f"{folder.name}/aux.safetensors holds an invalid cold-shopper threshold. Save or train the model again.")
+    return int(value[0])
 
 
 def _read_threshold(folder: Path) -> float | None:

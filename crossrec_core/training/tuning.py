@@ -17,6 +17,7 @@ from crossrec_core.models.category_history import category_parts, chunks, fit_mi
 from crossrec_core.models.prior import recent_flow
 from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
+from crossrec_core.serving.recommender import COLD_MAX_EVENTS, Recommender
 from crossrec_core.training.progress import Phase
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,54 @@ def select_knn_weight(
     return float(KNN_GRID[best]), result
 
 
+COLD_GRID = (COLD_MAX_EVENTS, 1, 0)  # the fixed rule first: it wins ties
+COLD_CELLS = 8_000_000  # users x items scored at a time
+
+
+def select_cold_threshold(
+    model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray, novel_weight: float,
+) -> tuple[int, dict[str, float]]:
+    """Return (t, figures): shoppers with at most t known events get the cold-start list, t in COLD_GRID chosen
+    by the validation NDCG@10 of the retrieval stage, a target in a category new to the shopper weighing
+    ``novel_weight`` (as in the fusion scorer's fit). Only shoppers with at most max(COLD_GRID) events differ
+    between the choices, so only they are scored, each both ways."""
+    users, ends, targets = (np.asarray(a, dtype=np.int64) for a in (users, ends, targets))
+    lengths = ends - seqs.offsets[users]
+    pick = np.flatnonzero(lengths <= max(COLD_GRID))
+    if len(pick) == 0:
+        return COLD_MAX_EVENTS, {"n": 0}
+    cats = np.asarray(model.item_category, dtype=np.int64)
+    ndcg = {"warm": np.zeros(len(pick)), "cold": np.zeros(len(pick))}
+    recs = {"warm": Recommender(model, cold_max_events=0), "cold": Recommender(model, cold_max_events=max(COLD_GRID))}
+    bs = max(1, COLD_CELLS // max(model.n_items, 1))
+    for s in range(0, len(pick), bs):
+        rows = pick[s : s + bs]
+        u, e, t = users[rows], ends[rows], targets[rows]
+        for kind, rec in recs.items():
+            scores = rec.retrieval_scores(seqs, u, e)  # history already at -inf
+            tv = scores[np.arange(len(u)), t]
+            rank = np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), scores.shape[1])
+            ndcg[kind][s : s + len(rows)] = np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)
+    hist_rows, hist_pos = seqs.history_positions(users[pick], ends[pick])
+    seen = np.zeros((len(pick), int(cats.max(initial=0)) + 1), dtype=bool)
+    seen[hist_rows, cats[seqs.items[hist_pos]]] = True
+    novel = ~seen[np.arange(len(pick)), cats[targets[pick]]]
+    weight = np.where(novel, float(novel_weight), 1.0)
+    short = lengths[pick]
+    # the other validation shoppers score the same under every choice: the sums over these decide
+    totals = [float((np.where(short <= th, ndcg["cold"], ndcg["warm"]) * weight).sum()) for th in COLD_GRID]
+    best = 0
+    for i, total in enumerate(totals):
+        if total > totals[best] + 1e-9:
+            best = i
+    return int(COLD_GRID[best]), {
+        "n": int(len(pick)), "n_novel": int(novel.sum()),
+        "ndcg10_cold": float(ndcg["cold"].mean()), "ndcg10_warm": float(ndcg["warm"].mean()),
+        "ndcg10_cold_novel": float(ndcg["cold"][novel].mean()) if novel.any() else 0.0,
+        "ndcg10_warm_novel": float(ndcg["warm"][novel].mean()) if novel.any() else 0.0,
+    }
+
+
 def fit_category_mix(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Set and return the weights of the next-category mixture (models/category_history.py) fitted by EM on
     the categories of these validation targets; the tables were counted on the training part only."""
@@ -193,4 +242,10 @@ def tune_blends(
         model.knn, model.knn_weight = knn_train, w_knn
         valid.update({"knn_weight": w_knn, "ndcg10_knn": vk["ndcg10"], "hr10_knn": vk["hr10"]})
         log.info("item-kNN term: weight %.2f valid ndcg@10 %.4f", w_knn, vk["ndcg10"])
+    if len(v_users) and tc.cold_choice:
+        # after the blends: the encoders' list it is compared with carries them
+        report(epoch=best_epoch, phase=Phase.PRIOR)
+        model.cold_max_events, vc = select_cold_threshold(model, ds.seqs, v_users, v_ends, v_targets, tc.fusion_novel_weight)
+        valid.update({"cold_max_events": model.cold_max_events} | {f"cold_{k}": v for k, v in vc.items()})
+        log.info("cold-start list for shoppers with <= %d known events (%s)", model.cold_max_events, vc)
     return valid
