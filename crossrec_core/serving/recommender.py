@@ -43,9 +43,9 @@ from crossrec_core.serving.explain import contributions, display_title, explain_
 from crossrec_core.serving.history import resolve_history
 from crossrec_core.serving.blocked import blocked_retrieve
 from crossrec_core.serving.retrieval import BLOCKED_USERS, COMPACT_MIN_ITEMS, History as _History, Retrieved as _Retrieved
-from crossrec_core.serving.retrieval import Tables, allowed_categories, build_tables, cold_scores, history_of, lookup, neighbour_values, rows_subset
+from crossrec_core.serving.retrieval import Tables, allowed_categories, build_tables, cold_scores, history_of, lookup, neighbour_values, novel_in_order, rows_subset
 from crossrec_core.serving.scoring import one_user_sequences
-from crossrec_core.serving.selection import greedy_select, stable_top_n
+from crossrec_core.serving.selection import greedy_select, stable_top_n, tie_keys
 from crossrec_core.serving.types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
 
 __all__ = [
@@ -136,6 +136,7 @@ class Recommender:
         # from this many items recommend_batch retrieves in blocks (serving/retrieval.py); tables built on first use
         self.compact_min_items = COMPACT_MIN_ITEMS if hasattr(model, "user_vectors") else np.inf
         self._tables: Tables | None = None
+        self._pop_order = np.argsort(-tie_keys(self.pop_norm[None, :])[0], kind="stable")  # novel slots: most popular first
 
     # -- single history (app, what-if) ---------------------------------------------------------
     def recommend(
@@ -428,15 +429,15 @@ class Recommender:
         if m == 0:
             return top
         user_cats = hist.categories(self.item_category, self.n_categories)
-        if cols is None:
-            key = np.where(np.isfinite(retrieval) & ~user_cats[:, self.item_category], self.pop_norm[None, :], -np.inf)
+        if cols is None:  # never a duplicate of a kept candidate: top[:, :n - m] is excluded
+            extra, ok = novel_in_order(self._pop_order, self.item_category, user_cats, retrieval, top[:, : n - m], m)
         else:
             outside = ~np.take_along_axis(user_cats, self.item_category[cols], axis=1)
             key = np.where(np.isfinite(retrieval) & outside, self.pop_norm[cols], -np.inf).astype(np.float32)
-        np.put_along_axis(key, top_pos[:, : n - m], -np.inf, axis=1)  # never a duplicate of a kept candidate
-        extra_pos = stable_top_n(key, m)
-        ok = np.isfinite(np.take_along_axis(key, extra_pos, axis=1))
-        extra = extra_pos if cols is None else np.take_along_axis(cols, extra_pos, axis=1)
+            np.put_along_axis(key, top_pos[:, : n - m], -np.inf, axis=1)
+            extra_pos = stable_top_n(key, m)
+            ok = np.isfinite(np.take_along_axis(key, extra_pos, axis=1))
+            extra = np.take_along_axis(cols, extra_pos, axis=1)
         # the m slots: these popular items first, then the retrieval items they displaced (minus repeats)
         tail = top[:, n - m :]
         repeat = ((tail[:, :, None] == extra[:, None, :]) & ok[:, None, :]).any(axis=2)

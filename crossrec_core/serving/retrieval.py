@@ -245,3 +245,23 @@ def cold_scores(rec, hist_row: np.ndarray, hist_items: np.ndarray, n_rows: int) 
             sim[hist_row[pick]] = np.maximum(sim[hist_row[pick]], cos)
         score += COLD_WEIGHTS["similarity"] * sim
     return score.astype(np.float32)
+
+
+def novel_in_order(pop_order: np.ndarray, item_category: np.ndarray, user_cats: np.ndarray, retrieval: np.ndarray,
+                   exclude: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (items (B, m), ok (B, m)): each row's first m items in ``pop_order`` with a finite dense
+    ``retrieval``, a category absent from ``user_cats`` and not in ``exclude`` (B, E); ok False where a row
+    has fewer. The same items as stable_top_n over the popularity of those items, reading only a window
+    of the order (widened until every row has m, or the whole catalogue was read)."""
+    B, N = retrieval.shape
+    L = min(N, m + exclude.shape[1] + 64)
+    rows = np.arange(B, dtype=np.int64)[:, None]
+    while True:
+        w = pop_order[:L]
+        elig = np.isfinite(retrieval[:, w]) & ~user_cats[:, item_category[w]]
+        elig &= ~np.isin(rows * N + w[None, :], (rows * N + exclude).ravel())
+        if L >= N or (elig.sum(axis=1) >= m).all():
+            break
+        L = min(N, L * 4)
+    first = np.argsort(~elig, axis=1, kind="stable")[:, :m]  # the first m eligible columns, in order
+    return w[first], np.take_along_axis(elig, first, axis=1)
