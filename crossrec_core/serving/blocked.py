@@ -33,7 +33,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from crossrec_core.data.dataset import Sequences
-from crossrec_core.serving.retrieval import COLD_WEIGHTS, Retrieved, Tables, cold_flow, history_of, novel_window
+from crossrec_core.serving.retrieval import COLD_WEIGHTS, Retrieved, Tables, cold_flow, history_of, in_sorted, novel_window
 from crossrec_core.serving.selection import TIE_RESOLUTION, tie_keys
 
 # Cells (users x items) of one block: ~4 MB of float32 (stays in the 2 MB-per-core L2 / shared L3).
@@ -44,43 +44,57 @@ KEEP_MARGIN = 16
 WORKERS = 2
 
 
-def _collect(vals, lift, cat, use_lift, allowed, use_f, pos0, bv, bp, cnt, theta, fv, fp, fcnt, ftheta):  # pragma: no cover - numba
-    """Per row: add the category constant (when use_lift), write it back, and keep the best scores in a
-    buffer of 2K (halved to the best K when full; theta = the K-th best). Second buffer: allowed items."""
-    B, nb = vals.shape
+def _collect(vals, lift, run_start, run_cat, allowed, use_f, pos0, bv, bp, cnt, theta, fv, fp, fcnt, ftheta):  # pragma: no cover - numba
+    """Per row, keep the best scores of a block in a buffer of 2K (halved to the best K when full; theta =
+    the K-th best). The block holds category runs (run_start, run_cat); a score is vals + lift[row, cat]
+    (the category prior, 0 for cold rows). Each run is read 64 cells at a time by a vectorised count of
+    cells over the threshold; only a stretch with one goes through the scalar push. Second buffer: the
+    best among allowed categories (use_f)."""
+    B = vals.shape[0]
     cap, fcap = bv.shape[1], fv.shape[1]
     for r in range(B):
-        for j in range(nb):
-            v = vals[r, j]
-            if use_lift:
-                v = v + lift[r, cat[j]]
-                vals[r, j] = v
-            if v >= theta[r]:
-                c = cnt[r]
-                bv[r, c] = v
-                bp[r, c] = pos0 + j
-                c += 1
-                if c == cap:
-                    keep = cap // 2
-                    order = np.argsort(-bv[r, :c])[:keep]
-                    tv, tp = bv[r, order].copy(), bp[r, order].copy()
-                    bv[r, :keep], bp[r, :keep] = tv, tp
-                    theta[r] = tv[keep - 1]
-                    c = keep
-                cnt[r] = c
-            if use_f and allowed[r, cat[j]] and v >= ftheta[r]:
-                c = fcnt[r]
-                fv[r, c] = v
-                fp[r, c] = pos0 + j
-                c += 1
-                if c == fcap:
-                    keep = fcap // 2
-                    order = np.argsort(-fv[r, :c])[:keep]
-                    tv, tp = fv[r, order].copy(), fp[r, order].copy()
-                    fv[r, :keep], fp[r, :keep] = tv, tp
-                    ftheta[r] = tv[keep - 1]
-                    c = keep
-                fcnt[r] = c
+        for q in range(len(run_cat)):
+            c_ = run_cat[q]
+            add = lift[r, c_]
+            f_on = use_f and allowed[r, c_]
+            for s0 in range(run_start[q], run_start[q + 1], 64):
+                s1 = min(run_start[q + 1], s0 + 64)
+                th = theta[r] - add
+                if f_on:
+                    th = min(th, ftheta[r] - add)
+                n_hit = 0
+                for j in range(s0, s1):
+                    n_hit += vals[r, j] >= th
+                if n_hit == 0:
+                    continue
+                for j in range(s0, s1):
+                    v = vals[r, j] + add
+                    if v >= theta[r]:
+                        c = cnt[r]
+                        bv[r, c] = v
+                        bp[r, c] = pos0 + j
+                        c += 1
+                        if c == cap:
+                            keep = cap // 2
+                            order = np.argsort(-bv[r, :c])[:keep]
+                            tv, tp = bv[r, order].copy(), bp[r, order].copy()
+                            bv[r, :keep], bp[r, :keep] = tv, tp
+                            theta[r] = tv[keep - 1]
+                            c = keep
+                        cnt[r] = c
+                    if f_on and v >= ftheta[r]:
+                        c = fcnt[r]
+                        fv[r, c] = v
+                        fp[r, c] = pos0 + j
+                        c += 1
+                        if c == fcap:
+                            keep = fcap // 2
+                            order = np.argsort(-fv[r, :c])[:keep]
+                            tv, tp = fv[r, order].copy(), fp[r, order].copy()
+                            fv[r, :keep], fp[r, :keep] = tv, tp
+                            ftheta[r] = tv[keep - 1]
+                            c = keep
+                        fcnt[r] = c
 
 
 def _cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, out):  # pragma: no cover - numba
@@ -234,7 +248,7 @@ def _compact(rows: np.ndarray, items: np.ndarray, vals: np.ndarray, B: int, N: i
     W = max(int(count.max(initial=0)), W_min)
     need = W - count
     pool = np.arange(min(N, 2 * W + 1), dtype=np.int64)
-    free = ~np.isin(np.arange(B, dtype=np.int64)[:, None] * N + pool[None, :], keys)
+    free = ~in_sorted(np.arange(B, dtype=np.int64)[:, None] * N + pool[None, :], keys)
     free &= np.cumsum(free, axis=1) <= need[:, None]
     pr, pj = np.nonzero(free)
     all_keys = np.concatenate([keys, pr * N + pool[pj]])
@@ -250,7 +264,7 @@ class _Group:
     rows: np.ndarray
     is_cold: bool
     left: np.ndarray  # (n, D) warm: user columns of the product; cold: its events' unit dense columns
-    lift: np.ndarray  # (n, C) float32 per-category constant (warm, one-hot prior) or (1, 1)
+    lift: np.ndarray  # (n, C) float32 per-category constant (the one-hot prior of warm rows; else 0)
     allowed: np.ndarray  # (n, C) bool or (1, 1)
     seen: tuple[np.ndarray, np.ndarray]  # (local row, position) sorted by position
     sparse: tuple[np.ndarray, np.ndarray, np.ndarray]  # warm: (local row, position, w * kNN sum) sorted by position
@@ -270,7 +284,7 @@ class _Group:
         sr, si = local[seen_keys // N], seen_keys % N
         ok = sr >= 0
         seen = _by_pos(sr[ok], t.inv[si[ok]])
-        lift, cold_in, sparse = np.zeros((1, 1), np.float32), (), (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.float32),)
+        lift, cold_in, sparse = np.zeros((n, rec.n_categories), np.float32), (), (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.float32),)
         if is_cold:
             pick = local[hist.rows] >= 0
             ev_row, ev_item = local[hist.rows[pick]], hist.items[pick]
@@ -330,10 +344,13 @@ class _Group:
         vals[self.seen[0][lo:hi], self.seen[1][lo:hi] - s] = -np.inf
         vals = np.ascontiguousarray(vals, dtype=np.float32)
         u, f = self.unf, self.filt
-        kern["collect"](vals, self.lift, t.cat_pos[s:e], not self.is_cold and t.onehot is not None, self.allowed, self.use_f, s,
+        cat = t.cat_pos[s:e]
+        starts = np.concatenate([[0], np.flatnonzero(cat[1:] != cat[:-1]) + 1, [e - s]]).astype(np.int64)
+        kern["collect"](vals, self.lift, starts, cat[starts[:-1]], self.allowed, self.use_f, s,
                         u.vals, u.pos, u.cnt, u.theta, f.vals, f.pos, f.cnt, f.theta)
         lo, hi = np.searchsorted(self.nov_pos, [s, e])
-        self.nov_val[lo:hi] = vals[self.nov_row[lo:hi], self.nov_pos[lo:hi] - s]
+        r, j = self.nov_row[lo:hi], self.nov_pos[lo:hi] - s
+        self.nov_val[lo:hi] = vals[r, j] + self.lift[r, cat[j]]
 
 
 def _by_pos(rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -178,7 +178,7 @@ def novel_window(t: Tables, item_category: np.ndarray, hist: History, seen_keys:
     while True:
         w = order[:L]
         ok = eligible_cat[:, item_category[w]]
-        ok &= ~np.isin(np.arange(B, dtype=np.int64)[:, None] * n_items + w[None, :], seen_keys)
+        ok &= ~in_sorted(np.arange(B, dtype=np.int64)[:, None] * n_items + w[None, :], seen_keys)
         done = (ok.sum(axis=1) >= n) | (L >= len(order))
         if done.all() or L >= 4096:
             break
@@ -259,9 +259,17 @@ def novel_in_order(pop_order: np.ndarray, item_category: np.ndarray, user_cats: 
     while True:
         w = pop_order[:L]
         elig = np.isfinite(retrieval[:, w]) & ~user_cats[:, item_category[w]]
-        elig &= ~np.isin(rows * N + w[None, :], (rows * N + exclude).ravel())
+        elig &= ~in_sorted(rows * N + w[None, :], np.sort((rows * N + exclude).ravel()))
         if L >= N or (elig.sum(axis=1) >= m).all():
             break
         L = min(N, L * 4)
     first = np.argsort(~elig, axis=1, kind="stable")[:, :m]  # the first m eligible columns, in order
     return w[first], np.take_along_axis(elig, first, axis=1)
+
+
+def in_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Return bool like ``keys``: whether each is in the sorted array ``sorted_keys`` (np.isin without its sort)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(keys.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
