@@ -290,7 +290,7 @@ class _Group:
             ev_row, ev_item = local[hist.rows[pick]], hist.items[pick]
             flow = cold_flow(rec.flow, rec.category_prior, rec.item_category, ev_row, ev_item, n)
             ev_start = np.searchsorted(ev_row, np.arange(n + 1))
-            unit = rec.unit_vecs[ev_item]
+            unit = rec.unit_rows(ev_item)
             ev_bucket = np.full(len(ev_item), -1, np.int64)
             ev_own = np.zeros(len(ev_item), np.float32)
             if t.onehot is not None:

@@ -107,7 +107,9 @@ class Recommender:
         self.n_categories = len(self.category_names)
         vecs = np.asarray(model.item_vectors(), dtype=np.float32)
         self.item_vecs = vecs
-        self.unit_vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-8)
+        # unit vectors (diversity, cold similarity) on first use: at 500k items the table is 0.6 GB
+        self._norms = np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-8)
+        self._unit_vecs: np.ndarray | None = None
         pop = np.log1p(np.maximum(np.asarray(model.popularity, dtype=np.float64), 0.0))
         self.pop_norm = (pop / pop.max() if pop.max() > 0 else pop).astype(np.float32)
         trans = np.asarray(model.category_transitions, dtype=np.float64)
@@ -137,6 +139,17 @@ class Recommender:
         self.compact_min_items = COMPACT_MIN_ITEMS if hasattr(model, "user_vectors") else np.inf
         self._tables: Tables | None = None
         self._pop_order = np.argsort(-tie_keys(self.pop_norm[None, :])[0], kind="stable")  # novel slots: most popular first
+
+    @property
+    def unit_vecs(self) -> np.ndarray:
+        """float32 (n_items, D) item vectors scaled to length 1 (built on first use, then kept)."""
+        if self._unit_vecs is None:
+            self._unit_vecs = self.item_vecs / self._norms
+        return self._unit_vecs
+
+    def unit_rows(self, items: np.ndarray) -> np.ndarray:
+        """Return rows ``items`` of unit_vecs (the same floats) without building the whole table."""
+        return self.item_vecs[items] / self._norms[items]
 
     # -- single history (app, what-if) ---------------------------------------------------------
     def recommend(
@@ -471,7 +484,7 @@ class Recommender:
             allowed = allowed_categories(history_of(seqs, users, ends, self.n_items), static, opts.cross_category_only,
                                          extra_categories, self.item_category, self.n_categories)
             if self._tables is None:
-                self._tables = build_tables(self.model, self.item_vecs, self.unit_vecs, self.item_category, self.n_categories,
+                self._tables = build_tables(self.model, self.item_vecs, self._norms, self.item_category, self.n_categories,
                                             self.base_dim, self.pop_norm)
             n_unf = max(self._fit_pool_size(), 1 if filtered else n_cand)
             r = blocked_retrieve(self, self._tables, seqs, users, ends, allowed, n_unf, n_cand if filtered else 0)
@@ -559,7 +572,7 @@ class Recommender:
             # (items past the pool are used only when filters empty the pool)
             pool = min(n_cand, max(2 * opts.k, 20))
             rel[np.ix_(cold, np.arange(pool, n_cand))] -= 1e6
-        chosen = greedy_select(cand, rel, valid, opts, self.item_category, self.unit_vecs)  # (B, k) positions into N, -1 = none
+        chosen = greedy_select(cand, rel, valid, opts, self.item_category, self.unit_vecs if opts.diversity else None)  # (B, k) positions into N, -1 = none
         has = chosen >= 0
         safe = np.where(has, chosen, 0)
         rows_b = np.arange(B)[:, None]

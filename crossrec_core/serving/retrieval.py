@@ -120,7 +120,7 @@ class Tables:
     knn_tie: np.ndarray | None  # (n_items,) knn_weight * the kNN popularity tie-break, or None
 
 
-def build_tables(model, item_vecs: np.ndarray, unit_vecs: np.ndarray, item_category: np.ndarray, n_categories: int,
+def build_tables(model, item_vecs: np.ndarray, norms: np.ndarray, item_category: np.ndarray, n_categories: int,
                  base_dim: int, pop_norm: np.ndarray) -> Tables:
     """Return the Tables of a model (detects the one-hot category-bucket prior columns, models/prior.py)."""
     n, D = item_vecs.shape
@@ -133,18 +133,19 @@ def build_tables(model, item_vecs: np.ndarray, unit_vecs: np.ndarray, item_categ
     knn, w = getattr(model, "knn", None), float(getattr(model, "knn_weight", 0.0))
     if knn is not None and w != 0.0:
         knn_tie = (np.float32(w) * knn._pop_tiebreak()).astype(np.float32)
-    warm = item_vecs[perm][:, dense_cols]
+    dense = item_vecs[:, : len(dense_cols)]  # a prefix of the columns (a view): rows copied, not the table
+    warm = dense[perm]
     if knn_tie is not None:
         warm = np.concatenate([warm, knn_tie[perm][:, None]], axis=1)
     bucket_pos = np.full(n, -1, dtype=np.int64)
     unit_own = np.zeros(n, dtype=np.float32)
     if onehot is not None:
         bucket_pos = onehot[1][item_category[perm]]
-        unit_own = unit_vecs[perm, onehot[0] + bucket_pos].astype(np.float32)
+        unit_own = (item_vecs[perm, onehot[0] + bucket_pos] / norms[perm, 0]).astype(np.float32)
     keys = tie_keys(pop_norm[None, :])[0]
     return Tables(
         perm=perm, inv=inv, cat_pos=item_category[perm].astype(np.int64), warm=np.ascontiguousarray(warm, dtype=np.float32),
-        dense_cols=dense_cols, onehot=onehot, unit_dense=np.ascontiguousarray(unit_vecs[perm][:, dense_cols], dtype=np.float32),
+        dense_cols=dense_cols, onehot=onehot, unit_dense=np.ascontiguousarray(dense[perm] / norms[perm], dtype=np.float32),
         unit_own=unit_own, bucket_pos=bucket_pos, pop_pos=pop_norm[perm].astype(np.float32),
         pop_order=np.argsort(-keys, kind="stable"), cat_size=np.bincount(item_category, minlength=n_categories), knn_tie=knn_tie,
     )
