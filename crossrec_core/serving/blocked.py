@@ -19,8 +19,8 @@ What comes back is a compact ``Retrieved``: per row, the kept items (sorted by i
 broken by position is broken by item index, as ``stable_top_n`` does) with their retrieval, dot and
 item-kNN values, plus the novel-category window (models: ``fusion_novel_candidates``). A row whose
 tie bucket crosses the kept set's edge is flagged inexact and the caller ranks it on the dense path.
-Scores differ from the dense product only by float rounding (a 65-column product plus a constant
-instead of a 321-column one).
+Scores differ from the dense product only by float rounding (a product over the dense columns plus a constant
+instead of the full-width one: 66 instead of 321 columns for a model with the category-bucket prior).
 """
 
 from __future__ import annotations
