@@ -13,7 +13,9 @@ bench/out/scale/<size>/ (git-ignored):
 
 Stages: ingest = load_log(CSV) + save_dataset (workspace under bench/out/scale/workspace); train =
 train_model(epochs=1, text encoder off) + save_model (events/s from the epoch's own timer);
-recommend = Recommender.recommend_batch top-10 for 100,000 users (history = whole log, seen excluded);
+recommend = Recommender.recommend_batch top-10 for 100,000 users (history = whole log, seen excluded), with
+shoppers/s, peak memory, the ratio to the FLOP floor (users x items x dim x 2 at 68 GFLOP/s per core, 2 cores)
+and, untimed, the dense path's lists for the first 1,000 of them compared item for item;
 umap = crossrec_core.serving.projection.project_items(method="umap") on 100,000 item vectors (the trained
 model's when it has that many items, else seeded random 64-d vectors), with the numba compile of
 UMAP's first fit timed separately on 2,000 points.
@@ -41,6 +43,11 @@ SIZES = {
 STAGES = ("generate", "ingest", "train", "recommend", "umap")
 N_CATEGORIES = 300
 REC_USERS = 100_000
+CHECK_USERS = 1_000  # of them, also ranked on the dense path (not timed): identical lists?
+# The arithmetic floor of recommending: users x items x dim multiply-adds x 2 FLOP at this CPU's fp32
+# matrix-product rate (measured ~68 GFLOP/s per core) on its 2 cores
+FLOP_PER_CORE = 68e9
+CORES = 2
 UMAP_ITEMS = 100_000
 
 
@@ -179,6 +186,8 @@ def _rss_mb() -> float:
 
 
 def stage_recommend(size: str) -> dict:
+    """Top-10 for REC_USERS users (timed), then the dense reference path on the first CHECK_USERS of them
+    (not timed): how many lists are identical, item for item."""
     from crossrec_core.storage.datasets import load_dataset
     from crossrec_core.serving.recommender import Recommender
     from crossrec_core.storage.registry import load_model
@@ -189,10 +198,30 @@ def stage_recommend(size: str) -> dict:
     users = np.random.default_rng(0).choice(ds.n_users, size=min(REC_USERS, ds.n_users), replace=False).astype(np.int64)
     users.sort()
     ends = ds.seqs.offsets[1:][users]
+    load0 = os.getloadavg()
+    rec = Recommender(model, ds)
     t0 = time.perf_counter()
-    rec = Recommender(model, ds).recommend_batch(seqs, users, ends, 10)
+    out = rec.recommend_batch(seqs, users, ends, 10)
     s = time.perf_counter() - t0
-    return {"users": int(len(users)), "rows": int(len(rec)), "recommend_s": s, "users_per_s": len(users) / s}
+    load1 = os.getloadavg()
+    peak = _rss_mb()
+    d = int(model.config.dim)
+    floor_s = len(users) * ds.n_items * d * 2 / (FLOP_PER_CORE * CORES)
+    res = {"users": int(len(users)), "rows": int(len(out)), "recommend_s": s, "users_per_s": len(users) / s,
+           "peak_rss_mb_recommend": peak, "flop_floor_s": floor_s, "x_floor": s / floor_s, "dim": d,
+           "blocked": bool(ds.n_items >= rec.compact_min_items), "load_before": load0, "load_after": load1}
+    n_check = min(CHECK_USERS, len(users))
+    if n_check:
+        ref = Recommender(model, ds)
+        ref.compact_min_items = np.inf  # the dense path: today's lists
+        t1 = time.perf_counter()
+        want = ref.recommend_batch(seqs, users[:n_check], ends[:n_check], 10)
+        got = out[out["user_idx"].isin(users[:n_check])]
+        key = ["user_idx", "rank", "item_idx"]
+        a = want[key].groupby("user_idx")["item_idx"].apply(tuple)
+        b = got[key].groupby("user_idx")["item_idx"].apply(tuple).reindex(a.index)
+        res.update({"checked_users": int(n_check), "identical_lists": int((a == b).sum()), "dense_check_s": time.perf_counter() - t1})
+    return res
 
 
 def stage_umap(size: str) -> dict:

@@ -156,6 +156,25 @@ class ItemKNNRanker(BaselineRanker):
 
     def score_histories(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Return float32 (B, n_items) recency-weighted neighbour sums (plus a tiny popularity tie-break)."""
+        flat, vals = self._contributions(seqs, users, ends)
+        n = self.n_items_
+        out = torch.zeros(len(users) * n, dtype=torch.float32)
+        out.index_add_(0, torch.from_numpy(flat), torch.from_numpy(vals))
+        scores = out.view(len(users), n).numpy()
+        scores += self._pop_tiebreak()[None, :]
+        return scores
+
+    def neighbour_sums(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (cells, sums): the sorted cells row * n_items + item that some neighbour reaches and their
+        neighbour sums (score_histories minus the tie-break, added in the same order: the same floats)."""
+        flat, vals = self._contributions(seqs, users, ends)
+        cells, inv = np.unique(flat, return_inverse=True)
+        out = torch.zeros(len(cells), dtype=torch.float32)
+        out.index_add_(0, torch.from_numpy(inv.astype(np.int64).ravel()), torch.from_numpy(vals))
+        return cells, out.numpy()
+
+    def _contributions(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (cell = row * n_items + item, float32 value) of every neighbour contribution, in order."""
         self._check_fitted()
         n = self.n_items_
         recent = _recent_events(seqs, users, ends, self.n_recent, self.decay)
@@ -168,11 +187,7 @@ class ItemKNNRanker(BaselineRanker):
         gather = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths) + np.repeat(self.sim_offsets_[hitems], lengths)
         flat = np.repeat(rows, lengths) * n + self.sim_items_[gather]
         vals = np.repeat(w, lengths) * self.sim_values_[gather]
-        out = torch.zeros(len(users) * n, dtype=torch.float32)
-        out.index_add_(0, torch.from_numpy(flat), torch.from_numpy(vals.astype(np.float32)))
-        scores = out.view(len(users), n).numpy()
-        scores += self._pop_tiebreak()[None, :]
-        return scores
+        return flat.astype(np.int64), vals.astype(np.float32)
 
     def grow(self, n_items: int) -> None:
         """Extend the fitted tables to ``n_items`` items: the new ones have no neighbours and popularity 0

@@ -41,8 +41,11 @@ from crossrec_core.models.features import candidate_features, fusion_logits, his
 from crossrec_core.models.prior import category_flow, category_mass
 from crossrec_core.serving.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
 from crossrec_core.serving.history import resolve_history
+from crossrec_core.serving.blocked import blocked_retrieve
+from crossrec_core.serving.retrieval import BLOCKED_USERS, COMPACT_MIN_ITEMS, History as _History, Retrieved as _Retrieved
+from crossrec_core.serving.retrieval import Tables, allowed_categories, build_tables, cold_scores, history_of, lookup, neighbour_values, novel_in_order, rows_subset
 from crossrec_core.serving.scoring import one_user_sequences
-from crossrec_core.serving.selection import greedy_select, stable_top_n
+from crossrec_core.serving.selection import greedy_select, stable_top_n, tie_keys
 from crossrec_core.serving.types import RecommendableModel, Recommendation, RecommendationList, RecommendOptions
 
 __all__ = [
@@ -54,8 +57,7 @@ log = logging.getLogger(__name__)
 # A user with at most this many events known to the model is "cold": a GRU state from 1-2 items is noisy,
 # so retrieval falls back to category-aware popularity plus similarity to those items.
 COLD_MAX_EVENTS = 2
-# How much each signal weighs in a cold user's retrieval score (all three are scaled to [0, 1]).
-COLD_WEIGHTS = {"category_flow": 0.4, "popularity": 0.3, "similarity": 0.3}
+# How much each signal weighs in a cold user's retrieval score: COLD_WEIGHTS in serving/retrieval.py.
 # Candidates re-ranked by fusion when the model does not say how deep its fusion scorer was trained.
 DEFAULT_CANDIDATES = 200
 # Cells (users x items) of scores held at once by the batch path (~128 MB per float32 matrix, a few
@@ -108,7 +110,9 @@ class Recommender:
         self.n_categories = len(self.category_names)
         vecs = np.asarray(model.item_vectors(), dtype=np.float32)
         self.item_vecs = vecs
-        self.unit_vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-8)
+        # unit vectors (diversity, cold similarity) on first use: at 500k items the table is 0.6 GB
+        self._norms = np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-8)
+        self._unit_vecs: np.ndarray | None = None
         pop = np.log1p(np.maximum(np.asarray(model.popularity, dtype=np.float64), 0.0))
         self.pop_norm = (pop / pop.max() if pop.max() > 0 else pop).astype(np.float32)
         trans = np.asarray(model.category_transitions, dtype=np.float64)
@@ -134,6 +138,21 @@ class Recommender:
         self._retrieved: OrderedDict[tuple, _Retrieved] = OrderedDict()
         self._retrieved_max = int(np.clip(ONE_HISTORY_CELLS // max(3 * self.n_items, 1), 2, 64))
         self._retrieved_lock = threading.Lock()
+        # from this many items recommend_batch retrieves in blocks (serving/retrieval.py); tables built on first use
+        self.compact_min_items = COMPACT_MIN_ITEMS if hasattr(model, "user_vectors") else np.inf
+        self._tables: Tables | None = None
+        self._pop_order = np.argsort(-tie_keys(self.pop_norm[None, :])[0], kind="stable")  # novel slots: most popular first
+
+    @property
+    def unit_vecs(self) -> np.ndarray:
+        """float32 (n_items, D) item vectors scaled to length 1 (built on first use, then kept)."""
+        if self._unit_vecs is None:
+            self._unit_vecs = self.item_vecs / self._norms
+        return self._unit_vecs
+
+    def unit_rows(self, items: np.ndarray) -> np.ndarray:
+        """Return rows ``items`` of unit_vecs (the same floats) without building the whole table."""
+        return self.item_vecs[items] / self._norms[items]
 
     # -- single history (app, what-if) ---------------------------------------------------------
     def recommend(
@@ -267,7 +286,7 @@ class Recommender:
         ends = np.asarray(ends, dtype=np.int64)
         if users.shape != ends.shape:
             raise ConfigError(f"users and ends must have the same length, got {len(users)} and {len(ends)}.")
-        bs = int(batch_size or max(1, min(4096, BATCH_CELLS // max(self.n_items, 1))))
+        bs = int(batch_size or (BLOCKED_USERS if self.n_items >= self.compact_min_items else max(1, min(4096, BATCH_CELLS // max(self.n_items, 1)))))
         extra_lookup = None
         if extra_history_categories is not None and opts.cross_category_only:
             extra_lookup = (np.asarray(extra_history_categories[0], np.int64), np.asarray(extra_history_categories[1], np.int64))
@@ -358,35 +377,11 @@ class Recommender:
             touched = True
         return allowed[self.item_category] if touched else None
 
-    def _cold_scores(self, hist_row: np.ndarray, hist_items: np.ndarray, n_rows: int) -> np.ndarray:
-        """Return float32 (n_rows, n_items) cold retrieval scores in [0, 1]: category flow from the
-        user's categories (overall category popularity when empty), item popularity, and the best
-        cosine similarity to one of the user's items."""
-        cats = np.zeros((n_rows, self.n_categories), dtype=np.float32)
-        np.add.at(cats, (hist_row, self.item_category[hist_items]), 1.0)
-        flow = cats @ self.flow  # (n_rows, n_categories)
-        top = flow.max(axis=1, keepdims=True)
-        flow = np.where(top > 0, flow / np.maximum(top, 1e-12), self.category_prior[None, :])
-        score = COLD_WEIGHTS["category_flow"] * flow[:, self.item_category] + COLD_WEIGHTS["popularity"] * self.pop_norm[None, :]
-        if len(hist_items):
-            sim = np.zeros((n_rows, self.n_items), dtype=np.float32)
-            # few events per cold row (<= cold_max_events): loop over the slot, not the user
-            slot = np.arange(len(hist_row)) - np.searchsorted(hist_row, hist_row, side="left")
-            for s in range(int(slot.max()) + 1):
-                pick = slot == s
-                cos = self.unit_vecs[hist_items[pick]] @ self.unit_vecs.T  # (n_pick, n_items)
-                sim[hist_row[pick]] = np.maximum(sim[hist_row[pick]], cos)
-            score += COLD_WEIGHTS["similarity"] * sim
-        return score.astype(np.float32)
-
     def _retrieve(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> "_Retrieved":
         """Return the retrieval stage of a chunk: scores over the whole catalogue, seen items at -inf."""
         B = len(users)
-        row, pos = seqs.history_positions(users, ends)
-        hist_items = seqs.items[pos].astype(np.int64)
-        inside = (hist_items >= 0) & (hist_items < self.n_items)
-        row, hist_items = row[inside], hist_items[inside]
-        lengths = np.bincount(row, minlength=B)
+        hist = history_of(seqs, users, ends, self.n_items)
+        row, hist_items, lengths = hist.rows, hist.items, hist.lengths
         user_vecs = None
         knn = None  # (B, n_items) weighted item-kNN term, computed once for retrieval and fusion
         if hasattr(self.model, "user_vectors"):
@@ -406,12 +401,12 @@ class Recommender:
             remap = np.full(B, -1, dtype=np.int64)
             remap[cold_rows] = np.arange(len(cold_rows))
             pick = cold[row]
-            retrieval[cold_rows] = self._cold_scores(remap[row[pick]], hist_items[pick], len(cold_rows))
+            retrieval[cold_rows] = cold_scores(self, remap[row[pick]], hist_items[pick], len(cold_rows))
         seqs.mask_seen(retrieval, users, ends)  # never recommend an item the user interacted with
         # the fusion features describe an item whatever the filters: the user's best unseen score is
         # taken before the category filters apply
         best = retrieval.max(axis=1) if self.n_items else np.zeros(B, np.float32)
-        return _Retrieved(dot, retrieval, best, cold, user_vecs, knn, _History(row, hist_items, lengths))
+        return _Retrieved(dot, retrieval, best, cold, user_vecs, knn, hist)
 
     def retrieval_scores(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Return float32 (B, n_items) the retrieval stage's scores of these histories (the cold fallback's for
@@ -440,25 +435,30 @@ class Recommender:
         cal = getattr(self.model, "calibration", None)
         if cal is None or not cal.needs_normaliser:
             return None
-        cand = self._candidate_pool(r.retrieval, self._fit_pool_size(), r.hist)
-        return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist).normaliser
+        cand = self._candidate_pool(r.retrieval, self._fit_pool_size(), r.hist, r.cols)
+        return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist, cols=r.cols).normaliser
 
-    def _candidate_pool(self, retrieval: np.ndarray, n: int, hist: "_History") -> np.ndarray:
+    def _candidate_pool(self, retrieval: np.ndarray, n: int, hist: "_History", cols: np.ndarray | None = None) -> np.ndarray:
         """Return int64 (B, n) candidates: the best by retrieval, with the last ``novel_candidates`` slots
         given to the most popular allowed items of categories absent from each history (distinct from
         every retrieval candidate; a slot keeps its retrieval item when a shopper has no such item left).
+        ``cols``: the items of a compact ``retrieval`` (serving/retrieval.py), None when it is dense.
         """
-        top = stable_top_n(retrieval, n)
+        top_pos = stable_top_n(retrieval, n)
+        top = top_pos if cols is None else np.take_along_axis(cols, top_pos, axis=1)
         m = min(self.novel_candidates, n // 2)
         if m == 0:
             return top
-        B = len(retrieval)
-        user_cats = np.zeros((B, self.n_categories), dtype=bool)
-        user_cats[hist.rows, self.item_category[hist.items]] = True
-        key = np.where(np.isfinite(retrieval) & ~user_cats[:, self.item_category], self.pop_norm[None, :], -np.inf)
-        np.put_along_axis(key, top[:, : n - m], -np.inf, axis=1)  # never a duplicate of a kept candidate
-        extra = stable_top_n(key, m)
-        ok = np.isfinite(np.take_along_axis(key, extra, axis=1))
+        user_cats = hist.categories(self.item_category, self.n_categories)
+        if cols is None:  # never a duplicate of a kept candidate: top[:, :n - m] is excluded
+            extra, ok = novel_in_order(self._pop_order, self.item_category, user_cats, retrieval, top[:, : n - m], m)
+        else:
+            outside = ~np.take_along_axis(user_cats, self.item_category[cols], axis=1)
+            key = np.where(np.isfinite(retrieval) & outside, self.pop_norm[cols], -np.inf).astype(np.float32)
+            np.put_along_axis(key, top_pos[:, : n - m], -np.inf, axis=1)
+            extra_pos = stable_top_n(key, m)
+            ok = np.isfinite(np.take_along_axis(key, extra_pos, axis=1))
+            extra = np.take_along_axis(cols, extra_pos, axis=1)
         # the m slots: these popular items first, then the retrieval items they displaced (minus repeats)
         tail = top[:, n - m :]
         repeat = ((tail[:, :, None] == extra[:, None, :]) & ok[:, None, :]).any(axis=2)
@@ -475,40 +475,58 @@ class Recommender:
         opts: RecommendOptions,
         extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
         retrieved: "_Retrieved | None" = None,
+        dense: bool = False,
     ) -> _Ranked:
         """Rank a chunk; ``retrieved``: its retrieval stage already computed (read-only, copied before the
-        filters write into it)."""
+        filters write into it). Large catalogues retrieve in blocks (serving/retrieval.py) unless
+        ``dense``; rows that path cannot decide exactly, and rows whose pool must widen, are ranked again
+        on the dense path (the same lists either way)."""
         opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
         B = len(users)
-        r = self._retrieve(seqs, users, ends) if retrieved is None else replace(retrieved, retrieval=retrieved.retrieval.copy())
-        retrieval, cold, hist, user_vecs, knn, best = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best
         static = self._static_mask(opts)
         n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
+        filtered = static is not None or opts.cross_category_only
+        blocked = retrieved is None and not dense and B > 0 and self.n_items >= self.compact_min_items
+        allowed = None
+        if blocked:
+            allowed = allowed_categories(history_of(seqs, users, ends, self.n_items), static, opts.cross_category_only,
+                                         extra_categories, self.item_category, self.n_categories)
+            if self._tables is None:
+                self._tables = build_tables(self.model, self.item_vecs, self._norms, self.item_category, self.n_categories,
+                                            self.base_dim, self.pop_norm)
+            n_unf = max(self._fit_pool_size(), 1 if filtered else n_cand)
+            r = blocked_retrieve(self, self._tables, seqs, users, ends, allowed, n_unf, n_cand if filtered else 0)
+        else:
+            r = self._retrieve(seqs, users, ends) if retrieved is None else replace(retrieved, retrieval=retrieved.retrieval.copy())
+        retrieval, cold, hist, user_vecs, knn, best, cols = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best, r.cols
         # the probability's normaliser comes from the unfiltered pool it was fitted on: a filter that
         # hides items must not raise the probability of the rest (None: the first pool below is that pool)
         norm = None
-        if static is not None or opts.cross_category_only or n_cand != self._fit_pool_size():
+        if filtered or n_cand != self._fit_pool_size():
             norm = self._pool_normaliser(seqs, users, ends, r)
-        if static is not None:
-            retrieval[:, ~static] = -np.inf
-        if opts.cross_category_only:
-            user_cats = np.zeros((B, self.n_categories), dtype=bool)
-            user_cats[hist.rows, self.item_category[hist.items]] = True
-            if extra_categories is not None:
-                user_cats[extra_categories[0], extra_categories[1]] = True
-            retrieval[user_cats[:, self.item_category]] = -np.inf  # (B, n_items)
-
-        n_allowed = np.isfinite(retrieval).sum(axis=1)  # (B,)
+        if cols is not None:
+            if filtered:
+                retrieval[~np.take_along_axis(allowed, self.item_category[cols], axis=1)] = -np.inf
+            seen = np.bincount(hist.rows, weights=allowed[hist.rows, self.item_category[hist.items]] if filtered else None, minlength=B)
+            n_allowed = (allowed.astype(np.int64) @ self._tables.cat_size if filtered else np.full(B, self.n_items)) - seen.astype(np.int64)
+        else:
+            if static is not None:
+                retrieval[:, ~static] = -np.inf
+            if opts.cross_category_only:
+                user_cats = ~allowed_categories(hist, None, True, extra_categories, self.item_category, self.n_categories)
+                retrieval[user_cats[:, self.item_category]] = -np.inf  # (B, n_items)
+            n_allowed = np.isfinite(retrieval).sum(axis=1)  # (B,)
         item_idx = np.full((B, opts.k), -1, dtype=np.int64)
         prob = np.full((B, opts.k), np.nan, dtype=np.float32)
         todo = np.arange(B)
+        redo = np.zeros(B, dtype=bool) if r.exact is None else ~r.exact
         while True:
             # filters that act after the cut (threshold, cap) can leave a list short: widen the pool
             # for those users only, until the list is full or every allowed item was a candidate
             got_items, got_prob, got_norm = self._select(
                 seqs, users[todo], ends[todo], None if user_vecs is None else user_vecs[todo],
                 retrieval[todo], cold[todo], n_cand, opts, None if knn is None else knn[todo],
-                best[todo], hist.subset(todo), None if norm is None else norm[todo],
+                best[todo], hist.subset(todo), None if norm is None else norm[todo], None if cols is None else cols[todo],
             )
             item_idx[todo], prob[todo] = got_items, got_prob
             if norm is None and got_norm is not None:
@@ -516,10 +534,18 @@ class Recommender:
             short = ((got_items >= 0).sum(axis=1) < opts.k) & (n_allowed[todo] > n_cand)
             if not short.any() or n_cand >= self.n_items:
                 break
+            if cols is not None:  # a compact pool cannot widen: those rows go to the dense path
+                redo[todo[short]] = True
+                break
             todo = todo[short]
             n_cand = min(n_cand * 4, self.n_items)
         has = item_idx >= 0
-        score = np.where(has, r.dot[np.arange(B)[:, None], np.where(has, item_idx, 0)], np.nan).astype(np.float32)
+        score = np.where(has, lookup(r.dot, cols, np.where(has, item_idx, 0)), np.nan).astype(np.float32)
+        if redo.any():
+            rows = np.flatnonzero(redo)
+            sub = self._rank(seqs, users[rows], ends[rows], opts, rows_subset(extra_categories, rows, B), dense=True)
+            item_idx[rows], score[rows], prob[rows], cold = sub.item_idx, sub.score, sub.probability, cold.copy()
+            cold[rows] = sub.cold
         return _Ranked(item_idx, score, prob, cold)
 
     def _select(
@@ -536,14 +562,15 @@ class Recommender:
         best: np.ndarray,
         hist: "_History",
         norm: np.ndarray | None = None,
+        cols: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Return (item_idx int64 (B, k), probability float32 (B, k), the probability's normaliser (B,)
         or None) from the top-``n_cand`` of ``retrieval`` (-inf = blocked), re-ranked by the fusion
-        scorer; -1 / NaN where none is left. ``norm``: as ``score_candidates``'s ``normaliser``."""
+        scorer; -1 / NaN where none is left. ``norm``, ``cols``: as ``score_candidates``'s."""
         B = len(users)
-        cand = self._candidate_pool(retrieval, n_cand, hist)  # (B, N); ties: smaller item_idx
-        valid = np.isfinite(np.take_along_axis(retrieval, cand, axis=1))
-        scored = self.score_candidates(seqs, users, ends, cand, retrieval, best, cold, user_vecs, knn, hist, norm)
+        cand = self._candidate_pool(retrieval, n_cand, hist, cols)  # (B, N); ties: smaller item_idx
+        valid = np.isfinite(lookup(retrieval, cols, cand))
+        scored = self.score_candidates(seqs, users, ends, cand, retrieval, best, cold, user_vecs, knn, hist, norm, cols)
         proba, rel = scored.probability, scored.relevance
         if opts.threshold is not None:
             valid &= proba >= float(opts.threshold)
@@ -553,7 +580,7 @@ class Recommender:
             # (items past the pool are used only when filters empty the pool)
             pool = min(n_cand, max(2 * opts.k, 20))
             rel[np.ix_(cold, np.arange(pool, n_cand))] -= 1e6
-        chosen = greedy_select(cand, rel, valid, opts, self.item_category, self.unit_vecs)  # (B, k) positions into N, -1 = none
+        chosen = greedy_select(cand, rel, valid, opts, self.item_category, self.unit_vecs if opts.diversity else None)  # (B, k) positions into N, -1 = none
         has = chosen >= 0
         safe = np.where(has, chosen, 0)
         rows_b = np.arange(B)[:, None]
@@ -574,16 +601,18 @@ class Recommender:
         knn: np.ndarray | None,
         hist: "_History",
         normaliser: np.ndarray | None = None,
+        cols: np.ndarray | None = None,
     ) -> "ScoredCandidates":
         """Return the fusion scorer's view of candidates ``cand`` (B, N): its features, logits, the
         calibrated probability and the relevance the list is ordered by (the logit when the re-rank is
         on, else the retrieval score). A model without a fusion network gives its ``fusion_proba``.
 
         ``normaliser`` (B,): each user's log-sum-exp of relevance over the fitted pool, for a
-        calibration on the log-softmax (models/calibration.py); None = ``cand`` IS that pool."""
+        calibration on the log-softmax (models/calibration.py); None = ``cand`` IS that pool. ``cols``: the
+        items of a compact ``retrieval`` / ``knn`` (serving/retrieval.py); None when they are dense."""
         m = self.model
         net = getattr(m, "net", None)
-        r_cand = np.take_along_axis(retrieval, cand, axis=1)
+        r_cand = lookup(retrieval, cols, cand)
         if net is None or not hasattr(net, "fusion") or user_vecs is None:
             proba = np.asarray(m.fusion_proba(seqs, users, ends, cand), dtype=np.float32)
             return ScoredCandidates(cand, None, None, proba, proba, np.isfinite(r_cand), cold)
@@ -591,9 +620,11 @@ class Recommender:
         dot_cand = np.einsum("bd,bnd->bn", user_vecs[:, :d], self.item_vecs[cand][..., :d])
         knn_w = float(getattr(m, "knn_weight", 0.0))
         if knn is not None and knn_w:
-            knn_cand = np.take_along_axis(knn, cand, axis=1) / np.float32(knn_w)
-        elif getattr(m, "knn", None) is not None:
+            knn_cand = lookup(knn, cols, cand) / np.float32(knn_w)
+        elif getattr(m, "knn", None) is not None and cols is None:
             knn_cand = np.take_along_axis(m.knn.score_histories(seqs, users, ends), cand, axis=1)
+        elif getattr(m, "knn", None) is not None:  # compact: the candidate cells only
+            knn_cand = neighbour_values(m.knn, seqs, users, ends, cand, self.n_items)
         else:
             knn_cand = None
         ctx = history_context(seqs, users, ends, hist.rows, hist.items)
@@ -611,37 +642,6 @@ class Recommender:
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class _History:
-    """The history events of a chunk: row (within the chunk) and item_idx of each, and lengths (B,)."""
-
-    rows: np.ndarray
-    items: np.ndarray
-    lengths: np.ndarray
-
-    def subset(self, keep: np.ndarray) -> "_History":
-        """Return the histories of rows ``keep`` (int positions), renumbered 0..len(keep)-1."""
-        remap = np.full(len(self.lengths), -1, dtype=np.int64)
-        remap[keep] = np.arange(len(keep))
-        new_rows = remap[self.rows]
-        ok = new_rows >= 0
-        order = np.argsort(new_rows[ok], kind="stable")
-        return _History(new_rows[ok][order], self.items[ok][order], self.lengths[keep])
-
-
-@dataclass(frozen=True)
-class _Retrieved:
-    """The retrieval stage of a chunk (B users): see Recommender._retrieve."""
-
-    dot: np.ndarray  # (B, n_items) user . item (+ prior, + weighted item-kNN)
-    retrieval: np.ndarray  # (B, n_items) dot, or the cold-start score for cold rows; seen items -inf
-    best: np.ndarray  # (B,) best unseen retrieval score
-    cold: np.ndarray  # bool (B,)
-    user_vecs: np.ndarray | None
-    knn: np.ndarray | None  # (B, n_items) weighted item-kNN term or None
-    hist: "_History"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from crossrec_core.serving.types import RecommendOptions
 # Scores closer than this are one tie (float noise of batch vs single matrix products is ~1e-6), and a
 # tie is broken by the smaller item index: single, batch, page, CLI and evaluator cut lists identically.
 TIE_RESOLUTION = 2.0**-12
+# stable_top_n reads this many scores past the n-th from torch.topk, to see where a tie bucket ends
+TOP_MARGIN = 16
 
 
 def tie_keys(scores: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarray:
@@ -25,7 +27,37 @@ def tie_keys(scores: np.ndarray, item_idx: np.ndarray | None = None) -> np.ndarr
 
 
 def stable_top_n(scores: np.ndarray, n: int) -> np.ndarray:
-    """Return int64 (B, n) columns of each row's n best scores, best first, ties by the smaller column."""
+    """Return int64 (B, n) columns of each row's n best scores, best first, ties by the smaller column.
+
+    float32 rows take ``torch.topk`` of the raw scores with a margin of TOP_MARGIN columns, then order
+    that short list by tie_keys: exact whenever the n-th kept score's tie bucket lies strictly above the
+    margin's last score (every score outside the list is in a lower bucket); the other rows (a tie bucket
+    crossing the margin, NaN or +inf among the best) take the float64 tie keys of the whole row."""
+    scores = np.asarray(scores)
+    B, M = scores.shape
+    n = min(int(n), M)
+    k = min(M, n + TOP_MARGIN)
+    if n <= 0 or B == 0 or scores.dtype != np.float32 or k >= M:
+        return _exact_top_n(scores, n)
+    vals_t, idx_t = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1, sorted=False)
+    vals, idx = vals_t.numpy(), idx_t.numpy().astype(np.int64)
+    keys = tie_keys(vals, idx)
+    order = np.argsort(-keys, axis=1, kind="stable")[:, :n]
+    top = np.take_along_axis(idx, order, axis=1)
+    with np.errstate(invalid="ignore"):
+        q_last = np.round(np.take_along_axis(vals, order[:, -1:], axis=1)[:, 0].astype(np.float64) / TIE_RESOLUTION)
+        low = vals.min(axis=1).astype(np.float64)
+        q_low = np.round(low / TIE_RESOLUTION)
+    ok = (low == -np.inf) | (q_last > q_low)
+    ok &= ~(np.isnan(vals) | (vals == np.inf)).any(axis=1)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        top[bad] = _exact_top_n(scores[bad], n)
+    return top
+
+
+def _exact_top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """stable_top_n by the float64 tie keys of whole rows (the reference the fast path must equal)."""
     keys = torch.from_numpy(tie_keys(scores))
     return torch.topk(keys, min(n, scores.shape[1]), dim=1, sorted=True).indices.numpy().astype(np.int64)
 

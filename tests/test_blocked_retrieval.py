@@ -1,0 +1,149 @@
+"""The blocked retrieval of large catalogues (serving/blocked.py) gives the dense path's lists exactly.
+
+The dense path is the straightforward reference: (users, n_items) score arrays, seen items at -inf,
+``stable_top_n`` over the float64 tie keys of whole rows. The blocked path is forced on a small model
+(``compact_min_items = 0``) that has every additive term: the popularity and category-bucket prior
+columns, the item-kNN term, cold shoppers (0-2 events), novel-category candidate slots, and pairs of
+items with identical vectors (exact ties, broken by the smaller item index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import crossrec_core.serving.recommender as recommender_module
+from crossrec_core.config import ItemEncoderConfig, ModelConfig
+from crossrec_core.data.dataset import from_frames
+from crossrec_core.models.calibration import Calibration
+from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core.models.item_knn import ItemKNNRanker
+from crossrec_core.models.trained import TrainedModel
+from crossrec_core.serving.blocked import blocked_retrieve
+from crossrec_core.serving.recommender import Recommender
+from crossrec_core.serving.selection import _exact_top_n, stable_top_n
+
+N_USERS, N_ITEMS, N_CATEGORIES = 160, 500, 12
+
+
+def _model_and_seqs():
+    rng = np.random.default_rng(0)
+    item_cat = rng.integers(0, N_CATEGORIES, N_ITEMS)
+    lengths = rng.choice([0, 1, 2, 3, 5, 9], N_USERS)  # about half the shoppers are cold (<= 2 events)
+    rows = []
+    for u, n in enumerate(lengths):
+        home = rng.integers(0, N_CATEGORIES)
+        pool = np.flatnonzero(item_cat == home)
+        for t in range(n):
+            item = rng.choice(pool) if rng.random() < 0.7 else rng.integers(0, N_ITEMS)
+            rows.append((f"u{u}", f"i{item}", t, rng.choice(["view", "cart", "purchase"])))
+    rows.append(("u_all", "i0", 0, "view"))  # every item known to the log: a catalogue of N_ITEMS
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"]).drop_duplicates(["user_id", "item_id"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(N_ITEMS)], "category": [f"c{c:02d}" for c in item_cat],
+                          "title": [f"item {i}" for i in range(N_ITEMS)]})
+    ds = from_frames(inter, items, name="blocked")
+    cfg = ModelConfig(item=ItemEncoderConfig(use_text=False))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fusion_candidates=30, fusion_novel_candidates=6))
+    torch.manual_seed(0)
+    net = CrossRecNet(cfg, n_items=ds.n_items, n_categories=ds.n_categories, n_event_types=len(ds.event_names),
+                      attr_vocab_size=2, text_dim=0, n_vector_columns=0)
+    net.item_encoder.item_category.copy_(torch.from_numpy(ds.item_category.astype(np.int64)))
+    with torch.no_grad():
+        w = net.item_encoder.id_emb.weight
+        w.normal_(0.0, 0.5)
+        # pairs of items (same category) with the same vector: exact ties
+        for c in range(ds.n_categories):
+            members = np.flatnonzero(ds.item_category == c)
+            for a, b in zip(members[0:20:2], members[1:20:2]):
+                w[b] = w[a]
+    pop = np.bincount(ds.seqs.items, minlength=ds.n_items).astype(np.float32)
+    cats = ds.item_category[ds.seqs.items]
+    same = np.diff(ds.seqs.user_of_event()) == 0
+    trans = np.zeros((ds.n_categories, ds.n_categories), dtype=np.float32)
+    np.add.at(trans, (cats[:-1][same], cats[1:][same]), 1.0)
+    model = TrainedModel(name="blocked", config=cfg, net=net, item_ids=ds.item_ids, item_titles=ds.item_titles,
+                         category_names=ds.category_names, item_category=ds.item_category, event_names=ds.event_names,
+                         popularity=pop, category_transitions=trans, metrics={}, data_fingerprint=ds.fingerprint(),
+                         calibration=Calibration(basis="log_softmax"), fusion_rerank=True)
+    model.knn = ItemKNNRanker().fit(ds, ds.seqs)
+    model.knn_weight = 0.5
+    model.set_prior_weights(0.7, 0.9)
+    model.invalidate_cache()
+    return model, ds, model.align(ds)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, ds, seqs = _model_and_seqs()
+    dense = Recommender(model)
+    dense.compact_min_items = np.inf
+    fast = Recommender(model)
+    fast.compact_min_items = 0
+    return model, ds, seqs, dense, fast
+
+
+OPTIONS = [{}, {"cross_category_only": True}, {"include_categories": ["c00", "c03", "c07"]}, {"exclude_categories": ["c01"]},
+           {"threshold": 0.02}, {"per_category_cap": 2, "diversity": 0.3}, {"n_candidates": 12}]
+
+
+@pytest.mark.parametrize("kwargs", OPTIONS, ids=lambda k: ",".join(k) or "defaults")
+def test_blocked_path_gives_the_dense_lists(setup, kwargs, monkeypatch):
+    model, ds, seqs, dense, fast = setup
+    calls = []
+    monkeypatch.setattr(recommender_module, "blocked_retrieve", lambda *a, **k: calls.append(blocked_retrieve(*a, **k)) or calls[-1])
+    users = np.arange(ds.n_users)
+    ends = seqs.offsets[1:][users]
+    want = dense.recommend_batch(seqs, users, ends, 10, batch_size=64, **kwargs)
+    got = fast.recommend_batch(seqs, users, ends, 10, batch_size=64, **kwargs)
+    assert calls, "the blocked path was not taken"
+    cold = np.concatenate([c.cold for c in calls])
+    assert cold.any() and (~cold).any()
+    assert len(got) == len(want) > 0
+    np.testing.assert_array_equal(got[["user_idx", "rank", "item_idx"]].to_numpy(), want[["user_idx", "rank", "item_idx"]].to_numpy())
+    np.testing.assert_allclose(got["probability"], want["probability"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-4, atol=1e-4)
+
+
+def test_blocked_pool_equals_the_dense_pool_with_novel_slots_and_ties(setup):
+    """The candidate pool itself (retrieval top + the novel-category slots), cold rows included, is the
+    dense one item for item, and no row needed the dense fallback."""
+    model, ds, seqs, dense, fast = setup
+    users = np.arange(ds.n_users)
+    ends = seqs.offsets[1:][users]
+    fast._rank(seqs, users[:2], ends[:2], recommender_module.RecommendOptions())  # builds the tables
+    r = blocked_retrieve(fast, fast._tables, seqs, users, ends, None, 30, 0)
+    assert r.exact.all() and r.cold.sum() > 10
+    d = dense._retrieve(seqs, users, ends)
+    pool_fast = fast._candidate_pool(r.retrieval, 30, r.hist, r.cols)
+    pool_dense = dense._candidate_pool(d.retrieval, 30, d.hist)
+    np.testing.assert_array_equal(pool_fast, pool_dense)
+    np.testing.assert_allclose(r.best, d.best, rtol=0, atol=3e-6)
+    # every kept value is the dense one up to float rounding (a narrower product plus the prior constant):
+    # warm scores sum terms of size ~20 (a few float32 steps of 2e-6), cold scores lie in [0, 1]
+    for compact, full, cold_tol in ((r.retrieval, d.retrieval, 1e-6), (r.dot, d.dot, 1e-5), (r.knn, d.knn, 1e-5)):
+        at = np.take_along_axis(full, r.cols, axis=1)
+        live = np.isfinite(compact) & np.isfinite(at)
+        assert live.sum() > 30 * len(users)
+        for rows, tol in ((~r.cold, 1e-5), (r.cold, cold_tol)):
+            np.testing.assert_allclose(compact[rows][live[rows]], at[rows][live[rows]], rtol=0, atol=tol)
+    novel = pool_dense[:, 24:]
+    assert (~d.hist.categories(fast.item_category, fast.n_categories)[np.arange(len(users))[:, None], fast.item_category[novel]]).any()
+
+
+def test_fast_stable_top_n_equals_the_whole_row_tie_keys():
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        B, M = int(rng.integers(1, 20)), int(rng.integers(1, 300))
+        s = (rng.integers(0, int(rng.integers(1, 40)), (B, M)) * 2.0**-12).astype(np.float32)  # many exact ties
+        if rng.random() < 0.5:
+            s += rng.normal(0, 1e-5, (B, M)).astype(np.float32)  # and near-ties across bucket edges
+        if rng.random() < 0.3:
+            s[rng.random((B, M)) < 0.5] = -np.inf
+        n = int(rng.integers(1, M + 1))
+        got, want = stable_top_n(s, n), _exact_top_n(s, n)
+        finite = np.isfinite(np.take_along_axis(s, want, axis=1))
+        assert ((got == want) | ~finite).all()  # -inf columns come in no particular order (never shown)
