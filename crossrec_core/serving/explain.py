@@ -119,7 +119,7 @@ def explain_cold(
     category_names: np.ndarray,
     category_transitions: np.ndarray,
 ) -> list[Explanation]:
-    """Return one Explanation per recommended item of a cold user (0-2 known events): popular in its
+    """Return one Explanation per recommended item of a cold user (0 to the cold threshold of known events): popular in its
     category, the category flow from the user's categories that leads there, and a similar history item."""
     rec_item_idx = np.asarray(rec_item_idx, dtype=np.int64)
     hist_item_idx = np.asarray(hist_item_idx, dtype=np.int64)
