@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -224,7 +225,15 @@ def test_demo_journey_in_chromium(server):
             expect(page.get_by_role("button", name="Evaluate")).to_have_count(0)
             _no_exception(page)
             page.screenshot(path=str(ARTIFACTS / "08-evaluation.png"))
-            expect(page.get_by_role("button", name="Download this evaluation as a report (HTML)")).to_be_visible()
+            # the report: one click, one self-contained HTML file (plotly.js inside, nothing fetched from a network)
+            with page.expect_download(timeout=120_000) as download:
+                page.get_by_role("button", name="Download this evaluation as a report (HTML)").click()
+            report = Path(download.value.path()).read_text(encoding="utf-8")
+            assert report.lstrip().lower().startswith("<!doctype html") and "Model card" in report
+            assert "Plotly.newPlot" in report and report.count("<script") >= 2
+            markup = re.sub(r"<script\b[^>]*>.*?</script>", "<script></script>", report, flags=re.S | re.I)  # plotly.js holds links
+            assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", markup), "the report loads something from a network"
+            assert not re.search(r"""<script[^>]+src=""", report, flags=re.I), "a script is fetched instead of embedded"
 
             # Push a category: the audience of the first category, its table and chart
             page.get_by_role("link", name="Push a category").click()
