@@ -1,7 +1,8 @@
 """The studio's sidebar: the active dataset and model, with pickers to switch them.
 
 The router never lists this file as a page. Each model says which dataset it was trained on; switching the
-dataset also switches to the newest model trained on it; a new pair forgets the what-if edits.
+dataset also switches to the newest model trained on it; a new pair forgets the what-if edits. A training job
+shows its progress here on every page, and its end is announced once wherever the merchandiser is.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError
+from crossrec_core.training import jobs
 from pages.caches import dataset_names, model_datasets, model_for_dataset, model_names
-from pages.state import forget_whatif, init_state, show_error
+from pages.state import forget_whatif, init_state, md_escape, show_error
 
 
 def _pick(key: str, names: list[str]) -> None:
@@ -60,6 +62,27 @@ def sidebar() -> None:
                 st.caption(":material/warning: This model was not trained on the active dataset.")
         else:
             st.caption("No model yet.")
+        running = [j.job_id for j in jobs.list_jobs() if not j.finished]
+        st.fragment(_training_status, run_every=2.0 if running or st.session_state.get("_sb_jobs") else None)()
+
+
+def _training_status() -> None:
+    """A running job's progress in one line, and a toast (once per job and session) when one this session saw
+    running has ended: a training started on Train finishes while the merchandiser is on another page."""
+    seen = dict(st.session_state.get("_sb_jobs") or {})  # job id -> model name, for jobs seen running
+    running = [j for j in jobs.list_jobs() if not j.finished]
+    for job in running:
+        seen[job.job_id] = job.model_name
+        st.caption(f":material/model_training: Training {md_escape(job.model_name)}: {md_escape(job.describe())}")
+    for job_id in [k for k in seen if k not in {j.job_id for j in running}]:
+        del seen[job_id]
+        try:
+            job = jobs.read_job(job_id)
+        except CrossrecError:
+            continue
+        icon = ":material/check_circle:" if job.status == jobs.STATUS_DONE else ":material/error:"
+        st.toast(f"Training {job.model_name}: {job.describe()}", icon=icon)
+    st.session_state["_sb_jobs"] = seen
 
 
 def _switch_dataset(lineage: dict[str, tuple[str, ...]]) -> None:

@@ -172,6 +172,34 @@ def test_train_page_follows_a_job_from_its_progress_file(home):
 
 
 
+
+def test_a_training_job_shows_in_the_sidebar_of_every_page_and_its_end_is_announced_once(home):
+    from crossrec_core.training import jobs
+
+    folder = jobs.jobs_dir() / "20990101-000000-fedcba"
+    folder.mkdir(parents=True, exist_ok=True)
+    progress = jobs._progress_dict("20990101-000000-fedcba", "demo-store", "m3", jobs.STATUS_RUNNING, pid=os.getpid(),
+                                   phase="train", epoch=2, n_epochs=4, step=5, n_steps=10, loss=1.25)
+    (folder / "progress.json").write_text(json.dumps(progress))
+    try:
+        at = open_page("pages/data.py")
+        line = [c.value for c in at.sidebar.caption if "Training m3" in c.value]
+        assert line and "Epoch 2 of at most 4" in line[0]
+        seen = dict(at.session_state["_sb_jobs"])  # this session saw it running
+        assert seen == {"20990101-000000-fedcba": "m3"}
+        progress.update(status=jobs.STATUS_DONE, message="Saved as 'm3'.")
+        (folder / "progress.json").write_text(json.dumps(progress))
+        at = AppTest.from_file(APP, default_timeout=120)  # the same session's next run, on another page
+        at.session_state["_sb_jobs"] = seen
+        at.run()
+        assert not at.exception and [t.value for t in at.toast if "Training m3" in t.value]
+        assert not [c for c in at.sidebar.caption if "Training m3" in c.value]
+        assert at.session_state["_sb_jobs"] == {}  # announced once
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+
 @pytest.mark.parametrize("private", [False, True])
 def test_train_page_starts_a_private_job_only_when_asked(home, monkeypatch, private):
     from crossrec_core.training import jobs
