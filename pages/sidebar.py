@@ -62,8 +62,8 @@ def sidebar() -> None:
                 st.caption(":material/warning: This model was not trained on the active dataset.")
         else:
             st.caption("No model yet.")
-        running = [j.job_id for j in jobs.list_jobs() if not j.finished]
-        st.fragment(_training_status, run_every=2.0 if running or st.session_state.get("_sb_jobs") else None)()
+        # one read of the job folders per run: the fragment polls only once it has seen a job running
+        st.fragment(_training_status, run_every=2.0 if st.session_state.get("_sb_jobs") else None)()
 
 
 def _training_status() -> None:
