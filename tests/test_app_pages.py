@@ -4,9 +4,11 @@ AppTest cannot click plotly charts or upload files: map selections are driven th
 (the page reads ``map_selection``); uploads are covered by tests/test_browser.py.
 """
 
+import contextlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,59 +148,59 @@ def test_data_page_profiles_the_active_dataset(home):
     assert counts["layout"]["yaxis"]["type"] == "log" and counts["layout"]["yaxis"]["dtick"] == 1  # 1, 10, 100: no "5, 2"
 
 
+@contextlib.contextmanager
+def fake_job(job_id: str, model_name: str, **extra):
+    """A running job's progress file for ``model_name`` on demo-store (this process as its worker); yields
+    ``update(**changes)``, which rewrites the file; the job folder is removed afterwards."""
+    from crossrec_core.training import jobs
+
+    folder = jobs.jobs_dir() / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    progress = jobs._progress_dict(job_id, "demo-store", model_name, jobs.STATUS_RUNNING, pid=os.getpid(),
+                                   phase="train", epoch=2, n_epochs=4, step=5, n_steps=10, loss=1.25, **extra)
+
+    def update(**changes) -> None:
+        progress.update(changes)
+        (folder / "progress.json").write_text(json.dumps(progress))
+
+    update()
+    try:
+        yield update
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_train_page_follows_a_job_from_its_progress_file(home):
     from crossrec_core.training import jobs
 
-    folder = jobs.jobs_dir() / "20990101-000000-abcdef"
-    folder.mkdir(parents=True, exist_ok=True)
-    progress = jobs._progress_dict("20990101-000000-abcdef", "demo-store", "m2", jobs.STATUS_RUNNING,
-                                   pid=os.getpid(), phase="train", epoch=2, n_epochs=4, step=5, n_steps=10,
-                                   loss=1.25, loss_curve=[[0.5, 2.0], [1.0, 1.6]], valid_curve=[[1, 0.1]])
-    (folder / "progress.json").write_text(json.dumps(progress))
-    try:
+    with fake_job("20990101-000000-abcdef", "m2", loss_curve=[[0.5, 2.0], [1.0, 1.6]], valid_curve=[[1, 0.1]]) as update:
         at = open_page("pages/train.py")
         bar = at.get("progress")[0]
         assert "Epoch 2 of at most 4 (early stopping)" in bar.proto.text and "loss 1.250" in bar.proto.text
         assert bar.proto.value == 37  # (1 + 5/10) / 4
         assert any(b.key == "train_cancel" for b in at.button)
-        progress.update(status=jobs.STATUS_FAILED, message="The log has no events.")
-        (folder / "progress.json").write_text(json.dumps(progress))
+        update(status=jobs.STATUS_FAILED, message="The log has no events.")
         at.run()
         assert any("The log has no events." in e.value for e in at.error)
-    finally:
-        import shutil
-
-        shutil.rmtree(folder)
-
-
 
 
 def test_a_training_job_shows_in_the_sidebar_of_every_page_and_its_end_is_announced_once(home):
     from crossrec_core.training import jobs
 
-    folder = jobs.jobs_dir() / "20990101-000000-fedcba"
-    folder.mkdir(parents=True, exist_ok=True)
-    progress = jobs._progress_dict("20990101-000000-fedcba", "demo-store", "m3", jobs.STATUS_RUNNING, pid=os.getpid(),
-                                   phase="train", epoch=2, n_epochs=4, step=5, n_steps=10, loss=1.25)
-    (folder / "progress.json").write_text(json.dumps(progress))
-    try:
+    with fake_job("20990101-000000-fedcba", "m3") as update:
         at = open_page("pages/data.py")
         line = [c.value for c in at.sidebar.caption if "Training m3" in c.value]
         assert line and "Epoch 2 of at most 4" in line[0]
         seen = dict(at.session_state["_sb_jobs"])  # this session saw it running
         assert seen == {"20990101-000000-fedcba": "m3"}
-        progress.update(status=jobs.STATUS_DONE, message="Saved as 'm3'.")
-        (folder / "progress.json").write_text(json.dumps(progress))
+        update(status=jobs.STATUS_DONE, message="Saved as 'm3'.")
         at = AppTest.from_file(APP, default_timeout=120)  # the same session's next run, on another page
         at.session_state["_sb_jobs"] = seen
         at.run()
         assert not at.exception and [t.value for t in at.toast if "Training m3" in t.value]
         assert not [c for c in at.sidebar.caption if "Training m3" in c.value]
         assert at.session_state["_sb_jobs"] == {}  # announced once
-    finally:
-        import shutil
 
-        shutil.rmtree(folder)
 
 @pytest.mark.parametrize("private", [False, True])
 def test_train_page_starts_a_private_job_only_when_asked(home, monkeypatch, private):
