@@ -78,6 +78,7 @@ class Session:
         while len(self.finished) <= seen or self.finished[-1][1] == "FINISHED_EARLY_FOR_RERUN":
             if time.perf_counter() - t0 > timeout_s:
                 self.timeouts += 1
+                await page.screenshot(path=f"/tmp/load-session-{self.i}-{name}-timeout.png")
                 return
             await asyncio.sleep(0.005)
         await page.wait_for_function(IDLE_JS, timeout=timeout_s * 1000, polling="raf")
@@ -140,7 +141,8 @@ class Session:
                 await thumb.focus()
                 await self.timed(page, name, lambda: thumb.press("ArrowRight" if turn % 2 == 0 else "ArrowLeft"))
             if await self.open_products(page):
-                await self.timed(page, "whatif", lambda: page.get_by_label("Add products (newest last)").press("Enter"))
+                # click the first product offered (Enter adds nothing unless the mouse happens to highlight one)
+                await self.timed(page, "whatif", lambda: page.locator('[data-testid="stMultiSelectDropdown"] [role="option"]').first.click())
             else:
                 self.timeouts += 1
                 await page.screenshot(path=f"/tmp/load-session-{self.i}-whatif.png")
