@@ -41,6 +41,9 @@ def variants() -> dict[str, ModelConfig]:
         "no time gaps": r(base, user=r(user, use_time_gaps=False)),
         "no prior blend": r(base, train=r(train, prior_blend=False)),
         "no item-kNN term": r(base, train=r(train, knn_blend=False)),
+        "no category mix": r(base, train=r(train, category_mix=False)),
+        "no cold-start choice": r(base, train=r(train, cold_choice=False)),
+        "no novel-category candidates": r(base, train=r(train, fusion_novel_candidates=0)),
         "GRU encoder": r(base, user=r(user, kind="gru")),
         "LSTM encoder": r(base, user=r(user, kind="lstm")),
     }
