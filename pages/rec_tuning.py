@@ -68,6 +68,9 @@ def tuning(ds_name: str, model_name: str, hist: pd.DataFrame) -> None:
         "score": st.column_config.NumberColumn("score", format="%.3f"),
         "explanation": st.column_config.TextColumn("why", width="large"),
     })
+    with st.expander("Why each product, in full", icon=":material/info:"):  # the table's column cuts long reasons
+        st.markdown("\n".join(f"{r.rank}. **{md_escape(r.title)}** ({md_escape(r.category)}): "
+                               f"{md_escape(r.explanation.sentence)}" for r in recs) or "Nothing to explain: the list is empty.")
     _downloads(ds, model, ds_name, model_name, frame)
 
 

@@ -267,6 +267,12 @@ def test_shopper_search_switches_the_shopper_everywhere_on_the_page(home):
     assert at.selectbox(key="_rec_user_w").value == target
     heading = next(h.value for h in at.subheader if h.value.startswith("Top"))
     assert heading.endswith(f"shopper {target}")
+    # the history is also a list of products, newest first (not only a timeline)
+    from crossrec_core.storage.datasets import load_dataset
+
+    ds = load_dataset("demo-store")
+    listed = next(d.value for d in at.dataframe if list(d.value.columns[:2]) == ["when", "title"])
+    assert listed["title"].tolist() == ds.item_titles[ds.history(int(ds.user_index([target])[0]))[0]][::-1].tolist()
     searched = table(at, "explanation")["item_id"].tolist()
     direct = open_page(RECS, rec_user=target)
     assert table(direct, "explanation")["item_id"].tolist() == searched

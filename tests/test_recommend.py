@@ -171,10 +171,35 @@ def test_explanation_names_the_top_contributing_history_item(warm):
     recs = warm.recommend(["b3", "t1"], k=8)
     f1 = next(r for r in recs if r.item_id == "f1")
     assert f1.explanation.because_item_ids[0] == "t1"
-    assert f1.explanation.sentence == "Because of Trail Tent 2P (Camping)"  # the novel is unrelated (cosine 0)
+    # the novel is unrelated (cosine 0); Footwear is a step into a new category, and the flow says from where
+    assert f1.explanation.sentence == ("Because of Trail Tent 2P (Camping); Footwear is new to this shopper, "
+                                       "and shoppers often move there after Camping")
     novel_led = next(r for r in recs if r.item_id == "b1")  # Trail Guide: both history items pull it in
     assert novel_led.explanation.because_item_ids == ("b3", "t1")
     assert "<" not in f1.explanation.sentence
+
+
+def test_explanation_of_an_item_in_a_category_of_the_history_names_no_category_step(warm):
+    recs = warm.recommend(["t1"], k=8)
+    stove = next(r for r in recs if r.item_id == "t2")
+    assert stove.explanation.sentence == "Because of Trail Tent 2P (Camping)"
+    idx = warm.model.item_index(["b3", "t1"]).astype(np.int32)
+    seqs = one_user_sequences(idx, np.zeros(2, np.int16), None)
+    table = warm.recommend_batch(seqs, np.zeros(1, np.int64), np.array([2]), k=8, explain=True)
+    boots = table.loc[table["item_idx"] == int(warm.model.item_index(["f1"])[0]), "explanation"].iloc[0]
+    assert boots.endswith("; Footwear is new to this shopper, and shoppers often move there after Camping")
+
+
+def test_a_whatif_purchase_is_cited_first_when_it_pulls_the_item_in(warm):
+    """An added product is the newest event and, as the history's strongest kind (a purchase), outweighs older
+    purchases in the reasons: the what-if edit is visibly why the list changed."""
+    history = pd.DataFrame({"item_id": ["t1", "b3", "k1"], "event": ["purchase", "purchase", "purchase"]})
+    mug = next(r for r in warm.recommend(history, k=20) if r.item_id == "k3")
+    assert mug.explanation.because_item_ids[0] == "k1"
+    # the same addition as a weak "view" after purchases: an older purchase is cited first
+    weak = history.assign(event=["purchase", "purchase", "view"])
+    mug = next(r for r in warm.recommend(weak, k=20) if r.item_id == "k3")
+    assert mug.explanation.because_item_ids[0] == "t1"
 
 
 def test_explanation_recency_weight_prefers_recent_item(warm):

@@ -45,6 +45,18 @@ def test_history_frame_keeps_real_events_and_appends_additions_after_the_last():
     assert S.history_frame(ds, "nobody")["item_id"].tolist() == []
 
 
+def test_whatif_additions_take_the_strongest_event_of_the_history():
+    """An added product weighs as much as anything the shopper did (a purchase history adds purchases), so the
+    encoder and the explanations read it as the newest strong signal; a history of one kind keeps that kind."""
+    log = pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 2, "item_id": ["x", "y", "z", "x", "y"],
+                        "event": ["view", "purchase", "view", "view", "view"], "timestamp": [1, 2, 3, 1, 2]})
+    ds = from_frames(log)
+    assert S.history_frame(ds, "a", add=["z"])["event"].tolist() == ["view", "purchase", "view", "purchase"]
+    assert S.history_frame(ds, "b", add=["z"])["event"].tolist()[-1] == "view"
+    assert S.history_frame(ds, None, add=["z"])["event"].tolist() == [DEFAULT_EVENT]
+    assert S.strongest_event(pd.Series(["cart", "view", "cart"])) == "cart"
+
+
 def test_history_table_is_for_people():
     ds = _ds()
     table = S.history_table(ds, "u2")

@@ -8,7 +8,7 @@ sentence names the popularity fallback and the category flow that led to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -106,6 +106,34 @@ def explain_warm(
         else:
             sentence = "Matches the overall taste of this history"
         out.append(Explanation(sentence, ids, labels, tuple(float(best[j]) for j in order), False))
+    return out
+
+
+def with_category_step(
+    expls: list[Explanation],
+    rec_item_idx: np.ndarray,
+    hist_item_idx: np.ndarray,
+    item_category: np.ndarray,
+    category_names: np.ndarray,
+    category_transitions: np.ndarray,
+) -> list[Explanation]:
+    """Return warm explanations with the category step named where a product's category is new to the shopper
+    ("...; Footwear is new to this shopper, and shoppers often move there after Camping"): the cross-category
+    reason, and what tells apart the sentences of a list that the same history items pull in."""
+    hist_cats = np.unique(item_category[np.asarray(hist_item_idx, dtype=np.int64)])
+    if len(hist_cats) == 0:
+        return expls
+    out = []
+    for e, item in zip(expls, np.asarray(rec_item_idx, dtype=np.int64)):
+        cat = int(item_category[item])
+        if cat in hist_cats:
+            out.append(e)
+            continue
+        flow = category_transitions[hist_cats, cat]
+        step = f"{category_names[cat]} is new to this shopper"
+        if flow.max() > 0:
+            step += f", and shoppers often move there after {category_names[int(hist_cats[int(np.argmax(flow))])]}"
+        out.append(replace(e, sentence=f"{e.sentence}; {step}"))
     return out
 
 

@@ -39,7 +39,8 @@ from crossrec_core.errors import ConfigError
 from crossrec_core.models.calibration import log_normaliser
 from crossrec_core.models.features import candidate_features, fusion_logits, history_context
 from crossrec_core.models.prior import category_flow, category_mass
-from crossrec_core.serving.explain import contributions, display_title, explain_cold, explain_warm, recency_weights
+from crossrec_core.serving.explain import (contributions, display_title, explain_cold, explain_warm, recency_weights,
+                                           with_category_step)
 from crossrec_core.serving.history import resolve_history
 from crossrec_core.serving.blocked import blocked_retrieve
 from crossrec_core.serving.retrieval import BLOCKED_USERS, COMPACT_MIN_ITEMS, History as _History, Retrieved as _Retrieved
@@ -198,7 +199,9 @@ class Recommender:
         else:
             w = recency_weights(len(items), ev_names, self.recency_half_life)
             contrib = contributions(self.item_vecs[items], w, self.item_vecs[rec_idx])
-            expl = explain_warm(contrib, items, m.item_ids, m.item_titles, self.item_category, self.category_names)
+            expl = with_category_step(
+                explain_warm(contrib, items, m.item_ids, m.item_titles, self.item_category, self.category_names),
+                rec_idx, items, self.item_category, self.category_names, self.transitions)
         rows = tuple(
             Recommendation(
                 rank=r + 1,
@@ -349,7 +352,9 @@ class Recommender:
                 ev = np.asarray(m.event_names, dtype=object)[seqs.events[pos[bounds[b] : bounds[b + 1]]]]
                 w = recency_weights(len(hist), ev, self.recency_half_life)
                 contrib = contributions(self.item_vecs[hist], w, self.item_vecs[rec_idx])
-                expl = explain_warm(contrib, hist, m.item_ids, m.item_titles, self.item_category, self.category_names)
+                expl = with_category_step(
+                    explain_warm(contrib, hist, m.item_ids, m.item_titles, self.item_category, self.category_names),
+                    rec_idx, hist, self.item_category, self.category_names, self.transitions)
             out[at] = [x.sentence for x in expl]
         return pd.Series(out, dtype=object)
 

@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from crossrec_core.data.dataset import DEFAULT_EVENT, InteractionDataset, Sequences
+from crossrec_core.data.dataset import DEFAULT_EVENT, DEFAULT_EVENT_WEIGHTS, InteractionDataset, Sequences
 from crossrec_core.serving.scoring import one_user_sequences
 
 WHATIF_TOP = 3000  # the most popular products offered to add to a history (plus those already added)
@@ -55,12 +55,24 @@ def sample_user_vectors(model, ds: InteractionDataset, max_users: int = MAP_USER
     return users, model.user_vectors(seqs, users, seqs.offsets[1:][users])
 
 
+def strongest_event(events: pd.Series) -> str:
+    """Return the event of ``events`` with the largest weight (DEFAULT_EVENT_WEIGHTS: purchase over cart over
+    view; the most frequent one among equals), or DEFAULT_EVENT for an empty history."""
+    names = pd.Series(events, dtype=object).astype(str)
+    if names.empty:
+        return DEFAULT_EVENT
+    counts = names.value_counts(sort=False)
+    return max(counts.index, key=lambda e: (DEFAULT_EVENT_WEIGHTS.get(e, 1.0), counts[e]))
+
+
 def history_frame(ds: InteractionDataset, user_id: str | None, add: Iterable = (), remove: Iterable = ()) -> pd.DataFrame:
     """Return the history to recommend from as a frame (item_id, event, timestamp in int seconds), oldest first.
 
     The shopper's own events keep their real times and event types, as in training and the CLI (the
     encoder reads the time gaps); ``remove`` drops item ids; ``add`` appends item ids one second apart
-    just after the shopper's last event (at 1, 2, ... for a history built from nothing).
+    just after the shopper's last event (at 1, 2, ... for a history built from nothing), as the strongest kind
+    of event in the history (``strongest_event``): "what if they did THIS next" weighs as much as anything
+    they did, so the encoder and the explanations read the addition as the newest signal, not a weak one.
     """
     add = [str(i) for i in add]
     items = np.zeros(0, np.int64)
@@ -73,7 +85,7 @@ def history_frame(ds: InteractionDataset, user_id: str | None, add: Iterable = (
             last = int(times[-1]) if len(times) else 0
     own = pd.DataFrame({"item_id": ds.item_ids[items].astype(str), "event": events, "timestamp": times})
     own = own[~own["item_id"].isin([str(i) for i in remove])]
-    added = pd.DataFrame({"item_id": add, "event": DEFAULT_EVENT,
+    added = pd.DataFrame({"item_id": add, "event": strongest_event(own["event"]),
                           "timestamp": last + np.arange(1, len(add) + 1, dtype=np.int64)})
     return pd.concat([own, added], ignore_index=True).astype({"timestamp": np.int64})
 
