@@ -32,12 +32,15 @@ st.session_state["_map_user_w"] = st.session_state.rec_user if st.session_state.
 c3.selectbox("Draw a shopper's path", users, key="_map_user_w", on_change=pick_user,
              help="Their history (circles) and recommendations (stars), with arrows from the shopper.")
 
+notice = st.empty()  # the UMAP notice and its button: cleared once the layout is there
 try:
     if method == "UMAP" and not umap_ready(model_name):
-        st.info("The UMAP layout takes about half a minute the first time after an install and about 10 s in a new session; after that this map opens at once.", icon=":material/info:")
-        if not st.button("Compute the UMAP layout", icon=":material/scatter_plot:", key="map_umap"):
-            st.stop()
+        with notice.container():
+            st.info("The UMAP layout takes about half a minute the first time after an install and about 10 s in a new session; after that this map opens at once.", icon=":material/info:")
+            if not st.button("Compute the UMAP layout", icon=":material/scatter_plot:", key="map_umap"):
+                st.stop()
     proj = get_projection(model_name, "umap" if method == "UMAP" else "pca")
+    notice.empty()
     users_xy = labels = None
     if show_users:
         u_idx, u_vecs = get_user_vectors(model_name, ds_name)

@@ -384,6 +384,21 @@ def test_map_page_does_not_compute_umap_on_start(home):
     assert not at.get("plotly_chart")
 
 
+def test_the_umap_notice_is_gone_once_the_map_is_drawn(home, monkeypatch):
+    """Clicking "Compute the UMAP layout" draws the map in the same run, and the notice that the layout takes
+    time (and its button) leaves the page then. The layout itself is PCA's here: UMAP's fit is not the point."""
+    from pages import caches_data
+
+    pca = caches_data.get_projection
+    monkeypatch.setattr(caches_data, "get_projection", lambda model_name, method: pca(model_name, "pca"))
+    at = open_page(MAP, map_method="UMAP")
+    assert any("UMAP layout takes" in i.value for i in at.info)
+    at.button(key="map_umap").click().run()
+    assert not at.exception and at.get("plotly_chart")
+    assert not any("UMAP layout takes" in i.value for i in at.info)
+    assert not any(b.key == "map_umap" for b in at.button)
+
+
 def test_evaluation_page_compares_with_baselines_and_shares_the_threshold(home):
     at = open_page(EVAL, threshold=0.3)
     assert not at.dataframe  # nothing computed before the button
