@@ -64,9 +64,16 @@ def persist(widget_key: str, state_key: str) -> None:
 
 
 def mirror(*pairs: tuple[str, str]) -> None:
-    """Set each widget key from its persistent session key before the widget is drawn."""
+    """Set each widget key from its persistent session key before the widget is drawn, only where they differ
+    (the widget was not drawn on the last run, or the script changed the persistent value).
+
+    Why only then: a widget key written by the script is sent back to the browser as the widget's new value
+    (Streamlit's set_value), which overwrites whatever the person did since the run began: key presses on a
+    slider during a rerun were lost (ten presses moved K from 10 to 19).
+    """
     for widget, key in pairs:
-        st.session_state[widget] = st.session_state[key]
+        if widget not in st.session_state or st.session_state[widget] != st.session_state[key]:
+            st.session_state[widget] = st.session_state[key]
 
 
 def forget_whatif() -> None:

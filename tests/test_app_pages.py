@@ -598,6 +598,27 @@ HOSTILE_TITLE = "<script>alert(1)</script> [x](javascript:alert(1))"
 HOSTILE_CATEGORY = "<img src=x onerror=alert(1)>"
 
 
+def test_mirror_writes_a_widget_key_only_when_it_differs_from_the_kept_value(monkeypatch):
+    """A widget key the script writes is sent to the browser as the widget's value and overwrites key presses
+    made during the run (ten presses moved K from 10 to 19): mirror leaves an up-to-date widget key alone."""
+    import streamlit as st
+
+    from pages.state import mirror
+
+    class Recording(dict):
+        writes: list = []
+
+        def __setitem__(self, key, value):
+            self.writes.append(key)
+            super().__setitem__(key, value)
+
+    state = Recording(k=12, _k_w=12, threshold=0.2, _threshold_w=0.1, diversity=0.5)
+    monkeypatch.setattr(st, "session_state", state)
+    mirror(("_k_w", "k"), ("_threshold_w", "threshold"), ("_diversity_w", "diversity"))
+    assert state.writes == ["_threshold_w", "_diversity_w"]  # changed by the script / not drawn last run
+    assert state["_threshold_w"] == 0.2 and state["_diversity_w"] == 0.5 and state["_k_w"] == 12
+
+
 def test_md_escape_neutralises_markdown_and_html():
     from pages.state import md_escape
 

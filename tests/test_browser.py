@@ -197,6 +197,18 @@ def test_demo_journey_in_chromium(server):
             _settle(page)
             assert float(slider.input_value()) == 0.0, slider.input_value()
 
+            # ten quick presses on K move it by ten, none lost to the reruns they start (the page used to send
+            # the old value back to the slider mid-run: ten presses moved K from 10 to 19)
+            k_slider = page.locator('[data-testid="stSlider"]').filter(has_text="How many products").get_by_role("slider")
+            for key, want in (("ArrowRight", 20), ("ArrowLeft", 10)):
+                k_slider.focus()
+                for _ in range(10):
+                    k_slider.press(key)
+                    page.wait_for_timeout(60)
+                _settle(page)
+                assert int(float(k_slider.input_value())) == want, k_slider.input_value()
+                expect(page.get_by_text(f"Top {want} for shopper")).to_be_visible()
+
             # Find a shopper by id: the heading (and with it history and list) switch to the match at once
             expect(page.get_by_text("Top 10 for shopper U00417")).to_have_count(0)
             search = page.get_by_role("textbox", name="Find a shopper by id")
