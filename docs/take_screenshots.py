@@ -5,7 +5,7 @@
     .venv/bin/python docs/take_screenshots.py --url http://127.0.0.1:8599
 
 Chromium from Debian (/usr/bin/chromium) through Playwright; each page is opened, given time to settle
-(and, where a page waits for a click, clicked), then captured at 1500 x 1000.
+(and, where a page waits for a click, clicked), then captured at 1500 x 1000 (taller where HEIGHT says).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "screenshots"
-# file name -> (page path, the button to press first or None, seconds to wait)
+# file name -> (page path, the button to press first or None, seconds to wait); HEIGHT: a taller window where
+# the part worth showing is below the first 1000 px (Streamlit scrolls its own container, not the page)
 SHOTS = {
     "recommendations.png": ("recommendations", None, 12),
     "map.png": ("embedding_map", None, 15),
@@ -24,6 +25,7 @@ SHOTS = {
     "evaluation.png": ("evaluation", "Evaluate", 40),
     "train.png": ("train", None, 10),
 }
+HEIGHT = {"recommendations.png": 1600}
 
 
 def main() -> None:
@@ -38,6 +40,7 @@ def main() -> None:
         for name, (path, button, wait) in SHOTS.items():
             if name not in wanted:
                 continue
+            page.set_viewport_size({"width": 1500, "height": HEIGHT.get(name, 1000)})
             page.goto(f"{args.url}/{path}")
             page.wait_for_timeout(8000)
             if button:

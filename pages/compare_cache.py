@@ -30,6 +30,11 @@ def lead_sentence(scores: tuple, subset: str, _result) -> str:
     return verdicts.lead_sentence(_result, subset, md_escape)
 
 
+def reach_sentence(result, subset: str) -> str:
+    """Return the sentence saying the model reaches clearly fewer new categories than another method, or ''."""
+    return verdicts.reach_sentence(result, subset, md_escape)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _knows_items(root: str, model_name: str, stamp: int, ds_name: str, ds_stamp: int) -> bool:
     try:

@@ -7,7 +7,7 @@ from pages import charts
 from pages import evaluation_figures as figures
 from pages import evaluation_view as view
 from pages.active import require_pair
-from pages.compare_cache import lead_sentence
+from pages.compare_cache import lead_sentence, reach_sentence
 from pages.evaluation_report import metric_table, report_button
 from pages.evaluation_cache import get_affinities, get_evaluation, get_journey_report, get_threshold_curve, scores_key
 from pages.model_compare import compare_models
@@ -17,8 +17,7 @@ from pages.threshold_actions import save_threshold_callback, show_saved, use_thr
 st.title("Evaluation")
 ds_name, ds, model_name, model = require_pair()
 ready_key = f"_eval_ready:{model_name}:{ds_name}"
-protocol = view.protocol_line("up to 3,000", 10)
-st.caption(protocol)
+st.caption(protocol := view.protocol_line("up to 3,000", 10))
 if not st.session_state.get(ready_key):
     slot = st.empty()  # the button goes once pressed: the results replace it
     if not slot.button("Evaluate", icon=":material/play_arrow:", key="eval_run", type="primary",
@@ -45,7 +44,8 @@ for tab, (subset, label) in zip(st.tabs(list(view.SUBSET_LABELS.values())), view
         st.caption(f"{label}: {result.subset_sizes.get(subset, 0):,} shoppers")
         metric_table(result, subset, key=f"eval_table_{subset}")
         if result.subset_sizes.get(subset, 0):
-            st.caption(lead_sentence(scores_key(model_name, ds_name), subset, result))
+            for line in (lead_sentence(scores_key(model_name, ds_name), subset, result), reach_sentence(result, subset)):
+                st.caption(line)
 
 st.subheader("Do the probabilities mean what they say?")
 report = result.calibration.get(result.methods[0], {})

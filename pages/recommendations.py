@@ -27,7 +27,7 @@ st.pills("Categories in this history", sorted(hist["category"].unique()), key="r
          format_func=md_escape)
 listed, timeline = st.tabs([f":material/list: Products ({len(hist)})", ":material/timeline: Timeline"])
 listed.dataframe(hist.iloc[::-1][["when", "title", "category", "event", "item_id"]], hide_index=True, key="rec_history",
-                 height=min(36 + 35 * len(hist), 320), column_config={"title": st.column_config.TextColumn(width="large")})
+                 height=min(36 + 35 * len(hist), 246), column_config={"title": st.column_config.TextColumn(width="large")})
 timeline.plotly_chart(charts.history_timeline(hist), key="rec_timeline")
 if len(hist) > 1 and not charts.timeline_by_time(hist["when"]):
     timeline.caption(f"{len(hist)} events, {hist['when'].nunique()} distinct time(s): drawn in the log's order, "

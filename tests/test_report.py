@@ -16,7 +16,7 @@ from crossrec_core.evaluation.baselines import CategoryTransitionRanker, ItemKNN
 from crossrec_core.evaluation.evaluator import BEYOND_METRICS, evaluate_rankers
 from crossrec_core.evaluation.metric_help import METRIC_HELP, best_methods, metric_help
 from crossrec_core.evaluation.report import ReportFigure, evaluation_report_html, metric_table_html
-from crossrec_core.evaluation.verdicts import calibration_sentence, lead_sentence
+from crossrec_core.evaluation.verdicts import calibration_sentence, lead_sentence, reach_sentence
 from crossrec_core.storage.model_card import ModelCard
 
 HOSTILE = "<script>alert(1)</script>"
@@ -102,6 +102,28 @@ def test_the_report_holds_the_verdicts_the_charts_and_the_model_card(result):
     # the card carries this evaluation's test figures (the first method's, on all shoppers)
     assert f'<td class="field">NDCG@3</td><td class="field">{result.value(result.methods[0], "all", "NDCG@3"):.4f}</td>' in page
     assert "not measured yet" not in page
+
+
+class _Shares:
+    """An evaluation result's cross_share values, per method (what reach_sentence reads)."""
+
+    def __init__(self, shares: dict) -> None:
+        self.methods, self.shares = list(shares), shares
+
+    def value(self, method: str, subset: str, metric: str) -> float:
+        assert metric == "cross_share"
+        return self.shares[method]
+
+
+def test_the_reach_sentence_speaks_only_when_the_model_reaches_clearly_fewer_new_categories():
+    hm = _Shares({"crossrec": 0.089, "popularity": 0.278, "item-kNN": 0.316})  # hm, as the issue measured it
+    sentence = reach_sentence(hm, "all")
+    assert sentence.startswith("Cross-category reach: 9% of the products crossrec shows")
+    assert "32% for item-kNN" in sentence and "Only categories new to this shopper" in sentence
+    assert reach_sentence(_Shares({"crossrec": 0.30, "popularity": 0.278, "item-kNN": 0.316}), "all") == ""
+    assert reach_sentence(_Shares({"crossrec": 0.30}), "all") == ""  # nothing to compare with
+    hostile = _Shares({"<b>m</b>": 0.0, "popularity": 0.5})
+    assert "&lt;b&gt;m&lt;/b&gt;" in reach_sentence(hostile, "all", html.escape)
 
 
 def test_the_report_opens_offline(result):

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from crossrec_core.evaluation import metrics as M
 from crossrec_core.evaluation.metric_help import best_methods, metric_help
-from crossrec_core.evaluation.verdicts import SUBSET_LABELS, calibration_note, calibration_sentence, lead_sentence
+from crossrec_core.evaluation.verdicts import SUBSET_LABELS, calibration_note, calibration_sentence, lead_sentence, reach_sentence
 from crossrec_core.storage.model_card import ModelCard, with_test
 
 # system fonts only: nothing to download
@@ -144,8 +144,9 @@ def evaluation_report_html(
             body.append("<p>No shopper in this group.</p>")
             continue
         body.append(metric_table_html(result.table(subset), digits))
-        if sentence := lead_sentence(result, subset):
-            body.append(f'<p class="verdict">{_e(sentence)}</p>')
+        for sentence in (lead_sentence(result, subset), reach_sentence(result, subset)):
+            if sentence:
+                body.append(f'<p class="verdict">{_e(sentence)}</p>')
     columns = list(dict.fromkeys(result.metrics["metric"]))
     body.append("<details open><summary>What the columns mean</summary><dl>"
                 + "".join(f"<dt>{_e(c)}</dt><dd>{_e(metric_help(str(c)))}</dd>" for c in columns) + "</dl></details>")

@@ -37,6 +37,26 @@ def lead_sentence(result, subset: str, name: Callable[[str], str] = str) -> str:
             f"{d.low:+.3f} to {d.high:+.3f} (paired bootstrap over shoppers): {verdict}.")
 
 
+def reach_sentence(result, subset: str, name: Callable[[str], str] = str, margin: float = 0.05) -> str:
+    """Return one sentence when the first method shows clearly fewer products from categories new to the shopper
+    (``cross_share``) than another method, '' otherwise: a list can lead on NDCG and still reach few new
+    categories, which a merchandiser who wants cross-category sales must hear from the page, not find in a column."""
+    mine = result.methods[0] if result.methods else None
+    try:
+        share = {m: result.value(m, subset, "cross_share") for m in result.methods}
+    except KeyError:
+        return ""
+    others = [m for m in result.methods[1:] if m in share]
+    if mine is None or not others:
+        return ""
+    widest = max(others, key=share.get)
+    if share[widest] - share[mine] < margin:
+        return ""
+    return (f"Cross-category reach: {share[mine]:.0%} of the products {name(mine)} shows come from categories new to the "
+            f"shopper, against {share[widest]:.0%} for {name(widest)}; its lists stay closer to the shopper's own "
+            "categories. For new categories only, turn on \"Only categories new to this shopper\" on Recommendations.")
+
+
 def calibration_sentence(report: dict) -> str:
     """Return one plain sentence with ECE, Brier and the mean probability against the hit rate."""
     if not report or not report.get("n"):
