@@ -7,7 +7,7 @@ The shopper and the history are drawn on a full run; the controls and the list a
 import streamlit as st
 
 from crossrec_core.serving.shoppers import history_table
-from pages import charts
+from pages import charts_history
 from pages.active import require_pair
 from pages.rec_tuning import tuning
 from pages.shopper import shopper_picker
@@ -28,8 +28,8 @@ st.pills("Categories in this history", sorted(hist["category"].unique()), key="r
 listed, timeline = st.tabs([f":material/list: Products ({len(hist)})", ":material/timeline: Timeline"])
 listed.dataframe(hist.iloc[::-1][["when", "title", "category", "event", "item_id"]], hide_index=True, key="rec_history",
                  height=min(36 + 35 * len(hist), 246), column_config={"title": st.column_config.TextColumn(width="large")})
-timeline.plotly_chart(charts.history_timeline(hist), key="rec_timeline")
-if len(hist) > 1 and not charts.timeline_by_time(hist["when"]):
+timeline.plotly_chart(charts_history.history_timeline(hist), key="rec_timeline")
+if len(hist) > 1 and not charts_history.timeline_by_time(hist["when"]):
     timeline.caption(f"{len(hist)} events, {hist['when'].nunique()} distinct time(s): drawn in the log's order, "
                      "oldest first (hover a dot for its time).")
 

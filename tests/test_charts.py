@@ -1,11 +1,11 @@
-"""Studio figures (pages/charts.py) that carry a decision: how a shopper's history is laid out."""
+"""Studio figures (pages/charts_history.py) that carry a decision: how a shopper's history is laid out."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from pages import charts
+from pages import charts_history
 
 
 def _history(times) -> pd.DataFrame:
@@ -19,8 +19,8 @@ def test_a_one_day_history_is_drawn_in_order_with_whole_steps():
     """11 events of a one-day log share one timestamp: in time they are 2 overlapping dots on an axis ticked in
     fractions of a millisecond; in order they are 11 dots, one per whole step, oldest first."""
     frame = _history([1_537_401_600] * 11)
-    assert not charts.timeline_by_time(frame["when"])
-    fig = charts.history_timeline(frame)
+    assert not charts_history.timeline_by_time(frame["when"])
+    fig = charts_history.history_timeline(frame)
     xs = np.sort(np.concatenate([np.asarray(t.x, dtype=float) for t in fig.data]))
     assert xs.tolist() == list(range(1, 12))
     assert fig.layout.xaxis.title.text == "event, oldest first" and fig.layout.xaxis.dtick == 1
@@ -29,8 +29,8 @@ def test_a_one_day_history_is_drawn_in_order_with_whole_steps():
 
 def test_a_history_with_its_own_times_is_drawn_in_time():
     frame = _history(np.arange(6) * 3600 + 1_537_401_600)
-    assert charts.timeline_by_time(frame["when"])
-    fig = charts.history_timeline(frame)
+    assert charts_history.timeline_by_time(frame["when"])
+    fig = charts_history.history_timeline(frame)
     assert pd.api.types.is_datetime64_any_dtype(pd.Series(np.concatenate([t.x for t in fig.data])))
-    assert not charts.timeline_by_time(frame["when"].iloc[:1])  # one event: nothing to space
-    assert not charts.timeline_by_time(pd.Series(np.arange(5)))  # no timestamps: positions
+    assert not charts_history.timeline_by_time(frame["when"].iloc[:1])  # one event: nothing to space
+    assert not charts_history.timeline_by_time(pd.Series(np.arange(5)))  # no timestamps: positions
