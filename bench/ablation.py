@@ -123,6 +123,8 @@ def main() -> None:
         ds = load_log(str(inter), str(items), name=Path(name).name)
         for label, cfg in chosen.items():
             for seed in (int(s) for s in args.seeds.split(",")):
+                if any(x["log"] == ds.name and x["variant"] == label and x["seed"] == seed for x in rows):
+                    continue  # measured already: a rerun only trains what is missing
                 row = {"variant": label, **measure(name, Path(args.demo_dir), 10, seed, cfg=cfg, ds=ds)}
                 rows = [x for x in rows if not (x["log"] == row["log"] and x["variant"] == label and x["seed"] == row["seed"])] + [row]
                 out.parent.mkdir(parents=True, exist_ok=True)
