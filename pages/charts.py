@@ -59,8 +59,9 @@ def heatmap(frame: pd.DataFrame, title: str, colorscale: str = "Teal", zmax: flo
     return layout(fig, height=max(380, 18 * len(frame) + 120), title=title)
 
 
-def training_curves(loss_curve: list, valid_curve: list) -> go.Figure:
-    """Return the live training figure: loss per step (left axis) and validation NDCG@10 per epoch (right)."""
+def training_curves(loss_curve: list, valid_curve: list, reference: float | None = None) -> go.Figure:
+    """Return the live training figure: loss per step (left axis) and validation NDCG@10 per epoch (right), with
+    the most popular products' NDCG@10 on the same shoppers as a dashed line: the yardstick of "is 0.020 good"."""
     fig = go.Figure()
     if loss_curve:
         lx, ly = zip(*loss_curve)
@@ -69,6 +70,9 @@ def training_curves(loss_curve: list, valid_curve: list) -> go.Figure:
         vx, vy = zip(*valid_curve)
         fig.add_trace(go.Scatter(x=vx, y=vy, mode="lines+markers", name="validation NDCG@10",
                                  yaxis="y2", line=dict(color=PALETTE[1])))
+    if reference is not None and valid_curve:
+        fig.add_trace(go.Scatter(x=[min(vx), max(vx)], y=[reference] * 2, mode="lines", yaxis="y2",
+                                 name=f"most popular products: {reference:.3f}", line=dict(color="grey", dash="dash")))
     fig.update_layout(
         xaxis=dict(title="epoch"), yaxis=dict(title="loss"),
         yaxis2=dict(title="NDCG@10", overlaying="y", side="right", rangemode="tozero"),

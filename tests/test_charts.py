@@ -34,3 +34,13 @@ def test_a_history_with_its_own_times_is_drawn_in_time():
     assert pd.api.types.is_datetime64_any_dtype(pd.Series(np.concatenate([t.x for t in fig.data])))
     assert not charts_history.timeline_by_time(frame["when"].iloc[:1])  # one event: nothing to space
     assert not charts_history.timeline_by_time(pd.Series(np.arange(5)))  # no timestamps: positions
+
+
+def test_the_training_figure_draws_the_popularity_yardstick_beside_the_validation_curve():
+    from pages import charts as studio_charts
+
+    fig = studio_charts.training_curves([(0.5, 2.0), (1.0, 1.5)], [(1, 0.02), (2, 0.03)], reference=0.012)
+    line = next(t for t in fig.data if t.name.startswith("most popular products"))
+    assert list(line.y) == [0.012, 0.012] and list(line.x) == [1, 2] and line.yaxis == "y2"
+    assert line.name == "most popular products: 0.012"
+    assert not [t for t in studio_charts.training_curves([], [(1, 0.02)]).data if t.name.startswith("most popular")]

@@ -58,8 +58,9 @@ def test_progress_writer_records_curves_and_throttles_writes(home):
     on_disk = json.loads((folder / "progress.json").read_text())
     assert on_disk["step"] == 5 and on_disk["loss_curve"] == [[0.5, 2.0]]
     now[0] = 1.0
-    w(TrainProgress(1, 3, 10, 10, 1.4, 0.25, 0.3, "valid"))  # phase change and a validation point
+    w(TrainProgress(1, 3, 10, 10, 1.4, 0.25, 0.3, "valid", reference_ndcg10=0.05))  # a validation point, its yardstick
     on_disk = json.loads((folder / "progress.json").read_text())
+    assert jobs._status_from_dict(on_disk).reference_ndcg10 == 0.05
     assert on_disk["loss_curve"] == [[0.5, 2.0], [1.0, 1.5]]
     assert on_disk["valid_curve"] == [[1, 0.25]]
     assert on_disk["phase"] == "valid" and on_disk["epoch"] == 1 and on_disk["n_epochs"] == 3

@@ -88,6 +88,22 @@ def test_metrics_and_progress(trained):
     assert all(0 <= e.step < e.n_steps for e in mining) and [e.step for e in mining] == sorted(e.step for e in mining)
     assert all(isinstance(e, TrainProgress) for e in events)
     assert events[-1].phase == "done"
+    # the yardstick: the most popular products on the same validation shoppers, in every epoch's report
+    ref = m["valid"]["popularity_ndcg10"]
+    assert 0.0 <= ref < m["valid"]["ndcg10"]  # the model learned the pattern; popularity cannot
+    assert all(e.reference_ndcg10 == ref for e in events if e.phase == "valid")
+
+
+def test_the_popularity_yardstick_ranks_the_most_popular_unseen_products_first():
+    from crossrec_core.data.dataset import Sequences
+    from crossrec_core.training.tuning import popularity_reference
+
+    # items 0, 1, 2 bought 5, 3 and 3 times; shopper 0 had item 0 and takes item 1 next (rank 0: NDCG 1);
+    # shopper 1 had item 1 and takes item 2 (after item 0; ties in catalogue order: rank 1, NDCG 1 / log2(3))
+    seqs = Sequences(np.array([0, 2, 4]), np.array([0, 1, 1, 2], np.int32), np.arange(4), np.zeros(4, np.int16))
+    ref = popularity_reference(np.array([5.0, 3.0, 3.0]), seqs, np.array([0, 1]), np.array([1, 3]), np.array([1, 2]))
+    assert ref == pytest.approx((1.0 + 1.0 / np.log2(3)) / 2)
+    assert popularity_reference(np.ones(3), seqs, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)) == 0.0
 
 
 def test_trained_model_interface_types(trained):

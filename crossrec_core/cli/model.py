@@ -141,6 +141,7 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"{'last' if private else 'best'} epoch {model.metrics.get('best_epoch')}  valid NDCG@10 {v.get('ndcg10', 0.0):.4f}  "
         f"HR@10 {v.get('hr10', 0.0):.4f}  ({v.get('n', 0)} users)  time {time.perf_counter() - t0:.0f}s\n"
+        + (f"most popular products on the same shoppers: valid NDCG@10 {v['popularity_ndcg10']:.4f}\n" if "popularity_ndcg10" in v else "")
         + (privacy_line(model.metrics["privacy"]) + "\nfusion re-rank, prior and item-kNN off (not private)\n" if private else
            f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
            f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n")

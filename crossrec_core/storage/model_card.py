@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # metrics.json "valid" key -> the row label, in the order a reader follows the pipeline
 VALID_FIGURES = {
+    "popularity_ndcg10": "NDCG@10 of the most popular products (the yardstick)",
     "ndcg10": "NDCG@10, sequence model alone (best epoch)",
     "hr10": "HR@10, sequence model alone (best epoch)",
     "ndcg10_prior": "NDCG@10 with popularity and category flow",

@@ -84,6 +84,7 @@ class JobStatus:
     metrics: dict = field(default_factory=dict)
     epochs_run: int = 0  # highest epoch trained so far (early stopping ends before n_epochs)
     best_epoch: int | None = None  # known once training has finished
+    reference_ndcg10: float | None = None  # the most popular products' validation NDCG@10 (TrainProgress)
 
     @property
     def finished(self) -> bool:
@@ -327,6 +328,8 @@ class ProgressWriter:
                            epochs_run=max(epoch, int(self._state.get("epochs_run") or 0)))
         elif p.phase == Phase.DONE:  # training's last report carries the best epoch
             changes.update(best_epoch=epoch)
+        if getattr(p, "reference_ndcg10", None) is not None:
+            changes["reference_ndcg10"] = float(p.reference_ndcg10)
         self.update(force=key != self._last_key, **changes)
         self._last_key = key
 
@@ -385,6 +388,7 @@ def _status_from_dict(d: dict) -> JobStatus:
         metrics=dict(d.get("metrics") or {}),
         epochs_run=int(d.get("epochs_run") or 0),
         best_epoch=None if d.get("best_epoch") is None else int(d["best_epoch"]),
+        reference_ndcg10=None if d.get("reference_ndcg10") is None else float(d["reference_ndcg10"]),
     )
 
 

@@ -40,7 +40,7 @@ from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
 from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
-from crossrec_core.training.tuning import tune_blends, valid_ranks
+from crossrec_core.training.tuning import popularity_reference, tune_blends, valid_ranks
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,11 @@ def train_model(
     seed_everything(tc.seed)
     t0 = time.perf_counter()
 
+    reference: dict = {}  # the popularity yardstick, once the validation targets are known
+
     def report(**kw) -> None:
         if on_progress is not None:
-            base = dict(epoch=0, n_epochs=tc.epochs, step=0, n_steps=0, loss=None, valid_ndcg10=None)
+            base = dict(epoch=0, n_epochs=tc.epochs, step=0, n_steps=0, loss=None, valid_ndcg10=None, **reference)
             base.update(kw)
             on_progress(TrainProgress(elapsed_s=time.perf_counter() - t0, **base))
 
@@ -251,6 +253,7 @@ def train_model(
     opt = make_fit_optimizer(net, tc, mode=mode, distributed=dist.on)
     windows = build_windows(ds, split, cfg)
     v_users, v_ends, v_targets = validation_targets(ds, split, tc)
+    reference["reference_ndcg10"] = popularity_reference(popularity, ds.seqs, v_users, v_ends, v_targets)
     model = TrainedModel(
         name=name or ds.name,
         config=cfg,
@@ -293,6 +296,7 @@ def train_model(
     model.invalidate_cache()
     best_rec = next((h for h in state.history if h["epoch"] == state.best["epoch"]), {})
     valid = {k: best_rec[k] for k in ("ndcg10", "hr10", "n") if k in best_rec}
+    valid["popularity_ndcg10"] = reference["reference_ndcg10"]
     valid.update(tune_blends(model, ds, split, v_users, v_ends, v_targets, int(state.best["epoch"]), valid.get("ndcg10", 0.0), report))
     valid.update(fit_on_validation(model, ds, split.valid_users.astype(np.int64), split.valid_pos, report))
     model.metrics = {

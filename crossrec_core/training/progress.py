@@ -41,3 +41,5 @@ class TrainProgress:
     valid_ndcg10: float | None
     elapsed_s: float
     phase: str
+    # validation NDCG@10 of the most popular products on the same shoppers: what a figure of the model is worth
+    reference_ndcg10: float | None = None
