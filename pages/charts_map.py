@@ -53,20 +53,21 @@ def _path_traces(fig: go.Figure, xy: np.ndarray, titles: np.ndarray, history_idx
 def embedding_map(xy: np.ndarray, categories: np.ndarray, titles: np.ndarray, popularity: np.ndarray, *,
                   users_xy: np.ndarray | None = None, user_labels: np.ndarray | None = None,
                   history_idx: np.ndarray | None = None, rec_idx: np.ndarray | None = None,
-                  user_xy: np.ndarray | None = None, title: str = "") -> go.Figure:
-    """Return the item map (scattergl, one trace per category so the legend toggles islands).
+                  user_xy: np.ndarray | None = None, title: str = "", groups: np.ndarray | None = None) -> go.Figure:
+    """Return the item map (scattergl, one trace per category or ``groups`` value: the legend toggles islands).
 
     Point size grows with log popularity; hover shows title, category and popularity. Optionally a
     users layer, and one user's history (circles) and recommendations (stars) with arrows from the
     user (else the last history item) to each recommendation.
     """
-    cats, titles = plain(categories), plain(titles)
+    groups = categories if groups is None else groups
+    cats, titles, names = plain(categories), plain(titles), plain(groups)
     pop = np.asarray(popularity, dtype=float)
     size = 4 + 10 * np.log1p(pop) / max(np.log1p(pop).max(), 1e-9)
     fig = go.Figure()
-    for i, m in enumerate(map_trace_members(categories)):
+    for i, m in enumerate(map_trace_members(groups)):
         fig.add_trace(go.Scattergl(
-            x=xy[m, 0], y=xy[m, 1], mode="markers", name=str(cats[m[0]])[:40],
+            x=xy[m, 0], y=xy[m, 1], mode="markers", name=str(names[m[0]])[:40],
             marker=dict(size=size[m], color=PALETTE[i % len(PALETTE)], opacity=0.75, line=dict(width=0)),
             customdata=np.stack([m, titles[m], cats[m], pop[m]], axis=1),
             hovertemplate="%{customdata[1]}<br>%{customdata[2]}<br>popularity %{customdata[3]}<extra></extra>",

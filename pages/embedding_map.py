@@ -27,6 +27,13 @@ method = c1.radio("Layout", ["PCA", "UMAP"], key="_map_method_w", horizontal=Tru
                   on_change=persist, args=("_map_method_w", "map_method"),
                   help="PCA is instant. UMAP separates islands better; it is computed once per model and kept.")
 show_users = c2.toggle("Show shoppers", key="map_users", help="Places a sample of shoppers on the map.")
+colour = c2.radio("Colour by", ["category", "strongest part"], key="map_colour", horizontal=True,
+                  help="Strongest part: what places each product, the part of the item encoder with the largest "
+                       "share of its vector (its ID, learned from what shoppers did, its category, title text, ...).")
+groups = None
+if colour == "strongest part":
+    part_names, shares = model.part_shares()
+    groups = np.array([f"mostly {n}" for n in part_names], dtype=object)[shares.argmax(axis=1)] if part_names else None
 users = ["(nobody)", *user_options(ds, limit=300)]
 st.session_state["_map_user_w"] = st.session_state.rec_user if st.session_state.rec_user in users else "(nobody)"
 c3.selectbox("Draw a shopper's path", users, key="_map_user_w", on_change=pick_user,
@@ -58,14 +65,14 @@ except CrossrecError as err:
 fig = charts_map.embedding_map(
     proj.items_xy, model.category_names[model.item_category], model.item_titles, model.popularity,
     users_xy=users_xy, user_labels=labels, history_idx=hist_idx, rec_idx=rec_idx, user_xy=user_xy,
-    title=f"{model.n_items:,} items of {model_name} ({method})")
+    title=f"{model.n_items:,} items of {model_name} ({method})", groups=groups)
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
 try:
     points = event["selection"]["points"]
 except (KeyError, TypeError):
     points = []
 if points:  # a lasso / box selection replaces the stored one; tests set map_selection directly
-    members = charts_map.map_trace_members(model.category_names[model.item_category])
+    members = charts_map.map_trace_members(model.category_names[model.item_category] if groups is None else groups)
     st.session_state.map_selection = charts_map.selected_items(points, members)
 selected = items_table(model, st.session_state.map_selection)
 st.caption("Drag a lasso or a box over the map to list the items inside.")

@@ -378,6 +378,24 @@ def test_map_page_draws_pca_users_a_path_and_the_selection(home):
     assert not at.exception
 
 
+def test_the_map_can_colour_each_product_by_the_part_that_places_it(home):
+    """"Colour by: strongest part" groups the products by the item-encoder part with the largest share of
+    their vector; the shares are each part's length over the parts' total (rows sum to 1), and a lasso on
+    that map still lists the products inside."""
+    from crossrec_core.storage.registry import load_model
+
+    model = load_model(home / "models" / "demo-model")
+    names, shares = model.part_shares()
+    assert names[:2] == ["ID", "category"] and shares.shape == (model.n_items, len(names))
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-5)
+    at = open_page(MAP)
+    at.radio(key="map_colour").set_value("strongest part").run()
+    assert not at.exception
+    traces = {t.get("name") for t in plotly_spec(at, "map_chart")["data"]}
+    expected = {f"mostly {names[j]}" for j in np.unique(shares.argmax(axis=1))}
+    assert traces - {"users", "history", "recommended", "this user"} == expected
+
+
 def test_map_page_does_not_compute_umap_on_start(home):
     at = open_page(MAP, map_method="UMAP")
     assert any(b.key == "map_umap" for b in at.button)  # waits for the button

@@ -441,3 +441,20 @@ def test_mixed_precision_plan_scales_float16_gradients_and_the_step_unscales_the
     scaler.scale((w * torch.tensor([float("inf"), 1.0])).sum()).backward()
     opt.step(scaler)
     assert torch.equal(w.detach(), before) and scaler.get_scale() == scale / 2  # overflow: skipped, scale halved
+
+
+def test_the_item_vector_is_the_sum_of_its_parts_and_a_cold_item_has_no_id_share(trained):
+    import torch
+
+    _, model, _ = trained
+    enc = model.net.item_encoder
+    idx = torch.arange(model.n_items)
+    with torch.no_grad():
+        parts = enc.parts(idx)
+        torch.testing.assert_close(sum(parts.values()), enc(idx))
+        enc.id_mask[0] = 0.0  # item 0 made cold: text and category carry it, its ID row is masked
+        names, shares = model.part_shares()
+        enc.id_mask[0] = 1.0
+    assert names == list(parts) and names[0] == "ID"
+    assert shares[0, 0] == 0.0 and shares[1, 0] > 0.0
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-5)

@@ -124,13 +124,21 @@ class ItemEncoder(nn.Module):
         if idx is None:
             idx = torch.arange(self.n_items, device=self.item_category.device)
         out = torch.zeros(idx.shape + (self.cfg.dim,), device=idx.device)
+        for part in self.parts(idx).values():
+            out = out + part
+        return out
+
+    def parts(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return each switched-on part's float (..., d) share of the scored vectors of ``idx``, by name (ID,
+        category, attributes, title text, other vectors): ``forward`` is their sum."""
+        out: dict[str, torch.Tensor] = {}
         if self.cfg.use_id:
             keep = self.id_mask[idx]
             if self.training and self.cfg.id_dropout > 0:
                 keep = keep * (torch.rand(idx.shape, device=idx.device) >= self.cfg.id_dropout).float()
-            out = out + self.id_emb(idx) * keep.unsqueeze(-1)
+            out["ID"] = self.id_emb(idx) * keep.unsqueeze(-1)
         if self.cfg.use_category and self.cfg.category_side == "both":
-            out = out + self.cat_emb(self.item_category[idx])
+            out["category"] = self.cat_emb(self.item_category[idx])
         if self.use_attr:
             tok = self.attr_tokens[idx]  # (..., L)
             flat = tok.reshape(-1, tok.shape[-1])
@@ -143,11 +151,11 @@ class ItemEncoder(nn.Module):
                 h = torch.relu(self.attr_conv(e))  # (N, d, L)
                 h = h.masked_fill((flat == PAD_TOKEN).unsqueeze(1), float("-inf")).amax(dim=2)  # (N, d)
                 h = torch.where(torch.isfinite(h), h, torch.zeros_like(h))  # items without attributes
-            out = out + h.reshape(idx.shape + (self.cfg.dim,))
+            out["attributes"] = h.reshape(idx.shape + (self.cfg.dim,))
         if self.use_text:
-            out = out + self.text_proj(self.text_vecs[idx])
+            out["title text"] = self.text_proj(self.text_vecs[idx])
         if self.use_vec:
-            out = out + self.vec_proj(self.extra_vecs[idx])
+            out["other vectors"] = self.vec_proj(self.extra_vecs[idx])
         return out
 
     def append_items(self, category_idx: torch.Tensor, text_vecs: torch.Tensor | None = None,

@@ -208,6 +208,25 @@ class TrainedModel:
             self._base_vecs = torch.cat(chunks).numpy().astype(np.float32) if chunks else np.zeros((0, self.config.dim), np.float32)
         return self._base_vecs
 
+    def part_shares(self) -> tuple[list[str], np.ndarray]:
+        """Return (part names, float32 (n_items, parts)): each item-encoder part's share of the item vector's
+        length, |part| / sum of |part| over the parts (rows sum to 1; an item without any part gets 0s).
+
+        What the map colours by: whether an item is placed by its ID (what shoppers did with it), its
+        category, attributes, title text or other vectors (a cold item has no ID part)."""
+        enc = self.net.item_encoder
+        self.net.eval()
+        names, norms = None, []
+        with torch.no_grad():
+            for s in range(0, self.n_items, 8192):
+                parts = enc.parts(torch.arange(s, min(s + 8192, self.n_items), device=self.device))
+                names = list(parts)
+                norms.append(torch.stack([p.float().norm(dim=-1) for p in parts.values()], dim=1).cpu())
+        if not names:
+            return [], np.zeros((self.n_items, 0), np.float32)
+        n = torch.cat(norms).numpy().astype(np.float32)
+        return names, n / np.maximum(n.sum(axis=1, keepdims=True), 1e-12)
+
     def item_vectors(self) -> np.ndarray:
         """Return float32 (n_items, D) item vectors used by retrieval (cached).
 
