@@ -453,8 +453,11 @@ def test_the_item_vector_is_the_sum_of_its_parts_and_a_cold_item_has_no_id_share
         parts = enc.parts(idx)
         torch.testing.assert_close(sum(parts.values()), enc(idx))
         enc.id_mask[0] = 0.0  # item 0 made cold: text and category carry it, its ID row is masked
+        model.invalidate_cache()  # the shares are cached with the item vectors
         names, shares = model.part_shares()
+        assert model.part_shares()[1] is shares  # computed once
         enc.id_mask[0] = 1.0
+        model.invalidate_cache()
     assert names == list(parts) and names[0] == "ID"
     assert shares[0, 0] == 0.0 and shares[1, 0] > 0.0
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-5)

@@ -108,6 +108,7 @@ class TrainedModel:
         self.net.to(self.device).eval()
         self._item_vecs: np.ndarray | None = None
         self._base_vecs: np.ndarray | None = None
+        self._part_shares: tuple[list[str], np.ndarray] | None = None
         self.prior = build_item_prior(self.popularity, self.item_category, self.category_transitions)
         # P(next category | history) beyond the recent flow: second-order pair counts of the training part
         # and the validated mixture weights (models/category_history.py); none saved = the recent flow alone
@@ -195,6 +196,7 @@ class TrainedModel:
         """Forget cached item vectors (after the weights changed)."""
         self._base_vecs = None
         self._item_vecs = None
+        self._part_shares = None
 
     def base_item_vectors(self) -> np.ndarray:
         """Return float32 (n_items, d) learned item vectors (without the prior columns; cached)."""
@@ -209,11 +211,10 @@ class TrainedModel:
         return self._base_vecs
 
     def part_shares(self) -> tuple[list[str], np.ndarray]:
-        """Return (part names, float32 (n_items, parts)): each item-encoder part's share of the item vector's
-        length, |part| / sum of |part| over the parts (rows sum to 1; an item without any part gets 0s).
-
-        What the map colours by: whether an item is placed by its ID (what shoppers did with it), its
-        category, attributes, title text or other vectors (a cold item has no ID part)."""
+        """Return (part names, float32 (n_items, parts)): each item-encoder part's share of the item vector's length
+        (|part| / sum of |part|; rows sum to 1). What the map colours by; cached like the item vectors."""
+        if self._part_shares is not None:
+            return self._part_shares
         enc = self.net.item_encoder
         self.net.eval()
         names, norms = None, []
@@ -225,7 +226,10 @@ class TrainedModel:
         if not names:
             return [], np.zeros((self.n_items, 0), np.float32)
         n = torch.cat(norms).numpy().astype(np.float32)
-        return names, n / np.maximum(n.sum(axis=1, keepdims=True), 1e-12)
+        shares = n / np.maximum(n.sum(axis=1, keepdims=True), 1e-12)
+        shares.setflags(write=False)  # shared by every session of the studio
+        self._part_shares = (names, shares)
+        return self._part_shares
 
     def item_vectors(self) -> np.ndarray:
         """Return float32 (n_items, D) item vectors used by retrieval (cached).
