@@ -129,12 +129,17 @@ def with_category_step(
         if cat in hist_cats:
             out.append(e)
             continue
-        flow = category_transitions[hist_cats, cat]
         step = f"{category_names[cat]} is new to this shopper"
-        if flow.max() > 0:
-            step += f", and shoppers often move there after {category_names[int(hist_cats[int(np.argmax(flow))])]}"
+        if (src := flow_source(hist_cats, cat, category_transitions)) is not None:
+            step += f", and shoppers often move there after {category_names[src]}"
         out.append(replace(e, sentence=f"{e.sentence}; {step}"))
     return out
+
+
+def flow_source(hist_cats: np.ndarray, cat: int, category_transitions: np.ndarray) -> int | None:
+    """Return the category of the history that shoppers most often leave for ``cat``, or None when none does."""
+    flow = category_transitions[hist_cats, cat]
+    return int(hist_cats[int(np.argmax(flow))]) if len(flow) and flow.max() > 0 else None
 
 
 def explain_cold(
@@ -161,13 +166,10 @@ def explain_cold(
             sentence = f"Popular in {cat_name} with all shoppers (no history yet)"
         elif cat in hist_cats:
             sentence = f"Popular in {cat_name}, a category this shopper already buys from"
+        elif (src := flow_source(hist_cats, cat, category_transitions)) is not None:
+            sentence = f"Popular in {cat_name}, a category shoppers often move to after {category_names[src]}"
         else:
-            flow = category_transitions[hist_cats, cat]
-            src = int(hist_cats[int(np.argmax(flow))])
-            if flow.max() > 0:
-                sentence = f"Popular in {cat_name}, a category shoppers often move to after {category_names[src]}"
-            else:
-                sentence = f"Popular in {cat_name}"
+            sentence = f"Popular in {cat_name}"
         ids: tuple[str, ...] = ()
         labels: tuple[str, ...] = ()
         contrib: tuple[float, ...] = ()
