@@ -24,10 +24,8 @@ def history_timeline(frame: pd.DataFrame) -> go.Figure:
     """Return a timeline of one user's history: x = time (or the event's place in the history when times
     cannot space the dots, see ``timeline_by_time``), y = category, colour = event; the title on hover."""
     by_time = timeline_by_time(frame["when"])
-    f = frame.assign(category=plain(frame["category"]), title=plain(frame["title"]),
-                     step=np.arange(1, len(frame) + 1), when=frame["when"].astype(str))
-    if by_time:
-        f["when"] = frame["when"]
+    f = frame.assign(category=plain(frame["category"]), title=plain(frame["title"]), step=np.arange(1, len(frame) + 1),
+                     when=frame["when"] if by_time else frame["when"].astype(str))
     fig = px.scatter(
         f, x="when" if by_time else "step", y="category", color="event",
         hover_data={"title": True, "when": True, "step": True, "category": False},

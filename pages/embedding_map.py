@@ -9,7 +9,7 @@ from pages import charts_map
 from pages.active import require_pair, user_options
 from pages.caches import get_recommender
 from pages.caches_data import get_projection, get_user_vectors, umap_ready
-from pages.state import current_history, forget_whatif, persist, recommend_options, show_error
+from pages.state import current_history, forget_whatif, mirror, persist, recommend_options, set_widget, show_error
 
 
 def pick_user() -> None:
@@ -22,7 +22,7 @@ st.title("Embedding map")
 ds_name, ds, model_name, model = require_pair()
 
 c1, c2, c3 = st.columns([1, 1, 2])
-st.session_state["_map_method_w"] = st.session_state.map_method
+mirror(("_map_method_w", "map_method"))
 method = c1.radio("Layout", ["PCA", "UMAP"], key="_map_method_w", horizontal=True,
                   on_change=persist, args=("_map_method_w", "map_method"),
                   help="PCA is instant. UMAP separates islands better; it is computed once per model and kept.")
@@ -35,7 +35,7 @@ if colour == "strongest part":
     part_names, shares = model.part_shares()
     groups = np.array([f"mostly {n}" for n in part_names], dtype=object)[shares.argmax(axis=1)] if part_names else None
 users = ["(nobody)", *user_options(ds, limit=300)]
-st.session_state["_map_user_w"] = st.session_state.rec_user if st.session_state.rec_user in users else "(nobody)"
+set_widget("_map_user_w", st.session_state.rec_user if st.session_state.rec_user in users else "(nobody)")
 c3.selectbox("Draw a shopper's path", users, key="_map_user_w", on_change=pick_user,
              help="Their history (circles) and recommendations (stars), with arrows from the shopper.")
 

@@ -11,7 +11,7 @@ from pages.compare_cache import lead_sentence, reach_sentence
 from pages.evaluation_report import metric_table, report_button
 from pages.evaluation_cache import get_affinities, get_evaluation, get_journey_report, get_threshold_curve, scores_key
 from pages.model_compare import compare_models
-from pages.state import md_escape, persist, show_error
+from pages.state import md_escape, mirror, persist, show_error
 from pages.threshold_actions import save_threshold_callback, show_saved, use_threshold_callback
 
 st.title("Evaluation")
@@ -66,7 +66,7 @@ st.caption(f"Saved with {md_escape(model_name)}: threshold {model.threshold:.3g}
 if st.session_state.get("_threshold_of") != model_name:  # as on Recommendations: a saved threshold is the default
     st.session_state["_threshold_of"] = model_name
     st.session_state["threshold"] = st.session_state.threshold if model.threshold is None else model.threshold
-st.session_state["_eval_threshold_w"] = st.session_state.threshold
+mirror(("_eval_threshold_w", "threshold"))
 st.slider("Threshold (the same as on Recommendations)", 0.0, 1.0, step=0.001, format="%.3f", key="_eval_threshold_w",
           on_change=persist, args=("_eval_threshold_w", "threshold"))
 current = float(st.session_state.threshold)

@@ -64,16 +64,17 @@ def persist(widget_key: str, state_key: str) -> None:
 
 
 def mirror(*pairs: tuple[str, str]) -> None:
-    """Set each widget key from its persistent session key before the widget is drawn, only where they differ
-    (the widget was not drawn on the last run, or the script changed the persistent value).
-
-    Why only then: a widget key written by the script is sent back to the browser as the widget's new value
-    (Streamlit's set_value), which overwrites whatever the person did since the run began: key presses on a
-    slider during a rerun were lost (ten presses moved K from 10 to 19).
-    """
+    """Set each widget key from its persistent session key before the widget is drawn (``set_widget``)."""
     for widget, key in pairs:
-        if widget not in st.session_state or st.session_state[widget] != st.session_state[key]:
-            st.session_state[widget] = st.session_state[key]
+        set_widget(widget, st.session_state[key])
+
+
+def set_widget(widget: str, value) -> None:
+    """Set a widget key to ``value`` before the widget is drawn, only when it differs. Why: a key the script
+    writes is sent to the browser as the widget's value and overwrote key presses made during the run (ten
+    presses on a slider moved K from 10 to 19)."""
+    if widget not in st.session_state or st.session_state[widget] != value:
+        st.session_state[widget] = value
 
 
 def forget_whatif() -> None:
