@@ -299,12 +299,36 @@ def test_cli_serve_runs_answers_and_stops_on_ctrl_c(tiny, tmp_path):
         assert resp.status == 200 and json.loads(resp.read())["items"] == 25
         conn.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        assert "stopping" in proc.stderr.read()
+        rc = proc.wait(timeout=30)
+        err = proc.stderr.read()
+        assert rc == 0, err[-4000:]
+        assert "stopping" in err
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_closing_the_server_ends_idle_keep_alive_connections_and_their_threads(tiny):
+    """Ctrl-C must not leave a handler thread running into interpreter shutdown (it can abort the process)."""
+    srv = make_server(LiveRecommender(tiny["model"], tiny["ds"]), ServeConfig(port=0))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    conns = [http.client.HTTPConnection(*srv.server_address[:2], timeout=30) for _ in range(3)]
+    for conn in conns:  # each answered once, then left open and idle (keep-alive)
+        conn.request("GET", "/health")
+        assert conn.getresponse().read()
+    handlers = [t for t in threading.enumerate() if t is not thread and t.daemon and t.is_alive()
+                and getattr(t, "_target", None) == srv.process_request_thread]
+    assert len(handlers) == 3
+    srv.shutdown()
+    start = time.monotonic()
+    srv.server_close()
+    assert time.monotonic() - start < 5  # not the 30 s read timeout
+    assert not any(t.is_alive() for t in handlers)
+    for conn in conns:
+        conn.close()
+    thread.join(timeout=5)
 
 
 def test_http_keep_alive_answers_without_the_nagle_delay(server):

@@ -21,6 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -252,13 +255,42 @@ class _Handler(BaseHTTPRequestHandler):
 class LiveServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer bound to a LiveRecommender (one thread per connection)."""
 
-    daemon_threads = True  # Ctrl-C never waits for an idle keep-alive connection
-    block_on_close = False
+    daemon_threads = True  # a handler stuck past close_wait_s never keeps the process alive
+    block_on_close = False  # server_close() below wakes and joins the handlers itself
+    close_wait_s = 10.0  # how long server_close() waits for requests still being answered
 
     def __init__(self, live: LiveRecommender, config: ServeConfig | None = None) -> None:
         self.live = live
         self.config = config or ServeConfig()
+        self._open: dict[threading.Thread, socket.socket] = {}
+        self._open_lock = threading.Lock()
         super().__init__((self.config.host, self.config.port), _Handler)
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        with self._open_lock:
+            self._open[threading.current_thread()] = request
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.pop(threading.current_thread(), None)
+
+    def server_close(self) -> None:
+        """Stop listening, end idle keep-alive connections and wait for requests being answered.
+
+        A handler thread still running while the interpreter shuts down can abort the process (torch's
+        and the C runtime's exit-time teardown race with it), so Ctrl-C ends every connection first."""
+        super().server_close()
+        with self._open_lock:
+            open_now = list(self._open.items())
+        for _, request in open_now:
+            try:
+                request.shutdown(socket.SHUT_RD)  # an idle handler's read returns at once; replies still leave
+            except OSError:
+                pass  # already closed by the client
+        deadline = time.monotonic() + self.close_wait_s
+        for thread, _ in open_now:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
     @property
     def url(self) -> str:
