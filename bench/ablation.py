@@ -44,6 +44,7 @@ def variants() -> dict[str, ModelConfig]:
         "no time gaps": r(base, user=r(user, use_time_gaps=False)),
         "no prior blend": r(base, train=r(train, prior_blend=False)),
         "no item-kNN term": r(base, train=r(train, knn_blend=False)),
+        "co-occurrence only (no next-item rules)": r(base, train=r(train, knn_choice=False)),
         "no category mix": r(base, train=r(train, category_mix=False)),
         "no cold-start choice": r(base, train=r(train, cold_choice=False)),
         "no novel-category candidates": r(base, train=r(train, fusion_novel_candidates=0)),

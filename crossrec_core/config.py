@@ -185,6 +185,12 @@ class TrainConfig:
     # Add an item-kNN (co-occurrence) term to retrieval with a weight chosen on validation NDCG@10
     # (0 when it does not help): sparse catalogues reward item-to-item co-occurrence.
     knn_blend: bool = True
+    # Which neighbour table the item-kNN term uses: co-occurrence ("bought together") or next-item rules
+    # ("bought next": the items that follow an item, models/item_knn.py), each with its weight chosen on
+    # validation, the better kept (ties keep co-occurrence). Why: on a shop whose shoppers buy a kit piece
+    # by piece, the next purchase follows the last one, which co-occurrence cannot tell from the one before
+    # (bench/RESULTS.md, session 11). False = co-occurrence only (models trained before session 11).
+    knn_choice: bool = True
     # Differentially private training (training/private.py): None = off; else DP-SGD with one shopper's
     # whole history as the privacy unit, noise set so dp_epochs passes stay within this epsilon at
     # dp_delta (None = 1 / number of shoppers); each shopper's gradient is clipped to dp_max_grad_norm.
@@ -222,6 +228,7 @@ class TrainConfig:
         _check(_is_int(self.sparse_id_min_items) and self.sparse_id_min_items >= 0, f"sparse_id_min_items must be an integer >= 0, got {self.sparse_id_min_items!r}.")
         _check(isinstance(self.prior_blend, bool), f"prior_blend must be true or false, got {self.prior_blend!r}.")
         _check(isinstance(self.knn_blend, bool), f"knn_blend must be true or false, got {self.knn_blend!r}.")
+        _check(isinstance(self.knn_choice, bool), f"knn_choice must be true or false, got {self.knn_choice!r}.")
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(self.dp_epsilon is None or (_is_num(self.dp_epsilon) and 0.0 < self.dp_epsilon <= 100.0),
                f"The privacy budget epsilon must be a number above 0 and at most 100 (for example 1, 4 or 8), got {self.dp_epsilon!r}.")

@@ -15,7 +15,7 @@ import os
 import streamlit as st
 
 from crossrec_core.evaluation.affinity import journey_recall, learned_affinity, observed_affinity
-from crossrec_core.evaluation.baselines import CategoryTransitionRanker, ItemKNNRanker, PopularityRanker
+from crossrec_core.evaluation.baselines import default_baselines
 from crossrec_core.evaluation.evaluator import evaluate_rankers
 from crossrec_core.evaluation.thresholds import threshold_curve
 from crossrec_core.storage.datasets import load_extra
@@ -42,8 +42,7 @@ def scores_key(model_name: str, ds_name: str) -> tuple:
 
 @st.cache_data(show_spinner="Evaluating against the baselines...", max_entries=8)
 def _evaluation(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int, k: int, max_users: int):
-    rankers = {"crossrec": load_model_cached(root, model_name, model_stamp), "popularity": PopularityRanker(),
-               "item-kNN": ItemKNNRanker(), "category-transition": CategoryTransitionRanker()}
+    rankers = {"crossrec": load_model_cached(root, model_name, model_stamp), **default_baselines()}
     return evaluate_rankers(load_dataset_cached(root, ds_name, ds_stamp), rankers, k=k, max_users=max_users)
 
 

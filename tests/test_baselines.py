@@ -70,6 +70,26 @@ def test_item_knn_window_limits_pairs_and_recency_weights():
     assert s[1] == pytest.approx(1.5, rel=1e-4)
 
 
+def test_next_item_rules_follow_the_order_co_occurrence_ignores():
+    # every shopper buys a tent, then its stove, then its gas: co-occurrence cannot tell what comes next
+    rows = []
+    for u in range(5):
+        rows += [(f"u{u}", "tent", 1), (f"u{u}", "stove", 2), (f"u{u}", "gas", 3)]
+    ds = _ds(rows, {"tent": "Camping", "stove": "Cooking", "gas": "Fuel"})
+    tent, stove, gas = (int(i) for i in ds.item_index(["tent", "stove", "gas"]))
+    both = ItemKNNRanker(window=1).fit(ds, ds.seqs)
+    s = _score_one(both, ds, ["stove"])
+    assert s[tent] == pytest.approx(s[gas], rel=1e-5)  # a stove neighbours the tent as much as the gas
+    rules = ItemKNNRanker(window=2, directed=True).fit(ds, ds.seqs)
+    s = _score_one(rules, ds, ["stove"])
+    assert s[gas] > 100 * s[tent]  # only what came after a stove counts
+    nb, sim = rules.neighbours(tent)
+    assert list(ds.item_ids[nb]) == ["stove", "gas"]  # 1 / lag: the next item first
+    np.testing.assert_allclose(sim, [5 / 5, 0.5 * 5 / 5])  # P(b follows a), each time 1 / lag over n(tent)
+    assert rules.params == {"window": 2, "n_recent": 20, "decay": 0.8, "directed": True}
+    assert ItemKNNRanker.next_items().params["directed"] is True
+
+
 def test_category_transition_recommends_popular_item_of_following_category():
     rows = []
     for u in range(8):  # shoppers go from tents (T) to boots (B)
@@ -97,7 +117,7 @@ def test_unfitted_and_bad_config_raise_plain_errors():
         CategoryTransitionRanker(decay=0.0)
     with pytest.raises(ConfigError):
         PopularityRanker(half_life=-1)
-    assert set(default_baselines()) == {"popularity", "item-kNN", "category-transition"}
+    assert set(default_baselines()) == {"popularity", "item-kNN", "next-item rules", "category-transition"}
 
 
 def test_baselines_fit_only_on_given_sequences():

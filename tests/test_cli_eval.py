@@ -43,12 +43,12 @@ def test_cli_evaluate_prints_table_and_writes_json(trained, tmp_path, monkeypatc
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "all users (n=60)" in captured.out and "novel users" in captured.out
-    for name in ("popularity", "item-kNN", "category-transition", "HR@3", "NDCG@3"):
+    for name in ("popularity", "item-kNN", "next-item rules", "category-transition", "HR@3", "NDCG@3"):
         assert name in captured.out
     data = json.loads(out.read_text())
     assert {"dataset", "split", "k", "n_users", "metrics", "per_category", "model"} <= set(data)
     assert data["k"] == 3 and data["n_users"]["all"] == 60
-    assert set(data["metrics"]) == {data["model"], "popularity", "item-kNN", "category-transition"}
+    assert set(data["metrics"]) == {data["model"], "popularity", "item-kNN", "next-item rules", "category-transition"}
     for method in data["metrics"].values():
         assert set(method) == {"all", "switch", "novel"}
         assert 0.0 <= method["all"]["HR@3"] <= 1.0

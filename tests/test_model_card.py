@@ -53,7 +53,7 @@ def test_the_card_says_what_the_model_was_trained_on_how_and_how_well(workspace,
     assert dict(model_card("m2").training)["Trained"] == "2026-11-30 08:40 UTC"
     valid = dict(card.validation)
     assert valid["NDCG@10, sequence model alone (best epoch)"] == "0.0312"
-    assert valid["NDCG@10 with item-to-item co-occurrence"] == "0.2065"
+    assert valid["NDCG@10 with item-to-item neighbours (bought together, or bought next)"] == "0.2065"
     assert valid["Validation shoppers"] == "295" and valid["Fusion re-rank kept"] == "yes"
     rows = card.rows()
     assert rows[0] == {"section": "Model", "field": "Trained on", "value": "shop"}

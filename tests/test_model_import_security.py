@@ -122,6 +122,18 @@ def _wrong_shapes(folder: Path, marker: Path) -> None:
     write_safetensors(folder / "model.safetensors", w)
 
 
+def _neighbour_settings_out_of_range(folder: Path, marker: Path) -> None:
+    """A table scored over a window of -5 events at a decay of 7 would go wrong silently, not fail."""
+    import torch
+
+    from crossrec_core.storage.registry import read_safetensors, write_safetensors
+
+    aux = read_safetensors(folder / "aux.safetensors")
+    assert "knn_params" in aux  # the fixture's model has an item-neighbour table
+    aux["knn_params"] = torch.tensor([-5.0, 3.0, 7.0, 1.0], dtype=torch.float64)
+    write_safetensors(folder / "aux.safetensors", aux)
+
+
 def _absurd_sizes(folder: Path, marker: Path) -> None:
     """config.json claims 10**13 items: building the net before checking would try to allocate 640 TB."""
     meta = json.loads((folder / "config.json").read_text())
@@ -160,6 +172,7 @@ FOLDER_CASES: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "safetensors_header_claims_a_petabyte": (_header_claims_a_petabyte, "model.safetensors"),
     "safetensors_offsets_past_the_end": (_offsets_past_the_end, "aux.safetensors"),
     "weights_of_the_wrong_shape": (_wrong_shapes, "do not match"),
+    "item_neighbour_settings_out_of_range": (_neighbour_settings_out_of_range, "item-neighbour settings"),
     "config_claims_1e13_items": (_absurd_sizes, ""),  # refused, but only after trying to allocate: see the bug test below
     "format_version_from_the_future": (_future_version, "version"),
     "config_symlink_to_a_text_file": (_config_symlink_outside, "config.json"),

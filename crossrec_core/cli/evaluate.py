@@ -1,4 +1,4 @@
-"""`crossrec evaluate`: a trained model against popularity, item-kNN and category-transition baselines.
+"""`crossrec evaluate`: a trained model against popularity, item-kNN, next-item-rules and category-transition baselines.
 
     crossrec evaluate --model DIR --interactions PATH [--items PATH] [--k 10] [--json FILE]
                       [--split test|valid] [--max-users N]
@@ -23,7 +23,7 @@ from crossrec_core.storage.registry import load_model
 from crossrec_core.storage.workspace import atomic_write_json
 
 _HELP = """\
-Compare a trained model with three baselines (popularity, item-kNN, category-transition) on a log.
+Compare a trained model with four baselines (popularity, item-kNN, next-item rules, category-transition) on a log.
 
 Protocol: leave-last-out. Each user's last event is the target (--split valid: the second-to-last),
 every catalogue item is ranked, items the user already had are excluded. The model is scored on the

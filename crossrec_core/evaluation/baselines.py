@@ -1,4 +1,4 @@
-"""Baseline rankers: popularity, item-kNN (models/item_knn.py) and category transitions.
+"""Baseline rankers: popularity, item-kNN and next-item rules (models/item_knn.py), and category transitions.
 
 Each implements ``serving.scoring.Ranker`` and learns only from the sequences given to ``fit`` (the training part
 of a split), so evaluating them with leave-last-out never leaks the held-out targets. Everything is
@@ -120,6 +120,7 @@ class CategoryTransitionRanker(BaselineRanker):
 
 
 def default_baselines() -> dict[str, BaselineRanker]:
-    """Return fresh, unfitted baselines keyed by name: popularity, item-kNN, category-transition."""
-    rankers: list[BaselineRanker] = [PopularityRanker(), ItemKNNRanker(), CategoryTransitionRanker()]
+    """Return fresh, unfitted baselines keyed by name: popularity, item-kNN (bought together), next-item rules
+    (bought next) and category-transition."""
+    rankers: list[BaselineRanker] = [PopularityRanker(), ItemKNNRanker(), ItemKNNRanker.next_items(), CategoryTransitionRanker()]
     return {r.name: r for r in rankers}

@@ -22,7 +22,7 @@ FEATURES = (
     "retrieval_gap",  # retrieval minus the user's best unseen retrieval score (<= 0)
     "dot",  # the model's own user . item (no prior, no kNN)
     "dot_gap",  # dot minus the best dot among the user's candidates
-    "knn",  # log1p of the item-kNN co-occurrence score with the recent history
+    "knn",  # log1p of the item-neighbour score (co-occurrence or next-item rules) with the recent history
     "log_pop",  # log popularity share of the item in the training events
     "cat_transition",  # log P(category | last item's category)
     "cat_flow",  # log-lift of the category given the last events (decayed), models/prior.py

@@ -72,11 +72,21 @@ def _recent_events(seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_recen
 
 
 class ItemKNNRanker(BaselineRanker):
-    """Item-item co-occurrence cosine within user sequences; a history scores the sum of its neighbours.
+    """Item-item neighbours within user sequences; a history scores the sum of its items' neighbours.
 
-    Two items co-occur when they are at most ``window`` events apart in one user's sequence. Similarity
-    is ``co(a, b) / sqrt(n(a) n(b))`` (n = event counts), pruned to each item's ``max_neighbors`` best.
-    A history scores ``sum_j decay**age_j * sim(h_j, i)`` over its last ``n_recent`` items.
+    Co-occurrence (``directed=False``, the default): two items co-occur when they are at most ``window``
+    events apart in one user's sequence, in either order; similarity is ``co(a, b) / sqrt(n(a) n(b))``
+    (n = event counts).
+
+    What comes next (``directed=True``, sequential rules): b is a neighbour of a when b comes at most
+    ``window`` events AFTER a, each time weighted 1 / lag; similarity is that sum over n(a), an estimate of
+    P(b follows a). Why both: co-occurrence says "bought together", the directed table says "bought
+    next", which is the signal of a shop where a kit is bought piece by piece (a tent, then the stove
+    that fits it, then its gas): on such a log the directed table alone ranked the next purchase far
+    better (bench/RESULTS.md, session 11). Training chooses between them on validation.
+
+    Either way neighbours are pruned to each item's ``max_neighbors`` best, and a history scores
+    ``sum_j decay**age_j * sim(h_j, i)`` over its last ``n_recent`` items.
     """
 
     def __init__(
@@ -86,6 +96,7 @@ class ItemKNNRanker(BaselineRanker):
         decay: float = 0.8,
         max_neighbors: int = 200,
         name: str = "item-kNN",
+        directed: bool = False,
     ) -> None:
         super().__init__()
         for key, val in (("window", window), ("n_recent", n_recent), ("max_neighbors", max_neighbors)):
@@ -94,7 +105,20 @@ class ItemKNNRanker(BaselineRanker):
         if not 0.0 < decay <= 1.0:
             raise ConfigError(f"decay must be in (0, 1], got {decay}.")
         self.window, self.n_recent, self.decay, self.max_neighbors = int(window), int(n_recent), float(decay), int(max_neighbors)
+        self.directed = bool(directed)
         self.name = name
+
+    @classmethod
+    def next_items(cls, name: str = "next-item rules") -> "ItemKNNRanker":
+        """Return the directed ranker with the settings training compares with co-occurrence: the next 3 events
+        after an item count, the last 3 history items score, each older one at half the weight (measured
+        on chain-a, hm and the demo store's validation split; windows of 1-5 were within a few percent)."""
+        return cls(window=3, n_recent=3, decay=0.5, name=name, directed=True)
+
+    @property
+    def params(self) -> dict:
+        """The settings a saved model needs to score histories as it was fitted (window, n_recent, decay, directed)."""
+        return {"window": self.window, "n_recent": self.n_recent, "decay": self.decay, "directed": self.directed}
         self.sim_offsets_: np.ndarray | None = None
         self.sim_items_: np.ndarray | None = None
         self.sim_values_: np.ndarray | None = None
@@ -106,7 +130,7 @@ class ItemKNNRanker(BaselineRanker):
         items = seqs.items.astype(np.int64)
         user = seqs.user_of_event()
         keys = np.zeros(0, dtype=np.int64)
-        counts = np.zeros(0, dtype=np.int64)
+        counts = np.zeros(0, dtype=np.float64)
         for lag in range(1, self.window + 1):  # one vectorised pass per lag, merged as we go (bounded memory)
             if lag >= len(items):
                 break
@@ -114,14 +138,14 @@ class ItemKNNRanker(BaselineRanker):
             a, b = items[:-lag][same], items[lag:][same]
             diff = a != b
             a, b = a[diff], b[diff]
-            lag_keys = np.concatenate([a * n + b, b * n + a])
+            lag_keys = a * n + b if self.directed else np.concatenate([a * n + b, b * n + a])
             keys = np.concatenate([keys, lag_keys])
-            counts = np.concatenate([counts, np.ones(len(lag_keys), dtype=np.int64)])
+            counts = np.concatenate([counts, np.full(len(lag_keys), 1.0 / lag if self.directed else 1.0)])
             keys, inv = np.unique(keys, return_inverse=True)
-            counts = np.bincount(inv, weights=counts, minlength=len(keys)).astype(np.int64)
+            counts = np.bincount(inv, weights=counts, minlength=len(keys))
         src, dst = keys // n, keys % n
         pop = np.maximum(self.popularity_.astype(np.float64), 1.0)
-        sim = counts / np.sqrt(pop[src] * pop[dst])
+        sim = counts / pop[src] if self.directed else counts / np.sqrt(pop[src] * pop[dst])
         # keep each item's best neighbours: sort by (src, -sim), rank within src
         order = np.lexsort((dst, -sim, src))
         src, dst, sim = src[order], dst[order], sim[order]
@@ -138,9 +162,11 @@ class ItemKNNRanker(BaselineRanker):
         return self
 
     @classmethod
-    def from_arrays(cls, offsets: np.ndarray, items: np.ndarray, values: np.ndarray, popularity: np.ndarray) -> "ItemKNNRanker":
-        """Return a fitted ranker rebuilt from its saved CSR similarity (used by saved models)."""
-        r = cls()
+    def from_arrays(cls, offsets: np.ndarray, items: np.ndarray, values: np.ndarray, popularity: np.ndarray,
+                    params: dict | None = None) -> "ItemKNNRanker":
+        """Return a fitted ranker rebuilt from its saved CSR similarity and ``params`` (used by saved models;
+        None = the co-occurrence defaults, what models saved before session 11 used)."""
+        r = cls(**(params or {}))
         r.n_items_ = len(offsets) - 1
         r.popularity_ = np.asarray(popularity, dtype=np.float32)
         r.sim_offsets_ = np.asarray(offsets, dtype=np.int64)

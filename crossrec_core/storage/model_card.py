@@ -29,7 +29,7 @@ VALID_FIGURES = {
     "ndcg10": "NDCG@10, sequence model alone (best epoch)",
     "hr10": "HR@10, sequence model alone (best epoch)",
     "ndcg10_prior": "NDCG@10 with popularity and category flow",
-    "ndcg10_knn": "NDCG@10 with item-to-item co-occurrence",
+    "ndcg10_knn": "NDCG@10 with item-to-item neighbours (bought together, or bought next)",
     "ndcg10_fusion_oof": "NDCG@10 of the fusion re-rank (held-out folds)",
     "ndcg10_retrieval_oof": "NDCG@10 of retrieval alone on the same shoppers",
     "n": "Validation shoppers",

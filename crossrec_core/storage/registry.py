@@ -172,6 +172,8 @@ def _knn_tensors(model) -> dict[str, torch.Tensor]:
         "knn_values": torch.from_numpy(np.array(knn.sim_values_, dtype=np.float32)),
         "knn_weight": torch.tensor([float(model.knn_weight)], dtype=torch.float32),
         "knn_popularity": torch.from_numpy(np.array(knn.popularity_, dtype=np.float32)),
+        # how histories are scored (window, n_recent, decay, directed): a directed table needs its own
+        "knn_params": torch.tensor([knn.window, knn.n_recent, knn.decay, float(knn.directed)], dtype=torch.float64),
     }
 
 
@@ -191,7 +193,14 @@ def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path)
     weight = float(aux["knn_weight"].numpy().reshape(-1)[0]) if "knn_weight" in aux else 0.0
     if "knn_popularity" in aux and aux["knn_popularity"].shape[0] == n_items:
         popularity = aux["knn_popularity"].numpy()
-    return ItemKNNRanker.from_arrays(offsets, items, values, popularity), weight
+    params = None  # models saved before session 11: the co-occurrence table with its defaults
+    if "knn_params" in aux:
+        raw = aux["knn_params"].numpy().reshape(-1).astype(np.float64)
+        ok = len(raw) == 4 and bool(np.all(np.isfinite(raw))) and raw[0] >= 1 and raw[1] >= 1 and 0 < raw[2] <= 1 and raw[3] in (0, 1)
+        if not ok:
+            raise ModelError(f"{folder.name}/aux.safetensors holds unreadable item-neighbour settings. Save or train the model again.")
+        params = {"window": int(raw[0]), "n_recent": int(raw[1]), "decay": float(raw[2]), "directed": bool(raw[3])}
+    return ItemKNNRanker.from_arrays(offsets, items, values, popularity, params), weight
 
 
 def _category_history_tensors(model) -> dict:

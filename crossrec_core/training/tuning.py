@@ -248,9 +248,19 @@ def tune_blends(
         report(epoch=best_epoch, phase=Phase.PRIOR)
         # neighbours learned from the training part only, like the embeddings and the popularity prior:
         # no validation or test target leaks into the model, so evaluating it on this log stays honest
-        knn_train = ItemKNNRanker().fit(ds, ds.seqs.truncate(split.train_end))
+        train_seqs = ds.seqs.truncate(split.train_end)
+        knn_train = ItemKNNRanker().fit(ds, train_seqs)
         w_knn, vk = select_knn_weight(model, knn_train, ds.seqs, v_users, v_ends, v_targets)
-        # kept even at weight 0: its co-occurrence score is one of the fusion scorer's inputs
+        if tc.knn_choice:
+            rules = ItemKNNRanker.next_items().fit(ds, train_seqs)
+            w_rules, vr = select_knn_weight(model, rules, ds.seqs, v_users, v_ends, v_targets)
+            won = vr["ndcg10"] > vk["ndcg10"] + 1e-9
+            valid.update({"knn_next_items": bool(won), "ndcg10_knn_cooccurrence": vk["ndcg10"], "ndcg10_knn_next_items": vr["ndcg10"]})
+            log.info("item neighbours: next-item rules valid ndcg@10 %.4f (weight %.2f) vs co-occurrence %.4f (weight %.2f) -> %s",
+                     vr["ndcg10"], w_rules, vk["ndcg10"], w_knn, "next-item rules" if won else "co-occurrence")
+            if won:
+                knn_train, w_knn, vk = rules, w_rules, vr
+        # kept even at weight 0: its neighbour score is one of the fusion scorer's inputs
         model.knn, model.knn_weight = knn_train, w_knn
         valid.update({"knn_weight": w_knn, "ndcg10_knn": vk["ndcg10"], "hr10_knn": vk["hr10"]})
         log.info("item-kNN term: weight %.2f valid ndcg@10 %.4f", w_knn, vk["ndcg10"])
