@@ -73,7 +73,7 @@ def retune_blends(model, ds, split, sets: list[str]) -> None:
     model.category_history = fit_category_history(ds.seqs.truncate(split.train_end), ds.item_category, prior.transition_proba.shape[0], prior.category_prior)
     v_users, v_ends, v_targets = validation_targets(ds, split, model.config.train)
     valid = tune_blends(model, ds, split, v_users, v_ends, v_targets, 0, 0.0, lambda **kw: None)
-    print("blends:", {k: v for k, v in valid.items() if k in ("category_mix", "prior_w_pop", "prior_w_cat", "knn_weight", "ndcg10_prior") or k.startswith("cold")}, flush=True)
+    print("blends:", {k: v for k, v in valid.items() if k in ("category_mix", "prior_w_pop", "prior_w_cat", "knn_weight", "ndcg10_prior") or k.startswith(("cold", "knn_next", "ndcg10_knn"))}, flush=True)
 
 
 def main() -> None:
@@ -120,7 +120,7 @@ def main() -> None:
             nd, novel, cal = test_ndcg(model, ds)
             rows.append(nd)
             print(f"{args.label} {tag} seed {seed}: all {nd.mean():.4f} novel {nd[novel].mean():.4f} re-rank "
-                  f"{'on' if fit['fusion_rerank'] else 'off'} (epochs kept {fit.get('fusion_epochs_kept')}); top-10 mean "
+                  f"{'on' if fit['fusion_rerank'] else 'off'} (epochs kept {fit.get('fusion_epochs_kept')}, base 1/{fit.get('fusion_retrieval_scale') or 1:.3g}); top-10 mean "
                   f"probability {cal['mean_proba']:.4f}, hit rate {cal['positive_rate']:.4f}", flush=True)
         np.save(args.models / f"ndcg-{args.label}-{tag}.npy", np.stack(rows))
 

@@ -110,6 +110,37 @@ def test_fusion_fit_learns_a_planted_cross_category_signal_and_stays_on():
     assert fit["oof_mean_proba"] == pytest.approx(fit["oof_positive_rate"], abs=0.01)
 
 
+def test_fusion_fit_does_not_depend_on_the_scale_of_the_retrieval_score():
+    """The validated blends can stretch retrieval a hundredfold (an item-kNN weight of 1000): the residual
+    scorer divides its base by retrieval's spread, so the same candidates scaled 5x or 500x give the same
+    re-rank, the same held-out NDCG and the same probabilities."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    U, N = 800, 20
+    f = rng.normal(size=(U, N, len(FEATURES))).astype(np.float32)
+    target = rng.integers(0, N, U)
+    labels = np.zeros((U, N), bool)
+    labels[np.arange(U), target] = True
+    ret, gap, new = (FEATURES.index(n) for n in ("retrieval", "retrieval_gap", "cat_new"))
+    f[..., new] = (rng.random((U, N)) < 0.2).astype(np.float32)
+    f[np.arange(U), target, ret] += 1.5  # retrieval knows something, cat_new a little more
+    f[np.arange(U), target, new] = 1.0
+    fits = []
+    for scale in (5.0, 500.0):
+        g = f.copy()
+        g[..., ret] *= scale
+        g[..., gap] = g[..., ret] - g[..., ret].max(axis=1, keepdims=True)
+        fits.append(fit_fusion(FusionScorer(), FusionData(g, labels, np.zeros(U, bool), np.ones((U, N), bool)),
+                               epochs=8, seed=0, device=torch.device("cpu")))
+    a, b = fits
+    assert b["ndcg10_fusion"] == pytest.approx(a["ndcg10_fusion"], abs=1e-3)
+    assert b["oof_mean_proba"] == pytest.approx(a["oof_mean_proba"], rel=1e-2)
+    assert a["rerank"] == b["rerank"] and a["epochs"] == b["epochs"]
+    assert b.get("retrieval_scale") == pytest.approx(100 * a.get("retrieval_scale", 0), rel=1e-4)
+    assert a["ndcg10_fusion"] > a["ndcg10_retrieval"]
+
+
 # -- on a trained model ---------------------------------------------------------------------------
 
 

@@ -166,6 +166,26 @@ def _train_scorer(
 
 
 
+def retrieval_scale(features: np.ndarray, valid: np.ndarray) -> float:
+    """Return the spread of the retrieval score within a user's candidates (pooled standard deviation around
+    each user's mean), at least 1: what the scorer's residual base is divided by.
+
+    Why: the residual logit is retrieval + corrections on standardised features, so a correction of a few
+    units can reorder candidates only when retrieval's own spread is of that order. The validated blends
+    can stretch it a hundredfold (an item-kNN weight of 1000 makes retrieval the neighbour score with the
+    model as tie-break), and then the scorer could move nothing without huge weights: on chain-a with
+    next-item rules one fusion seed in three drifted to huge logits and lost 0.06 NDCG@10 on test while
+    its probabilities doubled (bench/RESULTS.md, session 11). Dividing by the spread keeps retrieval's
+    order (the residual's starting point) and puts it on the scale the corrections work in."""
+    r = features[..., FEATURES.index("retrieval")].astype(np.float64)
+    m = valid.astype(bool)
+    n = np.maximum(m.sum(axis=1, keepdims=True), 1)
+    mean = np.where(m, r, 0.0).sum(axis=1, keepdims=True) / n
+    dev = np.where(m, r - mean, 0.0)
+    sd = float(np.sqrt((dev**2).sum() / max(int(m.sum()), 1)))
+    return max(sd, 1.0) if np.isfinite(sd) else 1.0
+
+
 def keep_rerank(fusion_ndcg: np.ndarray, retrieval_ndcg: np.ndarray, novel: np.ndarray, novel_weight: float, seed: int) -> bool:
     """Return whether the re-rank stays on, from held-out users' NDCG@10 under it and under retrieval.
 
@@ -189,6 +209,8 @@ def fit_fusion(
     users; either way the probability mapping is fitted on out-of-fold logits.
     """
     U = len(data.labels)
+    if float(fusion.base_weight) != 0.0:  # a residual scorer (models saved before it have none)
+        fusion.base_weight.fill_(1.0 / retrieval_scale(data.features, data.valid))
     rng = np.random.default_rng(seed)
     fold = rng.permutation(U) % n_folds
     oof = np.zeros(data.labels.shape, dtype=np.float32)
@@ -222,7 +244,8 @@ def fit_fusion(
     _train_scorer(fusion, data, np.arange(U), epochs=final_epochs, seed=seed + n_folds, device=device, novel_weight=novel_weight)
     p = calib.apply(relevance, data.cold, norm)
     y = data.labels[shown]
-    log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f) on %d held-out users; re-rank %s", nd_fus, nd_ret, U, "on" if rerank else "off")
+    log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f, base 1/%.3g) on %d held-out users; re-rank %s",
+             nd_fus, nd_ret, 1.0 / (float(fusion.base_weight) or 1.0), U, "on" if rerank else "off")
     return {
         "calibration": calib,
         "rerank": bool(rerank),
@@ -233,6 +256,7 @@ def fit_fusion(
         "ndcg10_novel_difference_interval": None if diff_novel is None else [diff_novel.low, diff_novel.high],
         "n_users": int(U),
         "epochs": final_epochs,
+        "retrieval_scale": float(1.0 / float(fusion.base_weight)) if float(fusion.base_weight) else None,
         "fold_epochs": [int(e) for e in kept],
         "oof_brier": float(np.mean((p[shown] - y) ** 2)),
         "oof_mean_proba": float(p[shown].mean()),
@@ -284,6 +308,7 @@ def fit_on_validation(model: TrainedModel, ds: InteractionDataset, users: np.nda
         "ndcg10_retrieval_oof": fit["ndcg10_retrieval"],
         "fusion_users": fit["n_users"],
         "fusion_epochs_kept": fit["epochs"],
+        "fusion_retrieval_scale": fit["retrieval_scale"],
         "fusion_novel_users": fit["novel_users"],
         "ndcg10_fusion_minus_retrieval_interval": fit["ndcg10_difference_interval"],
         "ndcg10_novel_fusion_minus_retrieval_interval": fit["ndcg10_novel_difference_interval"],
