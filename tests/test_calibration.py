@@ -264,8 +264,10 @@ def test_probabilities_of_the_rows_a_list_shows_match_their_observed_rate(monkey
     data = FusionData(f, labels, np.zeros(U, bool), np.ones((U, N), bool))
 
     def top10_gap() -> float:
-        fit = fit_fusion(FusionScorer(), data, epochs=0, seed=0, device=torch.device("cpu"))
-        rel = f[..., FEATURES.index("retrieval")]
+        scorer = FusionScorer()
+        fit = fit_fusion(scorer, data, epochs=0, seed=0, device=torch.device("cpu"))
+        # what orders the list and is calibrated: the scorer's logit (retrieval over its spread, at epoch 0)
+        rel = fusion_fit.fusion_logits(scorer, f, torch.device("cpu")) if fit["rerank"] else f[..., FEATURES.index("retrieval")]
         p = fit["calibration"].apply(rel, data.cold, log_normaliser(rel, data.valid))
         shown = np.zeros((U, N), bool)
         shown[:, :10] = True  # retrieval rows are sorted: the first ten are each user's list
