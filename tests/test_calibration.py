@@ -22,6 +22,7 @@ from crossrec_core.models.features import FEATURES
 from crossrec_core.training.fusion_fit import FusionData, fit_fusion
 from crossrec_core.models.fusion import FusionScorer
 from crossrec_core.training.loop import train_model
+from crossrec_core.serving.recommender import Recommender
 
 
 def test_calibration_report_by_hand():
@@ -238,6 +239,36 @@ def test_a_model_saved_before_the_residual_scorer_keeps_its_old_logit(tiny, tmp_
     x = torch.randn(2, 3, len(FEATURES))
     f = loaded.net.fusion
     torch.testing.assert_close(f(x), (f.linear((x - f.mean) / f.std) + f.mlp((x - f.mean) / f.std)).squeeze(-1))
+
+
+def test_a_model_saved_before_the_next_item_rules_feature_reads_its_own_columns(tiny, tmp_path):
+    """A scorer saved with the features before "next_rules" (the last one, appended in session 11) and no
+    rules table: it loads with its own width, reads the first columns of today's features, and recommends."""
+    import shutil
+
+    import torch
+
+    _root, folder, model, ds, *_ = tiny
+    assert FEATURES[-1] == "next_rules" and model.rules is not None
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    w = registry.read_safetensors(old / "model.safetensors")
+    n = len(FEATURES) - 1
+    for key in ("fusion.linear.weight", "fusion.mlp.0.weight"):
+        w[key] = w[key][:, :n].contiguous()
+    for key in ("fusion.mean", "fusion.std"):
+        w[key] = w[key][:n].contiguous()
+    registry.write_safetensors(old / "model.safetensors", w)
+    aux = registry.read_safetensors(old / "aux.safetensors")
+    registry.write_safetensors(old / "aux.safetensors", {k: v for k, v in aux.items() if not k.startswith("rules_")})
+    loaded = registry.load_model(old)
+    f = loaded.net.fusion
+    assert f.n_features == n and loaded.rules is None
+    x = torch.randn(2, 3, len(FEATURES))
+    torch.testing.assert_close(f(x), f(torch.cat([x[..., :n], torch.zeros(2, 3, 1)], dim=-1)))  # the new column is not read
+    users = np.arange(ds.n_users, dtype=np.int64)
+    rec = Recommender(loaded, ds).recommend_batch(ds.seqs, users, ds.seqs.offsets[1:].astype(np.int64), 3)
+    assert len(rec) == 3 * ds.n_users and rec["probability"].between(0, 1).all()
 
 
 def test_probabilities_of_the_rows_a_list_shows_match_their_observed_rate(monkeypatch):

@@ -34,6 +34,8 @@ FEATURES = (
     "cold",  # 1 for cold users (<= COLD_MAX_EVENTS known events)
     "log_history",  # log1p(history length)
     "log_last_gap",  # log1p(seconds between the last two events) / 10
+    # appended in session 11 (a scorer saved before reads the columns before it, FusionScorer.n_features)
+    "next_rules",  # log1p of the next-item rules' score (what followed the history's last items), 0 without them
 )
 N_FEATURES = len(FEATURES)
 HISTORY_RECENT = 20  # the last events that make the history vectors
@@ -94,6 +96,7 @@ def candidate_features(
     cat_lift: np.ndarray,
     unit_vecs: np.ndarray,
     unit_text: np.ndarray | None,
+    rules: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return float32 (B, N, N_FEATURES) fusion inputs for candidate item_idx ``cand`` (B, N).
 
@@ -101,7 +104,7 @@ def candidate_features(
         retrieval: (B, N) shipped retrieval score of each candidate (cold rows: the cold-start score);
         best: (B,) the user's best retrieval score over unseen items before any category filter (so an
             item's features do not depend on the filters); dot: (B, N) the model's own user . item;
-        knn: (B, N) unweighted item-kNN scores or None; cold: bool (B,);
+        knn: (B, N) unweighted item-kNN scores or None; rules: (B, N) next-item rules' scores or None; cold: bool (B,);
         cat_lift: (B, n_buckets) model.category_lift of the histories;
         unit_vecs: (n_items, d) unit item vectors; unit_text: (n_items, t) unit title embeddings or None.
     """
@@ -117,6 +120,8 @@ def candidate_features(
     f[..., col["dot_gap"]] = dot - dot.max(axis=1, keepdims=True) if N else dot
     if knn is not None:
         f[..., col["knn"]] = np.log1p(np.maximum(knn, 0.0))
+    if rules is not None:
+        f[..., col["next_rules"]] = np.log1p(np.maximum(rules, 0.0))
     prior = model.prior
     f[..., col["log_pop"]] = prior.log_pop[cand]
     item_cat = np.asarray(model.item_category, dtype=np.int64)

@@ -29,7 +29,8 @@ class FusionScorer(nn.Module):
     held-out candidates carry it; learnt from scratch, the scorer had to rediscover retrieval from one
     target per user first, and its re-rank lost to retrieval on test on several logs (bench/RESULTS.md).
     ``base_weight`` (a buffer) is 1 for that residual and 0 for models saved before it (no retrieval
-    term). Fitted on held-out positions by ``training.fusion_fit.fit_fusion``; the probability a user
+    term). ``n_features`` is N_FEATURES, or fewer for a scorer saved before the last features were
+    appended (it reads the first ``n_features`` columns, which keep their meaning). Fitted on held-out positions by ``training.fusion_fit.fit_fusion``; the probability a user
     sees is this logit through the model's ``Calibration``.
     """
 
@@ -58,7 +59,7 @@ class FusionScorer(nn.Module):
 
     def set_normalisation(self, rows) -> None:  # noqa: ANN001 (numpy (n, F))
         """Store the mean and standard deviation of the training rows (n, F)."""
-        t = torch.as_tensor(rows, dtype=torch.float32)
+        t = torch.as_tensor(rows, dtype=torch.float32)[:, : self.n_features]
         with torch.no_grad():
             self.mean.copy_(t.mean(dim=0) if len(t) else torch.zeros(self.n_features))
             sd = t.std(dim=0) if len(t) > 1 else torch.ones(self.n_features)
@@ -66,7 +67,7 @@ class FusionScorer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return float (B, N) logits for features (B, N, F)."""
-        x = (features - self.mean) / self.std
+        x = (features[..., : self.n_features] - self.mean) / self.std  # a scorer saved with fewer features
         return (self.linear(x) + self.mlp(x)).squeeze(-1) + self.base_weight * features[..., RETRIEVAL]
 
 

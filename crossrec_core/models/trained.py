@@ -64,6 +64,7 @@ class TrainedModel:
         batch_size: int = 512,
         knn=None,
         knn_weight: float = 0.0,
+        rules=None,
         calibration: Calibration | None = None,
         fusion_rerank: bool = False,
         train_event_hashes: np.ndarray | None = None,
@@ -89,11 +90,11 @@ class TrainedModel:
         self.attr_vocab = list(attr_vocab or ["<pad>", "<unk>"])
         self.device = device or torch.device("cpu")
         self.batch_size = int(batch_size)
-        # item-kNN term of the retrieval score (an ItemKNNRanker over the training data), weighted by a
-        # scalar chosen on validation; 0 = off. It captures item-to-item co-occurrence that a small
-        # embedding misses on sparse catalogues.
+        # item-neighbour term of retrieval (an ItemKNNRanker: co-occurrence or next-item rules) weighted by a
+        # scalar chosen on validation (0 = off); ``rules``: next-item rules the fusion scorer reads either way
         self.knn = knn
         self.knn_weight = float(knn_weight)
+        self.rules = rules
         # the fusion scorer's logit -> probability mapping, fitted on held-out positions (training/fusion_fit.py),
         # and whether its re-rank beat retrieval there (else lists keep retrieval order)
         self.calibration = calibration or Calibration()
@@ -356,8 +357,8 @@ class TrainedModel:
         self.item_titles = np.concatenate([self.item_titles, frame["title"].to_numpy(dtype=object)])
         self.item_category = np.concatenate([self.item_category, cat_idx.astype(np.int32)])
         self.popularity = np.concatenate([self.popularity, np.zeros(m, dtype=np.float32)])
-        if self.knn is not None:
-            self.knn.grow(self.n_items)
+        for table in {id(t): t for t in (self.knn, self.rules) if t is not None}.values():
+            table.grow(self.n_items)
         self.prior = build_item_prior(self.popularity, self.item_category, self.category_transitions)
         self._item_lookup = pd.Index(pd.Series(self.item_ids, dtype=object).astype(str))
         self.invalidate_cache()

@@ -632,11 +632,13 @@ class Recommender:
             knn_cand = neighbour_values(m.knn, seqs, users, ends, cand, self.n_items)
         else:
             knn_cand = None
+        rules = getattr(m, "rules", None)
+        rules_cand = None if rules is None else neighbour_values(rules, seqs, users, ends, cand, self.n_items)
         ctx = history_context(seqs, users, ends, hist.rows, hist.items)
         # a next-category head reads the user state retrieval already computed (no second encoder pass)
         head = getattr(net, "category_head", None)
         lift = m.category_lift(seqs, users, ends, states=user_vecs[:, :d]) if head is not None else m.category_lift(seqs, users, ends)
-        feats = candidate_features(m, ctx, cand, r_cand, best, dot_cand, knn_cand, cold, lift, self.unit_base, self.unit_text)
+        feats = candidate_features(m, ctx, cand, r_cand, best, dot_cand, knn_cand, cold, lift, self.unit_base, self.unit_text, rules_cand)
         logits = fusion_logits(net.fusion, feats, getattr(m, "device", torch.device("cpu")))
         rel = logits if m.fusion_rerank else r_cand
         finite = np.isfinite(r_cand)  # -inf: a seen or padding candidate (never shown)

@@ -40,6 +40,7 @@ from crossrec_core.device import pick_device
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.models import fusion
 from crossrec_core.models.calibration import Calibration
+from crossrec_core.models.features import N_FEATURES
 from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
@@ -162,45 +163,55 @@ def save_model_to_workspace(model, name: str | None = None, root=None) -> Path:
 
 
 def _knn_tensors(model) -> dict[str, torch.Tensor]:
-    """Return the item-kNN term's CSR arrays and weight as tensors (empty when the model has none)."""
-    knn = getattr(model, "knn", None)
-    if knn is None:
-        return {}
-    return {
-        "knn_offsets": torch.from_numpy(np.array(knn.sim_offsets_, dtype=np.int64)),
-        "knn_items": torch.from_numpy(np.array(knn.sim_items_, dtype=np.int32)),
-        "knn_values": torch.from_numpy(np.array(knn.sim_values_, dtype=np.float32)),
-        "knn_weight": torch.tensor([float(model.knn_weight)], dtype=torch.float32),
-        "knn_popularity": torch.from_numpy(np.array(knn.popularity_, dtype=np.float32)),
-        # how histories are scored (window, n_recent, decay, directed): a directed table needs its own
-        "knn_params": torch.tensor([knn.window, knn.n_recent, knn.decay, float(knn.directed)], dtype=torch.float64),
-    }
+    """Return the item-neighbour tables' CSR arrays, settings and weight as tensors: ``knn_*`` for the term of
+    retrieval, ``rules_*`` for the next-item rules the fusion scorer reads (empty when the model has none)."""
+    out: dict[str, torch.Tensor] = {}
+    for prefix, table in (("knn", getattr(model, "knn", None)), ("rules", getattr(model, "rules", None))):
+        if table is None:
+            continue
+        out.update({
+            f"{prefix}_offsets": torch.from_numpy(np.array(table.sim_offsets_, dtype=np.int64)),
+            f"{prefix}_items": torch.from_numpy(np.array(table.sim_items_, dtype=np.int32)),
+            f"{prefix}_values": torch.from_numpy(np.array(table.sim_values_, dtype=np.float32)),
+            f"{prefix}_popularity": torch.from_numpy(np.array(table.popularity_, dtype=np.float32)),
+            # how histories are scored (window, n_recent, decay, directed): a directed table needs its own
+            f"{prefix}_params": torch.tensor([table.window, table.n_recent, table.decay, float(table.directed)], dtype=torch.float64),
+        })
+    if "knn_offsets" in out:
+        out["knn_weight"] = torch.tensor([float(model.knn_weight)], dtype=torch.float32)
+    return out
 
 
-def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path):
-    """Return (ItemKNNRanker | None, weight) from aux tensors; ModelError when they are inconsistent."""
-    if "knn_offsets" not in aux:
-        return None, 0.0
-    offsets = aux["knn_offsets"].numpy()
-    items = aux["knn_items"].numpy() if "knn_items" in aux else np.zeros(0, np.int32)
-    values = aux["knn_values"].numpy() if "knn_values" in aux else np.zeros(0, np.float32)
+def _table_from_aux(aux: dict, prefix: str, popularity: np.ndarray, n_items: int, folder: Path):
+    """Return the ItemKNNRanker saved under ``prefix`` (knn / rules) in aux tensors, or None; ModelError when inconsistent."""
+    if f"{prefix}_offsets" not in aux:
+        return None
+    offsets = aux[f"{prefix}_offsets"].numpy()
+    items = aux[f"{prefix}_items"].numpy() if f"{prefix}_items" in aux else np.zeros(0, np.int32)
+    values = aux[f"{prefix}_values"].numpy() if f"{prefix}_values" in aux else np.zeros(0, np.float32)
     ok = (
         len(offsets) == n_items + 1 and len(items) == len(values) and int(offsets[-1]) == len(items)
         and bool(np.all(np.diff(offsets) >= 0)) and (len(items) == 0 or (int(items.min()) >= 0 and int(items.max()) < n_items))
     )
     if not ok:
         raise ModelError(f"{folder.name}/aux.safetensors holds an inconsistent item-neighbour table. Save or train the model again.")
-    weight = float(aux["knn_weight"].numpy().reshape(-1)[0]) if "knn_weight" in aux else 0.0
-    if "knn_popularity" in aux and aux["knn_popularity"].shape[0] == n_items:
-        popularity = aux["knn_popularity"].numpy()
+    if f"{prefix}_popularity" in aux and aux[f"{prefix}_popularity"].shape[0] == n_items:
+        popularity = aux[f"{prefix}_popularity"].numpy()
     params = None  # models saved before session 11: the co-occurrence table with its defaults
-    if "knn_params" in aux:
-        raw = aux["knn_params"].numpy().reshape(-1).astype(np.float64)
+    if f"{prefix}_params" in aux:
+        raw = aux[f"{prefix}_params"].numpy().reshape(-1).astype(np.float64)
         ok = len(raw) == 4 and bool(np.all(np.isfinite(raw))) and raw[0] >= 1 and raw[1] >= 1 and 0 < raw[2] <= 1 and raw[3] in (0, 1)
         if not ok:
             raise ModelError(f"{folder.name}/aux.safetensors holds unreadable item-neighbour settings. Save or train the model again.")
         params = {"window": int(raw[0]), "n_recent": int(raw[1]), "decay": float(raw[2]), "directed": bool(raw[3])}
-    return ItemKNNRanker.from_arrays(offsets, items, values, popularity, params), weight
+    return ItemKNNRanker.from_arrays(offsets, items, values, popularity, params)
+
+
+def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path):
+    """Return (item-neighbour term | None, its weight, next-item rules | None) from aux tensors."""
+    knn = _table_from_aux(aux, "knn", popularity, n_items, folder)
+    weight = float(aux["knn_weight"].numpy().reshape(-1)[0]) if knn is not None and "knn_weight" in aux else 0.0
+    return knn, weight, _table_from_aux(aux, "rules", popularity, n_items, folder)
 
 
 def _category_history_tensors(model) -> dict:
@@ -351,12 +362,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         weights.setdefault("prior_weights", torch.zeros(2, dtype=torch.float32))
         # ... and those saved before the residual fusion scorer have no retrieval term in its logit
         weights.setdefault("fusion.base_weight", torch.zeros((), dtype=torch.float32))
+        # ... and a scorer saved before the last features were appended reads the first ones
+        width = weights.get("fusion.linear.weight", torch.zeros(1, N_FEATURES)).shape[-1]
+        if 1 <= width < N_FEATURES:
+            net.fusion = fusion.FusionScorer(int(width))
         net.load_state_dict(weights, strict=True)
     except (RuntimeError, KeyError, ValueError) as err:
         raise ModelError(f"The weights in {folder.name} do not match its config.json ({' '.join(str(err).split())[:160]}).") from err
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
     fp = read_json(folder / "fingerprint.json").get("data_fingerprint", "") if (folder / "fingerprint.json").is_file() else ""
-    knn, knn_weight = _knn_from_aux(aux, aux["popularity"].numpy(), n_items_declared, folder)
+    knn, knn_weight, rules = _knn_from_aux(aux, aux["popularity"].numpy(), n_items_declared, folder)
     n_cat = max(int(aux["category_transitions"].shape[0]), int(aux["item_category"].numpy().max(initial=-1)) + 1)
     pairs, mix = _category_history_from_aux(aux, n_cat, folder)
     try:
@@ -383,6 +398,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         device=dev,
         batch_size=cfg.train.eval_batch_size,
         knn=knn,
+        rules=rules,
         knn_weight=knn_weight,
         calibration=calibration,
         fusion_rerank=rerank,

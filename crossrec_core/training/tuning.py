@@ -251,8 +251,9 @@ def tune_blends(
         train_seqs = ds.seqs.truncate(split.train_end)
         knn_train = ItemKNNRanker().fit(ds, train_seqs)
         w_knn, vk = select_knn_weight(model, knn_train, ds.seqs, v_users, v_ends, v_targets)
+        # the fusion scorer reads the next-item rules' score whichever table retrieval uses
+        rules = model.rules = ItemKNNRanker.next_items().fit(ds, train_seqs)
         if tc.knn_choice:
-            rules = ItemKNNRanker.next_items().fit(ds, train_seqs)
             w_rules, vr = select_knn_weight(model, rules, ds.seqs, v_users, v_ends, v_targets)
             won = vr["ndcg10"] > vk["ndcg10"] + 1e-9
             valid.update({"knn_next_items": bool(won), "ndcg10_knn_cooccurrence": vk["ndcg10"], "ndcg10_knn_next_items": vr["ndcg10"]})
