@@ -55,6 +55,10 @@ def test_the_card_says_what_the_model_was_trained_on_how_and_how_well(workspace,
     assert valid["NDCG@10, sequence model alone (best epoch)"] == "0.0312"
     assert valid["NDCG@10 with item-to-item neighbours (bought together, or bought next)"] == "0.2065"
     assert valid["Validation shoppers"] == "295" and valid["Fusion re-rank kept"] == "yes"
+    assert "Item neighbours" not in valid  # a model trained before the choice existed says nothing about it
+    chose = {**METRICS, "valid": {**METRICS["valid"], "knn_next_items": True}}
+    write_model_folder(workspace, "m3", shop.fingerprint(), chose)
+    assert dict(model_card("m3").validation)["Item neighbours"] == "bought next (next-item rules)"
     rows = card.rows()
     assert rows[0] == {"section": "Model", "field": "Trained on", "value": "shop"}
     assert rows[-1]["section"] == "Test" and "not measured yet" in rows[-1]["value"]

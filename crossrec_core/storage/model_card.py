@@ -119,6 +119,8 @@ def model_card(name: str, root=None) -> ModelCard:
     valid = metrics.get("valid") or {}
     validation = [(label, _fmt(valid[key])) for key, label in VALID_FIGURES.items()
                   if isinstance(valid.get(key), (int, float)) and not isinstance(valid.get(key), bool)]
+    if "knn_next_items" in valid:  # models trained since session 11 chose their item-neighbour table
+        validation.append(("Item neighbours", "bought next (next-item rules)" if valid["knn_next_items"] else "bought together (co-occurrence)"))
     if "fusion_rerank" in valid:
         validation.append(("Fusion re-rank kept", _fmt(bool(valid["fusion_rerank"]))))
     test = [(str(k), _fmt(v)) for k, v in (metrics.get("test") or {}).items() if isinstance(v, (int, float))]
