@@ -30,8 +30,9 @@ class FusionScorer(nn.Module):
     target per user first, and its re-rank lost to retrieval on test on several logs (bench/RESULTS.md).
     ``base_weight`` (a buffer) is 1 for that residual and 0 for models saved before it (no retrieval
     term). ``n_features`` is N_FEATURES, or fewer for a scorer saved before the last features were
-    appended (it reads the first ``n_features`` columns, which keep their meaning). Fitted on held-out positions by ``training.fusion_fit.fit_fusion``; the probability a user
-    sees is this logit through the model's ``Calibration``.
+    appended (it reads the first ``n_features`` columns, which keep their meaning). Fitted on held-out
+    positions by ``training.fusion_fit.fit_fusion``; the probability a user sees is this logit through
+    the model's ``Calibration``.
     """
 
     def __init__(self, n_features: int = N_FEATURES, hidden: int = 32) -> None:
