@@ -338,6 +338,7 @@ def test_training_chooses_next_item_rules_where_the_order_of_purchases_carries_t
     assert model.knn.directed and model.knn_weight > 0
     back = load_model(save_model(model, tmp_path / "m"))
     assert back.knn.params == model.knn.params
+    assert back.rules is back.knn  # the rules are the term of retrieval: saved once, read back as both
     users = np.arange(ds.n_users, dtype=np.int64)
     ends = ds.seqs.offsets[1:].astype(np.int64) - 1
     np.testing.assert_allclose(back.score_histories(ds.seqs, users, ends), model.score_histories(ds.seqs, users, ends), rtol=1e-5, atol=1e-5)

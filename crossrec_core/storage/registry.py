@@ -166,9 +166,10 @@ def _knn_tensors(model) -> dict[str, torch.Tensor]:
     """Return the item-neighbour tables' CSR arrays, settings and weight as tensors: ``knn_*`` for the term of
     retrieval, ``rules_*`` for the next-item rules the fusion scorer reads (empty when the model has none)."""
     out: dict[str, torch.Tensor] = {}
-    for prefix, table in (("knn", getattr(model, "knn", None)), ("rules", getattr(model, "rules", None))):
-        if table is None:
-            continue
+    knn, rules = getattr(model, "knn", None), getattr(model, "rules", None)
+    for prefix, table in (("knn", knn), ("rules", rules)):
+        if table is None or (prefix == "rules" and rules is knn):
+            continue  # the rules ARE the term of retrieval: saved once, read back as both
         out.update({
             f"{prefix}_offsets": torch.from_numpy(np.array(table.sim_offsets_, dtype=np.int64)),
             f"{prefix}_items": torch.from_numpy(np.array(table.sim_items_, dtype=np.int32)),
@@ -211,7 +212,10 @@ def _knn_from_aux(aux: dict, popularity: np.ndarray, n_items: int, folder: Path)
     """Return (item-neighbour term | None, its weight, next-item rules | None) from aux tensors."""
     knn = _table_from_aux(aux, "knn", popularity, n_items, folder)
     weight = float(aux["knn_weight"].numpy().reshape(-1)[0]) if knn is not None and "knn_weight" in aux else 0.0
-    return knn, weight, _table_from_aux(aux, "rules", popularity, n_items, folder)
+    rules = _table_from_aux(aux, "rules", popularity, n_items, folder)
+    if rules is None and knn is not None and knn.directed:
+        rules = knn  # saved once (see _knn_tensors)
+    return knn, weight, rules
 
 
 def _category_history_tensors(model) -> dict:
