@@ -107,6 +107,9 @@ class ItemKNNRanker(BaselineRanker):
         self.window, self.n_recent, self.decay, self.max_neighbors = int(window), int(n_recent), float(decay), int(max_neighbors)
         self.directed = bool(directed)
         self.name = name
+        self.sim_offsets_: np.ndarray | None = None
+        self.sim_items_: np.ndarray | None = None
+        self.sim_values_: np.ndarray | None = None
 
     @classmethod
     def next_items(cls, name: str = "next-item rules") -> "ItemKNNRanker":
@@ -119,9 +122,6 @@ class ItemKNNRanker(BaselineRanker):
     def params(self) -> dict:
         """The settings a saved model needs to score histories as it was fitted (window, n_recent, decay, directed)."""
         return {"window": self.window, "n_recent": self.n_recent, "decay": self.decay, "directed": self.directed}
-        self.sim_offsets_: np.ndarray | None = None
-        self.sim_items_: np.ndarray | None = None
-        self.sim_values_: np.ndarray | None = None
 
     def fit(self, ds: InteractionDataset, seqs: Sequences) -> "ItemKNNRanker":
         """Return self with the sparse similarity (CSR: sim_offsets_, sim_items_, sim_values_) built from ``seqs``."""
