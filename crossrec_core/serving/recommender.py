@@ -633,7 +633,10 @@ class Recommender:
         else:
             knn_cand = None
         rules = getattr(m, "rules", None)
-        rules_cand = None if rules is None else neighbour_values(rules, seqs, users, ends, cand, self.n_items)
+        if rules is not None and rules is getattr(m, "knn", None) and knn_cand is not None:
+            rules_cand = knn_cand  # the rules are the term of retrieval: their scores are already here
+        else:
+            rules_cand = None if rules is None else neighbour_values(rules, seqs, users, ends, cand, self.n_items)
         ctx = history_context(seqs, users, ends, hist.rows, hist.items)
         # a next-category head reads the user state retrieval already computed (no second encoder pass)
         head = getattr(net, "category_head", None)
