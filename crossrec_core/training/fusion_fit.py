@@ -209,8 +209,10 @@ def fit_fusion(
     users; either way the probability mapping is fitted on out-of-fold logits.
     """
     U = len(data.labels)
-    if float(fusion.base_weight) != 0.0:  # a residual scorer (models saved before it have none)
-        fusion.base_weight.fill_(1.0 / retrieval_scale(data.features, data.valid))
+    residual = float(fusion.base_weight) != 0.0  # models saved before the residual scorer have no base
+    scale = retrieval_scale(data.features, data.valid) if residual else None
+    if residual:
+        fusion.base_weight.fill_(1.0 / scale)
     rng = np.random.default_rng(seed)
     fold = rng.permutation(U) % n_folds
     oof = np.zeros(data.labels.shape, dtype=np.float32)
@@ -245,7 +247,7 @@ def fit_fusion(
     p = calib.apply(relevance, data.cold, norm)
     y = data.labels[shown]
     log.info("fusion: out-of-fold NDCG@10 %.4f (retrieval %.4f, base 1/%.3g) on %d held-out users; re-rank %s",
-             nd_fus, nd_ret, 1.0 / (float(fusion.base_weight) or 1.0), U, "on" if rerank else "off")
+             nd_fus, nd_ret, scale or 1.0, U, "on" if rerank else "off")
     return {
         "calibration": calib,
         "rerank": bool(rerank),
@@ -256,7 +258,7 @@ def fit_fusion(
         "ndcg10_novel_difference_interval": None if diff_novel is None else [diff_novel.low, diff_novel.high],
         "n_users": int(U),
         "epochs": final_epochs,
-        "retrieval_scale": float(1.0 / float(fusion.base_weight)) if float(fusion.base_weight) else None,
+        "retrieval_scale": scale,
         "fold_epochs": [int(e) for e in kept],
         "oof_brier": float(np.mean((p[shown] - y) ** 2)),
         "oof_mean_proba": float(p[shown].mean()),
