@@ -50,6 +50,12 @@ class ItemEncoderConfig:
     # 0.301) and gained nothing on the sparse ones (hm 0.038 either way). Cold items are still carried
     # by text + category: their ID row is masked to zero.
     id_dropout: float = 0.0
+    # The ID part of an item with n training events is used in a training step with probability
+    # n / (n + id_shrinkage) and weighted by that probability when scoring (0 = every seen item's ID row
+    # always, at full weight): an ID row fitted on one or two events is mostly noise, and dropping it
+    # makes title text + category learn to carry such items; well-known items keep theirs (bench/RESULTS.md,
+    # session 12).
+    id_shrinkage: float = 0.0
     attr_max_tokens: int = 16
     attr_vocab_max: int = 20000
     attr_kernel: int = 3
@@ -71,6 +77,7 @@ class ItemEncoderConfig:
         )
         _check(self.category_side in ("both", "input"), f"category_side must be 'both' or 'input', got {self.category_side!r}.")
         _check(_is_num(self.id_dropout) and 0.0 <= self.id_dropout < 1.0, f"id_dropout must be in [0, 1), got {self.id_dropout!r}.")
+        _check(_is_num(self.id_shrinkage) and 0.0 <= self.id_shrinkage <= 1000.0, f"id_shrinkage must be in [0, 1000], got {self.id_shrinkage!r}.")
         _check(_is_int(self.attr_max_tokens) and 1 <= self.attr_max_tokens <= 256, f"attr_max_tokens must be 1..256, got {self.attr_max_tokens!r}.")
         _check(_is_int(self.attr_vocab_max) and self.attr_vocab_max >= 2, f"attr_vocab_max must be an integer >= 2, got {self.attr_vocab_max!r}.")
         _check(self.attr_encoder in ("bag", "cnn"), f"attr_encoder must be 'bag' or 'cnn', got {self.attr_encoder!r}.")

@@ -503,3 +503,44 @@ def test_the_item_vector_is_the_sum_of_its_parts_and_a_cold_item_has_no_id_share
     assert names == list(parts) and names[0] == "ID"
     assert shares[0, 0] == 0.0 and shares[1, 0] > 0.0
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_id_shrinkage_weights_each_items_id_part_by_its_training_count():
+    """An item seen n times in training keeps n / (n + k) of its ID row (k = id_shrinkage); unseen items 0;
+    k = 0 (models saved before) and the private path (shrink=False) keep the full row for every seen item."""
+    from crossrec_core.models.fusion import build_net
+    from crossrec_core.training.loop import _fill_buffers
+
+    ds = pattern_dataset(n_users=20)
+    pop = np.zeros(ds.n_items, dtype=np.float32)
+    pop[:4] = [0.0, 1.0, 2.0, 6.0]
+    feats = {"attr_tokens": None, "text": None, "vectors": None}
+
+    def mask(k: float, shrink: bool = True) -> np.ndarray:
+        cfg = small_config()
+        cfg = dataclasses.replace(cfg, item=dataclasses.replace(cfg.item, id_shrinkage=k))
+        net = build_net(cfg, n_items=ds.n_items, n_categories=ds.n_categories, n_event_types=len(ds.event_names),
+                        attr_vocab_size=2, use_text=False, n_vector_columns=0)
+        _fill_buffers(net, ds, feats, pop, shrink=shrink)
+        enc = net.item_encoder
+        idx = torch.arange(4)
+        with torch.no_grad():  # scoring: the ID share of the item vector carries the weight
+            enc.eval()
+            torch.testing.assert_close(enc.parts(idx)["ID"], enc.id_emb(idx) * enc.id_mask[idx].unsqueeze(-1))
+            enc.train()  # training: the whole row or nothing, the whole row with that probability
+            torch.manual_seed(0)
+            rows = enc.id_emb(idx)
+            used = []
+            for _ in range(2000):
+                share = enc.parts(idx)["ID"]
+                whole = (share == rows).all(dim=1)
+                assert bool((whole | (share == 0).all(dim=1)).all())
+                used.append(whole.float())
+            np.testing.assert_allclose(torch.stack(used).mean(0).numpy(), enc.id_mask[:4].numpy(), atol=0.04)
+        return enc.id_mask[:4].numpy()
+
+    np.testing.assert_allclose(mask(2.0), [0.0, 1 / 3, 0.5, 0.75], rtol=1e-6)
+    np.testing.assert_allclose(mask(0.0), [0.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(mask(2.0, shrink=False), [0.0, 1.0, 1.0, 1.0])
+    with pytest.raises(Exception, match="id_shrinkage"):
+        ItemEncoderConfig(id_shrinkage=-1.0)

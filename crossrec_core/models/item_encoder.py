@@ -134,6 +134,11 @@ class ItemEncoder(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if self.cfg.use_id:
             keep = self.id_mask[idx]
+            if self.training and self.cfg.id_shrinkage > 0:
+                # an item's ID row is used in a step with probability n / (n + k) and weighted by that
+                # probability when scoring (dropout without rescaling): under Adam a fixed weight alone would
+                # be undone by a larger row; dropping it makes text + category learn to carry rare items
+                keep = torch.bernoulli(keep)
             if self.training and self.cfg.id_dropout > 0:
                 keep = keep * (torch.rand(idx.shape, device=idx.device) >= self.cfg.id_dropout).float()
             out["ID"] = self.id_emb(idx) * keep.unsqueeze(-1)

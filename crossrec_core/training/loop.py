@@ -95,11 +95,14 @@ def compute_item_features(ds: InteractionDataset, cfg: ModelConfig, device: torc
     return feats
 
 
-def _fill_buffers(net: CrossRecNet, ds: InteractionDataset, feats: dict, popularity: np.ndarray) -> None:
+def _fill_buffers(net: CrossRecNet, ds: InteractionDataset, feats: dict, popularity: np.ndarray, shrink: bool = True) -> None:
+    """Copy the per-item inputs into the item encoder; the ID weight is 0 for items unseen in ``popularity``
+    (training counts) and n / (n + id_shrinkage) for the others when ``shrink``, else 1."""
     enc = net.item_encoder
     with torch.no_grad():
         enc.item_category.copy_(torch.from_numpy(ds.item_category.astype(np.int64)))
-        enc.id_mask.copy_(torch.from_numpy((popularity > 0).astype(np.float32)))
+        k = float(net.cfg.item.id_shrinkage) if shrink else 0.0
+        enc.id_mask.copy_(torch.from_numpy((popularity / np.maximum(popularity + k, 1e-12)).astype(np.float32) if k > 0 else (popularity > 0).astype(np.float32)))
         if enc.use_attr:
             enc.attr_tokens.copy_(torch.from_numpy(feats["attr_tokens"]))
         if enc.use_text:

@@ -221,7 +221,7 @@ def train_private(ds: InteractionDataset, config: ModelConfig, *, on_progress: C
                     attr_vocab_size=len(feats["attr_vocab"]), use_text=feats["text"] is not None,
                     n_vector_columns=0 if feats["vectors"] is None else feats["vectors"].shape[1])
     # every ID row trainable: the set of items anyone bought is itself the shoppers' data
-    _fill_buffers(net, ds, feats, np.ones(ds.n_items, dtype=np.float32))
+    _fill_buffers(net, ds, feats, np.ones(ds.n_items, dtype=np.float32), shrink=False)
     net.to(device)
     windows = one_window_per_user(ds, split, cfg)
     plan = plan_privacy(windows.n, ds.n_users, cfg)
