@@ -198,6 +198,11 @@ class TrainConfig:
     # by piece, the next purchase follows the last one, which co-occurrence cannot tell from the one before
     # (bench/RESULTS.md, session 11). False = co-occurrence only (models trained before session 11).
     knn_choice: bool = True
+    # Early stopping on the validation NDCG@10 of the encoders plus the item-neighbour term (each table at a
+    # few weights, the best counts; training/stopping.py), not of the encoders alone. Why: where the term
+    # carries the next item, the encoders' late epochs change little of what ships (bench/RESULTS.md,
+    # session 12). False = the encoders alone (models trained before session 12).
+    stop_on_retrieval: bool = True
     # Differentially private training (training/private.py): None = off; else DP-SGD with one shopper's
     # whole history as the privacy unit, noise set so dp_epochs passes stay within this epsilon at
     # dp_delta (None = 1 / number of shoppers); each shopper's gradient is clipped to dp_max_grad_norm.
@@ -236,6 +241,7 @@ class TrainConfig:
         _check(isinstance(self.prior_blend, bool), f"prior_blend must be true or false, got {self.prior_blend!r}.")
         _check(isinstance(self.knn_blend, bool), f"knn_blend must be true or false, got {self.knn_blend!r}.")
         _check(isinstance(self.knn_choice, bool), f"knn_choice must be true or false, got {self.knn_choice!r}.")
+        _check(isinstance(self.stop_on_retrieval, bool), f"stop_on_retrieval must be true or false, got {self.stop_on_retrieval!r}.")
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(self.dp_epsilon is None or (_is_num(self.dp_epsilon) and 0.0 < self.dp_epsilon <= 100.0),
                f"The privacy budget epsilon must be a number above 0 and at most 100 (for example 1, 4 or 8), got {self.dp_epsilon!r}.")

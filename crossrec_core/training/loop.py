@@ -29,7 +29,6 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import InteractionDataset, LeaveLastOut, Sequences
 from crossrec_core.device import pick_device, seed_everything
 from crossrec_core.errors import DataError
-from crossrec_core.evaluation.metrics import ndcg_hr
 from crossrec_core.models.category_history import fit_category_history
 from crossrec_core.models.fusion import CrossRecNet, build_net
 from crossrec_core.models.item_encoder import attribute_token_matrix, build_attribute_vocab
@@ -40,7 +39,8 @@ from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
 from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
-from crossrec_core.training.tuning import popularity_reference, tune_blends, valid_ranks
+from crossrec_core.training.stopping import NeighbourTerms, better, neighbour_terms, stopping_figures
+from crossrec_core.training.tuning import fit_neighbour_tables, popularity_reference, tune_blends
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +279,12 @@ def train_model(
     )
 
     train_seqs = ds.seqs.truncate(split.train_end)
+    # the item-neighbour tables, fitted once: early stopping and the blend after training both use them
+    tables = fit_neighbour_tables(ds, train_seqs) if len(v_users) and tc.knn_blend else None
+    stop_tables = [] if tables is None or not tc.stop_on_retrieval else list(tables if tc.knn_choice else tables[:1])
+    terms = neighbour_terms(stop_tables, ds.seqs, v_users, v_ends, ds.n_items)
     model.category_history = fit_category_history(train_seqs, ds.item_category, model.prior.transition_proba.shape[0], model.prior.category_prior)
-    state = _FitState(history=[], best={"ndcg10": -1.0, "epoch": 0}, best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
+    state = _FitState(history=[], best={"ndcg10": -1.0, "encoders": -1.0, "epoch": 0}, best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if resume and ckpt is not None:
         restored = load_checkpoint(ckpt, net, opt, fingerprint=ds.fingerprint(), config=cfg.to_dict())
@@ -292,7 +296,7 @@ def train_model(
     if state.bad_epochs >= tc.patience:
         state.start_epoch = tc.epochs + 1
 
-    _fit_epochs(model, ds, windows, (v_users, v_ends, v_targets), opt, mode, state, device, dist, ckpt, report)
+    _fit_epochs(model, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, ckpt, report)
 
     end_fit(net)
     net.load_state_dict(state.best_state)
@@ -300,7 +304,7 @@ def train_model(
     best_rec = next((h for h in state.history if h["epoch"] == state.best["epoch"]), {})
     valid = {k: best_rec[k] for k in ("ndcg10", "hr10", "n") if k in best_rec}
     valid["popularity_ndcg10"] = reference["reference_ndcg10"]
-    valid.update(tune_blends(model, ds, split, v_users, v_ends, v_targets, int(state.best["epoch"]), valid.get("ndcg10", 0.0), report))
+    valid.update(tune_blends(model, ds, split, v_users, v_ends, v_targets, int(state.best["epoch"]), valid.get("ndcg10", 0.0), report, tables=tables))
     valid.update(fit_on_validation(model, ds, split.valid_users.astype(np.int64), split.valid_pos, report))
     model.metrics = {
         "valid": valid,
@@ -318,11 +322,12 @@ def train_model(
 
 
 def _fit_epochs(
-    model: TrainedModel, ds: InteractionDataset, windows: _Windows, valid: tuple[np.ndarray, np.ndarray, np.ndarray],
+    model: TrainedModel, ds: InteractionDataset, windows: _Windows, valid: tuple[np.ndarray, np.ndarray, np.ndarray, NeighbourTerms | None],
     opt: FitOptimizer, mode: str, state: _FitState, device: torch.device, dist: _Distributed, ckpt: Path | None, report,
 ) -> None:
     """Run the epochs from ``state.start_epoch``: batches of similar length in random order, a validation
-    NDCG@10 after each epoch, early stopping after ``patience`` epochs without a better one."""
+    NDCG@10 after each epoch (of retrieval with its neighbour term, training/stopping.py), early stopping after
+    ``patience`` epochs without a better one."""
     cfg = model.config
     tc = cfg.train
     net = model.net
@@ -330,7 +335,7 @@ def _fit_epochs(
     step_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[device.index] if device.type == "cuda" else None) if dist.on else loss_mod
     use_amp, amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
     scaler = torch.amp.GradScaler("cuda", enabled=scaled)
-    v_users, v_ends, v_targets = valid
+    v_users, v_ends, v_targets, terms = valid
     bs = tc.batch_size
     # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
     n_batches_total = -(-(-(-windows.n // bs)) // dist.world) * dist.world
@@ -367,18 +372,19 @@ def _fit_epochs(
         train_s = time.perf_counter() - t_ep
         model.invalidate_cache()
         report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
-        vm = ndcg_hr(valid_ranks(model, ds.seqs, v_users, v_ends, v_targets)) if len(v_users) else {"ndcg10": 0.0, "hr10": 0.0, "n": 0}
+        vm = stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)
         n_train_events = windows.n_targets // dist.world
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), **vm, "train_s": train_s, "events_per_s": n_train_events / max(train_s, 1e-9)}
         state.history.append(rec)
-        if vm["ndcg10"] > state.best["ndcg10"]:
-            state.best = {"ndcg10": vm["ndcg10"], "epoch": epoch}
+        if better(vm, state.best):
+            state.best = {"ndcg10": vm["ndcg10_stop"], "encoders": vm["ndcg10"], "epoch": epoch}
             state.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             state.bad_epochs = 0
         else:
             state.bad_epochs += 1
-        log.info("epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.1fs)", epoch, rec["loss"], vm["ndcg10"], vm["hr10"], train_s)
-        report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10"], phase=Phase.VALID)
+        log.info("epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f, with item neighbours %.4f (%.1fs)", epoch, rec["loss"], vm["ndcg10"], vm["hr10"],
+                 vm["ndcg10_stop"], train_s)
+        report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
         if ckpt is not None and dist.rank == 0:
             save_checkpoint(
                 ckpt, net, state.best_state, opt,

@@ -38,6 +38,8 @@ class TrainProgress:
     step: int
     n_steps: int
     loss: float | None
+    # the epoch's validation NDCG@10 early stopping compares: the encoders plus the item-neighbour term at its
+    # best weight (training/stopping.py); the encoders' own figure is in the model's history
     valid_ndcg10: float | None
     elapsed_s: float
     phase: str

@@ -216,12 +216,18 @@ def select_prior_weights(
     return float(grid[best][0]), float(grid[best][1]), result
 
 
+def fit_neighbour_tables(ds: InteractionDataset, train_seqs: Sequences) -> tuple[ItemKNNRanker, ItemKNNRanker]:
+    """Return (co-occurrence, next-item rules) fitted on the training part only, like the embeddings and the
+    popularity prior: no validation or test target leaks into the model, so evaluating it on this log stays honest."""
+    return ItemKNNRanker().fit(ds, train_seqs), ItemKNNRanker.next_items().fit(ds, train_seqs)
+
+
 def tune_blends(
     model: TrainedModel, ds: InteractionDataset, split: LeaveLastOut, v_users: np.ndarray, v_ends: np.ndarray, v_targets: np.ndarray,
-    best_epoch: int, model_ndcg: float, report,
+    best_epoch: int, model_ndcg: float, report, tables: tuple[ItemKNNRanker, ItemKNNRanker] | None = None,
 ) -> dict:
     """Choose the next-category mixture, the log-prior and the item-kNN blend weights on validation; set them on
-    ``model``; return the figures."""
+    ``model``; return the figures. ``tables``: (co-occurrence, next-item rules) already fitted on the training part."""
     tc = model.config.train
     valid: dict = {}
     if len(v_users) and tc.prior_blend:
@@ -246,13 +252,10 @@ def tune_blends(
         log.info("log-prior blend: w_pop=%.2f w_cat=%.2f valid ndcg@10 %.4f (model alone %.4f)", w_pop, w_cat, vp["ndcg10"], model_ndcg)
     if len(v_users) and tc.knn_blend:
         report(epoch=best_epoch, phase=Phase.PRIOR)
-        # neighbours learned from the training part only, like the embeddings and the popularity prior:
-        # no validation or test target leaks into the model, so evaluating it on this log stays honest
-        train_seqs = ds.seqs.truncate(split.train_end)
-        knn_train = ItemKNNRanker().fit(ds, train_seqs)
+        knn_train, rules = tables if tables is not None else fit_neighbour_tables(ds, ds.seqs.truncate(split.train_end))
         w_knn, vk = select_knn_weight(model, knn_train, ds.seqs, v_users, v_ends, v_targets)
         # the fusion scorer reads the next-item rules' score whichever table retrieval uses
-        rules = model.rules = ItemKNNRanker.next_items().fit(ds, train_seqs)
+        model.rules = rules
         if tc.knn_choice:
             w_rules, vr = select_knn_weight(model, rules, ds.seqs, v_users, v_ends, v_targets)
             won = vr["ndcg10"] > vk["ndcg10"] + 1e-9
