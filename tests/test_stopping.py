@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from crossrec_core.evaluation.metrics import ndcg_hr
+import crossrec_core.training.stopping as stopping
 from crossrec_core.training.stopping import STOP_GRID, better, neighbour_terms, stopping_figures
 from crossrec_core.training.tuning import fit_neighbour_tables, rank_targets, valid_ranks
 from tests.test_train import trained  # noqa: F401  (the module-scoped trained model on the pattern log)
 
 
-def test_stopping_figures_match_a_dense_ranking_of_every_variant(trained):  # noqa: F811
-    """The encoders' figure is the one early stopping used before; the stopping figure is the best of the
-    encoders alone and each table at each weight, ranked densely here."""
+@pytest.mark.parametrize("sample", [False, True])
+def test_stopping_figures_match_a_dense_ranking_of_every_variant(trained, sample, monkeypatch):  # noqa: F811
+    """The encoders' figure is the one early stopping used before (every validation shopper); the stopping figure
+    is the best of the encoders alone and each table at each weight, ranked densely here, on a seeded sample of
+    the shoppers when every variant for all of them would pass the cap."""
     ds, model, _ = trained
+    if sample:  # room for about 150 of the 240 validation shoppers
+        monkeypatch.setattr(stopping, "STOP_MAX_CELLS", 150 * ds.n_items * (1 + 2 * len(STOP_GRID)))
+        monkeypatch.setattr(stopping, "STOP_MIN_USERS", 100)
     split = ds.leave_last_out()
     users, ends = split.valid_users.astype(np.int64), split.valid_pos
     targets = ds.seqs.items[ends].astype(np.int64)
@@ -29,10 +36,12 @@ def test_stopping_figures_match_a_dense_ranking_of_every_variant(trained):  # no
     finally:
         model.knn = saved
     assert got["ndcg10"] == encoders
-    dense = [ndcg_hr(rank_targets(base, ds.seqs, users, ends, targets))["ndcg10"]]
+    r = terms.rows
+    assert len(r) == (150 if sample else len(users))
+    dense = [ndcg_hr(rank_targets(base[r], ds.seqs, users[r], ends[r], targets[r]))["ndcg10"]]
     for t in tables:
-        nb = t.score_histories(ds.seqs, users, ends)
-        dense += [ndcg_hr(rank_targets(base + np.float32(w) * nb, ds.seqs, users, ends, targets))["ndcg10"] for w in STOP_GRID]
+        nb = t.score_histories(ds.seqs, users[r], ends[r])
+        dense += [ndcg_hr(rank_targets(base[r] + np.float32(w) * nb, ds.seqs, users[r], ends[r], targets[r]))["ndcg10"] for w in STOP_GRID]
     assert np.isclose(got["ndcg10_stop"], max(dense), atol=1e-9)
     assert got["stop_variant"] == int(np.argmax(np.array(dense) > max(dense) - 1e-9))
     # on this log (a_i is always followed by b_i) a neighbour table ranks every target first, the encoders do not

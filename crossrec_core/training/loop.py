@@ -282,7 +282,7 @@ def train_model(
     # the item-neighbour tables, fitted once: early stopping and the blend after training both use them
     tables = fit_neighbour_tables(ds, train_seqs) if len(v_users) and tc.knn_blend else None
     stop_tables = [] if tables is None or not tc.stop_on_retrieval else list(tables if tc.knn_choice else tables[:1])
-    terms = neighbour_terms(stop_tables, ds.seqs, v_users, v_ends, ds.n_items)
+    terms = neighbour_terms(stop_tables, ds.seqs, v_users, v_ends, ds.n_items, seed=tc.seed)
     model.category_history = fit_category_history(train_seqs, ds.item_category, model.prior.transition_proba.shape[0], model.prior.category_prior)
     state = _FitState(history=[], best={"ndcg10": -1.0, "encoders": -1.0, "epoch": 0}, best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None

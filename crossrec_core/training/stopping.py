@@ -27,39 +27,55 @@ from crossrec_core.models.trained import TrainedModel
 # Weights of the neighbour term tried each epoch: a coarse version of tuning.KNN_GRID (the blend's own
 # weight is chosen on the full grid after training); 1000 = the table with the encoders as a tie-break.
 STOP_GRID = (0.5, 2.0, 8.0, 32.0, 1000.0)
-STOP_MAX_CELLS = 400_000_000  # validation shoppers x items x variants scored per epoch, at most
+# Validation shoppers x items x variants scored per epoch, at most: past it a seeded sample of the validation
+# shoppers (at least STOP_MIN_USERS, else the encoders alone decide, as before) carries the stopping figure.
+STOP_MAX_CELLS = 400_000_000
+STOP_MIN_USERS = 300
 
 
 @dataclass
 class NeighbourTerms:
-    """The item-neighbour tables fitted on the training part and the validation shoppers' sums of each."""
+    """The item-neighbour tables fitted on the training part and the neighbour sums of the validation
+    shoppers the stopping figure is measured on."""
 
     tables: list[ItemKNNRanker]
-    users: np.ndarray  # int64 (U,) the validation shoppers these sums belong to, in order
-    cells: list[np.ndarray]  # per table: sorted int64 row * n_items + item with a neighbour sum
+    rows: np.ndarray  # int64 (U,) sorted positions of those shoppers in the validation arrays
+    cells: list[np.ndarray]  # per table: sorted int64 (row among ``rows``) * n_items + item with a neighbour sum
     sums: list[np.ndarray]  # per table: float32 sums of those cells
     tiebreak: list[np.ndarray]  # per table: float32 (n_items,) the popularity tie-break every item gets
 
-    @classmethod
-    def fit(cls, tables: list[ItemKNNRanker], seqs: Sequences, users: np.ndarray, ends: np.ndarray) -> "NeighbourTerms":
-        cells, sums = zip(*(t.neighbour_sums(seqs, users, ends) for t in tables)) if tables else ((), ())
-        return cls(list(tables), np.asarray(users, dtype=np.int64), list(cells), list(sums), [t._pop_tiebreak() for t in tables])
-
+    @property
     def n_variants(self) -> int:
         return 1 + len(self.tables) * len(STOP_GRID)
 
 
+def neighbour_terms(tables: list[ItemKNNRanker], seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_items: int,
+                    seed: int = 0) -> NeighbourTerms | None:
+    """Return the neighbour sums of ``tables`` for the validation shoppers (``users``, ``ends``), or a seeded
+    sample of them that keeps an epoch under STOP_MAX_CELLS; None when there is no table or fewer than
+    STOP_MIN_USERS would fit (the encoders alone then decide)."""
+    n_var = 1 + len(tables) * len(STOP_GRID)
+    fit = STOP_MAX_CELLS // max(n_items * n_var, 1)
+    if not tables or len(users) == 0 or fit < min(STOP_MIN_USERS, len(users)):
+        return None
+    rows = np.arange(len(users), dtype=np.int64)
+    if len(users) > fit:
+        rows = np.sort(np.random.default_rng(seed).choice(len(users), fit, replace=False))
+    cells, sums = zip(*(t.neighbour_sums(seqs, users[rows], ends[rows]) for t in tables))
+    return NeighbourTerms(list(tables), rows, list(cells), list(sums), [t._pop_tiebreak() for t in tables])
+
+
 def stopping_figures(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray,
                      terms: NeighbourTerms | None) -> dict:
-    """Return {"ndcg10", "hr10", "n"} of the encoders alone plus "ndcg10_stop" (the best of the encoders alone
-    and each neighbour table at each STOP_GRID weight: what early stopping compares) and "stop_variant" (0 =
-    the encoders alone, else 1 + table * len(STOP_GRID) + weight index). Without ``terms``, "ndcg10_stop" is
-    the encoders' figure. ``users`` must be ``terms.users``."""
+    """Return {"ndcg10", "hr10", "n"} of the encoders alone on every validation shopper, plus "ndcg10_stop" (the
+    best, on ``terms``' shoppers, of the encoders alone and each neighbour table at each STOP_GRID weight: what
+    early stopping compares) and "stop_variant" (0 = the encoders alone, else 1 + table * len(STOP_GRID) +
+    weight index). Without ``terms``, "ndcg10_stop" is the encoders' figure."""
     if len(users) == 0:
         return {"ndcg10": 0.0, "hr10": 0.0, "n": 0, "ndcg10_stop": 0.0, "stop_variant": 0}
     n = model.n_items
-    n_var = terms.n_variants() if terms is not None else 1
-    ranks = np.zeros((n_var, len(users)), dtype=np.int64)
+    ranks = np.zeros(len(users), dtype=np.int64)
+    variants = np.zeros((terms.n_variants if terms is not None else 0, len(terms.rows) if terms is not None else 0), dtype=np.int64)
     item_vecs = model.item_vectors()
     bs = max(1, min(model.batch_size, 4_000_000 // max(n, 1)))
     for s in range(0, len(users), bs):
@@ -69,22 +85,33 @@ def stopping_figures(model: TrainedModel, seqs: Sequences, users: np.ndarray, en
         if knn is not None:
             base += knn
         seqs.mask_seen(base, u, e)  # -inf stays -inf whatever is added
-        rows = np.arange(len(u))
-        ranks[0, s : s + len(u)] = _ranks(base, rows, t)
-        for ti in range(len(terms.tables) if terms is not None else 0):
+        ranks[s : s + len(u)] = _ranks(base, np.arange(len(u)), t)
+        if terms is None:
+            continue
+        j0, j1 = np.searchsorted(terms.rows, [s, s + len(u)])
+        if j1 == j0:
+            continue
+        local = terms.rows[j0:j1] - s
+        sub, st = base[local], t[local]
+        srows = np.arange(len(local))
+        variants[0, j0:j1] = _ranks(sub, srows, st)
+        for ti in range(len(terms.tables)):
             cells, sums = terms.cells[ti], terms.sums[ti]
-            lo, hi = np.searchsorted(cells, [s * n, (s + len(u)) * n])
-            local = cells[lo:hi] - s * n  # cells are unique: one += per cell
+            lo, hi = np.searchsorted(cells, [j0 * n, j1 * n])
+            at = cells[lo:hi] - j0 * n  # cells are unique: one += per cell
             for wi, w in enumerate(STOP_GRID):
-                sc = base + np.float32(w) * terms.tiebreak[ti][None, :]
-                sc.reshape(-1)[local] += np.float32(w) * sums[lo:hi]
-                ranks[1 + ti * len(STOP_GRID) + wi, s : s + len(u)] = _ranks(sc, rows, t)
-    figures = [ndcg_hr(r) for r in ranks]
+                sc = sub + np.float32(w) * terms.tiebreak[ti][None, :]
+                sc.reshape(-1)[at] += np.float32(w) * sums[lo:hi]
+                variants[1 + ti * len(STOP_GRID) + wi, j0:j1] = _ranks(sc, srows, st)
+    encoders = ndcg_hr(ranks)
+    if terms is None:
+        return {**encoders, "ndcg10_stop": encoders["ndcg10"], "stop_variant": 0}
+    figures = [ndcg_hr(r)["ndcg10"] for r in variants]
     best = 0
     for v, f in enumerate(figures):  # the encoders alone win ties
-        if f["ndcg10"] > figures[best]["ndcg10"] + 1e-9:
+        if f > figures[best] + 1e-9:
             best = v
-    return {**figures[0], "ndcg10_stop": figures[best]["ndcg10"], "stop_variant": best}
+    return {**encoders, "ndcg10_stop": figures[best], "stop_variant": best}
 
 
 def better(figures: dict, best: dict) -> bool:
@@ -101,11 +128,3 @@ def _ranks(scores: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> np.ndar
     """Return int64 0-based ranks of the targets in ``scores`` (seen items already -inf; a seen target ranks last)."""
     tv = scores[rows, targets]
     return np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), scores.shape[1]).astype(np.int64)
-
-
-def neighbour_terms(tables: list[ItemKNNRanker], seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_items: int) -> NeighbourTerms | None:
-    """Return the validation shoppers' neighbour sums of ``tables``, or None when there is nothing to add or
-    scoring every variant each epoch would pass STOP_MAX_CELLS (then the encoders alone decide, as before)."""
-    if not tables or len(users) == 0 or len(users) * n_items * (1 + len(tables) * len(STOP_GRID)) > STOP_MAX_CELLS:
-        return None
-    return NeighbourTerms.fit(tables, seqs, users, ends)
