@@ -23,6 +23,7 @@ from crossrec_core.data.dataset import Sequences
 from crossrec_core.evaluation.metrics import ndcg_hr
 from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
+from crossrec_core.training.tuning import masked_ranks
 
 # Weights of the neighbour term tried each epoch: a coarse version of tuning.KNN_GRID (the blend's own
 # weight is chosen on the full grid after training); 1000 = the table with the encoders as a tie-break.
@@ -46,7 +47,12 @@ class NeighbourTerms:
 
     @property
     def n_variants(self) -> int:
-        return 1 + len(self.tables) * len(STOP_GRID)
+        return _n_variants(len(self.tables))
+
+
+def _n_variants(n_tables: int) -> int:
+    """The encoders alone, then each table at each STOP_GRID weight."""
+    return 1 + n_tables * len(STOP_GRID)
 
 
 def neighbour_terms(tables: list[ItemKNNRanker], seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_items: int,
@@ -54,8 +60,7 @@ def neighbour_terms(tables: list[ItemKNNRanker], seqs: Sequences, users: np.ndar
     """Return the neighbour sums of ``tables`` for the validation shoppers (``users``, ``ends``), or a seeded
     sample of them that keeps an epoch under STOP_MAX_CELLS; None when there is no table or fewer than
     STOP_MIN_USERS would fit (the encoders alone then decide)."""
-    n_var = 1 + len(tables) * len(STOP_GRID)
-    fit = STOP_MAX_CELLS // max(n_items * n_var, 1)
+    fit = STOP_MAX_CELLS // max(n_items * _n_variants(len(tables)), 1)
     if not tables or len(users) == 0 or fit < min(STOP_MIN_USERS, len(users)):
         return None
     rows = np.arange(len(users), dtype=np.int64)
@@ -85,7 +90,7 @@ def stopping_figures(model: TrainedModel, seqs: Sequences, users: np.ndarray, en
         if knn is not None:
             base += knn
         seqs.mask_seen(base, u, e)  # -inf stays -inf whatever is added
-        ranks[s : s + len(u)] = _ranks(base, np.arange(len(u)), t)
+        ranks[s : s + len(u)] = masked_ranks(base, t)
         if terms is None:
             continue
         j0, j1 = np.searchsorted(terms.rows, [s, s + len(u)])
@@ -93,8 +98,7 @@ def stopping_figures(model: TrainedModel, seqs: Sequences, users: np.ndarray, en
             continue
         local = terms.rows[j0:j1] - s
         sub, st = base[local], t[local]
-        srows = np.arange(len(local))
-        variants[0, j0:j1] = _ranks(sub, srows, st)
+        variants[0, j0:j1] = masked_ranks(sub, st)
         for ti in range(len(terms.tables)):
             cells, sums = terms.cells[ti], terms.sums[ti]
             lo, hi = np.searchsorted(cells, [j0 * n, j1 * n])
@@ -102,7 +106,7 @@ def stopping_figures(model: TrainedModel, seqs: Sequences, users: np.ndarray, en
             for wi, w in enumerate(STOP_GRID):
                 sc = sub + np.float32(w) * terms.tiebreak[ti][None, :]
                 sc.reshape(-1)[at] += np.float32(w) * sums[lo:hi]
-                variants[1 + ti * len(STOP_GRID) + wi, j0:j1] = _ranks(sc, srows, st)
+                variants[1 + ti * len(STOP_GRID) + wi, j0:j1] = masked_ranks(sc, st)
     encoders = ndcg_hr(ranks)
     if terms is None:
         return {**encoders, "ndcg10_stop": encoders["ndcg10"], "stop_variant": 0}
@@ -123,8 +127,3 @@ def better(figures: dict, best: dict) -> bool:
         return True
     return figures["ndcg10_stop"] >= best["ndcg10"] - 1e-9 and figures["ndcg10"] > best.get("encoders", float("inf"))
 
-
-def _ranks(scores: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Return int64 0-based ranks of the targets in ``scores`` (seen items already -inf; a seen target ranks last)."""
-    tv = scores[rows, targets]
-    return np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), scores.shape[1]).astype(np.int64)

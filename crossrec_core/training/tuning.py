@@ -28,10 +28,14 @@ def rank_targets(scores: np.ndarray, seqs: Sequences, users: np.ndarray, ends: n
 
     Seen items (anything in the history) are excluded from the ranking, as the product never recommends them.
     """
-    scores = seqs.mask_seen(scores.copy(), users, ends)
-    t = scores[np.arange(len(users)), targets]
-    rank = (scores > t[:, None]).sum(axis=1)
-    return np.where(np.isfinite(t), rank, scores.shape[1]).astype(np.int64)
+    return masked_ranks(seqs.mask_seen(scores.copy(), users, ends), targets)
+
+
+def masked_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Return int64 (B,) 0-based rank of each row's target in ``scores`` (B, n_items) whose seen items are
+    already -inf; a seen target ranks last (n_items)."""
+    tv = scores[np.arange(len(targets)), targets]
+    return np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), scores.shape[1]).astype(np.int64)
 
 
 def valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -93,11 +97,8 @@ def _best_on_grid(
         u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
         base, score = batch_parts(u, e)
         seqs.mask_seen(base, u, e)
-        rows = np.arange(len(u))
         for g in range(n_grid):
-            sc = score(g, base)
-            tv = sc[rows, t]
-            ranks[g, s : s + bs] = np.where(np.isfinite(tv), (sc > tv[:, None]).sum(axis=1), sc.shape[1])
+            ranks[g, s : s + bs] = masked_ranks(score(g, base), t)
     results = [ndcg_hr(r) for r in ranks]
     best = 0
     for g, r in enumerate(results):
@@ -149,9 +150,7 @@ def select_cold_threshold(
         rows = pick[s : s + bs]
         u, e, t = users[rows], ends[rows], targets[rows]
         for kind, rec in recs.items():
-            scores = rec.retrieval_scores(seqs, u, e)  # history already at -inf
-            tv = scores[np.arange(len(u)), t]
-            rank = np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), scores.shape[1])
+            rank = masked_ranks(rec.retrieval_scores(seqs, u, e), t)  # history already at -inf
             ndcg[kind][s : s + len(rows)] = np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)
     hist_rows, hist_pos = seqs.history_positions(users[pick], ends[pick])
     seen = np.zeros((len(pick), int(cats.max(initial=0)) + 1), dtype=bool)
