@@ -99,6 +99,10 @@ class UserEncoderConfig:
     max_len: int = 50  # longer histories rarely change the top-10
     n_layers: int = 2
     n_heads: int = 1
+    # Transformer blocks: "pre" normalises before each sub-layer (stable at any depth); "post" is SASRec's
+    # layout (LayerNorm of the summed input embeddings, then after each residual).
+    block: Literal["pre", "post"] = "pre"
+    ff_mult: int = 2  # feed-forward width as a multiple of dim (SASRec: 4)
     dropout: float = 0.2
     use_events: bool = True
     use_time_gaps: bool = True
@@ -111,6 +115,8 @@ class UserEncoderConfig:
         _check(_is_int(self.n_layers) and 1 <= self.n_layers <= 8, f"n_layers must be 1..8, got {self.n_layers!r}.")
         _check(_is_int(self.n_heads) and 1 <= self.n_heads <= 16, f"n_heads must be 1..16, got {self.n_heads!r}.")
         _check(self.dim % self.n_heads == 0, f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads}).")
+        _check(self.block in ("pre", "post"), f"block must be 'pre' or 'post', got {self.block!r}.")
+        _check(_is_int(self.ff_mult) and 1 <= self.ff_mult <= 8, f"ff_mult must be 1..8, got {self.ff_mult!r}.")
         _check(_is_num(self.dropout) and 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}.")
         _check(isinstance(self.use_events, bool) and isinstance(self.use_time_gaps, bool), "use_events / use_time_gaps must be true or false.")
         _check(_is_int(self.n_time_buckets) and 2 <= self.n_time_buckets <= 64, f"n_time_buckets must be 2..64, got {self.n_time_buckets!r}.")

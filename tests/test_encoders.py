@@ -78,10 +78,32 @@ def test_history_windows_left_padded_exact():
     assert w["gaps"].tolist() == [[0, 1], [0, 0], [0, 1], [0, 1]]
 
 
-@pytest.mark.parametrize("kind", ["transformer", "gru", "lstm"])
+# "transformer-post": SASRec's post-LN block layout with its 4x feed-forward (UserEncoderConfig.block)
+KINDS = ["transformer", "transformer-post", "gru", "lstm"]
+
+
+def _user_cfg(kind: str, **kw) -> UserEncoderConfig:
+    if kind == "transformer-post":
+        return UserEncoderConfig(kind="transformer", block="post", ff_mult=4, **kw)
+    return UserEncoderConfig(kind=kind, **kw)
+
+
+def test_post_block_is_sasrecs_layout_and_pre_stays_the_default():
+    post = UserEncoder(_user_cfg("transformer-post", dim=16, max_len=4), n_event_types=1)
+    pre = UserEncoder(UserEncoderConfig(dim=16, max_len=4), n_event_types=1)
+    assert post.in_norm is not None and pre.in_norm is None
+    assert post.blocks[0].ff[0].out_features == 64 and pre.blocks[0].ff[0].out_features == 32
+    assert post.blocks[0].post_norm and not pre.blocks[0].post_norm
+    # post-LN: every block's output is a LayerNorm output (zero mean, unit variance per position)
+    x = torch.randn(2, 3, 16)
+    y = post.blocks[0](x, torch.ones(1, 1, 3, 3, dtype=torch.bool).tril())
+    torch.testing.assert_close(y.mean(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_user_encoder_shape_and_causality(kind):
     torch.manual_seed(0)
-    enc = UserEncoder(UserEncoderConfig(kind=kind, dim=16, max_len=6, dropout=0.0), n_event_types=3).eval()
+    enc = UserEncoder(_user_cfg(kind, dim=16, max_len=6, dropout=0.0), n_event_types=3).eval()
     x = torch.randn(2, 5, 16)
     ev = torch.ones(2, 5, dtype=torch.long)
     gaps = torch.zeros(2, 5, dtype=torch.long)
@@ -109,10 +131,10 @@ def _alone(enc: UserEncoder, row: tuple[torch.Tensor, ...], n: int) -> torch.Ten
     return enc(*(t[:, -n:] for t in row))
 
 
-@pytest.mark.parametrize("kind", ["transformer", "gru", "lstm"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_state_does_not_depend_on_the_other_histories_in_the_batch(kind):
     torch.manual_seed(0)
-    enc = UserEncoder(UserEncoderConfig(kind=kind, dim=16, max_len=12, n_layers=2, dropout=0.0), n_event_types=3).eval()
+    enc = UserEncoder(_user_cfg(kind, dim=16, max_len=12, n_layers=2, dropout=0.0), n_event_types=3).eval()
     T = 10
     short, long_, empty = _history(3, T), _history(T, T), _history(0, T)
     batch = tuple(torch.cat(parts) for parts in zip(short, long_, empty))
@@ -152,10 +174,10 @@ def test_empty_history_gives_finite_state():
     assert torch.isfinite(h).all()
 
 
-@pytest.mark.parametrize("kind", ["transformer", "gru", "lstm"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_overfit_one_batch(kind):
     torch.manual_seed(0)
-    cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False, id_dropout=0.0), user=UserEncoderConfig(kind=kind, dim=16, max_len=4, dropout=0.0))
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False, id_dropout=0.0), user=_user_cfg(kind, dim=16, max_len=4, dropout=0.0))
     net = CrossRecNet(cfg, n_items=8, n_categories=2, n_event_types=1, attr_vocab_size=2, text_dim=0, n_vector_columns=0)
     items = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7], [7, 6, 5, 4]])
     targets = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 0], [6, 5, 4, 3]])

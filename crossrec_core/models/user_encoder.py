@@ -14,31 +14,37 @@ from crossrec_core.config import UserEncoderConfig
 
 
 class _Block(nn.Module):
-    """Pre-LN causal self-attention block."""
+    """Causal self-attention block, pre-LN (norm before each sub-layer) or post-LN (SASRec's: after each residual)."""
 
-    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, d: int, n_heads: int, dropout: float, *, post_norm: bool = False, ff_mult: int = 2) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.post_norm = post_norm
         self.ln1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
         self.ln2 = nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
         self.drop = nn.Dropout(dropout)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(D, dim=2)
+        if self.post_norm:
+            x = self.ln1(x + self.drop(self.proj(self._attend(x, attn_mask))))
+            return self.ln2(x + self.drop(self.ff(x)))
+        x = x + self.drop(self.proj(self._attend(self.ln1(x), attn_mask)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+    def _attend(self, h: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = h.shape
+        q, k, v = self.qkv(h).split(D, dim=2)
         q = q.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
         k = k.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
         v = v.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
         y = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, T, Dh)
-        y = y.transpose(1, 2).reshape(B, T, D)
-        x = x + self.drop(self.proj(y))
-        return x + self.drop(self.ff(self.ln2(x)))
+        return y.transpose(1, 2).reshape(B, T, D)
 
 
 def _recur_from_first_event(rnn: nn.RNNBase, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -81,9 +87,15 @@ class UserEncoder(nn.Module):
         if cfg.kind == "transformer":
             self.pos_emb = nn.Embedding(cfg.max_len, d)  # position counted from the most recent event
             nn.init.normal_(self.pos_emb.weight, std=0.02)
-            self.blocks = nn.ModuleList([_Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
+            post = cfg.block == "post"
+            self.blocks = nn.ModuleList(
+                [_Block(d, cfg.n_heads, cfg.dropout, post_norm=post, ff_mult=cfg.ff_mult) for _ in range(cfg.n_layers)]
+            )
+            # post-LN (SASRec) normalises the summed input embeddings before the first block
+            self.in_norm = nn.LayerNorm(d) if post else None
         else:
             self.blocks = nn.ModuleList()
+            self.in_norm = None
         # separate attributes so saved GRU models keep their user_encoder.gru.* weight names
         rnn_dropout = cfg.dropout if cfg.n_layers > 1 else 0.0
         self.gru = nn.GRU(d, d, num_layers=cfg.n_layers, batch_first=True, dropout=rnn_dropout) if cfg.kind == "gru" else None
@@ -109,6 +121,8 @@ class UserEncoder(nn.Module):
         if self.cfg.kind == "transformer":
             pos = torch.arange(T - 1, -1, -1, device=x.device).clamp(max=self.cfg.max_len - 1)
             x = x + self.pos_emb(pos).unsqueeze(0)
+            if self.in_norm is not None:
+                x = self.in_norm(x)
             x = self.in_drop(x * vm)
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
             # a padded query may only see itself, so no row is fully masked (no NaN)
