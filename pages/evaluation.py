@@ -9,7 +9,7 @@ from pages import evaluation_view as view
 from pages.active import require_pair
 from pages.compare_cache import lead_sentence, reach_sentence
 from pages.evaluation_report import metric_table, report_button
-from pages.evaluation_cache import get_affinities, get_evaluation, get_journey_report, get_threshold_curve, scores_key
+from pages.evaluation_cache import EVAL_MAX_USERS, get_affinities, get_evaluation, get_journey_report, get_threshold_curve, scores_key
 from pages.model_compare import compare_models
 from pages.state import md_escape, mirror, persist, show_error
 from pages.threshold_actions import save_threshold_callback, show_saved, use_threshold_callback
@@ -17,11 +17,11 @@ from pages.threshold_actions import save_threshold_callback, show_saved, use_thr
 st.title("Evaluation")
 ds_name, ds, model_name, model = require_pair()
 ready_key = f"_eval_ready:{model_name}:{ds_name}"
-st.caption(protocol := view.protocol_line("up to 3,000", 10))
+st.caption(protocol := view.protocol_line(f"up to {EVAL_MAX_USERS:,}", 10))
 if not st.session_state.get(ready_key):
     slot = st.empty()  # the button goes once pressed: the results replace it
     if not slot.button("Evaluate", icon=":material/play_arrow:", key="eval_run", type="primary",
-                       help="Scores the model and the baselines on up to 3,000 shoppers: seconds on the demo store, longer on big catalogues."):
+                       help=f"Scores the model and the baselines on up to {EVAL_MAX_USERS:,} shoppers: seconds on the demo store, longer on big catalogues."):
         st.stop()
     slot.empty()
     st.session_state[ready_key] = True

@@ -23,6 +23,9 @@ from crossrec_core.storage.workspace import models_dir
 from pages.caches import dataset_key, load_dataset_cached, load_model_cached, model_key, root_key
 
 THRESHOLD_FILE = "threshold.json"
+# Shoppers measured: the evaluation table and the threshold curve take the same seeded sample, so the page
+# never states two different shopper counts for one test split.
+EVAL_MAX_USERS = 3000
 
 
 def scoring_stamp(model_name: str) -> int:
@@ -46,20 +49,22 @@ def _evaluation(root: str, model_name: str, model_stamp: int, ds_name: str, ds_s
     return evaluate_rankers(load_dataset_cached(root, ds_name, ds_stamp), rankers, k=k, max_users=max_users)
 
 
-def get_evaluation(model_name: str, ds_name: str, k: int = 10, max_users: int = 3000):
+def get_evaluation(model_name: str, ds_name: str, k: int = 10):
     """Return the EvaluationResult of the model against the baselines on the dataset, cached until the
     model's scoring files change."""
-    return _evaluation(*scores_key(model_name, ds_name), k, max_users)
+    return _evaluation(*scores_key(model_name, ds_name), k, EVAL_MAX_USERS)
 
 
 @st.cache_data(show_spinner="Sweeping thresholds...", max_entries=8)
-def _threshold_curve(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int):
-    return threshold_curve(load_model_cached(root, model_name, model_stamp), load_dataset_cached(root, ds_name, ds_stamp))
+def _threshold_curve(root: str, model_name: str, model_stamp: int, ds_name: str, ds_stamp: int, max_users: int):
+    model, ds = load_model_cached(root, model_name, model_stamp), load_dataset_cached(root, ds_name, ds_stamp)
+    return threshold_curve(model, ds, max_users=max_users)
 
 
 def get_threshold_curve(model_name: str, ds_name: str):
-    """Return the model's ThresholdCurve on the dataset, cached until the model's scoring files change."""
-    return _threshold_curve(*scores_key(model_name, ds_name))
+    """Return the model's ThresholdCurve on the dataset (the evaluation's shoppers), cached until the model's
+    scoring files change."""
+    return _threshold_curve(*scores_key(model_name, ds_name), EVAL_MAX_USERS)
 
 
 @st.cache_data(show_spinner="Comparing category affinities...", max_entries=8)

@@ -160,6 +160,19 @@ def test_the_threshold_curve_marks_the_validated_and_the_current_threshold(home)
     assert at.slider(key="_eval_threshold_w").value == pytest.approx(curve.best_threshold)
 
 
+def test_the_table_and_the_threshold_curve_count_the_same_shoppers(home, monkeypatch):
+    """Both take the same seeded sample: the page once said 3,000 shoppers above the table and 4,914 under
+    the curve for one test split."""
+    import pages.evaluation_cache as cache
+
+    monkeypatch.setattr(cache, "EVAL_MAX_USERS", 150)  # fewer than the store's 400 shoppers: the cap binds
+    at = evaluated()
+    assert any(c.value == "All shoppers: 150 shoppers" for c in at.caption), [c.value for c in at.caption]
+    curve = next(c.value for c in at.caption if c.value.startswith("The curve is on the test targets"))
+    assert "of 150 shoppers" in curve
+    assert any("for up to 150 sampled shoppers" in c.value for c in at.caption)
+
+
 def test_saving_the_threshold_writes_it_with_the_model_and_the_page_reads_it_back(scratch):
     from crossrec_core.storage.registry import load_model
 
