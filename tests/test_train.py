@@ -544,3 +544,19 @@ def test_id_shrinkage_weights_each_items_id_part_by_its_training_count():
     np.testing.assert_allclose(mask(2.0, shrink=False), [0.0, 1.0, 1.0, 1.0])
     with pytest.raises(Exception, match="id_shrinkage"):
         ItemEncoderConfig(id_shrinkage=-1.0)
+
+
+def test_epoch_batches_group_similar_lengths_or_draw_at_random():
+    from crossrec_core.training.loop import epoch_batches
+
+    length = np.tile(np.arange(1, 51), 40)  # 2,000 windows, lengths 1..50
+    bucketed = epoch_batches(length, 20, np.random.default_rng(0), True)
+    drawn = epoch_batches(length, 20, np.random.default_rng(0), False)
+    for batches in (bucketed, drawn):  # every window once per epoch
+        assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(len(length)))
+    # buckets: a batch spans 2-3 lengths of the 50 (100 windows each, 40 per length); random: nearly all of them
+    assert max(np.ptp(length[b]) for b in bucketed) <= 3
+    assert min(np.ptp(length[b]) for b in drawn) >= 40
+    # the batch order is random either way: not sorted by length
+    firsts = [length[b].min() for b in bucketed]
+    assert firsts != sorted(firsts)

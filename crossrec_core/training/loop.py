@@ -124,6 +124,15 @@ class _Windows:
         return len(self.length)
 
 
+def epoch_batches(length: np.ndarray, n_batches: int, rng: np.random.Generator, buckets: bool) -> list[np.ndarray]:
+    """Return one epoch's batches of window indices, in random order: windows of similar ``length`` together
+    (less padding to encode), or, without ``buckets``, drawn at random (TrainConfig.length_buckets)."""
+    shuffled = rng.random(len(length))
+    order = np.lexsort((shuffled, length)) if buckets else np.argsort(shuffled)
+    batches = [b for b in np.array_split(order, n_batches) if len(b)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def build_windows(ds: InteractionDataset, split: LeaveLastOut, cfg: ModelConfig) -> _Windows:
     """Return every user's training events cut into windows of ``cfg.user.max_len`` next-item targets.
 
@@ -346,10 +355,7 @@ def _fit_epochs(
         torch.manual_seed(tc.seed * 1009 + epoch)
         rng = np.random.default_rng([tc.seed, epoch])
         gen = torch.Generator().manual_seed(tc.seed * 7919 + epoch)
-        # batches of similar length (less padding), in random order
-        order = np.lexsort((rng.random(windows.n), windows.length))
-        batches = [b for b in np.array_split(order, n_batches_total) if len(b)]
-        batches = [batches[i] for i in rng.permutation(len(batches))]
+        batches = epoch_batches(windows.length, n_batches_total, rng, tc.length_buckets)
         if dist.on:
             batches = batches[dist.rank :: dist.world]
             if len(batches) < n_steps:  # fewer windows than ranks: repeat one so every rank steps
