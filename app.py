@@ -5,7 +5,6 @@ from pathlib import Path
 import streamlit as st
 
 from pages import routed
-from pages.sidebar import sidebar
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -23,6 +22,9 @@ pages = [
     st.Page("pages/evaluation.py", title="Evaluation", icon=":material/monitoring:"),
 ]
 pg = st.navigation(pages)
+# imported after the navigation is drawn: its imports (jobs, caches) take seconds in a new process
+from pages.sidebar import sidebar  # noqa: E402
+
 sidebar()
 with routed():
     pg.run()

@@ -1,5 +1,6 @@
 """Data: upload a log, check the column mapping, read the validation report, profile it, save it."""
 
+import pages  # noqa: F401  first: a run Streamlit started without app.py reroutes before the heavy imports
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError

@@ -1,5 +1,6 @@
 """Embedding map: the catalogue as category islands, users on top, one shopper's path drawn with arrows."""
 
+import pages  # noqa: F401  first: a run Streamlit started without app.py reroutes before the heavy imports
 import numpy as np
 import streamlit as st
 

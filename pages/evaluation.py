@@ -1,10 +1,10 @@
 """Evaluation: the model against the baselines, its calibration, thresholds, affinities, journeys, two models."""
 
+import pages  # noqa: F401  first: a run Streamlit started without app.py reroutes before the heavy imports
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError, ModelError
-from pages import charts
-from pages import evaluation_figures as figures
+from pages import charts, evaluation_figures as figures
 from pages import evaluation_view as view
 from pages.active import require_pair
 from pages.compare_cache import lead_sentence, reach_sentence

@@ -1,5 +1,6 @@
 """Home: what crossrec does, the workspace at a glance, and the two ways to start."""
 
+import pages  # noqa: F401  first: a run Streamlit started without app.py reroutes before the heavy imports
 import pandas as pd
 import streamlit as st
 

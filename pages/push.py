@@ -1,5 +1,6 @@
 """Push a category: the shoppers most likely to buy in it next and the items that would bring them."""
 
+import pages  # noqa: F401  first: a run Streamlit started without app.py reroutes before the heavy imports
 import streamlit as st
 
 from crossrec_core.errors import CrossrecError

@@ -4,6 +4,7 @@ The shopper and the history are drawn on a full run; the controls and the list a
 (pages/rec_tuning.py) that reruns alone when a knob moves or the what-if history is edited.
 """
 
+import pages  # noqa: F401  first: a run Streamlit started without app.py reroutes before the heavy imports
 import streamlit as st
 
 from crossrec_core.serving.shoppers import history_table

@@ -1,5 +1,6 @@
 """Train: start a background training job, follow it live, manage saved models."""
 
+import pages  # noqa: F401  first: a run Streamlit started without app.py reroutes before the heavy imports
 import dataclasses
 
 import pandas as pd
