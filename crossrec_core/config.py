@@ -200,6 +200,9 @@ class TrainConfig:
     # bucketing gives short histories (and the last, partial window of a long one) more weight per target
     # than random batches, as RecBole's SASRec draws them, do.
     length_buckets: bool = True
+    # Each window's targets weigh 1 / its number of targets, so every window counts the same in a step
+    # whatever its length (what length buckets do, approximately, by averaging over similar windows).
+    window_weights: bool = False
     # Add an item-kNN (co-occurrence) term to retrieval with a weight chosen on validation NDCG@10
     # (0 when it does not help): sparse catalogues reward item-to-item co-occurrence.
     knn_blend: bool = True
@@ -255,6 +258,7 @@ class TrainConfig:
         _check(isinstance(self.stop_on_retrieval, bool), f"stop_on_retrieval must be true or false, got {self.stop_on_retrieval!r}.")
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(isinstance(self.length_buckets, bool), f"length_buckets must be true or false, got {self.length_buckets!r}.")
+        _check(isinstance(self.window_weights, bool), f"window_weights must be true or false, got {self.window_weights!r}.")
         _check(self.dp_epsilon is None or (_is_num(self.dp_epsilon) and 0.0 < self.dp_epsilon <= 100.0),
                f"The privacy budget epsilon must be a number above 0 and at most 100 (for example 1, 4 or 8), got {self.dp_epsilon!r}.")
         _check(self.dp_delta is None or (_is_num(self.dp_delta) and 0.0 < self.dp_delta < 1.0), f"dp_delta must be in (0, 1), got {self.dp_delta!r}.")

@@ -560,3 +560,15 @@ def test_epoch_batches_group_similar_lengths_or_draw_at_random():
     # the batch order is random either way: not sorted by length
     firsts = [length[b].min() for b in bucketed]
     assert firsts != sorted(firsts)
+
+
+def test_window_weights_make_every_window_weigh_one():
+    from crossrec_core.training.loop import build_windows
+
+    ds = pattern_dataset(60)
+    split = ds.leave_last_out()
+    plain = build_windows(ds, split, small_config()).tensors["weights"].numpy()
+    per_window = build_windows(ds, split, small_config(window_weights=True)).tensors["weights"].numpy()
+    assert len(np.unique(plain.sum(axis=1))) > 1  # the pattern log's windows hold 2-6 targets
+    np.testing.assert_allclose(per_window.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(per_window * plain.sum(axis=1, keepdims=True), plain, rtol=1e-6)  # same targets, scaled
