@@ -41,8 +41,9 @@ def _whatif(model_name: str, hist: pd.DataFrame) -> None:
     with st.expander("What if... (edit the history)", icon=":material/edit:",
                      expanded=bool(state.whatif_add or state.whatif_remove)):
         label = get_whatif_labels(model_name, state.whatif_add)
+        # no "Select N matches": one click on it added every product a search matched (388 on hm) to the history
         st.multiselect("Add products (newest last)", list(label), key="_whatif_add_w", format_func=label.get,
-                       on_change=persist, args=("_whatif_add_w", "whatif_add"),
+                       on_change=persist, args=("_whatif_add_w", "whatif_add"), select_all=False,
                        help="Each one counts as the history's strongest kind of event (a purchase if there is one).")
         own = dict(zip(hist["item_id"], item_labels(hist["title"], hist["item_id"], hist["category"])))
         st.multiselect("Remove products", list(own), key="_whatif_remove_w", format_func=own.get,

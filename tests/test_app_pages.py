@@ -242,6 +242,7 @@ def test_recommendations_page_reacts_to_its_controls(home):
 
     # what-if: adding an item changes the list, and the added item is never recommended back
     added = str(first["item_id"].iloc[0])
+    assert at.multiselect(key="_whatif_add_w").proto.select_all == 0  # no "Select N matches" in the what-if list
     at.multiselect(key="_whatif_add_w").set_value([added]).run()
     whatif = table(at, "explanation")
     assert added not in set(whatif["item_id"]) and whatif["item_id"].tolist() != first["item_id"].tolist()
