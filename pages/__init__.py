@@ -12,6 +12,10 @@ That import happens once per process, so a second session whose first run had al
 legacy mode (two people opening an address at once on a fresh server; found by bench/load.py) would
 still see the page alone: ``through_app`` (called by every page, via pages/active.py) reruns such a run,
 which app.py did not start (``routed``), once per session.
+
+Every routed page imports this package before anything else (tests/test_architecture.py holds it): the
+reroute then happens before the page's own imports load torch, and Streamlit's bare file list shows for a
+fraction of a second instead of the 3.5-4 s those imports took (bench/first_visit.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations
