@@ -103,6 +103,10 @@ class UserEncoderConfig:
     # layout (LayerNorm of the summed input embeddings, then after each residual).
     block: Literal["pre", "post"] = "pre"
     ff_mult: int = 2  # feed-forward width as a multiple of dim (SASRec: 4)
+    # Transformer positions: "first" counts from the window's first real event (SASRec's), so a history
+    # prefix carries the same positions in training as when it is the whole input at serving time;
+    # "recent" counts back from the window's last column (models saved before the option existed).
+    positions: Literal["first", "recent"] = "recent"
     dropout: float = 0.2
     use_events: bool = True
     use_time_gaps: bool = True
@@ -117,6 +121,7 @@ class UserEncoderConfig:
         _check(self.dim % self.n_heads == 0, f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads}).")
         _check(self.block in ("pre", "post"), f"block must be 'pre' or 'post', got {self.block!r}.")
         _check(_is_int(self.ff_mult) and 1 <= self.ff_mult <= 8, f"ff_mult must be 1..8, got {self.ff_mult!r}.")
+        _check(self.positions in ("first", "recent"), f"positions must be 'first' or 'recent', got {self.positions!r}.")
         _check(_is_num(self.dropout) and 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}.")
         _check(isinstance(self.use_events, bool) and isinstance(self.use_time_gaps, bool), "use_events / use_time_gaps must be true or false.")
         _check(_is_int(self.n_time_buckets) and 2 <= self.n_time_buckets <= 64, f"n_time_buckets must be 2..64, got {self.n_time_buckets!r}.")
@@ -203,6 +208,9 @@ class TrainConfig:
     # Each window's targets weigh 1 / its number of targets, so every window counts the same in a step
     # whatever its length (what length buckets do, approximately, by averaging over similar windows).
     window_weights: bool = False
+    # With window_weights, a window of n targets weighs n ** (1 - window_weight_power) in all: 1 makes every
+    # window count the same, 0 every target (random batches' weighting), between the two a compromise.
+    window_weight_power: float = 1.0
     # Add an item-kNN (co-occurrence) term to retrieval with a weight chosen on validation NDCG@10
     # (0 when it does not help): sparse catalogues reward item-to-item co-occurrence.
     knn_blend: bool = True
@@ -259,6 +267,8 @@ class TrainConfig:
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(isinstance(self.length_buckets, bool), f"length_buckets must be true or false, got {self.length_buckets!r}.")
         _check(isinstance(self.window_weights, bool), f"window_weights must be true or false, got {self.window_weights!r}.")
+        _check(_is_num(self.window_weight_power) and 0.0 <= self.window_weight_power <= 1.0,
+               f"window_weight_power must be in [0, 1], got {self.window_weight_power!r}.")
         _check(self.dp_epsilon is None or (_is_num(self.dp_epsilon) and 0.0 < self.dp_epsilon <= 100.0),
                f"The privacy budget epsilon must be a number above 0 and at most 100 (for example 1, 4 or 8), got {self.dp_epsilon!r}.")
         _check(self.dp_delta is None or (_is_num(self.dp_delta) and 0.0 < self.dp_delta < 1.0), f"dp_delta must be in (0, 1), got {self.dp_delta!r}.")
@@ -308,6 +318,8 @@ class ModelConfig:
                 sub.setdefault("attr_encoder", "cnn")  # configs saved before the bag existed used the CNN
             if key == "train" and isinstance(d.get(key), dict):
                 sub.setdefault("fusion_novel_candidates", 0)  # models saved before it: retrieval-only candidates
+            if key == "user" and isinstance(d.get(key), dict):
+                sub.setdefault("positions", "recent")  # models saved before it counted back from the last column
             names = {f.name for f in fields(klass)}
             bad = set(sub) - names
             if bad:

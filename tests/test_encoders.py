@@ -79,12 +79,14 @@ def test_history_windows_left_padded_exact():
 
 
 # "transformer-post": SASRec's post-LN block layout with its 4x feed-forward (UserEncoderConfig.block)
-KINDS = ["transformer", "transformer-post", "gru", "lstm"]
+KINDS = ["transformer", "transformer-post", "transformer-first", "gru", "lstm"]
 
 
 def _user_cfg(kind: str, **kw) -> UserEncoderConfig:
     if kind == "transformer-post":
         return UserEncoderConfig(kind="transformer", block="post", ff_mult=4, **kw)
+    if kind == "transformer-first":
+        return UserEncoderConfig(kind="transformer", positions="first", **kw)
     return UserEncoderConfig(kind=kind, **kw)
 
 
@@ -146,10 +148,11 @@ def test_a_state_does_not_depend_on_the_other_histories_in_the_batch(kind):
     assert torch.isfinite(h).all()  # a row without events neither crashes nor poisons the batch
 
 
-@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("kind", ["gru", "lstm", "transformer-first"])
 def test_every_real_column_of_a_padded_row_is_the_state_of_its_prefix_alone(kind):
+    """What a training step fits at each column is what serving computes for that prefix as a whole history."""
     torch.manual_seed(1)
-    enc = UserEncoder(UserEncoderConfig(kind=kind, dim=16, max_len=12, n_layers=2, dropout=0.0), n_event_types=3).eval()
+    enc = UserEncoder(_user_cfg(kind, dim=16, max_len=12, n_layers=2, dropout=0.0), n_event_types=3).eval()
     T, n = 8, 5
     row = _history(n, T)
     with torch.no_grad():
@@ -157,6 +160,29 @@ def test_every_real_column_of_a_padded_row_is_the_state_of_its_prefix_alone(kind
         for k in range(1, n + 1):  # the prefix of the first k events ends in column T - n + k - 1
             prefix = tuple(t[:, : T - n + k] for t in row)
             torch.testing.assert_close(h[0, T - n + k - 1], _alone(enc, prefix, k)[0, -1])
+
+
+def test_positions_counted_back_from_the_last_column_give_a_prefix_other_positions_than_serving_does():
+    """Why "first" exists: with "recent" the state a training step fits for a prefix is not the one serving computes."""
+    torch.manual_seed(1)
+    enc = UserEncoder(UserEncoderConfig(dim=16, max_len=12, dropout=0.0, positions="recent"), n_event_types=3).eval()
+    T, n = 8, 5
+    row = _history(n, T)
+    with torch.no_grad():
+        h = enc(*row)
+        prefix = tuple(t[:, : T - 2] for t in row)  # the first 3 events
+        assert not torch.allclose(h[0, T - 3], _alone(enc, prefix, 3)[0, -1], atol=1e-4)
+        torch.testing.assert_close(h[0, -1], _alone(enc, row, n)[0, -1])  # the whole history agrees
+
+
+def test_models_saved_before_positions_existed_load_with_the_positions_they_were_trained_with():
+    d = ModelConfig().to_dict()
+    del d["user"]["positions"]
+    assert ModelConfig.from_dict(d).user.positions == "recent"
+    d["user"]["positions"] = "first"
+    assert ModelConfig.from_dict(d).user.positions == "first"
+    with pytest.raises(Exception, match="positions"):
+        UserEncoderConfig(positions="middle")
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

@@ -85,7 +85,7 @@ class UserEncoder(nn.Module):
                 nn.init.normal_(emb.weight, std=0.02)
         self.in_drop = nn.Dropout(cfg.dropout)
         if cfg.kind == "transformer":
-            self.pos_emb = nn.Embedding(cfg.max_len, d)  # position counted from the most recent event
+            self.pos_emb = nn.Embedding(cfg.max_len, d)  # cfg.positions: from the first real event, or back from the last column
             nn.init.normal_(self.pos_emb.weight, std=0.02)
             post = cfg.block == "post"
             self.blocks = nn.ModuleList(
@@ -119,8 +119,14 @@ class UserEncoder(nn.Module):
         if self.gap_emb is not None:
             x = x + self.gap_emb(gaps)
         if self.cfg.kind == "transformer":
-            pos = torch.arange(T - 1, -1, -1, device=x.device).clamp(max=self.cfg.max_len - 1)
-            x = x + self.pos_emb(pos).unsqueeze(0)
+            if self.cfg.positions == "first":
+                # each row's own count from its first real event: the same whatever the padding, and a
+                # prefix trained on carries the positions it has when it is a whole history at serving
+                pos = (valid.long().cumsum(dim=1) - 1).clamp(min=0, max=self.cfg.max_len - 1)  # (B, T)
+                x = x + self.pos_emb(pos)
+            else:
+                pos = torch.arange(T - 1, -1, -1, device=x.device).clamp(max=self.cfg.max_len - 1)
+                x = x + self.pos_emb(pos).unsqueeze(0)
             if self.in_norm is not None:
                 x = self.in_norm(x)
             x = self.in_drop(x * vm)
