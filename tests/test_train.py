@@ -572,3 +572,16 @@ def test_window_weights_make_every_window_weigh_one():
     assert len(np.unique(plain.sum(axis=1))) > 1  # the pattern log's windows hold 2-6 targets
     np.testing.assert_allclose(per_window.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(per_window * plain.sum(axis=1, keepdims=True), plain, rtol=1e-6)  # same targets, scaled
+
+
+def test_window_weight_power_goes_from_every_window_to_every_target():
+    from crossrec_core.training.loop import build_windows
+
+    ds = pattern_dataset(60)
+    split = ds.leave_last_out()
+    plain = build_windows(ds, split, small_config()).tensors["weights"].numpy()
+    n = plain.sum(axis=1)
+    for power in (0.0, 0.5):
+        w = build_windows(ds, split, small_config(window_weights=True, window_weight_power=power)).tensors["weights"].numpy()
+        np.testing.assert_allclose(w.sum(axis=1), n ** (1.0 - power), rtol=1e-6)  # a window of n targets weighs n^(1-a)
+        np.testing.assert_allclose(w * n[:, None] ** power, plain, rtol=1e-6)  # same targets, scaled
