@@ -10,7 +10,7 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.errors import CrossrecError
 from crossrec_core.storage.registry import delete_model, import_model_zip
 from crossrec_core.training import jobs
-from crossrec_core.training.private import private_config
+from crossrec_core.training.private import few_shoppers_warning, private_config
 from pages.active import require_dataset
 from pages.caches import model_datasets, model_infos
 from pages.job_panel import follow_training
@@ -44,6 +44,8 @@ with st.form("train_form"):
                              "(docs/SECURITY.md). It costs quality and time (bench/RESULTS.md \"Private training\"), "
                              f"runs {defaults.train.dp_epochs} fixed passes, and leaves out the fitted popularity and re-rank.")
     epsilon = p2.select_slider("Privacy budget ε (smaller = more private)", [1, 2, 4, 8], value=8, key="train_epsilon")
+    if few := few_shoppers_warning(ds.n_users):
+        p2.caption(f":material/warning: {few}")
     submitted = st.form_submit_button("Train", icon=":material/play_arrow:", type="primary")
 if submitted:
     config = dataclasses.replace(

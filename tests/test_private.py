@@ -53,12 +53,20 @@ def test_cli_trains_saves_and_reports_epsilon_within_budget(tmp_path, workspace,
     rc = main(["train", "--interactions", str(tmp_path / "log.csv"), "--items", str(tmp_path / "items.csv"), "--out", str(out),
                "--epochs", "2", "--device", "cpu", "--dp-epsilon", "3"])
     assert rc == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "differential privacy: epsilon" in printed and "(asked 3)" in printed
+    assert "warning: This log has 30 shoppers: private training needs tens of thousands" in captured.err
     model = registry.load_model(out)
     privacy = json.loads((out / "metrics.json").read_text())["privacy"]
     assert 0 < privacy["epsilon"] <= 3.0 and privacy["delta"] == pytest.approx(1 / 30)
     assert model.config.train.dp_epsilon == 3.0 and len(model.metrics["history"]) == 2  # --epochs = private passes
+
+
+def test_the_few_shoppers_warning_stops_at_the_measured_bound():
+    assert "This log has 2,954 shoppers" in P.few_shoppers_warning(2_954)
+    assert P.few_shoppers_warning(P.FEW_SHOPPERS - 1) is not None
+    assert P.few_shoppers_warning(P.FEW_SHOPPERS) is None
 
 
 @pytest.mark.parametrize("eps", [0.5, 8.0])

@@ -18,7 +18,7 @@ from crossrec_core.storage.compress import CompressConfig, compress_model
 from crossrec_core.storage import registry
 from crossrec_core.training.ddp import init_distributed
 from crossrec_core.training.pipeline import train_and_save
-from crossrec_core.training.private import privacy_line, private_config
+from crossrec_core.training.private import few_shoppers_warning, privacy_line, private_config
 from crossrec_core.training.progress import Phase
 from crossrec_core.training.warm_start import prepare_warm_start
 
@@ -88,6 +88,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.warm_start:  # the model's own settings; new items, categories and events appended (training/warm_start.py)
         cfg, ds, init = prepare_warm_start(args.warm_start, ds, encoder=args.encoder, epochs=args.epochs, seed=args.seed, device=args.device)
     show = rank == 0
+    if show and args.dp_epsilon is not None and (few := few_shoppers_warning(ds.n_users)):
+        print(f"warning: {few}", file=sys.stderr)
     if show:
         print(f"Training on {ds.name}: {ds.n_events:,} events, {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_categories:,} categories", file=sys.stderr)
     bar = None
