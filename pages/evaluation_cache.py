@@ -10,6 +10,7 @@ minute-long evaluation. The router never lists this file as a page.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import streamlit as st
@@ -19,9 +20,13 @@ from crossrec_core.evaluation.baselines import default_baselines
 from crossrec_core.evaluation.evaluator import evaluate_rankers
 from crossrec_core.evaluation.thresholds import threshold_curve
 from crossrec_core.storage.datasets import load_extra
+from crossrec_core.errors import CrossrecError
+from crossrec_core.evaluation.report import model_test_figures
+from crossrec_core.storage.model_card import TEST_FILE, record_test_figures
 from crossrec_core.storage.workspace import models_dir
 from pages.caches import dataset_key, load_dataset_cached, load_model_cached, model_key, root_key
 
+log = logging.getLogger(__name__)
 THRESHOLD_FILE = "threshold.json"
 # Shoppers measured: the evaluation table and the threshold curve take the same seeded sample, so the page
 # never states two different shopper counts for one test split.
@@ -29,11 +34,12 @@ EVAL_MAX_USERS = 3000
 
 
 def scoring_stamp(model_name: str) -> int:
-    """Return the newest mtime (ns) of the model's files that change its scores (threshold.json excluded)."""
+    """Return the newest mtime (ns) of the model's files that change its scores (the threshold and the
+    recorded test figures excluded: recording them must not re-run the evaluation they come from)."""
     folder = models_dir() / model_name
     try:
         return max((e.stat().st_mtime_ns for e in os.scandir(folder)
-                    if e.is_file() and e.name != THRESHOLD_FILE and not e.name.startswith(".")), default=0)
+                    if e.is_file() and e.name not in (THRESHOLD_FILE, TEST_FILE) and not e.name.startswith(".")), default=0)
     except OSError:
         return 0
 
@@ -51,8 +57,18 @@ def _evaluation(root: str, model_name: str, model_stamp: int, ds_name: str, ds_s
 
 def get_evaluation(model_name: str, ds_name: str, k: int = 10):
     """Return the EvaluationResult of the model against the baselines on the dataset, cached until the
-    model's scoring files change."""
-    return _evaluation(*scores_key(model_name, ds_name), k, EVAL_MAX_USERS)
+    model's scoring files change; its test figures become the model card's (record_test_figures)."""
+    result = _evaluation(*scores_key(model_name, ds_name), k, EVAL_MAX_USERS)
+    if result.methods:
+        figures = model_test_figures(result)
+        if result.subset_sizes.get("novel", 0):
+            figures[f"NDCG@{result.k}, next product in a new category"] = result.value(result.methods[0], "novel", f"NDCG@{result.k}")
+        where = f"{ds_name}, {int(result.subset_sizes.get('all', 0)):,} shoppers' last events"
+        try:  # the card reads the folder on every run: Home and Train show the figures at once
+            record_test_figures(model_name, figures, where)
+        except (OSError, CrossrecError) as err:  # a read-only workspace still shows the evaluation
+            log.warning("could not record the test figures of %s: %s", model_name, err)
+    return result
 
 
 @st.cache_data(show_spinner="Sweeping thresholds...", max_entries=8)

@@ -214,7 +214,7 @@ def test_train_page_starts_a_private_job_only_when_asked(home, monkeypatch, priv
     next(b for b in at.button if b.label == "Train").click().run()
     assert not at.exception and len(started) == 1
     assert started[0].train.dp_epsilon == (4.0 if private else None)
-    # the demo store's ~5,000 shoppers are far too few for private training: the form says so beside the budget
+    # the test store's 600 shoppers are far too few for private training: the form says so beside the budget
     assert [c for c in at.caption if "private training needs tens of thousands" in c.value]
 
 def test_recommendations_page_reacts_to_its_controls(home):
@@ -436,6 +436,16 @@ def test_evaluation_page_compares_with_baselines_and_shares_the_threshold(home):
     leads = [c.value for c in at.caption if "95% interval" in c.value]
     assert len(leads) >= 2 and all("paired bootstrap" in c for c in leads)
     assert all(("a real difference" in c) or ("within noise" in c) for c in leads)
+    # the figures become the model card's on Home and Train, with where they were measured
+    ndcg = float(table(at, "NDCG@10").loc["crossrec", "NDCG@10"])
+    fields = card_fields(open_page(None))
+    shoppers = next(c.value for c in at.caption if c.value.startswith("All shoppers: ")).split(": ")[1]  # "596 shoppers"
+    assert fields["Measured on"] == f"demo-store, {shoppers}' last events" and fields["Measured"].endswith("UTC")
+    assert float(fields["NDCG@10"]) == pytest.approx(ndcg, abs=1e-4) and "Test figures" not in fields
+    record = home / "models" / "demo-model" / "test_figures.json"
+    stamp = record.stat().st_mtime_ns
+    at.run()  # a rerun with the same figures rewrites nothing (the folder's mtime is the model's cache key)
+    assert record.stat().st_mtime_ns == stamp
 
 
 # -- datasets and models stay paired ---------------------------------------------------------------
@@ -723,6 +733,7 @@ def card_fields(at: AppTest) -> dict[str, str]:
 
 @pytest.mark.parametrize("page, key", [(None, "home_card_load"), ("pages/train.py", "train_card_load")])
 def test_home_and_train_show_the_active_models_card(home, page, key):
+    (home / "models" / "demo-model" / "test_figures.json").unlink(missing_ok=True)  # as trained: not evaluated yet
     at = open_page(page)
     fields = card_fields(at)
     assert fields["Trained on"] == "demo-store" and fields["Saved"].endswith("UTC")

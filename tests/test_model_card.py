@@ -73,6 +73,24 @@ def test_test_figures_come_from_an_evaluation_or_from_the_folder(workspace, shop
     assert model_card("m2").test == [("NDCG@10", "0.5000")]
 
 
+def test_an_evaluation_recorded_in_the_folder_is_the_cards_test_figures_until_the_next_one(workspace, shop):
+    from crossrec_core.storage.model_card import TEST_FILE, record_test_figures
+
+    write_model_folder(workspace, "m", shop.fingerprint(), {**METRICS, "test": {"NDCG@10": 0.5}})
+    assert record_test_figures("m", {"NDCG@10": 0.25, "HR@10": 0.5, "note": "x"}, "shop, 3 shoppers' last events")
+    test = dict(model_card("m").test)
+    assert test["Measured on"] == "shop, 3 shoppers' last events" and test["Measured"].endswith("UTC")
+    assert (test["NDCG@10"], test["HR@10"]) == ("0.2500", "0.5000") and "note" not in test  # numbers only
+    stamp = (workspace / "models" / "m" / TEST_FILE).stat().st_mtime_ns
+    assert not record_test_figures("m", {"NDCG@10": 0.25, "HR@10": 0.5}, "shop, 3 shoppers' last events")  # unchanged: no write
+    assert (workspace / "models" / "m" / TEST_FILE).stat().st_mtime_ns == stamp
+    assert record_test_figures("m", {"NDCG@10": 0.3}, "other, 5 shoppers' last events")  # the newest evaluation wins
+    assert dict(model_card("m").test)["NDCG@10"] == "0.3000"
+    assert not record_test_figures("no-such-model", {"NDCG@10": 0.3}, "x")
+    (workspace / "models" / "m" / TEST_FILE).write_text("{not json")  # a damaged record leaves the card readable
+    assert model_card("m").test == [("NDCG@10", "0.5000")]
+
+
 def test_a_model_trained_on_a_log_outside_the_workspace_has_no_dataset_to_load(workspace, shop):
     write_model_folder(workspace, "m", "another-fingerprint", {})
     card = model_card("m")

@@ -157,7 +157,7 @@ def evaluation_report_html(
     if figures:
         body.append("<h2>Charts</h2>" + _figures_html(figures))
     if card is not None:
-        if not card.test and result.methods:
+        if result.methods:  # this evaluation's figures, not whichever evaluation the folder recorded last
             n = int(result.subset_sizes.get("all", 0))
             card = with_test(card, model_test_figures(result), f"{result.dataset}, {n:,} shoppers' last events")
         body.append(_card_html(card))

@@ -4,9 +4,10 @@ Read from the model folder's JSON files only (config.json, metrics.json, fingerp
 Home and Train show it without importing torch. The HTML report (evaluation/report.py) prints the same card,
 with the test figures of the evaluation it reports.
 
-Test figures: a model folder records validation figures only (nothing is fitted or measured on a test
-target during training); ``test`` holds the figures of an evaluation when one is given (``with_test``), or
-the ``"test"`` entry of metrics.json when a future trainer writes one.
+Test figures: training records validation figures only (nothing is fitted or measured on a test target
+during training). The Evaluation page records its figures in the folder's test_figures.json
+(``record_test_figures``; the newest evaluation, with the dataset and shoppers it was measured on), and the
+HTML report adds those of the evaluation it reports (``with_test``) when the folder has none.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from datetime import datetime, timezone
 from crossrec_core.errors import ModelError
 from crossrec_core.storage.catalog import read_json
 from crossrec_core.storage.lineage import trained_on
-from crossrec_core.storage.workspace import models_dir
+from crossrec_core.storage.workspace import atomic_write_json, models_dir, name_lock
+
+TEST_FILE = "test_figures.json"  # the newest evaluation's figures (record_test_figures); not a scoring file
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ def model_card(name: str, root=None) -> ModelCard:
         validation.append(("Item neighbours", "bought next (next-item rules)" if valid["knn_next_items"] else "bought together (co-occurrence)"))
     if "fusion_rerank" in valid:
         validation.append(("Fusion re-rank kept", _fmt(bool(valid["fusion_rerank"]))))
-    test = [(str(k), _fmt(v)) for k, v in (metrics.get("test") or {}).items() if isinstance(v, (int, float))]
+    test = _recorded_test(folder) or [(str(k), _fmt(v)) for k, v in (metrics.get("test") or {}).items() if isinstance(v, (int, float))]
     try:
         saved = datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     except OSError:
@@ -137,3 +140,46 @@ def with_test(card: ModelCard, figures: dict[str, float], where: str = "") -> Mo
     they were measured (e.g. 'demo-store, 3,000 shoppers')."""
     rows = ([("Measured on", where)] if where else []) + [(k, _fmt(float(v))) for k, v in figures.items()]
     return dataclasses.replace(card, test=rows)
+
+
+def _figures(figures: dict) -> dict[str, float]:
+    return {str(k): float(v) for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _recorded_test(folder) -> list[tuple[str, str]]:
+    """Return the card rows of the folder's test_figures.json, [] when it has none (or an unreadable one)."""
+    path = folder / TEST_FILE
+    if not path.is_file():
+        return []
+    try:
+        saved = read_json(path)
+        where, when, figures = str(saved.get("where", "")), str(saved.get("measured_at", "")), _figures(saved.get("figures") or {})
+    except (ModelError, AttributeError, TypeError, ValueError) as err:  # a damaged record must not hide the card
+        log.warning("cannot read %s: %s", path, err)
+        return []
+    head = [("Measured on", where)] if where else []
+    head += [("Measured", when)] if when else []
+    return head + [(k, _fmt(v)) for k, v in figures.items()] if figures else []
+
+
+def record_test_figures(name: str, figures: dict[str, float], where: str, root=None) -> bool:
+    """Keep ``figures`` ({metric: value}, measured ``where``) as the test figures of the workspace model
+    ``name``; return False (and write nothing) when they are already the recorded ones.
+
+    The Evaluation page calls this on every run: writing only on a change keeps the folder's mtime (the
+    model's cache key) still, so a rerun does not reload the model."""
+    folder = models_dir(root) / name
+    clean = _figures(figures)
+    if not (folder / "config.json").is_file() or not clean:
+        return False
+    path = folder / TEST_FILE
+    try:
+        old = read_json(path) if path.is_file() else {}
+    except ModelError:
+        old = {}
+    if isinstance(old, dict) and old.get("where") == where and old.get("figures") == clean:
+        return False
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with name_lock(folder):
+        atomic_write_json(path, {"where": where, "measured_at": when, "figures": clean})
+    return True

@@ -69,7 +69,8 @@ MODEL_FILES = {
     "metrics.json",
     "calibration.json",
 }
-OPTIONAL_FILES = {"threshold.json", "compression.json"}  # a saved threshold; a `crossrec compress` copy's record
+# a saved threshold; a `crossrec compress` copy's record; the newest evaluation's figures (storage/model_card.py)
+OPTIONAL_FILES = {"threshold.json", "compression.json", "test_figures.json"}
 REQUIRED_FILES = ("model.safetensors", "aux.safetensors", "config.json", "items.parquet", "vocab.json", "calibration.json")
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npz"}
 MAX_ZIP_BYTES = 2 * 1024**3
