@@ -585,3 +585,23 @@ def test_window_weight_power_goes_from_every_window_to_every_target():
         w = build_windows(ds, split, small_config(window_weights=True, window_weight_power=power)).tensors["weights"].numpy()
         np.testing.assert_allclose(w.sum(axis=1), n ** (1.0 - power), rtol=1e-6)  # a window of n targets weighs n^(1-a)
         np.testing.assert_allclose(w * n[:, None] ** power, plain, rtol=1e-6)  # same targets, scaled
+
+
+def test_step_mean_target_weighs_every_target_the_same_whatever_its_batch():
+    from crossrec_core.models.fusion import build_net
+    from crossrec_core.training.loss import RetrievalLoss
+
+    torch.manual_seed(0)
+    cfg = small_config(step_mean="target")
+    net = build_net(cfg, n_items=12, n_categories=2, n_event_types=1, attr_vocab_size=2, use_text=False, n_vector_columns=0)
+    net.item_encoder.item_category.copy_(torch.arange(12) % 2)
+    loss_mod = RetrievalLoss(net, "ce", 4).eval()
+    items = torch.randint(0, 12, (3, 5))
+    args = (items, torch.ones_like(items), torch.zeros_like(items), torch.ones(3, 5, dtype=torch.bool), torch.randint(0, 12, (3, 5)))
+    one, few = torch.ones(3, 5), torch.zeros(3, 5)
+    few[0, -1] = 1.0  # a batch with a single target
+    negs = torch.zeros(1, dtype=torch.long)
+    mean_all, mean_one = loss_mod(*args, one, negs), loss_mod(*args, few, negs)
+    loss_mod.norm = 7.5  # the mean weight of a batch
+    torch.testing.assert_close(loss_mod(*args, one, negs), mean_all * 15 / 7.5)
+    torch.testing.assert_close(loss_mod(*args, few, negs), mean_one / 7.5)  # a lone target no longer weighs as a whole batch

@@ -351,6 +351,8 @@ def _fit_epochs(
     # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
     n_batches_total = -(-(-(-windows.n // bs)) // dist.world) * dist.world
     n_steps = n_batches_total // dist.world
+    if tc.step_mean == "target":  # every target weighs the same in whichever batch it falls
+        loss_mod.norm = float(windows.tensors["weights"].sum()) / n_batches_total
     log.info("training %s: %d windows, %d steps/epoch, loss=%s%s, device=%s", ds.name, windows.n, n_steps, mode, " (sparse item-ID gradient)" if opt.is_sparse else "", device)
     for epoch in range(state.start_epoch, tc.epochs + 1):
         # per-epoch seeds make resume reproduce an uninterrupted run exactly

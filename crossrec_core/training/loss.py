@@ -25,6 +25,7 @@ class RetrievalLoss(nn.Module):
         self.category_weight = float(net.cfg.train.category_loss_weight) if net.category_head is not None else 0.0
         self.mode = mode
         self.n_negatives = n_negatives
+        self.norm: float | None = None  # when set: the loss is the weighted sum over this (TrainConfig.step_mean)
 
     def forward(self, items, events, gaps, valid, targets, weights, negatives):  # noqa: ANN001
         table = self.item_encoder() if self.mode == "ce" else None  # (n_items, d)
@@ -54,7 +55,7 @@ class RetrievalLoss(nn.Module):
         if self.category_head is not None:  # the next event's category, from the same state
             cat_logits = self.category_head(hv).float()
             loss = loss + self.category_weight * nn.functional.cross_entropy(cat_logits, self.item_encoder.item_category[tv], reduction="none")
-        return (loss * wv).sum() / wv.sum().clamp(min=1e-6)
+        return (loss * wv).sum() / (wv.sum().clamp(min=1e-6) if self.norm is None else self.norm)
 
 
 def resolve_loss(cfg: ModelConfig, n_items: int) -> str:
