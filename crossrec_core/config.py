@@ -211,6 +211,9 @@ class TrainConfig:
     # With window_weights, a window of n targets weighs n ** (1 - window_weight_power) in all: 1 makes every
     # window count the same, 0 every target (random batches' weighting), between the two a compromise.
     window_weight_power: float = 1.0
+    # What window_weights weighs alike: each "window", or each "shopper" (all of a shopper's windows together,
+    # as the test counts each shopper once; a long history's short first window then weighs no more per target)
+    weight_unit: Literal["window", "shopper"] = "window"
     # A step's loss: the weighted mean over its own targets ("batch"), or their weighted sum over the mean
     # weight a batch holds ("target"): then every target weighs the same whatever batch it falls in, even
     # when length buckets put short windows together.
@@ -271,6 +274,7 @@ class TrainConfig:
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(isinstance(self.length_buckets, bool), f"length_buckets must be true or false, got {self.length_buckets!r}.")
         _check(isinstance(self.window_weights, bool), f"window_weights must be true or false, got {self.window_weights!r}.")
+        _check(self.weight_unit in ("window", "shopper"), f"weight_unit must be 'window' or 'shopper', got {self.weight_unit!r}.")
         _check(self.step_mean in ("batch", "target"), f"step_mean must be 'batch' or 'target', got {self.step_mean!r}.")
         _check(_is_num(self.window_weight_power) and 0.0 <= self.window_weight_power <= 1.0,
                f"window_weight_power must be in [0, 1], got {self.window_weight_power!r}.")

@@ -605,3 +605,21 @@ def test_step_mean_target_weighs_every_target_the_same_whatever_its_batch():
     loss_mod.norm = 7.5  # the mean weight of a batch
     torch.testing.assert_close(loss_mod(*args, one, negs), mean_all * 15 / 7.5)
     torch.testing.assert_close(loss_mod(*args, few, negs), mean_one / 7.5)  # a lone target no longer weighs as a whole batch
+
+
+def test_shopper_weights_give_every_shopper_the_same_total_over_all_their_windows():
+    from crossrec_core.training.loop import build_windows, training_windows
+
+    ds = pattern_dataset(60)
+    split = ds.leave_last_out()
+    short = lambda cfg: dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, max_len=2))  # noqa: E731
+    cfg = short(small_config(window_weights=True, weight_unit="shopper"))
+    w = build_windows(ds, split, cfg).tensors["weights"].numpy()
+    users, _ = training_windows(ds.seqs, split.train_end, cfg.user.max_len)
+    assert len(users) > len(np.unique(users))  # shoppers with several windows (2 targets each)
+    per_shopper = np.bincount(users, weights=w.sum(axis=1))
+    np.testing.assert_allclose(per_shopper[np.unique(users)], 1.0, rtol=1e-6)
+    plain = build_windows(ds, split, short(small_config())).tensors["weights"].numpy()
+    for u in np.unique(users):  # within a shopper every target keeps its relative weight
+        rows = users == u
+        np.testing.assert_allclose(w[rows] * plain[rows].sum(), plain[rows], rtol=1e-6)

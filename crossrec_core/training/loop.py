@@ -154,8 +154,11 @@ def build_windows(ds: InteractionDataset, split: LeaveLastOut, cfg: ModelConfig)
     weights = np.where(tgt_valid, np.where(seen[win["pos"][:, 1:]], tc.seen_target_weight, 1.0), 0.0).astype(np.float32)
     if tc.seen_target_weight == 0.0 and not (weights > 0).any():
         weights = tgt_valid.astype(np.float32)  # every target a repeat: learning repeats beats learning nothing
-    if tc.window_weights:  # each window's targets sum to n ** (1 - power): at power 1 every window counts the same
-        weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12) ** tc.window_weight_power
+    if tc.window_weights:  # each window's (or shopper's) targets sum to n ** (1 - power): at power 1 each counts the same
+        n = weights.sum(axis=1)
+        if tc.weight_unit == "shopper":  # a shopper's windows share one total
+            n = np.bincount(w_users, weights=n, minlength=int(w_users.max()) + 1)[w_users]
+        weights = weights / np.maximum(n, 1e-12)[:, None] ** tc.window_weight_power
     tensors = {
         "items": torch.from_numpy(win["items"][:, :-1]),
         "events": torch.from_numpy(win["events"][:, :-1]),
