@@ -187,11 +187,16 @@ def test_sigkill_during_training_then_resume_continues_from_the_checkpoint(saved
     model = train_model(load_dataset("keep"), ModelConfig.from_dict(tiny_config_dict(n_epochs)), checkpoint_dir=ckpt,
                         resume=True, name="resumable", on_progress=lambda p: seen.append((p.phase, p.epoch)))
     train_epochs = sorted({e for phase, e in seen if phase == "train"})
-    assert train_epochs == list(range(done + 1, n_epochs + 1)), train_epochs  # continues, not from 0
-    history = model.metrics["history"]
-    assert [h["epoch"] for h in history] == list(range(1, n_epochs + 1))
-    assert history[:done] == state["history"][:done]  # the epochs before the crash are kept, not redone
-    assert json.loads((ckpt / "current" / "state.json").read_text())["epoch"] == n_epochs
+    # the first run continues (not from 0), then the second (random batches) runs, its epochs numbered after it
+    assert train_epochs == list(range(done + 1, 2 * n_epochs + 1)), train_epochs
+    first = json.loads((ckpt / "current" / "state.json").read_text())
+    assert first["epoch"] == n_epochs
+    assert first["history"][:done] == state["history"][:done]  # the epochs before the crash are kept, not redone
+    second = json.loads((ckpt / "random-batches" / "current" / "state.json").read_text())
+    assert second["epoch"] == n_epochs and model.metrics["epochs_run"] == 2 * n_epochs
+    kept = second if model.metrics["valid"]["random_batches"] else first
+    assert [h["epoch"] for h in model.metrics["history"]] == list(range(1, n_epochs + 1))
+    assert [h["ndcg10"] for h in model.metrics["history"]] == [h["ndcg10"] for h in kept["history"]]
     assert_previous_entries_intact(root, digests, ds_hash)
 
 

@@ -623,3 +623,23 @@ def test_shopper_weights_give_every_shopper_the_same_total_over_all_their_window
     for u in np.unique(users):  # within a shopper every target keeps its relative weight
         rows = users == u
         np.testing.assert_allclose(w[rows] * plain[rows].sum(), plain[rows], rtol=1e-6)
+
+
+def test_batch_choice_keeps_the_run_with_the_better_validation_figure():
+    from crossrec_core.training.loop import train_model
+
+    ds = pattern_dataset(60)
+    both = train_model(ds, small_config(epochs=3, patience=3))
+    choice = both.metrics["valid"]["batch_choice"]
+    assert set(choice) == {"length buckets", "random batches"} and both.metrics["epochs_run"] == 6
+    kept_random = choice["random batches"] > choice["length buckets"]  # a tie keeps the configured buckets
+    assert both.metrics["valid"]["random_batches"] == kept_random == (not both.config.train.length_buckets)
+    best = next(h for h in both.metrics["history"] if h["epoch"] == both.metrics["best_epoch"])  # the kept run's history
+    assert best["ndcg10_stop"] == pytest.approx(choice["random batches" if kept_random else "length buckets"], abs=1e-9)
+    # each run alone gives the same figure: the second run starts from the same weights, not the first's
+    for buckets in (True, False):
+        alone = train_model(ds, small_config(epochs=3, patience=3, batch_choice=False, length_buckets=buckets))
+        assert "batch_choice" not in alone.metrics["valid"] and alone.metrics["epochs_run"] == 3
+        assert alone.config.train.length_buckets == buckets
+        assert choice["length buckets" if buckets else "random batches"] == pytest.approx(
+            max(h["ndcg10_stop"] for h in alone.metrics["history"]), abs=1e-9)

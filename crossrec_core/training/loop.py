@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -267,8 +267,7 @@ def train_model(
         init(net)
     net.to(device)
     mode = resolve_loss(cfg, ds.n_items)
-    opt = make_fit_optimizer(net, tc, mode=mode, distributed=dist.on)
-    windows = build_windows(ds, split, cfg)
+    windows = build_windows(ds, split, cfg)  # the batch order does not change a window's weights: one build serves both runs
     v_users, v_ends, v_targets = validation_targets(ds, split, tc)
     reference["reference_ndcg10"] = popularity_reference(popularity, ds.seqs, v_users, v_ends, v_targets)
     model = TrainedModel(
@@ -298,19 +297,20 @@ def train_model(
     stop_tables = [] if tables is None or not tc.stop_on_retrieval else list(tables if tc.knn_choice else tables[:1])
     terms = neighbour_terms(stop_tables, ds.seqs, v_users, v_ends, ds.n_items, seed=tc.seed)
     model.category_history = fit_category_history(train_seqs, ds.item_category, model.prior.transition_proba.shape[0], model.prior.category_prior)
-    state = _FitState(history=[], best={"ndcg10": -1.0, "encoders": -1.0, "epoch": 0}, best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    if resume and ckpt is not None:
-        restored = load_checkpoint(ckpt, net, opt, fingerprint=ds.fingerprint(), config=cfg.to_dict())
-        if restored is not None:
-            state.best_state, saved = restored
-            state.history, state.best, state.bad_epochs = saved["history"], saved["best"], saved["bad_epochs"]
-            state.start_epoch = int(saved["epoch"]) + 1
-            log.info("resuming from epoch %d (best %s)", saved["epoch"], state.best)
-    if state.bad_epochs >= tc.patience:
-        state.start_epoch = tc.epochs + 1
-
-    _fit_epochs(model, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, ckpt, report)
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}  # every run starts from these weights
+    runs: list[tuple[ModelConfig, _FitState]] = []
+    for run_cfg, run_ckpt in batch_runs(cfg, ckpt):
+        if runs:
+            net.load_state_dict(start)
+        model.config = run_cfg
+        opt = make_fit_optimizer(net, run_cfg.train, mode=mode, distributed=dist.on)
+        state = _restored_state(net, opt, run_ckpt if resume else None, ds, run_cfg, start)
+        offset = sum(len(r.history) for _, r in runs)  # the runs' epochs are reported one after the other
+        _fit_epochs(model, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, run_ckpt, report, offset)
+        runs.append((run_cfg, state))
+    # the run with the better validation figure (ties: the first, the configured batches)
+    model.config, state = max(runs, key=lambda r: (r[1].best["ndcg10"], r[1].best["encoders"], -runs.index(r)))
 
     end_fit(net)
     net.load_state_dict(state.best_state)
@@ -320,9 +320,13 @@ def train_model(
     valid["popularity_ndcg10"] = reference["reference_ndcg10"]
     valid.update(tune_blends(model, ds, split, v_users, v_ends, v_targets, int(state.best["epoch"]), valid.get("ndcg10", 0.0), report, tables=tables))
     valid.update(fit_on_validation(model, ds, split.valid_users.astype(np.int64), split.valid_pos, report))
+    if len(runs) > 1:  # what the choice of batches saw, for the model card and the benchmarks
+        valid["batch_choice"] = {("length buckets" if c.train.length_buckets else "random batches"): float(r.best["ndcg10"]) for c, r in runs}
+        valid["random_batches"] = not model.config.train.length_buckets
     model.metrics = {
         "valid": valid,
         "history": state.history,
+        "epochs_run": sum(len(r.history) for _, r in runs),
         "best_epoch": int(state.best["epoch"]),
         "train_seconds": float(time.perf_counter() - t0),
         "loss": mode,
@@ -335,13 +339,43 @@ def train_model(
     return model
 
 
+def batch_runs(cfg: ModelConfig, ckpt: Path | None) -> list[tuple[ModelConfig, Path | None]]:
+    """Return the fit runs of a training, each (config, checkpoint folder): the configured batches, and, with
+    ``train.batch_choice``, the other kind too (length buckets or random), in a checkpoint subfolder.
+
+    Why both: how a step weighs its targets moves quality either way by log (bench/RESULTS.md, session 14).
+    Random batches weigh every target alike: dense logs gain up to a fifth, while hm-fashion-oneday, where a
+    few long histories would then outweigh the many one-purchase shoppers the test counts once each, loses
+    as much. Validation, with the same shoppers' second-to-last events as the test's last, tells them apart."""
+    runs = [(cfg, ckpt)]
+    if cfg.train.batch_choice:
+        other = replace(cfg, train=replace(cfg.train, length_buckets=not cfg.train.length_buckets))
+        runs.append((other, None if ckpt is None else ckpt / ("random-batches" if cfg.train.length_buckets else "length-buckets")))
+    return runs
+
+
+def _restored_state(net: CrossRecNet, opt: FitOptimizer, ckpt: Path | None, ds: InteractionDataset, cfg: ModelConfig, start: dict) -> _FitState:
+    """Return a fresh fit state, or the one of the last checkpoint in ``ckpt`` (weights and optimiser restored)."""
+    state = _FitState(history=[], best={"ndcg10": -1.0, "encoders": -1.0, "epoch": 0}, best_state={k: v.clone() for k, v in start.items()})
+    restored = load_checkpoint(ckpt, net, opt, fingerprint=ds.fingerprint(), config=cfg.to_dict()) if ckpt is not None else None
+    if restored is not None:
+        state.best_state, saved = restored
+        state.history, state.best, state.bad_epochs = saved["history"], saved["best"], saved["bad_epochs"]
+        state.start_epoch = int(saved["epoch"]) + 1
+        log.info("resuming from epoch %d (best %s)", saved["epoch"], state.best)
+    if state.bad_epochs >= cfg.train.patience:
+        state.start_epoch = cfg.train.epochs + 1
+    return state
+
+
 def _fit_epochs(
     model: TrainedModel, ds: InteractionDataset, windows: _Windows, valid: tuple[np.ndarray, np.ndarray, np.ndarray, NeighbourTerms | None],
-    opt: FitOptimizer, mode: str, state: _FitState, device: torch.device, dist: _Distributed, ckpt: Path | None, report,
+    opt: FitOptimizer, mode: str, state: _FitState, device: torch.device, dist: _Distributed, ckpt: Path | None, report, offset: int = 0,
 ) -> None:
-    """Run the epochs from ``state.start_epoch``: batches of similar length in random order, a validation
-    NDCG@10 after each epoch (of retrieval with its neighbour term, training/stopping.py), early stopping after
-    ``patience`` epochs without a better one."""
+    """Run the epochs from ``state.start_epoch``: batches of similar length (or random) in random order, a
+    validation NDCG@10 after each epoch (of retrieval with its neighbour term, training/stopping.py), early
+    stopping after ``patience`` epochs without a better one. Progress reports number epochs after ``offset``
+    (the epochs of earlier runs)."""
     cfg = model.config
     tc = cfg.train
     net = model.net
@@ -381,10 +415,10 @@ def _fit_epochs(
             opt.step(scaler)
             losses.append(float(loss.detach()))
             if step % tc.progress_every == 0 or step == len(batches):
-                report(epoch=epoch, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
+                report(epoch=offset + epoch, n_epochs=offset + tc.epochs, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
         train_s = time.perf_counter() - t_ep
         model.invalidate_cache()
-        report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
+        report(epoch=offset + epoch, n_epochs=offset + tc.epochs, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
         vm = stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)
         n_train_events = windows.n_targets // dist.world
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), **vm, "train_s": train_s, "events_per_s": n_train_events / max(train_s, 1e-9)}
@@ -397,7 +431,7 @@ def _fit_epochs(
             state.bad_epochs += 1
         log.info("epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f, with item neighbours %.4f (%.1fs)", epoch, rec["loss"], vm["ndcg10"], vm["hr10"],
                  vm["ndcg10_stop"], train_s)
-        report(epoch=epoch, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
+        report(epoch=offset + epoch, n_epochs=offset + tc.epochs, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
         if ckpt is not None and dist.rank == 0:
             save_checkpoint(
                 ckpt, net, state.best_state, opt,
