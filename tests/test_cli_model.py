@@ -31,6 +31,8 @@ def test_train_canonical_csv_writes_loadable_model(tmp_path, workspace, capsys):
     assert "best epoch" in captured.out and str(out) in captured.out
     model = registry.load_model(out)
     assert model.n_items == 10 and model.config.user.kind == "gru" and model.config.train.epochs == 2
+    kept = "random" if model.metrics["valid"]["random_batches"] else "length buckets"
+    assert f"batches kept: {kept} (valid NDCG@10 length buckets " in captured.out  # both runs' figures, which one ships
     assert len(model.metrics["history"]) <= 2
 
 

@@ -56,6 +56,10 @@ def test_the_card_says_what_the_model_was_trained_on_how_and_how_well(workspace,
     assert valid["NDCG@10 with item-to-item neighbours (bought together, or bought next)"] == "0.2065"
     assert valid["Validation shoppers"] == "295" and valid["Fusion re-rank kept"] == "yes"
     assert "Item neighbours" not in valid  # a model trained before the choice existed says nothing about it
+    assert "Batches kept" not in valid
+    batches = {**METRICS, "valid": {**METRICS["valid"], "batch_choice": {"length buckets": 0.2, "random batches": 0.25}, "random_batches": True}}
+    write_model_folder(workspace, "m4", shop.fingerprint(), batches)
+    assert dict(model_card("m4").validation)["Batches kept"] == "random batches (NDCG@10 length buckets 0.2000, random batches 0.2500)"
     chose = {**METRICS, "valid": {**METRICS["valid"], "knn_next_items": True}}
     write_model_folder(workspace, "m3", shop.fingerprint(), chose)
     assert dict(model_card("m3").validation)["Item neighbours"] == "bought next (next-item rules)"

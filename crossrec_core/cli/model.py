@@ -147,6 +147,8 @@ def _train(args: argparse.Namespace) -> int:
         + (privacy_line(model.metrics["privacy"]) + "\nfusion re-rank, prior and item-kNN off (not private)\n" if private else
            f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
            f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n")
+        + (f"batches kept: {'random' if v.get('random_batches') else 'length buckets'} (valid NDCG@10 "
+           + ", ".join(f"{k} {float(x):.4f}" for k, x in v["batch_choice"].items()) + ")\n" if isinstance(v.get("batch_choice"), dict) else "")
         + f"model saved to {path}"
     )
     return 0

@@ -124,6 +124,10 @@ def model_card(name: str, root=None) -> ModelCard:
                   if isinstance(valid.get(key), (int, float)) and not isinstance(valid.get(key), bool)]
     if "knn_next_items" in valid:  # models trained since session 11 chose their item-neighbour table
         validation.append(("Item neighbours", "bought next (next-item rules)" if valid["knn_next_items"] else "bought together (co-occurrence)"))
+    if isinstance(valid.get("batch_choice"), dict):  # models trained since session 14 chose their batches on validation
+        figures = ", ".join(f"{k} {float(v):.4f}" for k, v in valid["batch_choice"].items() if isinstance(v, (int, float)))
+        kept = "random batches" if valid.get("random_batches") else "length buckets"
+        validation.append(("Batches kept", f"{kept} (NDCG@10 {figures})"))
     if "fusion_rerank" in valid:
         validation.append(("Fusion re-rank kept", _fmt(bool(valid["fusion_rerank"]))))
     test = _recorded_test(folder) or [(str(k), _fmt(v)) for k, v in (metrics.get("test") or {}).items() if isinstance(v, (int, float))]
