@@ -39,7 +39,7 @@ from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
 from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
-from crossrec_core.training.stopping import NeighbourTerms, better, neighbour_terms, stopping_figures
+from crossrec_core.training.stopping import NeighbourTerms, better, clearly_better, neighbour_terms, per_user_ndcg, stopping_figures
 from crossrec_core.training.tuning import fit_neighbour_tables, popularity_reference, tune_blends
 
 log = logging.getLogger(__name__)
@@ -309,8 +309,15 @@ def train_model(
         offset = sum(len(r.history) for _, r in runs)  # the runs' epochs are reported one after the other
         _fit_epochs(model, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, run_ckpt, report, offset)
         runs.append((run_cfg, state))
-    # the run with the better validation figure (ties: the first, the configured batches)
-    model.config, state = max(runs, key=lambda r: (r[1].best["ndcg10"], r[1].best["encoders"], -runs.index(r)))
+    model.config, state = runs[0]
+    if len(runs) > 1:  # the other batches ship only when clearly better on the same validation shoppers
+        per_user = []
+        for run_cfg, run_state in runs:
+            net.load_state_dict(run_state.best_state)
+            model.invalidate_cache()
+            per_user.append(per_user_ndcg(stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)["stop_ranks"]))
+        if clearly_better(per_user[1], per_user[0]):
+            model.config, state = runs[1]
 
     end_fit(net)
     net.load_state_dict(state.best_state)
@@ -341,7 +348,8 @@ def train_model(
 
 def batch_runs(cfg: ModelConfig, ckpt: Path | None) -> list[tuple[ModelConfig, Path | None]]:
     """Return the fit runs of a training, each (config, checkpoint folder): the configured batches, and, with
-    ``train.batch_choice``, the other kind too (length buckets or random), in a checkpoint subfolder.
+    ``train.batch_choice``, the other kind too (length buckets or random), in a checkpoint subfolder. The
+    second ships only when clearly better on validation (stopping.clearly_better: 2 standard errors, paired).
 
     Why both: how a step weighs its targets moves quality either way by log (bench/RESULTS.md, session 14).
     Random batches weigh every target alike: dense logs gain up to a fifth, while hm-fashion-oneday, where a
@@ -420,6 +428,7 @@ def _fit_epochs(
         model.invalidate_cache()
         report(epoch=offset + epoch, n_epochs=offset + tc.epochs, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
         vm = stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)
+        vm.pop("stop_ranks")
         n_train_events = windows.n_targets // dist.world
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), **vm, "train_s": train_s, "events_per_s": n_train_events / max(train_s, 1e-9)}
         state.history.append(rec)
