@@ -208,7 +208,11 @@ def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed:
     recommend_s = time.perf_counter() - t1
     item_idx = ds.item_index(model.item_ids[rec["item_idx"].to_numpy()])
     history = model.metrics.get("history", [])
-    best_wall, best_cpu = valid_at.get(best_epoch, (float("nan"), float("nan")))
+    # with the batch choice (two runs, training/loop.py batch_runs) the progress numbers the second run's epochs
+    # after the first's: when the second ships, its best epoch came after the whole first run
+    kept_second = model.config.train.length_buckets != cfg.train.length_buckets
+    offset = int(model.metrics.get("epochs_run", len(history))) - len(history) if kept_second else 0
+    best_wall, best_cpu = valid_at.get(offset + best_epoch, (float("nan"), float("nan")))
     return {
         "topk": {"user_idx": rec["user_idx"].to_numpy().astype(np.int64).tolist(), "rank": rec["rank"].to_numpy().astype(np.int64).tolist(),
                  "item_idx": item_idx.tolist()},
@@ -220,7 +224,7 @@ def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed:
         "cpu_to_best_seconds": best_cpu,
         "recommend_seconds": recommend_s,
         "best_epoch": best_epoch,
-        "epochs_run": len(history),
+        "epochs_run": int(model.metrics.get("epochs_run", len(history))),  # both runs of the batch choice
         "epochs_cap": cfg.train.epochs,
         "patience": cfg.train.patience,
         "events_per_s": float(np.median([h["events_per_s"] for h in history] or [float("nan")])),
