@@ -81,7 +81,7 @@ def measure(name: str, demo_dir: Path, k: int, seed: int, cfg: ModelConfig | Non
         "fusion_rerank": v.get("fusion_rerank"), "oof_fusion": v.get("ndcg10_fusion_oof"), "oof_retrieval": v.get("ndcg10_retrieval_oof"),
         "best_epoch": model.metrics["best_epoch"],
         "epochs_run": model.metrics.get("epochs_run"),
-        "random_batches": v.get("random_batches"), "batch_choice": v.get("batch_choice"),
+        "random_batches": v.get("random_batches"), "batch_choice": v.get("batch_choice"), "batch_choice_z": v.get("batch_choice_z"),
     }
     print(json.dumps(out), flush=True)
     return out

@@ -39,7 +39,7 @@ from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
 from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
-from crossrec_core.training.stopping import NeighbourTerms, better, clearly_better, neighbour_terms, per_user_ndcg, stopping_figures
+from crossrec_core.training.stopping import NeighbourTerms, better, clearly_better, neighbour_terms, paired_z, per_user_ndcg, stopping_figures
 from crossrec_core.training.tuning import fit_neighbour_tables, popularity_reference, tune_blends
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,7 @@ def train_model(
             net.load_state_dict(run_state.best_state)
             model.invalidate_cache()
             per_user.append(per_user_ndcg(stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)["stop_ranks"]))
+        choice_z = paired_z(per_user[1], per_user[0])
         if clearly_better(per_user[1], per_user[0]):
             model.config, state = runs[1]
 
@@ -330,6 +331,7 @@ def train_model(
     if len(runs) > 1:  # what the choice of batches saw, for the model card and the benchmarks
         valid["batch_choice"] = {("length buckets" if c.train.length_buckets else "random batches"): float(r.best["ndcg10"]) for c, r in runs}
         valid["random_batches"] = not model.config.train.length_buckets
+        valid["batch_choice_z"] = choice_z  # the second run's paired gain in standard errors (kept above 2)
     model.metrics = {
         "valid": valid,
         "history": state.history,

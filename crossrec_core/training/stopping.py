@@ -127,11 +127,16 @@ def clearly_better(challenger: np.ndarray, incumbent: np.ndarray, z: float = 2.0
     """Whether per-user figures ``challenger`` beat ``incumbent`` (the same shoppers, paired) by more than ``z``
     standard errors of the mean difference: validation picks a second configuration only when the gain is
     more than the noise of a few thousand shoppers (hm-fashion-oneday's validation flipped on 0.0003)."""
+    return paired_z(challenger, incumbent) > z
+
+
+def paired_z(challenger: np.ndarray, incumbent: np.ndarray) -> float:
+    """Return the mean paired difference over its standard error (0 without a difference or with < 2 pairs)."""
     d = np.asarray(challenger, dtype=np.float64) - np.asarray(incumbent, dtype=np.float64)
-    if len(d) < 2:
-        return False
+    if len(d) < 2 or not d.any():
+        return 0.0
     se = d.std(ddof=1) / np.sqrt(len(d))
-    return bool(d.mean() > z * se and d.mean() > 0)
+    return float(d.mean() / se) if se > 0 else float(np.sign(d.mean()) * np.inf)
 
 
 def better(figures: dict, best: dict) -> bool:
