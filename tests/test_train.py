@@ -647,14 +647,15 @@ def test_batch_choice_keeps_the_run_with_the_better_validation_figure():
 
 
 def test_a_second_configuration_must_beat_the_first_by_more_than_validation_noise():
-    from crossrec_core.training.stopping import clearly_better, per_user_ndcg
+    from crossrec_core.training.stopping import clearly_better, paired_z, per_user_ndcg
 
-    rng = np.random.default_rng(0)
-    base = per_user_ndcg(rng.integers(0, 40, 2000))
-    np.testing.assert_allclose(base.mean(), np.mean(np.where(base > 0, base, 0)))
-    noise = base.copy()
-    flip = rng.choice(2000, 20, replace=False)
-    noise[flip] = per_user_ndcg(rng.integers(0, 40, 20))  # a few shoppers' ranks moved either way
-    assert not clearly_better(noise, base) and not clearly_better(base, base)
-    gain = np.where(rng.random(2000) < 0.1, 1.0, base)  # a tenth of the shoppers now rank their target first
-    assert clearly_better(gain, base) and not clearly_better(base, gain)
+    np.testing.assert_allclose(per_user_ndcg(np.array([0, 1, 9, 10])), [1.0, 1 / np.log2(3), 1 / np.log2(11), 0.0])
+    first = np.zeros(1000)
+    first[:100] = 1.0  # 100 of 1,000 shoppers rank their target first
+    noise = first.copy()
+    noise[100:103], noise[:2] = 1.0, 0.0  # 3 shoppers gained, 2 lost: +0.001, under half a standard error
+    gain = first.copy()
+    gain[100:130] = 1.0  # 30 more shoppers: +0.03, several standard errors
+    assert 0 < paired_z(noise, first) < 1 and paired_z(gain, first) > 5 and paired_z(first, first) == 0.0
+    assert not clearly_better(noise, first) and not clearly_better(first, first)
+    assert clearly_better(gain, first) and not clearly_better(first, gain)

@@ -331,7 +331,7 @@ def train_model(
     if len(runs) > 1:  # what the choice of batches saw, for the model card and the benchmarks
         valid["batch_choice"] = {("length buckets" if c.train.length_buckets else "random batches"): float(r.best["ndcg10"]) for c, r in runs}
         valid["random_batches"] = not model.config.train.length_buckets
-        valid["batch_choice_z"] = choice_z  # the second run's paired gain in standard errors (kept above 2)
+        valid["batch_choice_z"] = choice_z  # the second run's paired gain in standard errors (kept above 1)
     model.metrics = {
         "valid": valid,
         "history": state.history,
@@ -351,7 +351,7 @@ def train_model(
 def batch_runs(cfg: ModelConfig, ckpt: Path | None) -> list[tuple[ModelConfig, Path | None]]:
     """Return the fit runs of a training, each (config, checkpoint folder): the configured batches, and, with
     ``train.batch_choice``, the other kind too (length buckets or random), in a checkpoint subfolder. The
-    second ships only when clearly better on validation (stopping.clearly_better: 2 standard errors, paired).
+    second ships only when clearly better on validation (stopping.clearly_better: 1 standard error, paired).
 
     Why both: how a step weighs its targets moves quality either way by log (bench/RESULTS.md, session 14).
     Random batches weigh every target alike: dense logs gain up to a fifth, while hm-fashion-oneday, where a
