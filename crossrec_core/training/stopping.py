@@ -127,8 +127,8 @@ def clearly_better(challenger: np.ndarray, incumbent: np.ndarray, z: float = 1.0
     """Whether per-user figures ``challenger`` beat ``incumbent`` (the same shoppers, paired) by more than ``z``
     standard errors of the mean difference: validation picks a second configuration only when the gain is
     more than the noise of a few thousand shoppers. Why 1: hm-fashion-oneday's validation flipped on a gain
-    of 0.16 standard errors (and lost 21 % on test); dense-b's +19 % was 1-2 standard errors of its 1,500
-    shoppers, whose validation NDCG@10 is ~0.035 (bench/RESULTS.md, session 14)."""
+    of 0.16 standard errors (and lost 21 % on test), while the random batches' validation gains that held on
+    test were 1.1-2.5 standard errors (dense-b, dense-c, the demo store; bench/RESULTS.md, session 14)."""
     return paired_z(challenger, incumbent) > z
 
 
