@@ -10,7 +10,6 @@ minute-long evaluation. The router never lists this file as a page.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import streamlit as st
@@ -20,13 +19,11 @@ from crossrec_core.evaluation.baselines import default_baselines
 from crossrec_core.evaluation.evaluator import evaluate_rankers
 from crossrec_core.evaluation.thresholds import threshold_curve
 from crossrec_core.storage.datasets import load_extra
-from crossrec_core.errors import CrossrecError
-from crossrec_core.evaluation.report import model_test_figures
-from crossrec_core.storage.model_card import TEST_FILE, record_test_figures
+from crossrec_core.evaluation.report import record_evaluation
+from crossrec_core.storage.model_card import TEST_FILE
 from crossrec_core.storage.workspace import models_dir
 from pages.caches import dataset_key, load_dataset_cached, load_model_cached, model_key, root_key
 
-log = logging.getLogger(__name__)
 THRESHOLD_FILE = "threshold.json"
 # Shoppers measured: the evaluation table and the threshold curve take the same seeded sample, so the page
 # never states two different shopper counts for one test split.
@@ -59,15 +56,7 @@ def get_evaluation(model_name: str, ds_name: str, k: int = 10):
     """Return the EvaluationResult of the model against the baselines on the dataset, cached until the
     model's scoring files change; its test figures become the model card's (record_test_figures)."""
     result = _evaluation(*scores_key(model_name, ds_name), k, EVAL_MAX_USERS)
-    if result.methods:
-        figures = model_test_figures(result)
-        if result.subset_sizes.get("novel", 0):
-            figures[f"NDCG@{result.k}, next product in a new category"] = result.value(result.methods[0], "novel", f"NDCG@{result.k}")
-        where = f"{ds_name}, {int(result.subset_sizes.get('all', 0)):,} shoppers' last events"
-        try:  # the card reads the folder on every run: Home and Train show the figures at once
-            record_test_figures(model_name, figures, where)
-        except (OSError, CrossrecError) as err:  # a read-only workspace still shows the evaluation
-            log.warning("could not record the test figures of %s: %s", model_name, err)
+    record_evaluation(model_name, ds_name, result)  # the card reads the folder: Home and Train show them at once
     return result
 
 

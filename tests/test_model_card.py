@@ -107,3 +107,25 @@ def test_a_missing_model_is_a_model_error(workspace):
     (workspace / "models").mkdir()
     with pytest.raises(ModelError):
         model_card("nope")
+
+
+def test_an_evaluation_in_a_workspace_that_cannot_be_written_is_still_shown(workspace, shop, monkeypatch):
+    from crossrec_core.evaluation import report
+    from crossrec_core.errors import StorageError
+
+    class Result:  # what record_evaluation reads of an EvaluationResult
+        methods, k, subset_sizes = ["crossrec"], 10, {"all": 3, "novel": 1}
+
+        def value(self, method, subset, metric):
+            return 0.5
+
+    write_model_folder(workspace, "m", shop.fingerprint())
+    monkeypatch.setattr(report, "model_test_figures", lambda result: {"NDCG@10": 0.25})
+    assert report.record_evaluation("m", "shop", Result())
+    assert dict(model_card("m").test)["NDCG@10, next product in a new category"] == "0.5000"
+
+    def full(*a, **k):
+        raise StorageError("The disk is full.")
+
+    monkeypatch.setattr(report, "record_test_figures", full)
+    assert report.record_evaluation("m", "shop", Result()) is False  # logged, not raised: the page still draws

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import copy
 import html
+import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from crossrec_core.errors import CrossrecError
 from crossrec_core.evaluation import metrics as M
 from crossrec_core.evaluation.metric_help import best_methods, metric_help
 from crossrec_core.evaluation.verdicts import SUBSET_LABELS, calibration_note, calibration_sentence, lead_sentence, reach_sentence
-from crossrec_core.storage.model_card import ModelCard, with_test
+from crossrec_core.storage.model_card import ModelCard, record_test_figures, with_test
+
+log = logging.getLogger(__name__)
 
 # system fonts only: nothing to download
 _STYLE = """
@@ -82,6 +86,23 @@ def model_test_figures(result, method: str | None = None, subset: str = "all") -
         except KeyError:
             continue
     return out
+
+
+def record_evaluation(model_name: str, dataset: str, result, root=None) -> bool:
+    """Keep the model's figures of ``result`` (all shoppers, plus NDCG on novel-category ones) as the test
+    figures of the workspace model ``model_name`` (storage/model_card.record_test_figures); False when
+    nothing changed."""
+    if not result.methods:
+        return False
+    figures = model_test_figures(result)
+    if result.subset_sizes.get("novel", 0):
+        figures[f"NDCG@{result.k}, next product in a new category"] = result.value(result.methods[0], "novel", f"NDCG@{result.k}")
+    where = f"{dataset}, {int(result.subset_sizes.get('all', 0)):,} shoppers' last events"
+    try:
+        return record_test_figures(model_name, figures, where, root)
+    except (OSError, CrossrecError) as err:  # a read-only workspace still shows the evaluation
+        log.warning("could not record the test figures of %s: %s", model_name, err)
+        return False
 
 
 def _card_html(card: ModelCard) -> str:
