@@ -82,6 +82,10 @@ def measure(name: str, demo_dir: Path, k: int, seed: int, cfg: ModelConfig | Non
         "best_epoch": model.metrics["best_epoch"],
         "epochs_run": model.metrics.get("epochs_run"),
         "random_batches": v.get("random_batches"), "batch_choice": v.get("batch_choice"), "batch_choice_z": v.get("batch_choice_z"),
+        # the race of the two runs (training/batch_race.py): who was dropped when, z per round, each run's curve
+        "batch_dropped": v.get("batch_dropped"), "batch_rounds": model.metrics.get("batch_rounds"),
+        "run_curves": {run: [[h["epoch"], round(h["ndcg10_stop"], 5), round(h["train_s"], 2)] for h in hist]
+                       for run, hist in (model.metrics.get("run_histories") or {}).items()},
     }
     print(json.dumps(out), flush=True)
     return out

@@ -208,6 +208,10 @@ class TrainConfig:
     # Train twice, with length buckets and with random batches, and keep the run with the better validation
     # figure (training/loop.py batch_runs: which weighting suits a log differs; twice the epochs' time).
     batch_choice: bool = True
+    # The two runs take turns, an epoch each; one whose best validation figure trails the other's by more than one
+    # standard error (paired over shoppers) this many rounds in a row is dropped (0 = never: both run to their
+    # own early stopping). Why: a log that clearly wants one weighting then pays for the other only a few epochs.
+    batch_drop_after: int = 3
     # Each window's targets weigh 1 / its number of targets, so every window counts the same in a step
     # whatever its length (what length buckets do, approximately, by averaging over similar windows).
     window_weights: bool = False
@@ -276,6 +280,7 @@ class TrainConfig:
         _check(isinstance(self.stop_on_retrieval, bool), f"stop_on_retrieval must be true or false, got {self.stop_on_retrieval!r}.")
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(isinstance(self.batch_choice, bool), f"batch_choice must be true or false, got {self.batch_choice!r}.")
+        _check(_is_int(self.batch_drop_after) and 0 <= self.batch_drop_after <= 1000, f"batch_drop_after must be 0..1000, got {self.batch_drop_after!r}.")
         _check(isinstance(self.length_buckets, bool), f"length_buckets must be true or false, got {self.length_buckets!r}.")
         _check(isinstance(self.window_weights, bool), f"window_weights must be true or false, got {self.window_weights!r}.")
         _check(self.weight_unit in ("window", "shopper"), f"weight_unit must be 'window' or 'shopper', got {self.weight_unit!r}.")

@@ -60,16 +60,17 @@ def heatmap(frame: pd.DataFrame, title: str, colorscale: str = "Teal", zmax: flo
 
 
 def training_curves(loss_curve: list, valid_curve: list, reference: float | None = None) -> go.Figure:
-    """Return the live training figure: loss per step (left axis) and validation NDCG@10 per epoch (right), with
-    the most popular products' NDCG@10 on the same shoppers as a dashed line: the yardstick of "is 0.020 good"."""
+    """Return the live training figure: loss per step (left axis) and validation NDCG@10 per epoch (right), a pair
+    per fit run (points (x, y, run): length buckets and random batches take turns), with the most popular products'
+    NDCG@10 on the same shoppers as a dashed line: the yardstick of "is 0.020 good"."""
     fig = go.Figure()
-    if loss_curve:
-        lx, ly = zip(*loss_curve)
-        fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", name="training loss", line=dict(color=PALETTE[0])))
-    if valid_curve:
-        vx, vy = zip(*valid_curve)
-        fig.add_trace(go.Scatter(x=vx, y=vy, mode="lines+markers", name="validation NDCG@10",
-                                 yaxis="y2", line=dict(color=PALETTE[1])))
+    for i, (run, pts) in enumerate(_by_run(loss_curve).items()):
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=_named("training loss", run),
+                                 line=dict(color=PALETTE[0], dash="dot" if i else "solid")))
+    for i, (run, pts) in enumerate(_by_run(valid_curve).items()):
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", yaxis="y2",
+                                 name=_named("validation NDCG@10", run), line=dict(color=PALETTE[1 + i])))
+    vx = [p[0] for p in valid_curve]
     if reference is not None and valid_curve:
         fig.add_trace(go.Scatter(x=[min(vx), max(vx)], y=[reference] * 2, mode="lines", yaxis="y2",
                                  name=f"most popular products: {reference:.3f}", line=dict(color="grey", dash="dash")))
@@ -79,4 +80,16 @@ def training_curves(loss_curve: list, valid_curve: list, reference: float | None
         legend=dict(orientation="h", y=1.12),
     )
     return layout(fig, height=320)
+
+
+def _by_run(curve: list) -> dict[str, list]:
+    """Return a curve's points grouped by their run label (a third element; "" when absent), in first-seen order."""
+    runs: dict[str, list] = {}
+    for pt in curve:
+        runs.setdefault(str(pt[2]) if len(pt) > 2 else "", []).append(pt)
+    return runs
+
+
+def _named(what: str, run: str) -> str:
+    return f"{what} ({run})" if run else what
 

@@ -35,7 +35,7 @@ def _panel() -> None:
     if job.loss_curve or job.valid_curve:
         st.plotly_chart(charts.training_curves(job.loss_curve, job.valid_curve, job.reference_ndcg10), key="train_curves")
     if job.valid_curve and job.reference_ndcg10:  # the yardstick in words: is this figure any good?
-        best = max(v for _, v in job.valid_curve)
+        best = max(pt[1] for pt in job.valid_curve)
         st.caption(f"Best validation NDCG@10 so far: {best:.3f}. The most popular products score {job.reference_ndcg10:.3f} "
                    f"on the same shoppers, so the model is at {best / job.reference_ndcg10:.1f}x popularity.")
     active = st.session_state.get("dataset_name")

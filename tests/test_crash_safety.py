@@ -183,20 +183,26 @@ def test_sigkill_during_training_then_resume_continues_from_the_checkpoint(saved
     assert 2 <= done < n_epochs, "the child finished before it was killed"
     assert {"last.safetensors", "best.safetensors", "optimizer.safetensors"} <= {p.name for p in (ckpt / "current").iterdir()}
 
+    second_state = ckpt / "random-batches" / "current" / "state.json"
+    done_second = json.loads(second_state.read_text())["epoch"] if second_state.exists() else 0
     seen = []
     model = train_model(load_dataset("keep"), ModelConfig.from_dict(tiny_config_dict(n_epochs)), checkpoint_dir=ckpt,
-                        resume=True, name="resumable", on_progress=lambda p: seen.append((p.phase, p.epoch)))
-    train_epochs = sorted({e for phase, e in seen if phase == "train"})
-    # the first run continues (not from 0), then the second (random batches) runs, its epochs numbered after it
-    assert train_epochs == list(range(done + 1, 2 * n_epochs + 1)), train_epochs
+                        resume=True, name="resumable", on_progress=lambda p: seen.append((p.phase, p.run, p.epoch)))
+    # each run (they take turns, an epoch each) continues from its own checkpoint, not from 0
     first = json.loads((ckpt / "current" / "state.json").read_text())
-    assert first["epoch"] == n_epochs
+    second = json.loads(second_state.read_text())
+    for run, before, after in (("length buckets", done, first["epoch"]), ("random batches", done_second, second["epoch"])):
+        assert sorted({e for phase, r, e in seen if phase == "train" and r == run}) == list(range(before + 1, after + 1)), run
     assert first["history"][:done] == state["history"][:done]  # the epochs before the crash are kept, not redone
-    second = json.loads((ckpt / "random-batches" / "current" / "state.json").read_text())
-    assert second["epoch"] == n_epochs and model.metrics["epochs_run"] == 2 * n_epochs
+    assert model.metrics["epochs_run"] == first["epoch"] + second["epoch"]
     kept = second if model.metrics["valid"]["random_batches"] else first
-    assert [h["epoch"] for h in model.metrics["history"]] == list(range(1, n_epochs + 1))
     assert [h["ndcg10"] for h in model.metrics["history"]] == [h["ndcg10"] for h in kept["history"]]
+    # the resumed race is the uninterrupted one: the same rounds, drops and shipped run
+    whole = train_model(load_dataset("keep"), ModelConfig.from_dict(tiny_config_dict(n_epochs)), name="whole")
+    assert [r["epoch"] for r in whole.metrics["batch_rounds"]] == [r["epoch"] for r in model.metrics["batch_rounds"]]
+    assert [r["z"] for r in whole.metrics["batch_rounds"]] == pytest.approx([r["z"] for r in model.metrics["batch_rounds"]])
+    assert whole.metrics["valid"]["batch_dropped"] == model.metrics["valid"]["batch_dropped"]
+    assert [h["ndcg10"] for h in whole.metrics["history"]] == pytest.approx([h["ndcg10"] for h in model.metrics["history"]])
     assert_previous_entries_intact(root, digests, ds_hash)
 
 

@@ -56,16 +56,40 @@ def test_progress_writer_records_curves_and_throttles_writes(home):
     w(TrainProgress(1, 3, 5, 10, 2.0, None, 0.1, "train"))  # new phase: written at once
     w(TrainProgress(1, 3, 10, 10, 1.5, None, 0.2, "train"))  # same phase, 0 s later: held back
     on_disk = json.loads((folder / "progress.json").read_text())
-    assert on_disk["step"] == 5 and on_disk["loss_curve"] == [[0.5, 2.0]]
+    assert on_disk["step"] == 5 and on_disk["loss_curve"] == [[0.5, 2.0, ""]]
     now[0] = 1.0
     w(TrainProgress(1, 3, 10, 10, 1.4, 0.25, 0.3, "valid", reference_ndcg10=0.05))  # a validation point, its yardstick
     on_disk = json.loads((folder / "progress.json").read_text())
     assert jobs._status_from_dict(on_disk).reference_ndcg10 == 0.05
-    assert on_disk["loss_curve"] == [[0.5, 2.0], [1.0, 1.5]]
-    assert on_disk["valid_curve"] == [[1, 0.25]]
+    assert on_disk["loss_curve"] == [[0.5, 2.0, ""], [1.0, 1.5, ""]]
+    assert on_disk["valid_curve"] == [[1, 0.25, ""]]
     assert on_disk["phase"] == "valid" and on_disk["epoch"] == 1 and on_disk["n_epochs"] == 3
     status = jobs._status_from_dict(on_disk)
     assert status.fraction == pytest.approx(1 / 3)
+
+
+def test_two_fit_runs_taking_turns_keep_a_curve_each_and_say_whose_epoch_it_is(home):
+    from pages import charts
+
+    folder = home / "jobs" / "j2"
+    folder.mkdir(parents=True)
+    w = jobs.ProgressWriter(folder, clock=lambda: 0.0)
+    for epoch in (1, 2):
+        for run, figure in (("length buckets", 0.1 * epoch), ("random batches", 0.2 * epoch)):
+            w(TrainProgress(epoch, 30, 10, 10, 1.0 / epoch, None, 1.0, "train", run=run))
+            w(TrainProgress(epoch, 30, 10, 10, 1.0 / epoch, figure, 1.0, "valid", run=run))
+    status = jobs._status_from_dict(json.loads((folder / "progress.json").read_text()))
+    assert [pt[2] for pt in status.valid_curve] == ["length buckets", "random batches"] * 2
+    assert [pt[1] for pt in status.valid_curve if pt[2] == "random batches"] == pytest.approx([0.2, 0.4])
+    running = dataclasses.replace(status, status=jobs.STATUS_RUNNING)
+    assert status.run == "random batches" and "(early stopping, random batches)" in running.describe()
+    fig = charts.training_curves(status.loss_curve, status.valid_curve, 0.05)
+    names = [t.name for t in fig.data]
+    assert "validation NDCG@10 (length buckets)" in names and "validation NDCG@10 (random batches)" in names
+    # a progress file written before the runs took turns (two-element points) still reads, as one run
+    old = jobs._status_from_dict({"loss_curve": [[0.5, 2.0]], "valid_curve": [[1, 0.25]]})
+    assert old.valid_curve == [(1, 0.25, "")] and [t.name for t in charts.training_curves(old.loss_curve, old.valid_curve).data] == [
+        "training loss", "validation NDCG@10"]
 
 
 def test_training_job_runs_in_a_child_process_and_saves_the_model(home):

@@ -60,6 +60,12 @@ def test_the_card_says_what_the_model_was_trained_on_how_and_how_well(workspace,
     batches = {**METRICS, "valid": {**METRICS["valid"], "batch_choice": {"length buckets": 0.2, "random batches": 0.25}, "random_batches": True}}
     write_model_folder(workspace, "m4", shop.fingerprint(), batches)
     assert dict(model_card("m4").validation)["Batches kept"] == "random batches (NDCG@10 length buckets 0.2000, random batches 0.2500)"
+    raced = {**batches, "epochs_run": 12, "run_histories": {"length buckets": [{}], "random batches": [{}]},
+             "valid": {**batches["valid"], "batch_dropped": {"length buckets": 5}}}
+    write_model_folder(workspace, "m5", shop.fingerprint(), raced)
+    card5 = model_card("m5")
+    assert dict(card5.validation)["Batches kept"].endswith("; length buckets dropped after epoch 5, clearly behind)")
+    assert dict(card5.training)["Epochs, both runs"] == "12"
     chose = {**METRICS, "valid": {**METRICS["valid"], "knn_next_items": True}}
     write_model_folder(workspace, "m3", shop.fingerprint(), chose)
     assert dict(model_card("m3").validation)["Item neighbours"] == "bought next (next-item rules)"

@@ -195,7 +195,7 @@ def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed:
 
     def on_progress(p) -> None:
         if p.phase == "valid" and p.valid_ndcg10 is not None:
-            valid_at[int(p.epoch)] = (float(p.elapsed_s), cpu() - c0)
+            valid_at[(getattr(p, "run", ""), int(p.epoch))] = (float(p.elapsed_s), cpu() - c0)
 
     t0 = time.perf_counter()
     model = train_model(ds, cfg, on_progress=on_progress, name=f"bench-{log_label(spec)}-s{seed}")
@@ -208,11 +208,10 @@ def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed:
     recommend_s = time.perf_counter() - t1
     item_idx = ds.item_index(model.item_ids[rec["item_idx"].to_numpy()])
     history = model.metrics.get("history", [])
-    # with the batch choice (two runs, training/loop.py batch_runs) the progress numbers the second run's epochs
-    # after the first's: when the second ships, its best epoch came after the whole first run
-    kept_second = model.config.train.length_buckets != cfg.train.length_buckets
-    offset = int(model.metrics.get("epochs_run", len(history))) - len(history) if kept_second else 0
-    best_wall, best_cpu = valid_at.get(offset + best_epoch, (float("nan"), float("nan")))
+    # with the batch choice the two runs take turns, an epoch each (training/batch_race.py): the time to the shipped
+    # run's best epoch includes the other run's epochs up to then
+    run = ("length buckets" if model.config.train.length_buckets else "random batches") if model.metrics.get("run_histories") else ""
+    best_wall, best_cpu = valid_at.get((run, best_epoch), (float("nan"), float("nan")))
     return {
         "topk": {"user_idx": rec["user_idx"].to_numpy().astype(np.int64).tolist(), "rank": rec["rank"].to_numpy().astype(np.int64).tolist(),
                  "item_idx": item_idx.tolist()},

@@ -148,7 +148,9 @@ def _train(args: argparse.Namespace) -> int:
            f"fusion re-rank {'on' if v.get('fusion_rerank') else 'off'}: held-out NDCG@10 {v.get('ndcg10_fusion_oof', 0.0):.4f} "
            f"vs retrieval {v.get('ndcg10_retrieval_oof', 0.0):.4f} ({v.get('fusion_users', 0)} users, out of fold)\n")
         + (f"batches kept: {'random' if v.get('random_batches') else 'length buckets'} (valid NDCG@10 "
-           + ", ".join(f"{k} {float(x):.4f}" for k, x in v["batch_choice"].items()) + ")\n" if isinstance(v.get("batch_choice"), dict) else "")
+           + ", ".join(f"{k} {float(x):.4f}" for k, x in v["batch_choice"].items())
+           + "".join(f"; {k} dropped after epoch {e}" for k, e in (v.get("batch_dropped") or {}).items()) + ")\n"
+           if isinstance(v.get("batch_choice"), dict) else "")
         + f"model saved to {path}"
     )
     return 0

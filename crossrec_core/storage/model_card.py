@@ -115,6 +115,8 @@ def model_card(name: str, root=None) -> ModelCard:
     if metrics.get("best_epoch") is not None:
         training.append(("Best epoch", f"{int(metrics['best_epoch'])} of {len(history)} run" if history
                          else str(int(metrics["best_epoch"]))))
+    if metrics.get("run_histories") and metrics.get("epochs_run") is not None:  # the two runs took turns (session 15)
+        training.append(("Epochs, both runs", _fmt(int(metrics["epochs_run"]))))
     if isinstance(metrics.get("trained_at"), str):  # models trained since session 7 record it
         training.append(("Trained", metrics["trained_at"]))
     if metrics.get("train_seconds") is not None:
@@ -127,7 +129,9 @@ def model_card(name: str, root=None) -> ModelCard:
     if isinstance(valid.get("batch_choice"), dict):  # models trained since session 14 chose their batches on validation
         figures = ", ".join(f"{k} {float(v):.4f}" for k, v in valid["batch_choice"].items() if isinstance(v, (int, float)))
         kept = "random batches" if valid.get("random_batches") else "length buckets"
-        validation.append(("Batches kept", f"{kept} (NDCG@10 {figures})"))
+        dropped = valid.get("batch_dropped") if isinstance(valid.get("batch_dropped"), dict) else {}
+        why = "".join(f"; {k} dropped after epoch {int(e)}, clearly behind" for k, e in dropped.items() if isinstance(e, int))
+        validation.append(("Batches kept", f"{kept} (NDCG@10 {figures}{why})"))
     if "fusion_rerank" in valid:
         validation.append(("Fusion re-rank kept", _fmt(bool(valid["fusion_rerank"]))))
     test = _recorded_test(folder) or [(str(k), _fmt(v)) for k, v in (metrics.get("test") or {}).items() if isinstance(v, (int, float))]

@@ -79,12 +79,15 @@ class JobStatus:
     message: str = ""
     created_at: float = 0.0
     pid: int | None = None
-    loss_curve: list[tuple[float, float]] = field(default_factory=list)  # (fractional epoch, loss)
-    valid_curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, valid NDCG@10)
+    # (fractional epoch, loss, run) and (epoch, valid NDCG@10, run): run is the fit run ("length buckets" or
+    # "random batches": they take turns an epoch each, training/batch_race.py), "" for a single run
+    loss_curve: list[tuple[float, float, str]] = field(default_factory=list)
+    valid_curve: list[tuple[int, float, str]] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     epochs_run: int = 0  # highest epoch trained so far (early stopping ends before n_epochs)
     best_epoch: int | None = None  # known once training has finished
     reference_ndcg10: float | None = None  # the most popular products' validation NDCG@10 (TrainProgress)
+    run: str = ""  # the fit run of the current epoch (TrainProgress.run)
 
     @property
     def finished(self) -> bool:
@@ -126,7 +129,8 @@ class JobStatus:
         if phase in _EPOCH_PHASES:
             loss = "" if self.loss is None else f", loss {self.loss:.3f}"
             check = ": checking quality on held-out shoppers" if phase == Phase.VALID else ""
-            return f"Epoch {self.epoch} of at most {self.n_epochs} (early stopping){check}{loss}"
+            run = f", {self.run}" if self.run else ""
+            return f"Epoch {self.epoch} of at most {self.n_epochs} (early stopping{run}){check}{loss}"
         if phase == Phase.PRIOR:
             return f"Trained for {self.epochs_run} epochs; tuning the blend with similar items…"
         if phase == Phase.FUSION_CANDIDATES:
@@ -310,21 +314,22 @@ class ProgressWriter:
         """Record one TrainProgress (epoch, n_epochs, step, n_steps, loss, valid_ndcg10, elapsed_s, phase)."""
         epoch, n_steps, step = int(p.epoch), int(p.n_steps or 0), int(p.step or 0)
         loss = None if p.loss is None else float(p.loss)
+        run = str(getattr(p, "run", "") or "")
         if loss is not None and p.phase == Phase.TRAIN:
             x = (epoch - 1) + (step / n_steps if n_steps else 1.0)
             curve = self._state["loss_curve"]
-            curve.append([round(x, 4), loss])
+            curve.append([round(x, 4), loss, run])
             if len(curve) > _MAX_LOSS_POINTS:  # keep the file small: drop every other old point
                 self._state["loss_curve"] = curve[: len(curve) // 2 : 2] + curve[len(curve) // 2 :]
         valid = getattr(p, "valid_ndcg10", None)
         if valid is not None:
             vc = self._state["valid_curve"]
-            if not vc or vc[-1][0] != epoch:
-                vc.append([epoch, float(valid)])
+            if not any(pt[0] == epoch and (pt[2] if len(pt) > 2 else "") == run for pt in vc[-2:]):
+                vc.append([epoch, float(valid), run])
         key = (p.phase, epoch, valid is not None)
         changes: dict = {"phase": str(p.phase), "step": step, "n_steps": n_steps, "elapsed_s": float(p.elapsed_s or 0.0)}
         if p.phase in _EPOCH_PHASES:  # other phases count their own steps: keep the epoch counters
-            changes.update(epoch=epoch, n_epochs=int(p.n_epochs or 0), loss=loss,
+            changes.update(epoch=epoch, n_epochs=int(p.n_epochs or 0), loss=loss, run=run,
                            epochs_run=max(epoch, int(self._state.get("epochs_run") or 0)))
         elif p.phase == Phase.DONE:  # training's last report carries the best epoch
             changes.update(best_epoch=epoch)
@@ -383,12 +388,13 @@ def _status_from_dict(d: dict) -> JobStatus:
         message=str(d.get("message", "")),
         created_at=float(d.get("created_at") or 0.0),
         pid=None if d.get("pid") is None else int(d["pid"]),
-        loss_curve=[(float(a), float(b)) for a, b in d.get("loss_curve", [])],
-        valid_curve=[(int(a), float(b)) for a, b in d.get("valid_curve", [])],
+        loss_curve=[(float(pt[0]), float(pt[1]), str(pt[2]) if len(pt) > 2 else "") for pt in d.get("loss_curve", [])],
+        valid_curve=[(int(pt[0]), float(pt[1]), str(pt[2]) if len(pt) > 2 else "") for pt in d.get("valid_curve", [])],
         metrics=dict(d.get("metrics") or {}),
         epochs_run=int(d.get("epochs_run") or 0),
         best_epoch=None if d.get("best_epoch") is None else int(d["best_epoch"]),
         reference_ndcg10=None if d.get("reference_ndcg10") is None else float(d["reference_ndcg10"]),
+        run=str(d.get("run") or ""),
     )
 
 

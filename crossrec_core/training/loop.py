@@ -4,7 +4,8 @@
 encoder), the encoders' epochs (loss in training/loss.py, optimisers in training/optim.py, a checkpoint
 per epoch in training/checkpoint.py), the blend weights chosen on validation (training/tuning.py), and
 the fusion scorer with its probability mapping fitted on the validation targets' candidates, positions
-nothing before them was fitted on (training/fusion_fit.py).
+nothing before them was fitted on (training/fusion_fit.py). With ``train.batch_choice`` the epochs are two
+runs taking turns, length buckets and random batches, one clearly behind dropped (training/batch_race.py).
 
 The best epoch's weights are kept as the final model (no refit on the valid event: simple and honest
 about what validation measured).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -39,7 +40,8 @@ from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
 from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
-from crossrec_core.training.stopping import NeighbourTerms, better, clearly_better, neighbour_terms, paired_z, per_user_ndcg, stopping_figures
+from crossrec_core.training.batch_race import RaceRun, batch_runs, per_user_list, race, winner
+from crossrec_core.training.stopping import NeighbourTerms, better, neighbour_terms, per_user_ndcg, stopping_figures
 from crossrec_core.training.tuning import fit_neighbour_tables, popularity_reference, tune_blends
 
 log = logging.getLogger(__name__)
@@ -191,6 +193,8 @@ class _FitState:
     best_state: dict
     bad_epochs: int = 0
     start_epoch: int = 1
+    best_per_user: np.ndarray | None = None  # the best epoch's per-shopper validation NDCG@10 (the race compares them)
+    rounds: list[dict] = field(default_factory=list)  # the race's log (training/batch_race.py), as checkpointed
 
 
 class _Distributed:
@@ -299,26 +303,21 @@ def train_model(
     model.category_history = fit_category_history(train_seqs, ds.item_category, model.prior.transition_proba.shape[0], model.prior.category_prior)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     start = {k: v.detach().clone() for k, v in net.state_dict().items()}  # every run starts from these weights
-    runs: list[tuple[ModelConfig, _FitState]] = []
-    for run_cfg, run_ckpt in batch_runs(cfg, ckpt):
-        if runs:
-            net.load_state_dict(start)
-        model.config = run_cfg
+    runs: list[RaceRun] = []
+    rounds: list[dict] = []  # the race's log: the second run's best-so-far gain in standard errors, round by round
+    for label, run_cfg, run_ckpt in batch_runs(cfg, ckpt):
+        net.load_state_dict(start)
         opt = make_fit_optimizer(net, run_cfg.train, mode=mode, distributed=dist.on)
         state = _restored_state(net, opt, run_ckpt if resume else None, ds, run_cfg, start)
-        offset = sum(len(r.history) for _, r in runs)  # the runs' epochs are reported one after the other
-        _fit_epochs(model, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, run_ckpt, report, offset)
-        runs.append((run_cfg, state))
-    model.config, state = runs[0]
-    if len(runs) > 1:  # the other batches ship only when clearly better on the same validation shoppers
-        per_user = []
-        for run_cfg, run_state in runs:
-            net.load_state_dict(run_state.best_state)
-            model.invalidate_cache()
-            per_user.append(per_user_ndcg(stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)["stop_ranks"]))
-        choice_z = paired_z(per_user[1], per_user[0])
-        if clearly_better(per_user[1], per_user[0]):
-            model.config, state = runs[1]
+        rounds[:] = max(rounds, state.rounds, key=len)
+        state.rounds = rounds
+        fit = _Fit(model, run_cfg, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, run_ckpt, report, label)
+        # with two runs, each keeps its own weights between its turns on the network
+        weights = {n: p.detach().clone() for n, p in net.named_parameters()} if cfg.train.batch_choice else None
+        runs.append(RaceRun(label, run_cfg, fit, weights))
+    race(runs, net, cfg.train.batch_drop_after, rounds)
+    shipped, choice_z = winner(runs)
+    model.config, state = shipped.cfg, shipped.fit.state
 
     end_fit(net)
     net.load_state_dict(state.best_state)
@@ -329,13 +328,17 @@ def train_model(
     valid.update(tune_blends(model, ds, split, v_users, v_ends, v_targets, int(state.best["epoch"]), valid.get("ndcg10", 0.0), report, tables=tables))
     valid.update(fit_on_validation(model, ds, split.valid_users.astype(np.int64), split.valid_pos, report))
     if len(runs) > 1:  # what the choice of batches saw, for the model card and the benchmarks
-        valid["batch_choice"] = {("length buckets" if c.train.length_buckets else "random batches"): float(r.best["ndcg10"]) for c, r in runs}
+        valid["batch_choice"] = {r.label: float(r.fit.state.best["ndcg10"]) for r in runs}
         valid["random_batches"] = not model.config.train.length_buckets
         valid["batch_choice_z"] = choice_z  # the second run's paired gain in standard errors (kept above 1)
+        valid["batch_dropped"] = {r.label: r.dropped_at for r in runs if r.dropped_at is not None}
     model.metrics = {
         "valid": valid,
         "history": state.history,
-        "epochs_run": sum(len(r.history) for _, r in runs),
+        # every run's epochs (the race's runs take turns), and each run's own log
+        "epochs_run": sum(len(r.fit.state.history) for r in runs),
+        "run_histories": {r.label: r.fit.state.history for r in runs} if len(runs) > 1 else {},
+        "batch_rounds": rounds,
         "best_epoch": int(state.best["epoch"]),
         "train_seconds": float(time.perf_counter() - t0),
         "loss": mode,
@@ -348,22 +351,6 @@ def train_model(
     return model
 
 
-def batch_runs(cfg: ModelConfig, ckpt: Path | None) -> list[tuple[ModelConfig, Path | None]]:
-    """Return the fit runs of a training, each (config, checkpoint folder): the configured batches, and, with
-    ``train.batch_choice``, the other kind too (length buckets or random), in a checkpoint subfolder. The
-    second ships only when clearly better on validation (stopping.clearly_better: 1 standard error, paired).
-
-    Why both: how a step weighs its targets moves quality either way by log (bench/RESULTS.md, session 14).
-    Random batches weigh every target alike: dense logs gain up to a fifth, while hm-fashion-oneday, where a
-    few long histories would then outweigh the many one-purchase shoppers the test counts once each, loses
-    as much. Validation, with the same shoppers' second-to-last events as the test's last, tells them apart."""
-    runs = [(cfg, ckpt)]
-    if cfg.train.batch_choice:
-        other = replace(cfg, train=replace(cfg.train, length_buckets=not cfg.train.length_buckets))
-        runs.append((other, None if ckpt is None else ckpt / ("random-batches" if cfg.train.length_buckets else "length-buckets")))
-    return runs
-
-
 def _restored_state(net: CrossRecNet, opt: FitOptimizer, ckpt: Path | None, ds: InteractionDataset, cfg: ModelConfig, start: dict) -> _FitState:
     """Return a fresh fit state, or the one of the last checkpoint in ``ckpt`` (weights and optimiser restored)."""
     state = _FitState(history=[], best={"ndcg10": -1.0, "encoders": -1.0, "epoch": 0}, best_state={k: v.clone() for k, v in start.items()})
@@ -372,82 +359,99 @@ def _restored_state(net: CrossRecNet, opt: FitOptimizer, ckpt: Path | None, ds: 
         state.best_state, saved = restored
         state.history, state.best, state.bad_epochs = saved["history"], saved["best"], saved["bad_epochs"]
         state.start_epoch = int(saved["epoch"]) + 1
+        state.best_per_user = None if saved.get("best_per_user") is None else np.asarray(saved["best_per_user"], dtype=np.float64)
+        state.rounds = list(saved.get("rounds") or [])
         log.info("resuming from epoch %d (best %s)", saved["epoch"], state.best)
     if state.bad_epochs >= cfg.train.patience:
         state.start_epoch = cfg.train.epochs + 1
     return state
 
 
-def _fit_epochs(
-    model: TrainedModel, ds: InteractionDataset, windows: _Windows, valid: tuple[np.ndarray, np.ndarray, np.ndarray, NeighbourTerms | None],
-    opt: FitOptimizer, mode: str, state: _FitState, device: torch.device, dist: _Distributed, ckpt: Path | None, report, offset: int = 0,
-) -> None:
-    """Run the epochs from ``state.start_epoch``: batches of similar length (or random) in random order, a
-    validation NDCG@10 after each epoch (of retrieval with its neighbour term, training/stopping.py), early
-    stopping after ``patience`` epochs without a better one. Progress reports number epochs after ``offset``
-    (the epochs of earlier runs)."""
-    cfg = model.config
-    tc = cfg.train
-    net = model.net
-    loss_mod = RetrievalLoss(net, mode, tc.n_negatives)
-    step_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[device.index] if device.type == "cuda" else None) if dist.on else loss_mod
-    use_amp, amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
-    scaler = torch.amp.GradScaler("cuda", enabled=scaled)
-    v_users, v_ends, v_targets, terms = valid
-    bs = tc.batch_size
-    # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
-    n_batches_total = -(-(-(-windows.n // bs)) // dist.world) * dist.world
-    n_steps = n_batches_total // dist.world
-    if tc.step_mean == "target":  # every target weighs the same in whichever batch it falls
-        loss_mod.norm = float(windows.tensors["weights"].sum()) / n_batches_total
-    log.info("training %s: %d windows, %d steps/epoch, loss=%s%s, device=%s", ds.name, windows.n, n_steps, mode, " (sparse item-ID gradient)" if opt.is_sparse else "", device)
-    for epoch in range(state.start_epoch, tc.epochs + 1):
-        # per-epoch seeds make resume reproduce an uninterrupted run exactly
+class _Fit:
+    """One fit run's epochs: batches of similar length (or random) in random order, a validation NDCG@10 after
+    each epoch (of retrieval with its neighbour term, training/stopping.py), early stopping after ``patience``
+    epochs without a better one, a checkpoint per epoch. The race (training/batch_race.py) calls ``run_epoch``."""
+
+    def __init__(
+        self, model: TrainedModel, cfg: ModelConfig, ds: InteractionDataset, windows: _Windows,
+        valid: tuple[np.ndarray, np.ndarray, np.ndarray, NeighbourTerms | None], opt: FitOptimizer, mode: str, state: _FitState,
+        device: torch.device, dist: _Distributed, ckpt: Path | None, report, label: str,
+    ) -> None:
+        self.model, self.cfg, self.ds, self.windows, self.valid, self.opt, self.mode = model, cfg, ds, windows, valid, opt, mode
+        self.state, self.device, self.dist, self.ckpt, self.report, self.label = state, device, dist, ckpt, report, label
+        tc = cfg.train
+        self.loss_mod = RetrievalLoss(model.net, mode, tc.n_negatives)
+        self.step_mod = (nn.parallel.DistributedDataParallel(self.loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
+                         if dist.on else self.loss_mod)
+        self.use_amp, self.amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
+        # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
+        self.n_batches_total = -(-(-(-windows.n // tc.batch_size)) // dist.world) * dist.world
+        self.n_steps = self.n_batches_total // dist.world
+        if tc.step_mean == "target":  # every target weighs the same in whichever batch it falls
+            self.loss_mod.norm = float(windows.tensors["weights"].sum()) / self.n_batches_total
+        log.info("training %s (%s): %d windows, %d steps/epoch, loss=%s%s, device=%s", ds.name, label, windows.n, self.n_steps, mode,
+                 " (sparse item-ID gradient)" if opt.is_sparse else "", device)
+
+    @property
+    def done(self) -> bool:
+        """Whether early stopping (or the epoch cap) has ended this run."""
+        return self.state.bad_epochs >= self.cfg.train.patience or self.state.start_epoch > self.cfg.train.epochs
+
+    def run_epoch(self) -> None:
+        """Train epoch ``state.start_epoch``, validate it, keep the best weights, checkpoint, and move on by one."""
+        model, ds, windows, state, device, dist, tc = self.model, self.ds, self.windows, self.state, self.device, self.dist, self.cfg.train
+        net, epoch, bs = model.net, int(state.start_epoch), tc.batch_size
+        model.config = self.cfg
+        # per-epoch seeds make resume reproduce an uninterrupted run exactly, and the runs' turns independent
         torch.manual_seed(tc.seed * 1009 + epoch)
         rng = np.random.default_rng([tc.seed, epoch])
         gen = torch.Generator().manual_seed(tc.seed * 7919 + epoch)
-        batches = epoch_batches(windows.length, n_batches_total, rng, tc.length_buckets)
+        batches = epoch_batches(windows.length, self.n_batches_total, rng, tc.length_buckets)
         if dist.on:
             batches = batches[dist.rank :: dist.world]
-            if len(batches) < n_steps:  # fewer windows than ranks: repeat one so every rank steps
-                batches = batches + batches[: n_steps - len(batches)] if batches else [order[:1]] * n_steps
+            if len(batches) < self.n_steps:  # fewer windows than ranks: repeat one so every rank steps
+                batches = batches + batches[: self.n_steps - len(batches)] if batches else [np.arange(1)] * self.n_steps
         net.train()
         t_ep = time.perf_counter()
         losses = []
+        progress = dict(epoch=epoch, n_epochs=tc.epochs, run=self.label)
         for step, b in enumerate(batches, start=1):
             L = int(windows.length[b].max())
             bt = {k: v[torch.from_numpy(b)][:, -L:].to(device) for k, v in windows.tensors.items()}
-            negs = torch.randint(0, ds.n_items, (tc.n_negatives if mode == "sampled" else (bs * L if mode == "bce" else 1),), generator=gen).to(device)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = step_mod(bt["items"], bt["events"], bt["gaps"], bt["valid"], bt["targets"], bt["weights"], negs)
-            opt.zero_grad()
-            scaler.scale(loss).backward()  # fp16: the loss scaled so small gradients do not flush to 0
-            opt.step(scaler)
+            negs = torch.randint(0, ds.n_items, (tc.n_negatives if self.mode == "sampled" else (bs * L if self.mode == "bce" else 1),), generator=gen).to(device)
+            with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                loss = self.step_mod(bt["items"], bt["events"], bt["gaps"], bt["valid"], bt["targets"], bt["weights"], negs)
+            self.opt.zero_grad()
+            self.scaler.scale(loss).backward()  # fp16: the loss scaled so small gradients do not flush to 0
+            self.opt.step(self.scaler)
             losses.append(float(loss.detach()))
             if step % tc.progress_every == 0 or step == len(batches):
-                report(epoch=offset + epoch, n_epochs=offset + tc.epochs, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
+                self.report(**progress, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
         train_s = time.perf_counter() - t_ep
         model.invalidate_cache()
-        report(epoch=offset + epoch, n_epochs=offset + tc.epochs, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
+        self.report(**progress, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
+        v_users, v_ends, v_targets, terms = self.valid
         vm = stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)
-        vm.pop("stop_ranks")
+        ranks = vm.pop("stop_ranks")
         n_train_events = windows.n_targets // dist.world
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), **vm, "train_s": train_s, "events_per_s": n_train_events / max(train_s, 1e-9)}
         state.history.append(rec)
         if better(vm, state.best):
             state.best = {"ndcg10": vm["ndcg10_stop"], "encoders": vm["ndcg10"], "epoch": epoch}
             state.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            state.best_per_user = per_user_ndcg(ranks)
             state.bad_epochs = 0
         else:
             state.bad_epochs += 1
-        log.info("epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f, with item neighbours %.4f (%.1fs)", epoch, rec["loss"], vm["ndcg10"], vm["hr10"],
-                 vm["ndcg10_stop"], train_s)
-        report(epoch=offset + epoch, n_epochs=offset + tc.epochs, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
-        if ckpt is not None and dist.rank == 0:
+        log.info("%s epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f, with item neighbours %.4f (%.1fs)", self.label, epoch, rec["loss"],
+                 vm["ndcg10"], vm["hr10"], vm["ndcg10_stop"], train_s)
+        self.report(**progress, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
+        if self.ckpt is not None and dist.rank == 0:
             save_checkpoint(
-                ckpt, net, state.best_state, opt,
+                self.ckpt, net, state.best_state, self.opt,
                 {"epoch": epoch, "best": state.best, "bad_epochs": state.bad_epochs, "history": state.history,
-                 "data_fingerprint": ds.fingerprint(), "config": cfg.to_dict()},
+                 "best_per_user": per_user_list(state.best_per_user), "rounds": state.rounds,
+                 "data_fingerprint": ds.fingerprint(), "config": self.cfg.to_dict()},
             )
-        if state.bad_epochs >= tc.patience:
-            break
+        state.start_epoch = epoch + 1

@@ -45,3 +45,6 @@ class TrainProgress:
     phase: str
     # validation NDCG@10 of the most popular products on the same shoppers: what a figure of the model is worth
     reference_ndcg10: float | None = None
+    # which of the two fit runs this epoch belongs to ("length buckets" / "random batches", training/batch_race.py;
+    # they take turns, an epoch each), "" outside the epochs
+    run: str = ""
