@@ -8,9 +8,10 @@ Validation, with the same shoppers' second-to-last events as the test's last, te
 Both runs start from the same weights and take turns, an epoch each, on the one network (each keeps its own
 weights and optimiser between its turns). After every round the two best-so-far validation figures are
 compared shopper by shopper (stopping.paired_z). A run that trails the other by more than one standard
-error for ``train.batch_drop_after`` rounds in a row is dropped, so a log that clearly wants one weighting
-pays for the other only for those few epochs, not for a whole second training (session 15). When both
-runs end on their own early stopping, the second ships only when clearly better (stopping.clearly_better).
+error, and by at least MIN_GAP of the figure, for ``train.batch_drop_after`` rounds in a row is dropped, so a
+log that clearly wants one weighting pays for the other only for those few epochs, not for a whole second
+training (bench/RESULTS.md, session 15). When both runs end on their own early stopping, the second ships only
+when clearly better (stopping.clearly_better).
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from crossrec_core.config import ModelConfig
 from crossrec_core.training.stopping import clearly_better, paired_z
 
 BUCKETS, RANDOM = "length buckets", "random batches"
+# A drop also needs the trailing run's best validation figure this far (relative) below the leader's. Why: with
+# few shoppers whose lists differ, a gap of 0.2 % can be 1.3 standard errors for three rounds (chain-d, seed 42)
+# and then close; a run is dropped only for a gap worth having (demo store 6 %, dense logs 10-20 %).
+MIN_GAP = 0.01
 
 
 class EpochRunner(Protocol):
     """One fit run's epochs (training/loop.py ``_Fit``): its state and one more epoch."""
 
-    state: object  # _FitState: history, best, best_per_user, bad_epochs, start_epoch
+    state: object  # _FitState: history, best ({"ndcg10": ...}), best_per_user, bad_epochs, start_epoch
 
     @property
     def done(self) -> bool: ...
@@ -110,7 +115,8 @@ def _score_round(runs: list[RaceRun], rounds: list[dict], drop_after: int) -> No
     a, b = first.fit.state.best_per_user, second.fit.state.best_per_user
     if a is None or b is None:
         return
-    rounds.append({"epoch": epoch, "z": paired_z(b, a)})
+    fa, fb = float(first.fit.state.best["ndcg10"]), float(second.fit.state.best["ndcg10"])
+    rounds.append({"epoch": epoch, "z": paired_z(b, a), "gap": (fb - fa) / fa if fa > 0 else 0.0})
     _replay_drops(runs, rounds, drop_after)
 
 
@@ -119,11 +125,11 @@ def _replay_drops(runs: list[RaceRun], rounds: list[dict], drop_after: int) -> N
     if len(runs) < 2 or drop_after <= 0 or len(rounds) < drop_after:
         return
     for i in range(drop_after - 1, len(rounds)):
-        zs = [r["z"] for r in rounds[i - drop_after + 1 : i + 1]]
-        if all(z > 1.0 for z in zs):
+        streak = rounds[i - drop_after + 1 : i + 1]
+        if all(r["z"] > 1.0 and r.get("gap", 0.0) >= MIN_GAP for r in streak):
             runs[0].dropped_at = rounds[i]["epoch"]
             return
-        if all(z < -1.0 for z in zs):
+        if all(r["z"] < -1.0 and r.get("gap", 0.0) <= -MIN_GAP for r in streak):
             runs[1].dropped_at = rounds[i]["epoch"]
             return
 
