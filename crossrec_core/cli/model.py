@@ -110,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
             state["phase"] = p.phase
         if p.phase in ("text", "train", "fusion", "fusion candidates"):
             bar.n = p.step
-            post = {"epoch": f"{p.epoch}/{p.n_epochs}"}
+            post = {"epoch": f"{p.epoch}/{p.n_epochs}" + (f" {p.run}" if getattr(p, "run", "") else "")}
             if p.loss is not None:
                 post["loss"] = f"{p.loss:.3f}"
             if state.get("ndcg") is not None:
@@ -119,7 +119,8 @@ def _train(args: argparse.Namespace) -> int:
             bar.refresh()
         if p.phase == "valid" and p.valid_ndcg10 is not None:
             state["ndcg"] = p.valid_ndcg10
-            tqdm.write(f"epoch {p.epoch}: loss {p.loss:.4f}  valid NDCG@10 {p.valid_ndcg10:.4f}", file=sys.stderr)
+            run = f" ({p.run})" if getattr(p, "run", "") else ""
+            tqdm.write(f"epoch {p.epoch}{run}: loss {p.loss:.4f}  valid NDCG@10 {p.valid_ndcg10:.4f}", file=sys.stderr)
 
     t0 = time.perf_counter()
     try:
