@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 
 from crossrec_core.config import ModelConfig
@@ -66,21 +65,18 @@ def batch_runs(cfg: ModelConfig, ckpt: Path | None) -> list[tuple[str, ModelConf
     runs = [(label, cfg, ckpt)]
     if cfg.train.batch_choice:
         other = replace(cfg, train=replace(cfg.train, length_buckets=not cfg.train.length_buckets))
-        runs.append((RANDOM if label == BUCKETS else BUCKETS, other, None if ckpt is None else ckpt / other_folder(cfg)))
+        folder = "random-batches" if cfg.train.length_buckets else "length-buckets"
+        runs.append((RANDOM if label == BUCKETS else BUCKETS, other, None if ckpt is None else ckpt / folder))
     return runs
-
-
-def other_folder(cfg: ModelConfig) -> str:
-    """Return the checkpoint subfolder of the second run."""
-    return "random-batches" if cfg.train.length_buckets else "length-buckets"
 
 
 def race(runs: list[RaceRun], net: torch.nn.Module, drop_after: int, rounds: list[dict]) -> None:
     """Run every run's epochs, one epoch of each in turn, until each has ended (early stopping or dropped).
 
-    ``rounds`` is the race's log ({"epoch", "z"}: the second run's best-so-far validation gain over the first's
-    in standard errors, after each round both took part in), carried over from checkpoints on a resume; it is
-    extended in place. ``drop_after`` rounds in a row beyond one standard error drop the trailing run (0: never)."""
+    ``rounds`` is the race's log ({"epoch", "z", "gap"}: the second run's best-so-far validation gain over the
+    first's in standard errors and relative to the first's figure, after each round both took part in), carried
+    over from checkpoints on a resume; it is extended in place. ``drop_after`` rounds in a row clearly behind
+    drop the trailing run (0: never)."""
     params = dict(net.named_parameters())
     holder: RaceRun | None = None  # whose weights the network holds (each run's ``weights`` are set before)
     _replay_drops(runs, rounds, drop_after)  # a resumed race: the drops its log already holds
@@ -97,7 +93,7 @@ def race(runs: list[RaceRun], net: torch.nn.Module, drop_after: int, rounds: lis
                         params[name].copy_(value)
             run.fit.run_epoch()
             holder = run
-            if len(runs) > 1:
+            if any(other is not run and not other.finished for other in runs):  # the other run takes the network next
                 run.weights = {name: p.detach().clone() for name, p in params.items()}
 
 
@@ -148,8 +144,3 @@ def winner(runs: list[RaceRun]) -> tuple[RaceRun, float | None]:
     if second.dropped_at is not None:
         return first, z
     return (second if a is not None and b is not None and clearly_better(b, a) else first), z
-
-
-def per_user_list(values: np.ndarray | None) -> list[float] | None:
-    """Return per-user figures as a JSON-ready list (checkpoints carry them for a resumed race)."""
-    return None if values is None else [float(v) for v in values]

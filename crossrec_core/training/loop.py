@@ -40,7 +40,7 @@ from crossrec_core.training.fusion_fit import fit_on_validation
 from crossrec_core.training.loss import RetrievalLoss, resolve_loss
 from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
-from crossrec_core.training.batch_race import RaceRun, batch_runs, per_user_list, race, winner
+from crossrec_core.training.batch_race import RaceRun, batch_runs, race, winner
 from crossrec_core.training.stopping import NeighbourTerms, better, neighbour_terms, per_user_ndcg, stopping_figures
 from crossrec_core.training.tuning import fit_neighbour_tables, popularity_reference, tune_blends
 
@@ -451,7 +451,7 @@ class _Fit:
             save_checkpoint(
                 self.ckpt, net, state.best_state, self.opt,
                 {"epoch": epoch, "best": state.best, "bad_epochs": state.bad_epochs, "history": state.history,
-                 "best_per_user": per_user_list(state.best_per_user), "rounds": state.rounds,
+                 "best_per_user": None if state.best_per_user is None else state.best_per_user.tolist(), "rounds": state.rounds,
                  "data_fingerprint": ds.fingerprint(), "config": self.cfg.to_dict()},
             )
         state.start_epoch = epoch + 1
