@@ -211,3 +211,21 @@ def test_the_worker_imports_the_same_crossrec_core_as_the_studio(home, monkeypat
     code = subprocess.run([sys.executable, "-c", "import crossrec_core; print(crossrec_core.__file__)"],
                           env=started["env"], cwd=started["cwd"], capture_output=True, text=True, check=True)
     assert Path(code.stdout.strip()).resolve() == Path(crossrec_core.__file__).resolve()
+
+
+def test_a_cancelled_worker_that_does_not_end_on_sigterm_is_killed_after_the_grace():
+    import signal
+
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        os.killpg(proc.pid, signal.SIGTERM)
+        time.sleep(0.3)
+        assert proc.poll() is None  # it ignored the polite request
+        jobs._kill_if_still_alive(proc.pid, grace_s=0.5)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -247,8 +248,30 @@ def cancel_job(job_id: str, root=None) -> JobStatus:
             os.killpg(status.pid, signal.SIGTERM)  # the worker leads its own session (start_new_session)
         except (ProcessLookupError, PermissionError):
             pass
+        else:
+            threading.Thread(target=_kill_if_still_alive, args=(status.pid,), daemon=True).start()
     _merge_progress(folder, status=STATUS_CANCELLED, message="Cancelled; no model was saved.")
     return read_job(job_id, root)
+
+
+# Seconds a cancelled worker has to end on its SIGTERM before its process group gets SIGKILL. Why: Python runs the
+# SIGTERM handler only between bytecodes, so a worker inside a long native call (or slow to shut down) lived on
+# for ~40 s once under a loaded CI run. Its model is written to a staging folder and renamed in, so a kill never
+# leaves a half-written model.
+CANCEL_GRACE_S = 5.0
+
+
+def _kill_if_still_alive(pid: int, grace_s: float | None = None) -> None:
+    """SIGKILL the worker's process group if ``pid`` is still alive ``grace_s`` seconds after its SIGTERM."""
+    deadline = time.monotonic() + (CANCEL_GRACE_S if grace_s is None else grace_s)
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_for_job(job_id: str, root=None, *, timeout: float = 600.0, poll_s: float = 0.2) -> JobStatus:
