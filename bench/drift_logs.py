@@ -38,7 +38,7 @@ SPAN = 3 * 365 * DAY  # releases and shoppers spread over three years
 
 
 def generate(users: int, items: int, categories: int, seed: int, median_events: int = 100, memory: float = 4.0,
-             sharpness: float = 4.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+             sharpness: float = 10.0, zipf: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (interactions, items) of one drifting-interest log (see the module docstring)."""
     rng = np.random.default_rng(seed)
     d = 16
@@ -47,7 +47,7 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
     centroids = rng.normal(size=(categories, d))
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     cat_of = np.argmax(vec @ centroids.T + rng.normal(scale=0.15, size=(items, categories)), axis=1)
-    base_pop = -0.9 * np.log(rng.permutation(items) + 1.0)  # Zipf by a random rank
+    base_pop = -zipf * np.log(rng.permutation(items) + 1.0)  # Zipf by a random rank
     release = rng.uniform(-0.3 * SPAN, SPAN, items)  # a third out before the log starts
     keep = 0.5 ** (1.0 / memory)  # the state's weight on its past, per event
     n_events = np.clip(rng.lognormal(np.log(median_events), 0.7, users).astype(int), 20, 600)
@@ -61,7 +61,8 @@ def generate(users: int, items: int, categories: int, seed: int, median_events: 
         for _ in range(n_events[u]):
             age = (t - release) / (90 * DAY)
             out = age >= 0
-            s = sharpness * (vec @ (0.7 * state + 0.3 * taste)) + base_pop + 1.5 * np.exp(-np.clip(age, 0, None))
+            aim = 0.7 * state / np.linalg.norm(state) + 0.3 * taste
+            s = sharpness * (vec @ aim) + base_pop + 1.5 * np.exp(-np.clip(age, 0, None))
             s = np.where(out & ~seen, s, -np.inf)
             p = np.exp(s - s.max())
             item = int(rng.choice(items, p=p / p.sum()))
@@ -83,13 +84,16 @@ def main() -> None:
     ap.add_argument("--categories", type=int, default=19)
     ap.add_argument("--median-events", type=int, default=100)
     ap.add_argument("--memory", type=float, default=4.0, help="half-life of the drifting interest, in events")
+    ap.add_argument("--sharpness", type=float, default=10.0, help="weight of the latent match against popularity")
+    ap.add_argument("--zipf", type=float, default=0.5, help="exponent of the items' base popularity by rank")
     ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args()
-    inter, items = generate(args.users, args.items, args.categories, args.seed, args.median_events, args.memory)
+    inter, items = generate(args.users, args.items, args.categories, args.seed, args.median_events, args.memory, args.sharpness, args.zipf)
     write_log(
         Path(args.out), inter, items, "Dense synthetic log with a drifting interest",
         f"Made by `bench/drift_logs.py --users {args.users} --items {args.items} --categories {args.categories} "
-        f"--median-events {args.median_events} --memory {args.memory} --seed {args.seed}` (each next item follows a "
+        f"--median-events {args.median_events} --memory {args.memory} --sharpness {args.sharpness} --zipf {args.zipf} "
+        f"--seed {args.seed}` (each next item follows a "
         "moving average of the last items' latent vectors, releases over three years, categories from the latent "
         "space; see its docstring).",
     )

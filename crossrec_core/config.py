@@ -206,7 +206,7 @@ class TrainConfig:
     # than random batches, as RecBole's SASRec draws them, do.
     length_buckets: bool = True
     # Train twice, with length buckets and with random batches, and keep the run with the better validation
-    # figure (training/loop.py batch_runs: which weighting suits a log differs; twice the epochs' time).
+    # figure (training/batch_race.py batch_runs: which weighting suits a log differs; twice the epochs' time).
     batch_choice: bool = True
     # The two runs take turns, an epoch each; one whose best validation figure trails the other's by more than one
     # standard error (paired over shoppers) this many rounds in a row is dropped (0 = never: both run to their

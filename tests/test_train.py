@@ -547,7 +547,7 @@ def test_id_shrinkage_weights_each_items_id_part_by_its_training_count():
 
 
 def test_epoch_batches_group_similar_lengths_or_draw_at_random():
-    from crossrec_core.training.loop import epoch_batches
+    from crossrec_core.training.epochs import epoch_batches
 
     length = np.tile(np.arange(1, 51), 40)  # 2,000 windows, lengths 1..50
     bucketed = epoch_batches(length, 20, np.random.default_rng(0), True)

@@ -33,9 +33,9 @@ MIN_GAP = 0.01
 
 
 class EpochRunner(Protocol):
-    """One fit run's epochs (training/loop.py ``_Fit``): its state and one more epoch."""
+    """One fit run's epochs (training/epochs.py ``Fit``): its state and one more epoch."""
 
-    state: object  # _FitState: history, best ({"ndcg10": ...}), best_per_user, bad_epochs, start_epoch
+    state: object  # FitState: history, best ({"ndcg10": ...}), best_per_user, bad_epochs, start_epoch
 
     @property
     def done(self) -> bool: ...

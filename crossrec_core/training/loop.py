@@ -8,23 +8,19 @@ nothing before them was fitted on (training/fusion_fit.py). With ``train.batch_c
 runs taking turns, length buckets and random batches, one clearly behind dropped (training/batch_race.py).
 
 The best epoch's weights are kept as the final model (no refit on the valid event: simple and honest
-about what validation measured).
-
-Why one module past 400 lines: the phases share the network, split and windows of one run.
+about what validation measured). One run's epochs live in training/epochs.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.data.dataset import InteractionDataset, LeaveLastOut, Sequences
@@ -35,13 +31,13 @@ from crossrec_core.models.fusion import CrossRecNet, build_net
 from crossrec_core.models.item_encoder import attribute_token_matrix, build_attribute_vocab
 from crossrec_core.models.text import TextEncoder, item_texts
 from crossrec_core.models.trained import TrainedModel, event_hashes
-from crossrec_core.training.checkpoint import load_checkpoint, save_checkpoint
 from crossrec_core.training.fusion_fit import fit_on_validation
-from crossrec_core.training.loss import RetrievalLoss, resolve_loss
-from crossrec_core.training.optim import FitOptimizer, amp_plan, end_fit, make_fit_optimizer
+from crossrec_core.training.epochs import Distributed, Fit, Windows, restored_state
+from crossrec_core.training.loss import resolve_loss
+from crossrec_core.training.optim import end_fit, make_fit_optimizer
 from crossrec_core.training.progress import Phase, TrainProgress
 from crossrec_core.training.batch_race import RaceRun, batch_runs, race, winner
-from crossrec_core.training.stopping import NeighbourTerms, better, neighbour_terms, per_user_ndcg, stopping_figures
+from crossrec_core.training.stopping import neighbour_terms
 from crossrec_core.training.tuning import fit_neighbour_tables, popularity_reference, tune_blends
 
 log = logging.getLogger(__name__)
@@ -113,29 +109,7 @@ def _fill_buffers(net: CrossRecNet, ds: InteractionDataset, feats: dict, popular
             enc.extra_vecs.copy_(torch.from_numpy(feats["vectors"]))
 
 
-@dataclass
-class _Windows:
-    """The training windows as tensors, built once: inputs, next-item targets and their weights."""
-
-    tensors: dict[str, torch.Tensor]
-    length: np.ndarray  # int64 (n_windows,) real events per window
-    n_targets: int  # positions with a positive weight
-
-    @property
-    def n(self) -> int:
-        return len(self.length)
-
-
-def epoch_batches(length: np.ndarray, n_batches: int, rng: np.random.Generator, buckets: bool) -> list[np.ndarray]:
-    """Return one epoch's batches of window indices, in random order: windows of similar ``length`` together
-    (less padding to encode), or, without ``buckets``, drawn at random (TrainConfig.length_buckets)."""
-    shuffled = rng.random(len(length))
-    order = np.lexsort((shuffled, length)) if buckets else np.argsort(shuffled)
-    batches = [b for b in np.array_split(order, n_batches) if len(b)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def build_windows(ds: InteractionDataset, split: LeaveLastOut, cfg: ModelConfig) -> _Windows:
+def build_windows(ds: InteractionDataset, split: LeaveLastOut, cfg: ModelConfig) -> Windows:
     """Return every user's training events cut into windows of ``cfg.user.max_len`` next-item targets.
 
     A target the user already had earlier weighs ``train.seen_target_weight`` (repeats are never
@@ -169,7 +143,7 @@ def build_windows(ds: InteractionDataset, split: LeaveLastOut, cfg: ModelConfig)
         "targets": torch.from_numpy(np.maximum(win["items"][:, 1:], 0)),
         "weights": torch.from_numpy(weights),
     }
-    return _Windows(tensors, win["valid"][:, :-1].sum(axis=1), int(tensors["weights"].gt(0).sum()))
+    return Windows(tensors, win["valid"][:, :-1].sum(axis=1), int(tensors["weights"].gt(0).sum()))
 
 
 def validation_targets(ds: InteractionDataset, split: LeaveLastOut, tc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,28 +156,6 @@ def validation_targets(ds: InteractionDataset, split: LeaveLastOut, tc) -> tuple
         keep = np.sort(np.random.default_rng(tc.seed).choice(len(v_users), tc.valid_max_users, replace=False))
         v_users, v_ends = v_users[keep], v_ends[keep]
     return v_users, v_ends, ds.seqs.items[v_ends].astype(np.int64)
-
-
-@dataclass
-class _FitState:
-    """What the epochs carry (and a checkpoint saves): the per-epoch log, the best epoch and its weights."""
-
-    history: list[dict]
-    best: dict
-    best_state: dict
-    bad_epochs: int = 0
-    start_epoch: int = 1
-    best_per_user: np.ndarray | None = None  # the best epoch's per-shopper validation NDCG@10 (the race compares them)
-    rounds: list[dict] = field(default_factory=list)  # the race's log (training/batch_race.py), as checkpointed
-
-
-class _Distributed:
-    """This process's place under torch.distributed (torchrun): rank, world size; 0 and 1 when alone."""
-
-    def __init__(self) -> None:
-        self.on = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.rank = torch.distributed.get_rank() if self.on else 0
-        self.world = torch.distributed.get_world_size() if self.on else 1
 
 
 # -- the fit loop ---------------------------------------------------------------------------
@@ -233,7 +185,7 @@ def train_model(
     tc = cfg.train
     if ds.n_events < 2 or ds.n_items < 2:
         raise DataError(f"'{ds.name}' has {ds.n_events} events on {ds.n_items} items; training needs at least 2 of each.")
-    dist = _Distributed()
+    dist = Distributed()
     device = pick_device(tc.device)
     if dist.on and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -308,10 +260,10 @@ def train_model(
     for label, run_cfg, run_ckpt in batch_runs(cfg, ckpt):
         net.load_state_dict(start)
         opt = make_fit_optimizer(net, run_cfg.train, mode=mode, distributed=dist.on)
-        state = _restored_state(net, opt, run_ckpt if resume else None, ds, run_cfg, start)
+        state = restored_state(net, opt, run_ckpt if resume else None, ds, run_cfg, start)
         rounds[:] = max(rounds, state.rounds, key=len)
         state.rounds = rounds
-        fit = _Fit(model, run_cfg, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, run_ckpt, report, label)
+        fit = Fit(model, run_cfg, ds, windows, (v_users, v_ends, v_targets, terms), opt, mode, state, device, dist, run_ckpt, report, label)
         # with two runs, each keeps its own weights between its turns on the network
         weights = {n: p.detach().clone() for n, p in net.named_parameters()} if cfg.train.batch_choice else None
         runs.append(RaceRun(label, run_cfg, fit, weights))
@@ -349,109 +301,3 @@ def train_model(
     net.eval()
     report(epoch=int(state.best["epoch"]), step=0, n_steps=0, loss=None, valid_ndcg10=valid.get("ndcg10"), phase=Phase.DONE)
     return model
-
-
-def _restored_state(net: CrossRecNet, opt: FitOptimizer, ckpt: Path | None, ds: InteractionDataset, cfg: ModelConfig, start: dict) -> _FitState:
-    """Return a fresh fit state, or the one of the last checkpoint in ``ckpt`` (weights and optimiser restored)."""
-    state = _FitState(history=[], best={"ndcg10": -1.0, "encoders": -1.0, "epoch": 0}, best_state={k: v.clone() for k, v in start.items()})
-    restored = load_checkpoint(ckpt, net, opt, fingerprint=ds.fingerprint(), config=cfg.to_dict()) if ckpt is not None else None
-    if restored is not None:
-        state.best_state, saved = restored
-        state.history, state.best, state.bad_epochs = saved["history"], saved["best"], saved["bad_epochs"]
-        state.start_epoch = int(saved["epoch"]) + 1
-        state.best_per_user = None if saved.get("best_per_user") is None else np.asarray(saved["best_per_user"], dtype=np.float64)
-        state.rounds = list(saved.get("rounds") or [])
-        log.info("resuming from epoch %d (best %s)", saved["epoch"], state.best)
-    if state.bad_epochs >= cfg.train.patience:
-        state.start_epoch = cfg.train.epochs + 1
-    return state
-
-
-class _Fit:
-    """One fit run's epochs: batches of similar length (or random) in random order, a validation NDCG@10 after
-    each epoch (of retrieval with its neighbour term, training/stopping.py), early stopping after ``patience``
-    epochs without a better one, a checkpoint per epoch. The race (training/batch_race.py) calls ``run_epoch``."""
-
-    def __init__(
-        self, model: TrainedModel, cfg: ModelConfig, ds: InteractionDataset, windows: _Windows,
-        valid: tuple[np.ndarray, np.ndarray, np.ndarray, NeighbourTerms | None], opt: FitOptimizer, mode: str, state: _FitState,
-        device: torch.device, dist: _Distributed, ckpt: Path | None, report, label: str,
-    ) -> None:
-        self.model, self.cfg, self.ds, self.windows, self.valid, self.opt, self.mode = model, cfg, ds, windows, valid, opt, mode
-        self.state, self.device, self.dist, self.ckpt, self.report, self.label = state, device, dist, ckpt, report, label
-        tc = cfg.train
-        self.loss_mod = RetrievalLoss(model.net, mode, tc.n_negatives)
-        self.step_mod = (nn.parallel.DistributedDataParallel(self.loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
-                         if dist.on else self.loss_mod)
-        self.use_amp, self.amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
-        self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
-        # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
-        self.n_batches_total = -(-(-(-windows.n // tc.batch_size)) // dist.world) * dist.world
-        self.n_steps = self.n_batches_total // dist.world
-        if tc.step_mean == "target":  # every target weighs the same in whichever batch it falls
-            self.loss_mod.norm = float(windows.tensors["weights"].sum()) / self.n_batches_total
-        log.info("training %s (%s): %d windows, %d steps/epoch, loss=%s%s, device=%s", ds.name, label, windows.n, self.n_steps, mode,
-                 " (sparse item-ID gradient)" if opt.is_sparse else "", device)
-
-    @property
-    def done(self) -> bool:
-        """Whether early stopping (or the epoch cap) has ended this run."""
-        return self.state.bad_epochs >= self.cfg.train.patience or self.state.start_epoch > self.cfg.train.epochs
-
-    def run_epoch(self) -> None:
-        """Train epoch ``state.start_epoch``, validate it, keep the best weights, checkpoint, and move on by one."""
-        model, ds, windows, state, device, dist, tc = self.model, self.ds, self.windows, self.state, self.device, self.dist, self.cfg.train
-        net, epoch, bs = model.net, int(state.start_epoch), tc.batch_size
-        model.config = self.cfg
-        # per-epoch seeds make resume reproduce an uninterrupted run exactly, and the runs' turns independent
-        torch.manual_seed(tc.seed * 1009 + epoch)
-        rng = np.random.default_rng([tc.seed, epoch])
-        gen = torch.Generator().manual_seed(tc.seed * 7919 + epoch)
-        batches = epoch_batches(windows.length, self.n_batches_total, rng, tc.length_buckets)
-        if dist.on:
-            batches = batches[dist.rank :: dist.world]
-            if len(batches) < self.n_steps:  # fewer windows than ranks: repeat one so every rank steps
-                batches = batches + batches[: self.n_steps - len(batches)] if batches else [np.arange(1)] * self.n_steps
-        net.train()
-        t_ep = time.perf_counter()
-        losses = []
-        progress = dict(epoch=epoch, n_epochs=tc.epochs, run=self.label)
-        for step, b in enumerate(batches, start=1):
-            L = int(windows.length[b].max())
-            bt = {k: v[torch.from_numpy(b)][:, -L:].to(device) for k, v in windows.tensors.items()}
-            negs = torch.randint(0, ds.n_items, (tc.n_negatives if self.mode == "sampled" else (bs * L if self.mode == "bce" else 1),), generator=gen).to(device)
-            with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                loss = self.step_mod(bt["items"], bt["events"], bt["gaps"], bt["valid"], bt["targets"], bt["weights"], negs)
-            self.opt.zero_grad()
-            self.scaler.scale(loss).backward()  # fp16: the loss scaled so small gradients do not flush to 0
-            self.opt.step(self.scaler)
-            losses.append(float(loss.detach()))
-            if step % tc.progress_every == 0 or step == len(batches):
-                self.report(**progress, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
-        train_s = time.perf_counter() - t_ep
-        model.invalidate_cache()
-        self.report(**progress, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
-        v_users, v_ends, v_targets, terms = self.valid
-        vm = stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)
-        ranks = vm.pop("stop_ranks")
-        n_train_events = windows.n_targets // dist.world
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)), **vm, "train_s": train_s, "events_per_s": n_train_events / max(train_s, 1e-9)}
-        state.history.append(rec)
-        if better(vm, state.best):
-            state.best = {"ndcg10": vm["ndcg10_stop"], "encoders": vm["ndcg10"], "epoch": epoch}
-            state.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            state.best_per_user = per_user_ndcg(ranks)
-            state.bad_epochs = 0
-        else:
-            state.bad_epochs += 1
-        log.info("%s epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f, with item neighbours %.4f (%.1fs)", self.label, epoch, rec["loss"],
-                 vm["ndcg10"], vm["hr10"], vm["ndcg10_stop"], train_s)
-        self.report(**progress, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
-        if self.ckpt is not None and dist.rank == 0:
-            save_checkpoint(
-                self.ckpt, net, state.best_state, self.opt,
-                {"epoch": epoch, "best": state.best, "bad_epochs": state.bad_epochs, "history": state.history,
-                 "best_per_user": None if state.best_per_user is None else state.best_per_user.tolist(), "rounds": state.rounds,
-                 "data_fingerprint": ds.fingerprint(), "config": self.cfg.to_dict()},
-            )
-        state.start_epoch = epoch + 1

@@ -52,7 +52,8 @@ from crossrec_core.errors import ConfigError, DataError
 from crossrec_core.evaluation.metrics import ndcg_hr
 from crossrec_core.models.fusion import build_net
 from crossrec_core.models.trained import TrainedModel
-from crossrec_core.training.loop import _fill_buffers, _Windows, build_windows, compute_item_features, training_windows, validation_targets
+from crossrec_core.training.epochs import Windows
+from crossrec_core.training.loop import _fill_buffers, build_windows, compute_item_features, training_windows, validation_targets
 from crossrec_core.training.optim import make_adam
 from crossrec_core.training.progress import Phase, TrainProgress
 from crossrec_core.training.tuning import valid_ranks
@@ -199,14 +200,14 @@ def noisy_gradient(core: PerUserLoss, batch: dict[str, torch.Tensor], negatives:
     return {k: (v + std * torch.randn(v.shape, generator=gen).to(v.device)) / expected_batch for k, v in total.items()}
 
 
-def one_window_per_user(ds: InteractionDataset, split, cfg: ModelConfig) -> _Windows:  # noqa: ANN001
+def one_window_per_user(ds: InteractionDataset, split, cfg: ModelConfig) -> Windows:  # noqa: ANN001
     """Return build_windows' windows, keeping only each user's most recent one (its last max_len targets)."""
     windows = build_windows(ds, split, cfg)
     users, ends = training_windows(ds.seqs, split.train_end, cfg.user.max_len)  # the same rows, in order
     keep = torch.from_numpy(np.flatnonzero(ends == np.asarray(split.train_end, dtype=np.int64)[users]))
     assert len(users) == windows.n and len(np.unique(users[keep.numpy()])) == len(keep)
     tensors = {k: v[keep] for k, v in windows.tensors.items()}
-    return _Windows(tensors, windows.length[keep.numpy()], int(tensors["weights"].gt(0).sum()))
+    return Windows(tensors, windows.length[keep.numpy()], int(tensors["weights"].gt(0).sum()))
 
 
 def train_private(ds: InteractionDataset, config: ModelConfig, *, on_progress: Callable[[TrainProgress], None] | None = None,
