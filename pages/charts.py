@@ -76,10 +76,10 @@ def training_curves(loss_curve: list, valid_curve: list, reference: float | None
                                  name=f"most popular products: {reference:.3f}", line=dict(color="grey", dash="dash")))
     fig.update_layout(
         xaxis=dict(title="epoch"), yaxis=dict(title="loss"),
-        yaxis2=dict(title="NDCG@10", overlaying="y", side="right", rangemode="tozero"),
-        legend=dict(orientation="h", y=1.12),
-    )
-    return layout(fig, height=320)
+        yaxis2=dict(title="NDCG@10", overlaying="y", side="right", rangemode="tozero", tickmode="auto", nticks=6, showgrid=False),
+        legend=dict(orientation="h", y=-0.25, yanchor="top"),  # below: two runs' four names take two rows, and above
+    )                                                              # the plot they hid the top of the validation lines
+    return layout(fig, height=380)
 
 
 def _by_run(curve: list) -> dict[str, list]:
