@@ -218,9 +218,6 @@ class TrainConfig:
     # standard error (paired over shoppers) this many rounds in a row is dropped (0 = never: both run to their
     # own early stopping). Why: a log that clearly wants one weighting then pays for the other only a few epochs.
     batch_drop_after: int = 3
-    # The random-batch run's learning rate (None: ``lr``, as the length-bucket run). Random batches weigh every
-    # target alike, as SASRec trains; with them the encoders alone reach a converged SASRec at lr 1e-3.
-    random_batch_lr: float | None = None
     # Each window's targets weigh 1 / its number of targets, so every window counts the same in a step
     # whatever its length (what length buckets do, approximately, by averaging over similar windows).
     window_weights: bool = False
@@ -294,8 +291,6 @@ class TrainConfig:
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(isinstance(self.batch_choice, bool), f"batch_choice must be true or false, got {self.batch_choice!r}.")
         _check(_is_int(self.batch_drop_after) and 0 <= self.batch_drop_after <= 1000, f"batch_drop_after must be 0..1000, got {self.batch_drop_after!r}.")
-        _check(self.random_batch_lr is None or (_is_num(self.random_batch_lr) and 0.0 < self.random_batch_lr <= 1.0),
-               f"random_batch_lr must be empty or in (0, 1], got {self.random_batch_lr!r}.")
         _check(isinstance(self.length_buckets, bool), f"length_buckets must be true or false, got {self.length_buckets!r}.")
         _check(isinstance(self.window_weights, bool), f"window_weights must be true or false, got {self.window_weights!r}.")
         _check(self.weight_unit in ("window", "shopper"), f"weight_unit must be 'window' or 'shopper', got {self.weight_unit!r}.")

@@ -131,22 +131,3 @@ def test_a_lead_beyond_the_noise_but_too_small_to_matter_drops_nobody():
     assert runs[0].dropped_at is None and runs[1].dropped_at is None
     assert winner(runs)[0] is runs[1]  # at the end it is still clearly better, and ships
 
-
-def test_random_batch_rate_applies_to_the_random_run_only():
-    from dataclasses import replace
-
-    from crossrec_core.config import ModelConfig
-    from crossrec_core.errors import ConfigError
-    from crossrec_core.training.batch_race import BUCKETS, RANDOM, batch_runs
-
-    base = ModelConfig()
-    cfg = replace(base, train=replace(base.train, lr=2e-3, random_batch_lr=1e-3))
-    rates = {label: run_cfg.train.lr for label, run_cfg, _ in batch_runs(cfg, None)}
-    assert rates == {BUCKETS: 2e-3, RANDOM: 1e-3}
-    # a training configured with random batches first gets the random rate too; without the option, one rate
-    rand_first = replace(cfg, train=replace(cfg.train, length_buckets=False))
-    assert {label: c.train.lr for label, c, _ in batch_runs(rand_first, None)} == {RANDOM: 1e-3, BUCKETS: 2e-3}
-    plain = replace(base, train=replace(base.train, lr=2e-3, random_batch_lr=None))
-    assert {c.train.lr for _, c, _ in batch_runs(plain, None)} == {2e-3}
-    with pytest.raises(ConfigError, match="random_batch_lr"):
-        replace(base.train, random_batch_lr=0.0)

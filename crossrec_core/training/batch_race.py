@@ -62,20 +62,12 @@ def batch_runs(cfg: ModelConfig, ckpt: Path | None) -> list[tuple[str, ModelConf
     """Return the fit runs of a training, each (label, config, checkpoint folder): the configured batches, and,
     with ``train.batch_choice``, the other kind too (length buckets or random), in a checkpoint subfolder."""
     label = BUCKETS if cfg.train.length_buckets else RANDOM
-    runs = [(label, _random_rate(cfg), ckpt)]
+    runs = [(label, cfg, ckpt)]
     if cfg.train.batch_choice:
-        other = _random_rate(replace(cfg, train=replace(cfg.train, length_buckets=not cfg.train.length_buckets)))
+        other = replace(cfg, train=replace(cfg.train, length_buckets=not cfg.train.length_buckets))
         folder = "random-batches" if cfg.train.length_buckets else "length-buckets"
         runs.append((RANDOM if label == BUCKETS else BUCKETS, other, None if ckpt is None else ckpt / folder))
     return runs
-
-
-def _random_rate(cfg: ModelConfig) -> ModelConfig:
-    """Return ``cfg`` with ``train.random_batch_lr`` as its rate when it trains on random batches."""
-    tc = cfg.train
-    if tc.length_buckets or tc.random_batch_lr is None:
-        return cfg
-    return replace(cfg, train=replace(tc, lr=tc.random_batch_lr))
 
 
 def race(runs: list[RaceRun], net: torch.nn.Module, drop_after: int, rounds: list[dict]) -> None:
