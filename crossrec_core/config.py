@@ -140,12 +140,6 @@ class TrainConfig:
     patience: int = 10
     batch_size: int = 128  # sequences per step (each holds up to max_len positions)
     lr: float = 2e-3
-    # After every lr_plateau_patience epochs in a row without a better validation figure, the run's learning
-    # rate is multiplied by lr_plateau_factor (1 = a constant rate). Why it exists: a lower rate helped where
-    # a run converges late (chain-a's encoders +2.6 % at lr 1e-3) and cost hm, whose best epoch is the 3rd to
-    # the 5th, 22 % (bench/RESULTS.md, session 15); a rate lowered on a plateau leaves early bests alone.
-    lr_plateau_factor: float = 1.0
-    lr_plateau_patience: int = 3
     weight_decay: float = 0.0
     # "auto": full-catalogue softmax CE when n_items <= full_softmax_max_items, else sampled softmax.
     # "bce": SASRec's original one-negative BCE (kept as the reference the benchmark compares to).
@@ -258,10 +252,6 @@ class TrainConfig:
         _check(_is_int(self.patience) and 1 <= self.patience <= 100, f"patience must be 1..100, got {self.patience!r}.")
         _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 65536, f"batch_size must be 1..65536, got {self.batch_size!r}.")
         _check(_is_num(self.lr) and 0.0 < self.lr <= 1.0, f"lr must be in (0, 1], got {self.lr!r}.")
-        _check(_is_num(self.lr_plateau_factor) and 0.0 < self.lr_plateau_factor <= 1.0,
-               f"lr_plateau_factor must be in (0, 1], got {self.lr_plateau_factor!r}.")
-        _check(_is_int(self.lr_plateau_patience) and self.lr_plateau_patience >= 1,
-               f"lr_plateau_patience must be >= 1, got {self.lr_plateau_patience!r}.")
         _check(_is_num(self.weight_decay) and 0.0 <= self.weight_decay < 1.0, f"weight_decay must be in [0, 1), got {self.weight_decay!r}.")
         _check(self.loss in ("auto", "ce", "sampled", "bce"), f"loss must be auto, ce, sampled or bce, got {self.loss!r}.")
         _check(_is_int(self.full_softmax_max_items) and self.full_softmax_max_items >= 1, f"full_softmax_max_items must be >= 1, got {self.full_softmax_max_items!r}.")

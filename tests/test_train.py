@@ -660,24 +660,3 @@ def test_a_second_configuration_must_beat_the_first_by_more_than_validation_nois
     assert not clearly_better(noise, first) and not clearly_better(first, first)
     assert clearly_better(gain, first) and not clearly_better(first, gain)
 
-
-def test_the_learning_rate_falls_on_a_plateau_and_not_before():
-    ds = pattern_dataset(120, seed=1)
-    model = train_model(ds, small_config(epochs=10, patience=10, batch_choice=False, lr_plateau_factor=0.5, lr_plateau_patience=2))
-    from crossrec_core.training.stopping import better
-
-    bad, expected, best, halvings = 0, 5e-3, {"ndcg10": -1.0, "encoders": -1.0}, 0
-    for rec in model.metrics["history"]:  # replay on the recorded figures: the rate halves after every 2nd epoch in a row without a better one
-        assert rec["lr"] == pytest.approx(expected)
-        if better(rec, best):
-            best, bad = {"ndcg10": rec["ndcg10_stop"], "encoders": rec["ndcg10"]}, 0
-        else:
-            bad += 1
-        if bad and bad % 2 == 0:
-            expected *= 0.5
-            halvings += 1
-    assert halvings >= 1  # this log plateaus within 10 epochs (else the test would show nothing)
-    constant = train_model(ds, small_config(epochs=3, patience=10, batch_choice=False))
-    assert {rec["lr"] for rec in constant.metrics["history"]} == {5e-3}
-    with pytest.raises(Exception, match="lr_plateau_factor"):
-        TrainConfig(lr_plateau_factor=0.0)

@@ -166,9 +166,6 @@ class Fit:
             state.bad_epochs = 0
         else:
             state.bad_epochs += 1
-        rec["lr"] = self.opt.lr  # the rate this epoch trained at
-        if tc.lr_plateau_factor < 1.0 and state.bad_epochs and state.bad_epochs % tc.lr_plateau_patience == 0:
-            self.opt.scale_lr(tc.lr_plateau_factor)  # a plateau: the next epochs at a lower rate
         log.info("%s epoch %d: loss %.4f valid ndcg@10 %.4f hr@10 %.4f, with item neighbours %.4f (%.1fs)", self.label, epoch, rec["loss"],
                  vm["ndcg10"], vm["hr10"], vm["ndcg10_stop"], train_s)
         self.report(**progress, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)

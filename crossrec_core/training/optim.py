@@ -49,17 +49,6 @@ class FitOptimizer:
         scaler.update()
 
     @property
-    def lr(self) -> float:
-        """The learning rate of the first parameter group (every group moves together)."""
-        return float(self.optimizers[0].param_groups[0]["lr"])
-
-    def scale_lr(self, factor: float) -> None:
-        """Multiply every group's learning rate by ``factor`` (the rate is in the state a checkpoint saves)."""
-        for o in self.optimizers:
-            for group in o.param_groups:
-                group["lr"] *= factor
-
-    @property
     def is_sparse(self) -> bool:
         return any(isinstance(o, torch.optim.SparseAdam) for o in self.optimizers)
 
