@@ -130,4 +130,3 @@ def test_a_lead_beyond_the_noise_but_too_small_to_matter_drops_nobody():
     assert all(r["z"] > 2 and 0 < r["gap"] < 0.01 for r in rounds) and len(rounds) == 6
     assert runs[0].dropped_at is None and runs[1].dropped_at is None
     assert winner(runs)[0] is runs[1]  # at the end it is still clearly better, and ships
-

@@ -659,4 +659,3 @@ def test_a_second_configuration_must_beat_the_first_by_more_than_validation_nois
     assert 0 < paired_z(noise, first) < 1 and paired_z(gain, first) > 5 and paired_z(first, first) == 0.0
     assert not clearly_better(noise, first) and not clearly_better(first, first)
     assert clearly_better(gain, first) and not clearly_better(first, gain)
-
