@@ -15,7 +15,7 @@ Layout::
 
 Run a job's worker by hand with ``python -m crossrec_core.training.jobs <job_id>``.
 
-Why one module of ~430 lines: starting, following, cancelling and recovering a job all read and write
+Why one module of ~470 lines: starting, following, cancelling and recovering a job all read and write
 the same folder and progress file, whose states must stay consistent across processes.
 """
 
@@ -261,9 +261,9 @@ def cancel_job(job_id: str, root=None) -> JobStatus:
 CANCEL_GRACE_S = 5.0
 
 
-def _kill_if_still_alive(pid: int, grace_s: float | None = None) -> None:
+def _kill_if_still_alive(pid: int, grace_s: float = CANCEL_GRACE_S) -> None:
     """SIGKILL the worker's process group if ``pid`` is still alive ``grace_s`` seconds after its SIGTERM."""
-    deadline = time.monotonic() + (CANCEL_GRACE_S if grace_s is None else grace_s)
+    deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if not _pid_alive(pid):
             return
