@@ -14,8 +14,8 @@ kind a sequence model is for (long rating or viewing histories, like a film or v
   some noise), so drifting interest crosses categories, and some next items are in categories the shopper never
   touched.
 
-    .venv/bin/python bench/drift_logs.py --out /tmp/drift-a --seed 5
-    .venv/bin/python bench/drift_logs.py --out /tmp/drift-b --seed 6 --users 3000 --items 3000 --categories 18
+    .venv/bin/python bench/drift_logs.py --out /tmp/drift-b --seed 6      # bench/RESULTS.md's drift-b
+    .venv/bin/python bench/drift_logs.py --out /tmp/drift-c --seed 7 --users 6000 --items 3700 --categories 18 --median-events 165
 
 writes interactions.csv (user_id,item_id,timestamp,event) and items.csv (item_id,category,title,brand)
 and a PROVENANCE.md saying how they were made.
