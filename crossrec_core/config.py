@@ -239,6 +239,10 @@ class TrainConfig:
     # carries the next item, the encoders' late epochs change little of what ships (bench/RESULTS.md,
     # session 12). False = the encoders alone (models trained before session 12).
     stop_on_retrieval: bool = True
+    # Validate (and ship) an exponential moving average of the weights instead of the last step's, with this
+    # half-life in epochs (0 = off: the last step's weights). The steps are unchanged; only the weights that
+    # validation judges and the best epoch keeps are the average (training/epochs.py WeightAverage).
+    ema_half_life: float = 0.0
     # Differentially private training (training/private.py): None = off; else DP-SGD with one shopper's
     # whole history as the privacy unit, noise set so dp_epochs passes stay within this epsilon at
     # dp_delta (None = 1 / number of shoppers); each shopper's gradient is clipped to dp_max_grad_norm.
@@ -257,6 +261,7 @@ class TrainConfig:
         _check(_is_int(self.full_softmax_max_items) and self.full_softmax_max_items >= 1, f"full_softmax_max_items must be >= 1, got {self.full_softmax_max_items!r}.")
         _check(_is_int(self.n_negatives) and 1 <= self.n_negatives <= 1_000_000, f"n_negatives must be 1..1000000, got {self.n_negatives!r}.")
         _check(_is_num(self.seen_target_weight) and 0.0 <= self.seen_target_weight <= 1.0, f"seen_target_weight must be in [0, 1], got {self.seen_target_weight!r}.")
+        _check(_is_num(self.ema_half_life) and 0.0 <= self.ema_half_life <= 100.0, f"ema_half_life must be in [0, 100] epochs, got {self.ema_half_life!r}.")
         _check(_is_num(self.category_loss_weight) and 0.0 <= self.category_loss_weight <= 10.0, f"category_loss_weight must be in [0, 10], got {self.category_loss_weight!r}.")
         _check(isinstance(self.category_mix, bool), f"category_mix must be true or false, got {self.category_mix!r}.")
         _check(isinstance(self.cold_choice, bool), f"cold_choice must be true or false, got {self.cold_choice!r}.")

@@ -207,6 +207,44 @@ def test_sampled_training_resumes_exactly_and_leaves_a_dense_model(tmp_path):
         np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_weight_average_ships_the_averaged_weights_and_resumes_exactly(tmp_path):
+    """With ema_half_life the best epoch keeps the moving average of the weights, not the last step's, and a
+    resumed run (average restored from the checkpoint) ends exactly where an uninterrupted one does."""
+    ds = pattern_dataset(n_users=60)
+    cfg = lambda epochs, h=0.5: small_config(epochs=epochs, patience=3, fusion_epochs=0, ema_half_life=h)  # noqa: E731
+    full = train_model(ds, cfg(3), checkpoint_dir=tmp_path / "full")
+    assert (tmp_path / "full" / "current" / "average.safetensors").is_file()
+    plain = train_model(ds, cfg(3, 0.0))
+    # the steps are the same: only what validation judges differs
+    assert [h["loss"] for h in full.metrics["history"]] == pytest.approx([h["loss"] for h in plain.metrics["history"]], rel=1e-5)
+    assert [h["ndcg10"] for h in full.metrics["history"]] != [h["ndcg10"] for h in plain.metrics["history"]]
+    train_model(ds, cfg(2), checkpoint_dir=tmp_path / "ck")
+    resumed = train_model(ds, cfg(3), checkpoint_dir=tmp_path / "ck", resume=True)
+    assert [h["ndcg10"] for h in resumed.metrics["history"]] == [h["ndcg10"] for h in full.metrics["history"]]
+    for (k, va), (_, vb) in zip(full.net.state_dict().items(), resumed.net.state_dict().items()):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_weight_average_moves_by_its_half_life_and_puts_the_training_weights_back():
+    import torch
+
+    from crossrec_core.training.epochs import WeightAverage
+
+    net = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    avg = WeightAverage(net, half_life_steps=2.0)
+    avg.update()  # the first call copies the weights
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    avg.update()
+    avg.update()  # two steps at weights 1: the average has moved half the way
+    assert torch.allclose(avg.average["weight"], torch.full((1, 2), 0.5))
+    with avg.swapped_in():
+        assert torch.allclose(net.weight, torch.full((1, 2), 0.5))
+    assert torch.allclose(net.weight, torch.ones(1, 2))
+
+
 def test_gru_encoder_trains():
     ds = pattern_dataset(n_users=120)
     cfg = dataclasses.replace(small_config(epochs=6, patience=6, fusion_epochs=0), user=UserEncoderConfig(kind="gru", dim=32, max_len=8, dropout=0.0))

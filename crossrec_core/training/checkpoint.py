@@ -16,10 +16,10 @@ from crossrec_core.storage.workspace import atomic_write_json, disk_full_is_plai
 from crossrec_core.training.optim import FitOptimizer
 
 
-def save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: FitOptimizer, state: dict) -> None:
+def save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: FitOptimizer, state: dict, average: dict | None = None) -> None:
     """Write one epoch's checkpoint as a whole: all files go to a staging folder that then replaces
     ``ckpt/current`` in one atomic exchange, so a kill can never pair weights of one epoch with the
-    state of another."""
+    state of another. ``average``: the weights' moving average (training/epochs.py WeightAverage), if any."""
     ckpt.mkdir(parents=True, exist_ok=True)
     staging = ckpt / f".next-{uuid.uuid4().hex[:8]}"
     try:
@@ -28,6 +28,8 @@ def save_checkpoint(ckpt: Path, net: CrossRecNet, best_state: dict, opt: FitOpti
             staging.mkdir()
             write_safetensors(staging / "last.safetensors", net.state_dict())
             write_safetensors(staging / "best.safetensors", best_state)
+            if average is not None:
+                write_safetensors(staging / "average.safetensors", average)
             tensors, scalars = optimizer_to_flat(opt)
             write_safetensors(staging / "optimizer.safetensors", tensors)
             atomic_write_json(staging / "state.json", {**state, "optimizer": scalars})
@@ -87,7 +89,8 @@ def optimizer_from_flat(opt: FitOptimizer, tensors: dict, scalars: dict) -> None
 
 
 def load_checkpoint(ckpt: Path, net: CrossRecNet, opt: FitOptimizer, *, fingerprint: str, config: dict) -> tuple[dict, dict] | None:
-    """Restore ``net`` and ``opt`` from the last checkpoint in ``ckpt``; return (best weights, state) or None.
+    """Restore ``net`` and ``opt`` from the last checkpoint in ``ckpt``; return (best weights, state) or None
+    (state["average"]: the weights' moving average, when the run keeps one).
 
     Raises ConfigError when the checkpoint was made with other data or settings (the epoch cap may differ).
     """
@@ -100,4 +103,6 @@ def load_checkpoint(ckpt: Path, net: CrossRecNet, opt: FitOptimizer, *, fingerpr
     net.load_state_dict(read_safetensors(folder / "last.safetensors"))
     best_state = read_safetensors(folder / "best.safetensors")
     optimizer_from_flat(opt, read_safetensors(folder / "optimizer.safetensors"), state["optimizer"])
+    if (folder / "average.safetensors").is_file():
+        state["average"] = read_safetensors(folder / "average.safetensors")
     return best_state, state

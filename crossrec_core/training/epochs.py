@@ -7,6 +7,7 @@ its checkpoint saves, so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,47 @@ class FitState:
     start_epoch: int = 1
     best_per_user: np.ndarray | None = None  # the best epoch's per-shopper validation NDCG@10 (the race compares them)
     rounds: list[dict] = field(default_factory=list)  # the race's log (training/batch_race.py), as checkpointed
+    average: dict[str, torch.Tensor] | None = None  # the weights' moving average (WeightAverage), as checkpointed
+
+
+class WeightAverage:
+    """An exponential moving average of a network's parameters, updated after every step (TrainConfig.ema_half_life).
+
+    Why: at the learning rates that train fastest the last step's weights wander around the minimum; their
+    average over the last epoch or so sits nearer its middle. Training steps are unchanged: only the weights
+    validation judges, and the best epoch keeps, are the average. It starts at the first step's weights.
+    """
+
+    def __init__(self, net: nn.Module, half_life_steps: float, average: dict[str, torch.Tensor] | None = None) -> None:
+        self.params = dict(net.named_parameters())
+        self.decay = 0.5 ** (1.0 / max(float(half_life_steps), 1e-9))
+        self.average = average
+
+    def update(self) -> None:
+        """Move the average towards the current weights (the first call copies them)."""
+        with torch.no_grad():
+            if self.average is None:
+                self.average = {n: p.detach().clone() for n, p in self.params.items()}
+                return
+            names = list(self.params)
+            torch._foreach_lerp_([self.average[n] for n in names], [self.params[n].detach() for n in names], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """Hold the average in the network's parameters for the block, then put the training weights back."""
+        if self.average is None:
+            yield
+            return
+        with torch.no_grad():
+            current = {n: p.detach().clone() for n, p in self.params.items()}
+            for n, p in self.params.items():
+                p.copy_(self.average[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(current[n])
 
 
 class Distributed:
@@ -83,6 +125,7 @@ def restored_state(net: CrossRecNet, opt: FitOptimizer, ckpt: Path | None, ds: I
         state.start_epoch = int(saved["epoch"]) + 1
         state.best_per_user = None if saved.get("best_per_user") is None else np.asarray(saved["best_per_user"], dtype=np.float64)
         state.rounds = list(saved.get("rounds") or [])
+        state.average = saved.get("average")
         log.info("resuming from epoch %d (best %s)", saved["epoch"], state.best)
     if state.bad_epochs >= cfg.train.patience:
         state.start_epoch = cfg.train.epochs + 1
@@ -112,6 +155,7 @@ class Fit:
         self.n_steps = self.n_batches_total // dist.world
         if tc.step_mean == "target":  # every target weighs the same in whichever batch it falls
             self.loss_mod.norm = float(windows.tensors["weights"].sum()) / self.n_batches_total
+        self.average = WeightAverage(model.net, tc.ema_half_life * self.n_steps, state.average) if tc.ema_half_life > 0 else None
         log.info("training %s (%s): %d windows, %d steps/epoch, loss=%s%s, device=%s", ds.name, label, windows.n, self.n_steps, mode,
                  " (sparse item-ID gradient)" if opt.is_sparse else "", device)
 
@@ -147,6 +191,8 @@ class Fit:
             self.opt.zero_grad()
             self.scaler.scale(loss).backward()  # fp16: the loss scaled so small gradients do not flush to 0
             self.opt.step(self.scaler)
+            if self.average is not None:
+                self.average.update()
             losses.append(float(loss.detach()))
             if step % tc.progress_every == 0 or step == len(batches):
                 self.report(**progress, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
@@ -154,14 +200,19 @@ class Fit:
         model.invalidate_cache()
         self.report(**progress, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
         v_users, v_ends, v_targets, terms = self.valid
-        vm = stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)
-        ranks = vm.pop("stop_ranks")
+        with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
+            model.invalidate_cache()
+            vm = stopping_figures(model, ds.seqs, v_users, v_ends, v_targets, terms)
+            ranks = vm.pop("stop_ranks")
+            improved = better(vm, state.best)
+            if improved:
+                state.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        model.invalidate_cache()
         n_train_events = windows.n_targets // dist.world
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), **vm, "train_s": train_s, "events_per_s": n_train_events / max(train_s, 1e-9)}
         state.history.append(rec)
-        if better(vm, state.best):
+        if improved:
             state.best = {"ndcg10": vm["ndcg10_stop"], "encoders": vm["ndcg10"], "epoch": epoch}
-            state.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             state.best_per_user = per_user_ndcg(ranks)
             state.bad_epochs = 0
         else:
@@ -170,10 +221,12 @@ class Fit:
                  vm["ndcg10"], vm["hr10"], vm["ndcg10_stop"], train_s)
         self.report(**progress, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
         if self.ckpt is not None and dist.rank == 0:
+            state.average = None if self.average is None else self.average.average
             save_checkpoint(
                 self.ckpt, net, state.best_state, self.opt,
                 {"epoch": epoch, "best": state.best, "bad_epochs": state.bad_epochs, "history": state.history,
                  "best_per_user": None if state.best_per_user is None else state.best_per_user.tolist(), "rounds": state.rounds,
                  "data_fingerprint": ds.fingerprint(), "config": self.cfg.to_dict()},
+                average=state.average,
             )
         state.start_epoch = epoch + 1
