@@ -37,13 +37,21 @@ def active_model():
         show_error(err)
 
 
-def require_dataset():
-    """Return (name, dataset); without one, show a call to action and stop the page."""
+def dataset_or_call_to_action():
+    """Return (name, dataset), or (None, None) after showing a call to action when there is none (the page goes on)."""
     name, ds = active_dataset()
     if ds is None:
         st.info("No dataset yet. Load the demo store on Home or upload your own log on Data.", icon=":material/info:")
         st.page_link(PAGE_DATA, label="Upload a log", icon=":material/upload_file:")
         st.page_link(PAGE_HOME, label="Load the demo store", icon=":material/storefront:")
+        return None, None
+    return name, ds
+
+
+def require_dataset():
+    """Return (name, dataset); without one, show a call to action and stop the page."""
+    name, ds = dataset_or_call_to_action()
+    if ds is None:
         st.stop()
     return name, ds
 

@@ -184,6 +184,17 @@ def test_train_page_follows_a_job_from_its_progress_file(home):
         assert any("The log has no events." in e.value for e in at.error)
 
 
+def test_train_page_without_a_dataset_still_shows_a_running_job(empty_home):
+    """A job keeps running whatever dataset is active (none, after a delete): the page shows its panel and a
+    call to action, not just the call to action."""
+    with fake_job("20990101-000000-0d0d0d", "m4"):
+        at = open_page("pages/train.py")
+        assert any("No dataset yet" in i.value for i in at.info)
+        assert "Epoch 2 of at most 4" in at.get("progress")[0].proto.text
+        assert any(b.key == "train_cancel" for b in at.button)
+        assert not any(b.key == "train_name" for b in at.text_input)  # no form to start a job on nothing
+
+
 def test_a_training_job_shows_in_the_sidebar_of_every_page_and_its_end_is_announced_once(home):
     from crossrec_core.training import jobs
 
