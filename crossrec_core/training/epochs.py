@@ -85,8 +85,8 @@ class WeightAverage:
             if self.average is None:
                 self.average = {n: p.detach().clone() for n, p in self.params.items()}
                 return
-            names = list(self.params)
-            torch._foreach_lerp_([self.average[n] for n in names], [self.params[n].detach() for n in names], 1.0 - self.decay)
+            for n, p in self.params.items():
+                self.average[n].lerp_(p.detach(), 1.0 - self.decay)
 
     @contextlib.contextmanager
     def swapped_in(self):
