@@ -84,8 +84,10 @@ def run_serve(args: argparse.Namespace) -> int:
     live = LiveRecommender(model, ds, config=live_cfg)
     server = make_server(live, cfg)
     if threading.current_thread() is threading.main_thread():
-        # `kill` (SIGTERM) stops it the same way as Ctrl-C: close the socket, exit 0
+        # `kill` (SIGTERM) stops it the same way as Ctrl-C: close the socket, exit 0. SIGINT too, explicitly: a process
+        # started from a background shell job inherits SIGINT ignored, and Python then leaves Ctrl-C ignored
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     who = f"{ds.n_users} shoppers from {inter.name}" if ds is not None else "no starting log"
     print(f"crossrec serve: model {model_dir.name} ({live.recommender.n_items} items, {who}) on {server.url} "
           "(no authentication; Ctrl-C stops)", file=sys.stderr, flush=True)
