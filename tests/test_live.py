@@ -283,11 +283,14 @@ def test_cli_serve_help_names_the_endpoints(capsys):
         assert word in text
 
 
-def test_cli_serve_runs_answers_and_stops_on_ctrl_c(tiny, tmp_path):
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["terminal", "background-job"])
+def test_cli_serve_runs_answers_and_stops_on_ctrl_c(tiny, tmp_path, sigint_ignored):
+    # a process started from a background shell job inherits SIGINT ignored: Ctrl-C must still stop the server
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "crossrec_core", "serve", "--model", str(tiny["dir"]), "--interactions", str(tiny["inter"]),
          "--items", str(tiny["items"]), "--port", "0"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "CROSSREC_HOME": str(tmp_path / "ws")},
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "CROSSREC_HOME": str(tmp_path / "ws")}, preexec_fn=ignore,
     )
     try:
         line = proc.stderr.readline()
