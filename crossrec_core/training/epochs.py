@@ -69,9 +69,10 @@ class FitState:
 class WeightAverage:
     """An exponential moving average of a network's parameters, updated after every step (TrainConfig.ema_half_life).
 
-    Why: at the learning rates that train fastest the last step's weights wander around the minimum; their
-    average over the last epoch or so sits nearer its middle. Training steps are unchanged: only the weights
-    validation judges, and the best epoch keeps, are the average. It starts at the first step's weights.
+    Why: measured, the average ranks better where the encoders carry the list (drift-b +3.6 % over three seeds) and
+    is level elsewhere (bench/RESULTS.md, session 17); the likely reason is that at lr 2e-3 the last step's weights
+    wander around the minimum and their average sits nearer its middle. Training steps are unchanged: only the
+    weights validation judges, and the best epoch keeps, are the average. It starts at the first step's weights.
     """
 
     def __init__(self, net: nn.Module, half_life_steps: float, average: dict[str, torch.Tensor] | None = None) -> None:
