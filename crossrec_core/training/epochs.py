@@ -63,7 +63,7 @@ class FitState:
     start_epoch: int = 1
     best_per_user: np.ndarray | None = None  # the best epoch's per-shopper validation NDCG@10 (the race compares them)
     rounds: list[dict] = field(default_factory=list)  # the race's log (training/batch_race.py), as checkpointed
-    average: dict[str, torch.Tensor] | None = None  # the weights' moving average (WeightAverage), as checkpointed
+    average: dict[str, torch.Tensor] | None = None  # the weights' moving average a resumed run starts from (WeightAverage)
 
 
 class WeightAverage:
@@ -198,7 +198,6 @@ class Fit:
             if step % tc.progress_every == 0 or step == len(batches):
                 self.report(**progress, step=step, n_steps=len(batches), loss=float(np.mean(losses[-tc.progress_every:])), phase=Phase.TRAIN)
         train_s = time.perf_counter() - t_ep
-        model.invalidate_cache()
         self.report(**progress, step=len(batches), n_steps=len(batches), loss=float(np.mean(losses)), phase=Phase.VALID)
         v_users, v_ends, v_targets, terms = self.valid
         with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
@@ -222,12 +221,11 @@ class Fit:
                  vm["ndcg10"], vm["hr10"], vm["ndcg10_stop"], train_s)
         self.report(**progress, step=len(batches), n_steps=len(batches), loss=rec["loss"], valid_ndcg10=vm["ndcg10_stop"], phase=Phase.VALID)
         if self.ckpt is not None and dist.rank == 0:
-            state.average = None if self.average is None else self.average.average
             save_checkpoint(
                 self.ckpt, net, state.best_state, self.opt,
                 {"epoch": epoch, "best": state.best, "bad_epochs": state.bad_epochs, "history": state.history,
                  "best_per_user": None if state.best_per_user is None else state.best_per_user.tolist(), "rounds": state.rounds,
                  "data_fingerprint": ds.fingerprint(), "config": self.cfg.to_dict()},
-                average=state.average,
+                average=None if self.average is None else self.average.average,
             )
         state.start_epoch = epoch + 1
