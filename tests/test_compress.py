@@ -1,4 +1,4 @@
-"""`crossrec compress` (issue 15.4): int8 item tables that load and recommend like the original."""
+"""`crossrec compress` (issue 15.4): int8 item tables and layer weights that load and recommend like the original."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.serving.recommender import Recommender
 from crossrec_core.storage.compress import CompressConfig, compress_model, prune_smallest
 from crossrec_core.storage.int8 import dequantise_rows, quantise_rows
-from crossrec_core.storage.registry import load_model, save_model
+from crossrec_core.storage.registry import load_model, read_safetensors, save_model
 from crossrec_core.training.loop import train_model
 from journeys import journey_frames
 
@@ -56,6 +56,16 @@ def test_a_compressed_model_loads_and_recommends_like_the_original(saved):
     record = json.loads((root / "m-int8" / "compression.json").read_text())
     assert record["int8_tables"] == report["int8_tables"] and record["source"] == "m"
     original, small = load_model(folder), load_model(root / "m-int8")
+    # every weight matrix of the layers is int8 on disk too: the user encoder's and the fusion scorer's Linear layers
+    layers = set(record["int8_layers"])
+    linear = {f"{n}.weight" for n, m in original.net.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert linear and linear <= layers and "item_encoder.id_emb.weight" not in layers
+    on_disk = read_safetensors(root / "m-int8" / "model.safetensors")
+    assert all(on_disk[k + ".int8"].dtype == torch.int8 and k not in on_disk for k in layers)
+    for key in layers:  # back to float32 within half a step of each output row
+        w, back = original.net.state_dict()[key], small.net.state_dict()[key]
+        assert back.dtype == torch.float32
+        assert ((back - w).abs() <= w.abs().amax(dim=1, keepdim=True) / 127 / 2 + 1e-6).all()
     users = np.arange(ds.n_users, dtype=np.int64)
     ends = ds.seqs.offsets[1:].astype(np.int64)
     a = Recommender(original).recommend_batch(ds.seqs, users, ends, 5)
@@ -71,8 +81,8 @@ def test_a_compressed_model_loads_and_recommends_like_the_original(saved):
 def test_the_command_writes_a_copy_and_refuses_what_it_cannot_do(saved, capsys):
     ds, folder, root = saved
     out = root / "m-small"
-    assert main(["compress", "--model", str(folder), "--out", str(out), "--prune", "0.2"]) == 0
-    assert "item tables in int8" in capsys.readouterr().err
+    assert main(["compress", "--model", str(folder), "--out", str(out), "--prune", "0.2", "--layers", "float32"]) == 0
+    assert "item tables and 0 layer weights in int8" in capsys.readouterr().err
     record = json.loads((out / "compression.json").read_text())
     assert record["prune"] == 0.2 and record["pruned"]
     w = load_model(out).net.state_dict()[record["pruned"][0]]
@@ -80,6 +90,10 @@ def test_the_command_writes_a_copy_and_refuses_what_it_cannot_do(saved, capsys):
     k = int(0.2 * w.numel())  # the 20 % smallest entries (rounded down) become 0, no others
     assert int((w == 0).sum()) >= k and int(((w == 0) & (before != 0)).sum()) <= k
     assert torch.equal(w[w != 0], before[w != 0])
+    both = root / "m-both"  # pruned, then int8: a pruned weight stays exactly 0
+    assert main(["compress", "--model", str(folder), "--out", str(both), "--prune", "0.2"]) == 0
+    assert record["pruned"][0] in json.loads((both / "compression.json").read_text())["int8_layers"]
+    assert torch.equal(load_model(both).net.state_dict()[record["pruned"][0]] == 0, w == 0)
     assert main(["compress", "--model", str(out), "--out", str(root / "again")]) == 2
     assert "already compressed" in capsys.readouterr().err
     assert main(["compress", "--model", str(root / "nope"), "--out", str(root / "x")]) == 2

@@ -52,13 +52,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_train)
 
     c = subparsers.add_parser(
-        "compress", help="write a smaller copy of a model for CPU serving (int8 item tables)",
-        description="Write a copy of --model to --out with the per-item tables (title and ID embeddings) stored as "
-                    "int8 with a scale per row: about a quarter of their size. It loads and recommends like any "
-                    "model; bench/RESULTS.md gives the quality change measured on each log.")
+        "compress", help="write a smaller copy of a model for CPU serving (int8 item tables and layers)",
+        description="Write a copy of --model to --out with the per-item tables (title and ID embeddings) and every "
+                    "layer's weight matrix stored as int8 with a scale per row: about a quarter of their size. It "
+                    "loads (back to float32) and recommends like any model; bench/RESULTS.md gives the quality change "
+                    "measured on each log.")
     c.add_argument("--model", required=True, help="model folder (or workspace model name) to compress")
     c.add_argument("--out", required=True, help="new folder for the compressed copy")
     c.add_argument("--prune", type=float, default=0.0, help="also zero this share of the smallest weights of every dense layer (default 0)")
+    c.add_argument("--layers", choices=("int8", "float32"), default="int8",
+                   help="how the layers' weight matrices are stored (default int8; the item tables are int8 either way)")
     c.set_defaults(func=_compress)
 
     m = subparsers.add_parser("models", help="list or delete saved models in the workspace")
@@ -174,9 +177,10 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    report = compress_model(args.model, args.out, CompressConfig(prune=args.prune))
+    report = compress_model(args.model, args.out, CompressConfig(prune=args.prune, int8_layers=args.layers == "int8"))
     mb = lambda n: f"{n / 2**20:.1f} MB"  # noqa: E731
     print(f"compressed {args.model} -> {args.out}: {mb(report['source_bytes'])} -> {mb(report['compressed_bytes'])} "
-          f"({len(report['int8_tables'])} item tables in int8" + (f", {report['pruned_layers']} layers pruned {report['prune']:.0%}" if report["prune"] else "") + ")",
+          f"({len(report['int8_tables'])} item tables and {len(report['int8_layers'])} layer weights in int8"
+          + (f", {report['pruned_layers']} layers pruned {report['prune']:.0%}" if report["prune"] else "") + ")",
           file=sys.stderr)
     return 0

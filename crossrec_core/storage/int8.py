@@ -1,4 +1,4 @@
-"""Per-row int8 tables: what `crossrec compress` writes and what loading a compressed model reads back.
+"""Per-row int8 tables and weight matrices: what `crossrec compress` writes and what loading a compressed model reads back.
 
 Kept apart from storage/compress.py (which loads and writes whole model folders through the registry) so that
 the registry can restore a compressed model's weights without importing the code that makes them.
@@ -27,7 +27,7 @@ def dequantise_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 def restore_weights(weights: dict[str, torch.Tensor], record: dict) -> dict[str, torch.Tensor]:
     """Return the float32 tensors of a compressed model.safetensors dict (``record``: its compression.json)."""
     out = dict(weights)
-    for key in record.get("int8_tables", []):
+    for key in [*record.get("int8_tables", []), *record.get("int8_layers", [])]:
         q, scale = out.pop(key + INT8, None), out.pop(key + SCALE, None)
         if q is None or scale is None:
             raise KeyError(f"{key}{INT8}")

@@ -280,7 +280,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     except (OSError, ValueError) as err:
         raise ModelError(f"{folder.name}/items.parquet cannot be read ({str(err)[:120]}).") from err
     weights = read_safetensors(folder / "model.safetensors")
-    if (folder / "compression.json").is_file():  # `crossrec compress`: int8 item tables back to float32
+    if (folder / "compression.json").is_file():  # `crossrec compress`: int8 item tables and layer weights back to float32
         try:
             weights = restore_weights(weights, read_json(folder / "compression.json"))
         except (KeyError, TypeError, AttributeError, RuntimeError) as err:
