@@ -245,10 +245,6 @@ class TrainConfig:
     # measured against off (bench/RESULTS.md, session 17), drift-b +3.6 % over three seeds, the demo store
     # +0.5 % over three, hm, chain-a and dense-c level; half-lives of 0.5 and 2 epochs did no better on drift-b.
     ema_half_life: float = 1.0
-    # Warm the average's decay up over the first steps (TensorFlow's min(decay, (1 + t) / (10 + t))): a short
-    # training (an epoch cap of 3) otherwise ships weights that still hold much of its first epoch (session 17's
-    # known cost). False = session 17's average, from the first step at the half-life's decay.
-    ema_warmup: bool = True
     # Differentially private training (training/private.py): None = off; else DP-SGD with one shopper's
     # whole history as the privacy unit, noise set so dp_epochs passes stay within this epsilon at
     # dp_delta (None = 1 / number of shoppers); each shopper's gradient is clipped to dp_max_grad_norm.
@@ -268,7 +264,6 @@ class TrainConfig:
         _check(_is_int(self.n_negatives) and 1 <= self.n_negatives <= 1_000_000, f"n_negatives must be 1..1000000, got {self.n_negatives!r}.")
         _check(_is_num(self.seen_target_weight) and 0.0 <= self.seen_target_weight <= 1.0, f"seen_target_weight must be in [0, 1], got {self.seen_target_weight!r}.")
         _check(_is_num(self.ema_half_life) and 0.0 <= self.ema_half_life <= 100.0, f"ema_half_life must be in [0, 100] epochs, got {self.ema_half_life!r}.")
-        _check(isinstance(self.ema_warmup, bool), f"ema_warmup must be true or false, got {self.ema_warmup!r}.")
         _check(_is_num(self.category_loss_weight) and 0.0 <= self.category_loss_weight <= 10.0, f"category_loss_weight must be in [0, 10], got {self.category_loss_weight!r}.")
         _check(isinstance(self.category_mix, bool), f"category_mix must be true or false, got {self.category_mix!r}.")
         _check(isinstance(self.cold_choice, bool), f"cold_choice must be true or false, got {self.cold_choice!r}.")

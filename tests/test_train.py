@@ -245,33 +245,6 @@ def test_weight_average_moves_by_its_half_life_and_puts_the_training_weights_bac
     assert torch.allclose(net.weight, torch.ones(1, 2))
 
 
-def test_weight_average_warms_its_decay_up_so_a_short_run_ships_recent_weights():
-    """With warmup the t-th update's decay is min(decay, (1 + t) / (10 + t)): after a long stretch at weights 0,
-    a few steps at weights 1 move the average most of the way early in a run, and by the half-life once it is long."""
-    import torch
-
-    from crossrec_core.training.epochs import WeightAverage
-
-    def after(warmup: bool, steps_done: int, n0: int = 30, n1: int = 10) -> float:
-        net = torch.nn.Linear(1, 1, bias=False)
-        avg = WeightAverage(net, half_life_steps=30.0, warmup=warmup, steps_done=steps_done)
-        for value, n in ((0.0, n0), (1.0, n1)):
-            with torch.no_grad():
-                net.weight.fill_(value)
-            for _ in range(n):
-                avg.update()
-        return float(avg.average["weight"])
-
-    plain = 1 - 0.5 ** (10 / 30)  # ten steps of a 30-step half-life: a fifth of the way
-    assert after(False, 0) == pytest.approx(plain, rel=1e-5)
-    expected = 1.0
-    for t in range(30, 40):  # the warmed-up decays of updates 30..39
-        expected *= min(0.5 ** (1 / 30), (1 + t) / (10 + t))
-    assert after(True, 0) == pytest.approx(1 - expected, rel=1e-5)
-    assert after(True, 0) > 0.6 > plain  # early in a run the average follows the weights closely
-    assert after(True, steps_done=10_000) == pytest.approx(plain, rel=1e-5)  # late in a run: the half-life's decay
-
-
 def test_gru_encoder_trains():
     ds = pattern_dataset(n_users=120)
     cfg = dataclasses.replace(small_config(epochs=6, patience=6, fusion_epochs=0), user=UserEncoderConfig(kind="gru", dim=32, max_len=8, dropout=0.0))

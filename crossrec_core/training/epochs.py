@@ -73,34 +73,21 @@ class WeightAverage:
     is level elsewhere (bench/RESULTS.md, session 17); the likely reason is that at lr 2e-3 the last step's weights
     wander around the minimum and their average sits nearer its middle. Training steps are unchanged: only the
     weights validation judges, and the best epoch keeps, are the average. It starts at the first step's weights.
-
-    With ``warmup`` (TrainConfig.ema_warmup) the decay after ``t`` steps is ``min(decay, (1 + t) / (10 + t))``, as in
-    TensorFlow's ExponentialMovingAverage with num_updates: early in a run the average reaches back about a tenth
-    of the steps so far, so a short training (a cap of 3 epochs) does not ship weights that still hold its first
-    epoch. Once ``t`` passes about nine half-lives' worth of steps the decay is the half-life's.
     """
 
-    def __init__(self, net: nn.Module, half_life_steps: float, average: dict[str, torch.Tensor] | None = None,
-                 warmup: bool = False, steps_done: int = 0) -> None:
+    def __init__(self, net: nn.Module, half_life_steps: float, average: dict[str, torch.Tensor] | None = None) -> None:
         self.params = dict(net.named_parameters())
         self.decay = 0.5 ** (1.0 / max(float(half_life_steps), 1e-9))
         self.average = average
-        self.warmup, self.steps = bool(warmup), int(steps_done)
-
-    def step_decay(self) -> float:
-        """The decay of the next update."""
-        return min(self.decay, (1.0 + self.steps) / (10.0 + self.steps)) if self.warmup else self.decay
 
     def update(self) -> None:
         """Move the average towards the current weights (the first call copies them)."""
         with torch.no_grad():
             if self.average is None:
                 self.average = {n: p.detach().clone() for n, p in self.params.items()}
-            else:
-                weight = 1.0 - self.step_decay()
-                for n, p in self.params.items():
-                    self.average[n].lerp_(p.detach(), weight)
-        self.steps += 1
+                return
+            for n, p in self.params.items():
+                self.average[n].lerp_(p.detach(), 1.0 - self.decay)
 
     @contextlib.contextmanager
     def swapped_in(self):
@@ -169,9 +156,7 @@ class Fit:
         self.n_steps = self.n_batches_total // dist.world
         if tc.step_mean == "target":  # every target weighs the same in whichever batch it falls
             self.loss_mod.norm = float(windows.tensors["weights"].sum()) / self.n_batches_total
-        self.average = (WeightAverage(model.net, tc.ema_half_life * self.n_steps, state.average, warmup=tc.ema_warmup,
-                                      steps_done=(int(state.start_epoch) - 1) * self.n_steps)
-                        if tc.ema_half_life > 0 else None)
+        self.average = WeightAverage(model.net, tc.ema_half_life * self.n_steps, state.average) if tc.ema_half_life > 0 else None
         log.info("training %s (%s): %d windows, %d steps/epoch, loss=%s%s, device=%s", ds.name, label, windows.n, self.n_steps, mode,
                  " (sparse item-ID gradient)" if opt.is_sparse else "", device)
 
