@@ -148,6 +148,21 @@ def test_a_state_does_not_depend_on_the_other_histories_in_the_batch(kind):
     assert torch.isfinite(h).all()  # a row without events neither crashes nor poisons the batch
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_last_column_alone_is_the_full_passs_last_state(kind):
+    """last_only (what recommending asks for) computes one query row in the Transformer's last block: the states
+    must be the full pass's last column, padded rows and an empty history included."""
+    torch.manual_seed(0)
+    enc = UserEncoder(_user_cfg(kind, dim=16, max_len=12, n_layers=2, n_heads=2, dropout=0.0), n_event_types=3).eval()
+    T = 10
+    batch = tuple(torch.cat(parts) for parts in zip(*(_history(n, T) for n in (T, 1, 3, 0, 7))))
+    with torch.no_grad():
+        full, last = enc(*batch), enc(*batch, last_only=True)
+    assert last.shape == (5, 16)
+    torch.testing.assert_close(last, full[:, -1], atol=1e-5, rtol=1e-5)
+    assert not torch.equal(last[0], last[2])  # not one state for all
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm", "transformer-first"])
 def test_every_real_column_of_a_padded_row_is_the_state_of_its_prefix_alone(kind):
     """What a training step fits at each column is what serving computes for that prefix as a whole history."""

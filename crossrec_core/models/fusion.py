@@ -104,15 +104,17 @@ class CrossRecNet(nn.Module):
         self.register_buffer("prior_weights", torch.zeros(2, dtype=torch.float32))
 
     def user_states(
-        self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, item_table: torch.Tensor | None = None
+        self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, item_table: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """Return float (B, T, d) user states for left-padded windows of item_idx (B, T).
+        """Return float (B, T, d) user states for left-padded windows of item_idx (B, T); (B, d) of the last column with
+        ``last_only``.
 
         ``item_table`` (n_items, d) may be given to reuse precomputed item vectors.
         """
         safe = items.clamp(min=0)
         vecs = self.item_encoder.input_vectors(safe, item_table)  # (B, T, d)
-        return self.user_encoder(vecs, events, gaps, valid)
+        return self.user_encoder(vecs, events, gaps, valid, last_only=last_only)
 
 
 def build_net(cfg: ModelConfig, *, n_items: int, n_categories: int, n_event_types: int, attr_vocab_size: int, use_text: bool, n_vector_columns: int) -> CrossRecNet:

@@ -266,8 +266,8 @@ class TrainedModel:
                 idx = order[s : s + self.batch_size]
                 w = seqs.windows(users[idx], ends[idx], cfg.max_len, cfg.n_time_buckets)
                 t = {k: torch.from_numpy(w[k]).to(self.device) for k in ("items", "events", "gaps", "valid")}
-                h = self.net.user_states(t["items"], t["events"], t["gaps"], t["valid"], item_table=table)  # (B, T, d)
-                out[idx] = h[:, -1].float().cpu().numpy()
+                h = self.net.user_states(t["items"], t["events"], t["gaps"], t["valid"], item_table=table, last_only=True)  # (B, d)
+                out[idx] = h.float().cpu().numpy()
         return out
 
     def category_lift(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:

@@ -28,23 +28,32 @@ class _Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Return (B, T, d), or (B, 1, d) for the last column only with ``last_only`` (every column is still a key)."""
+        rows = x[:, -1:] if last_only else x
         if self.post_norm:
-            x = self.ln1(x + self.drop(self.proj(self._attend(x, attn_mask))))
-            return self.ln2(x + self.drop(self.ff(x)))
-        x = x + self.drop(self.proj(self._attend(self.ln1(x), attn_mask)))
-        return x + self.drop(self.ff(self.ln2(x)))
+            rows = self.ln1(rows + self.drop(self.proj(self._attend(x, attn_mask, last_only))))
+            return self.ln2(rows + self.drop(self.ff(rows)))
+        rows = rows + self.drop(self.proj(self._attend(self.ln1(x), attn_mask, last_only)))
+        return rows + self.drop(self.ff(self.ln2(rows)))
 
-    def _attend(self, h: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def _attend(self, h: torch.Tensor, attn_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         B, T, D = h.shape
-        q, k, v = self.qkv(h).split(D, dim=2)
-        q = q.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        if last_only:  # the query of the last column only: keys and values of every column, one query row
+            w, b = self.qkv.weight, self.qkv.bias
+            q = nn.functional.linear(h[:, -1:], w[:D], b[:D])
+            k, v = nn.functional.linear(h, w[D:], b[D:]).split(D, dim=2)
+            attn_mask = attn_mask[..., -1:, :]
+        else:
+            q, k, v = self.qkv(h).split(D, dim=2)
+        Q = q.shape[1]
+        q = q.view(B, Q, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, Q, Dh)
         k = k.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
         v = v.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
         y = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, T, Dh)
-        return y.transpose(1, 2).reshape(B, T, D)
+        )  # (B, H, Q, Dh)
+        return y.transpose(1, 2).reshape(B, Q, D)
 
 
 def _recur_from_first_event(rnn: nn.RNNBase, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -102,8 +111,14 @@ class UserEncoder(nn.Module):
         self.lstm = nn.LSTM(d, d, num_layers=cfg.n_layers, batch_first=True, dropout=rnn_dropout) if cfg.kind == "lstm" else None
         self.out_norm = nn.LayerNorm(d)
 
-    def forward(self, item_vecs: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, item_vecs: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
         """Return float (B, T, d) user states; column t summarises events up to and including t.
+
+        ``last_only``: return (B, d), the last column's state only (what recommending needs). The Transformer's
+        last block then computes one query row per history instead of T (its keys and values still cover every
+        column), the same state up to float rounding for about 40 % fewer multiply-adds with two blocks.
 
         Args:
             item_vecs: (B, T, d) vectors of the history items (anything in padded columns).
@@ -135,9 +150,11 @@ class UserEncoder(nn.Module):
             eye = torch.eye(T, dtype=torch.bool, device=x.device)
             mask = (causal.unsqueeze(0) & valid.unsqueeze(1)) | eye.unsqueeze(0)  # (B, T, T)
             mask = mask.unsqueeze(1)  # (B, 1, T, T)
-            for blk in self.blocks:
-                x = blk(x, mask)
+            for i, blk in enumerate(self.blocks):
+                x = blk(x, mask, last_only=last_only and i == len(self.blocks) - 1)
         else:
             x = self.in_drop(x * vm)
             x = _recur_from_first_event(self.gru if self.gru is not None else self.lstm, x, valid)
+        if last_only:
+            return self.out_norm(x[:, -1])
         return self.out_norm(x)
