@@ -79,8 +79,11 @@ def _row_normalised(vectors: np.ndarray) -> np.ndarray:
 def _history_vector(ctx: HistoryContext, vectors: np.ndarray, B: int) -> np.ndarray:
     """Return float32 (B, d): the recency-weighted sum of the history items' unit vectors (unit length)."""
     out = np.zeros((B, vectors.shape[1]), dtype=np.float32)
-    if len(ctx.rows):
-        np.add.at(out, ctx.rows, vectors[ctx.items].astype(np.float32) * ctx.weights[:, None])
+    keep = np.flatnonzero(ctx.weights)  # the last HISTORY_RECENT events of each row
+    if len(keep):
+        # index_add_, not np.add.at: the same sums, several times faster (np.add.at was a tenth of recommending)
+        part = vectors[ctx.items[keep]].astype(np.float32, copy=False) * ctx.weights[keep, None]
+        torch.from_numpy(out).index_add_(0, torch.from_numpy(ctx.rows[keep]), torch.from_numpy(part))
     return _row_normalised(out)
 
 
@@ -128,9 +131,7 @@ def candidate_features(
     ccat = item_cat[cand]  # (B, N)
     n_cat = prior.transition_proba.shape[0]
     hist_cat = item_cat[ctx.items] if len(ctx.items) else np.zeros(0, np.int64)
-    counts = np.zeros((B, n_cat), dtype=np.float32)
-    if len(ctx.rows):
-        np.add.at(counts, (ctx.rows, hist_cat), 1.0)
+    counts = np.bincount(ctx.rows * n_cat + hist_cat, minlength=B * n_cat).reshape(B, n_cat).astype(np.float32)
     share = counts / np.maximum(ctx.lengths[:, None], 1)
     has_hist = ctx.lengths > 0
     last_pos = np.clip(np.cumsum(ctx.lengths) - 1, 0, max(len(hist_cat) - 1, 0))
@@ -147,9 +148,16 @@ def candidate_features(
     f[..., col["content_sim"]] = np.einsum("bnd,bd->bn", unit_vecs[cand], hv)
     if unit_text is not None:
         tv = _history_vector(ctx, unit_text, B)
+        # up to 64 items per candidate, one product with every title is faster than gathering each row's N titles
+        # (a BLAS product against a memory-bound gather and float16 conversion: 10 ms against 86 ms for 256 rows
+        # of 116 candidates at 2,000 items, session 18)
+        table = unit_text.astype(np.float32) if len(unit_text) <= 64 * max(N, 1) else None
         for s in range(0, B, 256):  # (256, N, 384) floats at a time
-            chunk = unit_text[cand[s : s + 256]].astype(np.float32)
-            f[s : s + 256, :, col["text_sim"]] = np.einsum("bnd,bd->bn", chunk, tv[s : s + 256])
+            if table is not None:
+                f[s : s + 256, :, col["text_sim"]] = np.take_along_axis(tv[s : s + 256] @ table.T, cand[s : s + 256], axis=1)
+            else:
+                chunk = unit_text[cand[s : s + 256]].astype(np.float32)
+                f[s : s + 256, :, col["text_sim"]] = np.einsum("bnd,bd->bn", chunk, tv[s : s + 256])
     f[..., col["cold"]] = cold.astype(np.float32)[:, None]
     f[..., col["log_history"]] = np.log1p(ctx.lengths).astype(np.float32)[:, None]
     f[..., col["log_last_gap"]] = (np.log1p(ctx.last_gap) / 10.0)[:, None]

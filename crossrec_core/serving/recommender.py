@@ -622,7 +622,7 @@ class Recommender:
             proba = np.asarray(m.fusion_proba(seqs, users, ends, cand), dtype=np.float32)
             return ScoredCandidates(cand, None, None, proba, proba, np.isfinite(r_cand), cold)
         d = self.base_dim
-        dot_cand = np.einsum("bd,bnd->bn", user_vecs[:, :d], self.item_vecs[cand][..., :d])
+        dot_cand = np.einsum("bd,bnd->bn", user_vecs[:, :d], self.item_vecs[cand, :d])  # gathers the learned columns only
         knn_w = float(getattr(m, "knn_weight", 0.0))
         if knn is not None and knn_w:
             knn_cand = lookup(knn, cols, cand) / np.float32(knn_w)
