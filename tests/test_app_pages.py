@@ -820,3 +820,23 @@ def test_two_sessions_on_one_shopper_never_see_each_others_filters_or_shopper(ho
         assert next(h.value for h in at.subheader if h.value.startswith("Top")).endswith(user)
         assert at.session_state["rec_user"] == user
     assert b.session_state["whatif_add"] == [] and not b.session_state["cross_only"]
+
+
+def test_train_page_makes_a_compact_copy_and_never_replaces_a_model(demo_home, empty_home):
+    """"Make a compact copy" writes `crossrec compress`'s copy under a new name; the copy is not offered again, and
+    a name that is taken is refused with a sentence, the model under it untouched."""
+    shutil.copytree(demo_home / "models" / "demo-model", empty_home / "models" / "demo-model")
+    at = open_page("pages/train.py")
+    assert at.text_input(key="train_compact_name").value == "demo-model-int8"
+    at.text_input(key="train_compact_name").set_value("small")
+    at.button(key="train_compact").click().run()
+    assert not at.exception
+    record = json.loads((empty_home / "models" / "small" / "compression.json").read_text())
+    assert record["source"] == "demo-model" and record["int8_tables"] and record["int8_layers"]
+    assert [s.value for s in at.success if "Saved 'small'" in s.value]
+    assert at.selectbox(key="train_compact_src").options == ["demo-model"]  # the copy is not compressed again
+    before = (empty_home / "models" / "small" / "model.safetensors").read_bytes()
+    at.text_input(key="train_compact_name").set_value("small")
+    at.button(key="train_compact").click().run()
+    assert [e.value for e in at.error if "already exists" in e.value]
+    assert (empty_home / "models" / "small" / "model.safetensors").read_bytes() == before

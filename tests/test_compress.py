@@ -96,6 +96,9 @@ def test_the_command_writes_a_copy_and_refuses_what_it_cannot_do(saved, capsys):
     assert torch.equal(load_model(both).net.state_dict()[record["pruned"][0]] == 0, w == 0)
     assert main(["compress", "--model", str(out), "--out", str(root / "again")]) == 2
     assert "already compressed" in capsys.readouterr().err
+    kept = (both / "model.safetensors").read_bytes()  # an existing folder is never replaced
+    assert main(["compress", "--model", str(folder), "--out", str(both)]) == 2
+    assert "already exists" in capsys.readouterr().err and (both / "model.safetensors").read_bytes() == kept
     assert main(["compress", "--model", str(root / "nope"), "--out", str(root / "x")]) == 2
     assert "No model folder" in capsys.readouterr().err
     (out / "compression.json").write_text(json.dumps({"int8_tables": ["item_encoder.missing.weight"]}))

@@ -96,6 +96,8 @@ def compress_model(src: str | Path, out: str | Path, config: CompressConfig = Co
         raise ConfigError(f"{src.name} is already compressed. Compress the original model instead.")
     if out.resolve() == src.resolve():
         raise ConfigError("--out must be a new folder: compressing keeps the original model.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists. Choose a new name for the compressed copy: compressing never replaces a folder.")
     weights = read_safetensors(src / "model.safetensors")
     small, record = compress_weights(weights, len(model.item_ids), config)
     record["source"] = model.name
