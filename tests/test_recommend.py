@@ -453,3 +453,28 @@ def test_a_recommender_follows_the_models_chosen_cold_threshold_unless_told_othe
     model.cold_max_events = 0
     assert Recommender(model).cold_max_events == 0
     assert Recommender(model, cold_max_events=1).cold_max_events == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_novel_slots_are_each_rows_first_eligible_items_in_popularity_order(seed):
+    """novel_in_order against a brute-force reading of the whole order: rows that touched every category get no
+    slot, rows with fewer eligible items than slots get what there is, the rest the first m in order."""
+    from crossrec_core.serving.retrieval import novel_in_order
+
+    rng = np.random.default_rng(seed)
+    B, N, C, m, E = 40, 300, 5, 8, 12
+    item_category = rng.integers(0, C, N)
+    user_cats = rng.random((B, C)) < 0.5
+    user_cats[:5] = True  # every category touched: nothing to bring
+    user_cats[5:10] = True
+    user_cats[5:10, 0] = False  # one untouched category, made nearly empty of eligible items below
+    retrieval = rng.normal(size=(B, N)).astype(np.float32)
+    retrieval[rng.random((B, N)) < 0.2] = -np.inf  # seen items
+    retrieval[5:10, np.flatnonzero(item_category == 0)[3:]] = -np.inf  # at most 3 eligible items for those rows
+    exclude = np.stack([rng.choice(N, E, replace=False) for _ in range(B)])
+    pop_order = rng.permutation(N)
+    items, ok = novel_in_order(pop_order, item_category, user_cats, retrieval, exclude, m)
+    for b in range(B):
+        want = [i for i in pop_order if np.isfinite(retrieval[b, i]) and not user_cats[b, item_category[i]] and i not in exclude[b]][:m]
+        assert items[b][ok[b]].tolist() == want and ok[b].tolist() == [True] * len(want) + [False] * (m - len(want))
+    assert not ok[:5].any() and (ok[5:10].sum(axis=1) < m).all() and ok[10:].any()

@@ -252,20 +252,33 @@ def novel_in_order(pop_order: np.ndarray, item_category: np.ndarray, user_cats: 
                    exclude: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (items (B, m), ok (B, m)): each row's first m items in ``pop_order`` with a finite dense
     ``retrieval``, a category absent from ``user_cats`` and not in ``exclude`` (B, E); ok False where a row
-    has fewer. The same items as stable_top_n over the popularity of those items, reading only a window
-    of the order (widened until every row has m, or the whole catalogue was read)."""
+    has fewer (its items there are placeholders). The same items as stable_top_n over the popularity of those
+    items, reading only a window of the order, widened for the rows still short of m until the whole catalogue
+    was read. A row whose shopper touched every category reads nothing: on a log where every shopper has every
+    category (amazon: two), the old window grew to the whole catalogue for every row, two thirds of recommending.
+    """
     B, N = retrieval.shape
+    items, ok = np.zeros((B, m), dtype=np.int64), np.zeros((B, m), dtype=bool)
+    if B == 0 or m == 0 or N == 0:
+        return items, ok
+    sizes = np.bincount(item_category, minlength=user_cats.shape[1])
+    pending = np.flatnonzero((~user_cats).astype(np.int64) @ sizes > 0)  # rows with an untouched category
+    excluded = np.zeros((B, N), dtype=bool)  # a mask, not a sorted-key search: retrieval is (B, N) already
+    excluded[np.repeat(np.arange(B), exclude.shape[1]), exclude.ravel()] = True
     L = min(N, m + exclude.shape[1] + 64)
-    rows = np.arange(B, dtype=np.int64)[:, None]
-    while True:
+    while len(pending):
         w = pop_order[:L]
-        elig = np.isfinite(retrieval[:, w]) & ~user_cats[:, item_category[w]]
-        elig &= ~in_sorted(rows * N + w[None, :], np.sort((rows * N + exclude).ravel()))
-        if L >= N or (elig.sum(axis=1) >= m).all():
-            break
+        sub = pending[:, None]
+        elig = np.isfinite(retrieval[sub, w]) & ~user_cats[sub, item_category[w]] & ~excluded[sub, w]
+        rank = np.cumsum(elig, axis=1)
+        done = (rank[:, -1] >= m) | (L >= N)
+        keep = elig & (rank <= m) & done[:, None]
+        r, c = np.nonzero(keep)  # row-major: each row's columns in popularity order
+        items[pending[r], rank[r, c] - 1] = w[c]
+        ok[pending[r], rank[r, c] - 1] = True
+        pending = pending[~done]
         L = min(N, L * 4)
-    first = np.argsort(~elig, axis=1, kind="stable")[:, :m]  # the first m eligible columns, in order
-    return w[first], np.take_along_axis(elig, first, axis=1)
+    return items, ok
 
 
 def in_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
