@@ -101,7 +101,9 @@ if models:
     lineage = model_datasets()
     st.dataframe(pd.DataFrame([{"model": m.name, "trained on": ", ".join(lineage.get(m.name, ())) or "another log",
                                 "encoder": m.encoder, "items": m.n_items, "best epoch": m.best_epoch,
-                                "valid NDCG@10": m.valid_ndcg10, "MB": round(m.size_bytes / 1e6, 1)} for m in models]),
+                                "valid NDCG@10": m.valid_ndcg10, "MB": round(m.size_bytes / 1e6, 1),
+                                "weights": "int8" if (models_dir() / m.name / COMPRESSION_FILE).is_file() else "float32"}
+                               for m in models]),
                  hide_index=True, key="train_models",
                  column_config={"valid NDCG@10": st.column_config.NumberColumn(format="%.3f")})
     show_model_card(st.session_state.get("model_name"), "train_card_load")

@@ -834,6 +834,7 @@ def test_train_page_makes_a_compact_copy_and_never_replaces_a_model(demo_home, e
     record = json.loads((empty_home / "models" / "small" / "compression.json").read_text())
     assert record["source"] == "demo-model" and record["int8_tables"] and record["int8_layers"]
     assert [s.value for s in at.success if "Saved 'small'" in s.value]
+    assert table(at, "weights")[["model", "weights"]].values.tolist() == [["demo-model", "float32"], ["small", "int8"]]
     assert at.selectbox(key="train_compact_src").options == ["demo-model"]  # the copy is not compressed again
     before = (empty_home / "models" / "small" / "model.safetensors").read_bytes()
     at.text_input(key="train_compact_name").set_value("small")
