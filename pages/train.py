@@ -8,14 +8,12 @@ import streamlit as st
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.errors import CrossrecError
-from crossrec_core.storage.compress import compress_model
-from crossrec_core.storage.int8 import COMPRESSION_FILE
 from crossrec_core.storage.registry import delete_model, import_model_zip
-from crossrec_core.storage.workspace import models_dir, safe_name
 from crossrec_core.training import jobs
 from crossrec_core.training.private import few_shoppers_warning, private_config
 from pages.active import dataset_or_call_to_action
 from pages.caches import model_datasets, model_infos
+from pages.compact import compact_copy, weights_kind
 from pages.job_panel import follow_training
 from pages.manage import delete_with_confirmation, forget_active, notify, show_notice
 from pages.model_card import show_model_card
@@ -68,28 +66,6 @@ def train_form(ds_name: str, ds) -> None:
             show_error(err)
 
 
-def compact_copy(names: list[str]) -> None:
-    """A compressed copy of a saved model (`crossrec compress`: int8 item tables and layers) under a new name."""
-    originals = [n for n in names if not (models_dir() / n / COMPRESSION_FILE).is_file()]
-    if not originals:
-        return
-    with st.expander("Make a compact copy for CPU serving", icon=":material/compress:"):
-        st.caption("Stores the item tables and the layers' weights as int8: folders 54-70 % smaller on the shared "
-                   "logs, NDCG@10 within 0.0005, the same recommending speed (bench/RESULTS.md). The original is kept.")
-        src = st.selectbox("Model", originals, key="train_compact_src")
-        new = st.text_input("Save the copy as", value=f"{src}-int8", key="train_compact_name")
-        if st.button("Make the copy", key="train_compact", icon=":material/compress:"):
-            try:
-                name = safe_name(new.strip())
-                report = compress_model(models_dir() / src, models_dir() / name)
-            except CrossrecError as err:
-                show_error(err)
-                return
-            mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
-            notify(f"Saved '{name}': {mb(report['source_bytes'])} → {mb(report['compressed_bytes'])}.")
-            st.rerun()
-
-
 if ds is not None:
     train_form(ds_name, ds)
 follow_training()
@@ -102,8 +78,7 @@ if models:
     st.dataframe(pd.DataFrame([{"model": m.name, "trained on": ", ".join(lineage.get(m.name, ())) or "another log",
                                 "encoder": m.encoder, "items": m.n_items, "best epoch": m.best_epoch,
                                 "valid NDCG@10": m.valid_ndcg10, "MB": round(m.size_bytes / 1e6, 1),
-                                "weights": "int8" if (models_dir() / m.name / COMPRESSION_FILE).is_file() else "float32"}
-                               for m in models]),
+                                "weights": weights_kind(m.name)} for m in models]),
                  hide_index=True, key="train_models",
                  column_config={"valid NDCG@10": st.column_config.NumberColumn(format="%.3f")})
     show_model_card(st.session_state.get("model_name"), "train_card_load")
