@@ -252,7 +252,7 @@ def novel_in_order(pop_order: np.ndarray, item_category: np.ndarray, user_cats: 
                    exclude: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (items (B, m), ok (B, m)): each row's first m items in ``pop_order`` with a finite dense
     ``retrieval``, a category absent from ``user_cats`` and not in ``exclude`` (B, E); ok False where a row
-    has fewer (its items there are placeholders). The same items as stable_top_n over the popularity of those
+    has fewer (item 0 in those slots: read only where ok). The same items as stable_top_n over the popularity of those
     items, reading only a window of the order, widened for the rows still short of m until the whole catalogue
     was read. A row whose shopper touched every category reads nothing: on a log where every shopper has every
     category (amazon: two), the old window grew to the whole catalogue for every row, two thirds of recommending.
