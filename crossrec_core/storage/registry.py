@@ -43,7 +43,7 @@ from crossrec_core.models.calibration import Calibration
 from crossrec_core.models.features import N_FEATURES
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.storage.catalog import MODEL_FORMAT_VERSION, ModelInfo, list_models, read_json  # noqa: F401 (re-exported)
-from crossrec_core.storage.int8 import restore_weights
+from crossrec_core.storage.int8 import COMPRESSION_FILE, restore_weights
 from crossrec_core.storage.neighbour_tables import neighbour_tensors, neighbours_from_aux
 from crossrec_core.storage.workspace import (
     atomic_dir,
@@ -280,11 +280,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     except (OSError, ValueError) as err:
         raise ModelError(f"{folder.name}/items.parquet cannot be read ({str(err)[:120]}).") from err
     weights = read_safetensors(folder / "model.safetensors")
-    if (folder / "compression.json").is_file():  # `crossrec compress`: int8 item tables and layer weights back to float32
+    if (folder / COMPRESSION_FILE).is_file():  # `crossrec compress`: int8 item tables and layer weights back to float32
         try:
-            weights = restore_weights(weights, read_json(folder / "compression.json"))
+            weights = restore_weights(weights, read_json(folder / COMPRESSION_FILE))
         except (KeyError, TypeError, AttributeError, RuntimeError) as err:
-            raise ModelError(f"{folder.name}/compression.json does not match its weights ({err}). Compress the model again.") from err
+            raise ModelError(f"{folder.name}/{COMPRESSION_FILE} does not match its weights ({err}). Compress the model again.") from err
     aux = read_safetensors(folder / "aux.safetensors")
     # Check declared sizes against the vocabulary BEFORE building the network, so a folder that claims
     # 10^8 items cannot make us allocate gigabytes before being refused.
