@@ -826,16 +826,20 @@ def test_train_page_makes_a_compact_copy_and_never_replaces_a_model(demo_home, e
     """"Make a compact copy" writes `crossrec compress`'s copy under a new name; the copy is not offered again, and
     a name that is taken is refused with a sentence, the model under it untouched."""
     shutil.copytree(demo_home / "models" / "demo-model", empty_home / "models" / "demo-model")
+    shutil.copytree(demo_home / "models" / "demo-model", empty_home / "models" / "other")
     at = open_page("pages/train.py")
     assert at.text_input(key="train_compact_name").value == "demo-model-int8"
+    at.selectbox(key="train_compact_src").set_value("other").run()  # the suggested name follows the chosen model
+    assert at.text_input(key="train_compact_name").value == "other-int8"
+    at.selectbox(key="train_compact_src").set_value("demo-model").run()
     at.text_input(key="train_compact_name").set_value("small")
     at.button(key="train_compact").click().run()
     assert not at.exception
     record = json.loads((empty_home / "models" / "small" / "compression.json").read_text())
     assert record["source"] == "demo-model" and record["int8_tables"] and record["int8_layers"]
     assert [s.value for s in at.success if "Saved 'small'" in s.value]
-    assert table(at, "weights")[["model", "weights"]].values.tolist() == [["demo-model", "float32"], ["small", "int8"]]
-    assert at.selectbox(key="train_compact_src").options == ["demo-model"]  # the copy is not compressed again
+    assert table(at, "weights")[["model", "weights"]].values.tolist() == [["demo-model", "float32"], ["other", "float32"], ["small", "int8"]]
+    assert at.selectbox(key="train_compact_src").options == ["demo-model", "other"]  # the copy is not compressed again
     before = (empty_home / "models" / "small" / "model.safetensors").read_bytes()
     at.text_input(key="train_compact_name").set_value("small")
     at.button(key="train_compact").click().run()
