@@ -1,7 +1,8 @@
 """What a training step minimises: next-item prediction at every position of a window.
 
-Full-catalogue softmax cross-entropy when the catalogue is small, else a sampled softmax with many
-shared uniform negatives (Klenitskiy & Vasilev, RecSys 2023: CE beats one-negative BCE by a wide margin);
+Full-catalogue softmax cross-entropy when the catalogue is small (on a CPU in blocks of rows,
+training/softmax.py), else a sampled softmax with many shared uniform negatives (Klenitskiy & Vasilev,
+RecSys 2023: CE beats one-negative BCE by a wide margin);
 ``loss="bce"`` keeps SASRec's original one-negative BCE as a reference.
 """
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from crossrec_core.config import ModelConfig
 from crossrec_core.models.fusion import CrossRecNet
+from crossrec_core.training.softmax import softmax_cross_entropy
 
 
 class RetrievalLoss(nn.Module):
@@ -35,8 +37,10 @@ class RetrievalLoss(nn.Module):
         hv, tv, wv = h[m], targets[m], weights[m]  # (N, d), (N,), (N,)
         if hv.shape[0] == 0:
             return h.sum() * 0.0
-        if self.mode == "ce":
-            logits = hv @ table.T  # (N, n_items)
+        if self.mode == "ce" and hv.device.type == "cpu":  # float32 on a CPU: the logits one block of rows at a time
+            loss = softmax_cross_entropy(hv, table, tv)
+        elif self.mode == "ce":  # a GPU (autocast): the whole (N, n_items) logits at once, the loss in float32
+            logits = hv @ table.T
             loss = nn.functional.cross_entropy(logits.float(), tv, reduction="none")
         elif self.mode == "sampled":
             pos_vec = self.item_encoder(tv)  # (N, d)

@@ -1,0 +1,75 @@
+"""The blocked full-catalogue softmax cross-entropy (training/softmax.py) against torch's own, in float64."""
+
+import pytest
+import torch
+from torch import nn
+
+from crossrec_core.models.fusion import build_net
+from crossrec_core.training import softmax
+from crossrec_core.training.loss import RetrievalLoss
+from crossrec_core.training.softmax import _BlockedSoftmaxCE, block_rows, softmax_cross_entropy
+from crossrec_core.config import ItemEncoderConfig, ModelConfig, UserEncoderConfig
+
+
+def _case(n: int, n_items: int, dim: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(n_items, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, n_items, (n,), generator=g)
+    targets[: n // 3] = 2  # repeated targets: their gradients add up on one table row
+    weights = torch.rand(n, generator=g, dtype=torch.float64)
+    return h, table, targets, weights
+
+
+@pytest.mark.parametrize("rows", [1, 7, 50, 64, 1000])  # one row per block, blocks that do not divide N, one block
+def test_loss_and_gradients_match_torch_cross_entropy(rows):
+    h, table, targets, weights = _case(50, 30)
+    ref = nn.functional.cross_entropy(h @ table.T, targets, reduction="none")
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (h, table))
+    out = _BlockedSoftmaxCE.apply(h, table, targets, rows)
+    grads = torch.autograd.grad((out * weights).sum(), (h, table))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_large_logits_do_not_overflow():
+    h, table, targets, _ = _case(20, 40)
+    with torch.no_grad():
+        h.mul_(200.0)  # logits in the thousands: exp() of them overflows without the row maximum taken out
+    out = softmax_cross_entropy(h, table, targets)
+    ref = nn.functional.cross_entropy(h @ table.T, targets, reduction="none")
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref)
+
+
+def test_block_rows_keep_a_block_near_a_million_cells():
+    assert block_rows(1_700) * 1_700 <= softmax.BLOCK_CELLS < (block_rows(1_700) + 1) * 1_700
+    assert block_rows(10**9) == softmax.MIN_BLOCK_ROWS  # a huge catalogue still takes whole rows
+    assert block_rows(0) == softmax.BLOCK_CELLS
+
+
+def test_the_training_loss_uses_it_on_a_cpu_and_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    cfg = ModelConfig(item=ItemEncoderConfig(dim=16, use_text=False), user=UserEncoderConfig(dim=16, max_len=6))
+    net = build_net(cfg, n_items=40, n_categories=4, n_event_types=2, attr_vocab_size=2, use_text=False, n_vector_columns=0).double()
+    loss_mod = RetrievalLoss(net, "ce", 4).eval()
+    B, T = 3, 6
+    items = torch.randint(0, 40, (B, T))
+    args = (items, torch.zeros(B, T, dtype=torch.long), torch.zeros(B, T, dtype=torch.long), torch.ones(B, T, dtype=torch.bool),
+            torch.randint(0, 40, (B, T)), torch.rand(B, T, dtype=torch.float64), torch.zeros(1, dtype=torch.long))
+    params = [p for p in net.parameters() if p.requires_grad]
+    got = loss_mod(*args)
+    got_grads = torch.autograd.grad(got, params, allow_unused=True)
+
+    def reference(hv, table, tv):  # what the loss computed before blocks: the whole logits at once
+        return nn.functional.cross_entropy(hv @ table.T, tv, reduction="none")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("crossrec_core.training.loss.softmax_cross_entropy", reference)
+        want = loss_mod(*args)
+        want_grads = torch.autograd.grad(want, params, allow_unused=True)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(got_grads, want_grads):
+        if w is not None:
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
