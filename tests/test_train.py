@@ -245,6 +245,40 @@ def test_weight_average_moves_by_its_half_life_and_puts_the_training_weights_bac
     assert torch.allclose(net.weight, torch.ones(1, 2))
 
 
+def test_weight_average_of_a_sparse_table_is_the_every_step_average():
+    """A table with a sparse gradient has its rows' averages brought up to date lazily (only the rows a step
+    changes); once synced they equal the average lerped over every row at every step."""
+    import torch
+
+    from crossrec_core.training.epochs import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(30, 4, sparse=True), torch.nn.Linear(4, 1))
+    opt = [torch.optim.SparseAdam(list(net[0].parameters()), lr=0.05), torch.optim.Adam(list(net[1].parameters()), lr=0.05)]
+    avg = WeightAverage(net, half_life_steps=3.0)
+    assert avg.sparse == {"0.weight"}
+    reference = None
+    for step in range(25):
+        rows = torch.randint(0, 8 if step < 12 else 30, (5,))  # most rows untouched for many steps
+        loss = net(rows).square().sum()
+        for o in opt:
+            o.zero_grad()
+        loss.backward()
+        avg.before_step()
+        for o in opt:
+            o.step()
+        avg.update()
+        params = {n: p.detach().clone() for n, p in net.named_parameters()}
+        reference = params if reference is None else {n: reference[n].lerp(params[n], 1.0 - avg.decay) for n in params}
+    lazy = {n: a.clone() for n, a in avg.average.items()}
+    assert not torch.allclose(lazy["0.weight"], reference["0.weight"], atol=1e-6)  # not synced yet: untouched rows lag
+    synced = avg.synced()
+    for n in reference:
+        torch.testing.assert_close(synced[n], reference[n], rtol=1e-5, atol=1e-6)
+    with avg.swapped_in():
+        torch.testing.assert_close(net[0].weight, reference["0.weight"], rtol=1e-5, atol=1e-6)
+
+
 def test_gru_encoder_trains():
     ds = pattern_dataset(n_users=120)
     cfg = dataclasses.replace(small_config(epochs=6, patience=6, fusion_epochs=0), user=UserEncoderConfig(kind="gru", dim=32, max_len=8, dropout=0.0))
