@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -418,16 +418,32 @@ class Recommender:
         cold ones), items in the history at -inf: what the candidate pool is cut from."""
         return self._retrieve(seqs, np.asarray(users, dtype=np.int64), np.asarray(ends, dtype=np.int64)).retrieval
 
-    def candidates(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, n: int | None = None) -> ScoredCandidates:
+    def candidates(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, n: int | None = None, dense: bool = False) -> ScoredCandidates:
         """Return the top-``n`` unseen candidates of each history (no filters), best retrieval first, as
-        the fusion scorer sees them: what the fusion fit learns from and the threshold curve sweeps."""
+        the fusion scorer sees them: what the fusion fit learns from and the threshold curve sweeps.
+        Large catalogues retrieve in blocks unless ``dense`` (rows the blocks cannot decide exactly go dense)."""
         users = np.asarray(users, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
-        r = self._retrieve(seqs, users, ends)
         n = min(int(n or self.default_candidates), self.n_items)
+        blocked = len(users) > 0 and self.n_items >= self.compact_min_items and not dense
+        if blocked:  # a large catalogue: retrieval in blocks, as recommending does (no users x items arrays)
+            if self._tables is None:
+                self._tables = build_tables(self.model, self.item_vecs, self._norms, self.item_category, self.n_categories,
+                                            self.base_dim, self.pop_norm)
+            r = blocked_retrieve(self, self._tables, seqs, users, ends, None, max(self._fit_pool_size(), n), 0)
+        else:
+            r = self._retrieve(seqs, users, ends)
         norm = None if n == self._fit_pool_size() else self._pool_normaliser(seqs, users, ends, r)
-        cand = self._candidate_pool(r.retrieval, n, r.hist)
-        return self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist, norm)
+        cand = self._candidate_pool(r.retrieval, n, r.hist, r.cols)
+        out = self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist, norm, cols=r.cols)
+        if blocked and r.exact is not None and not r.exact.all():  # a tie bucket crossed the kept set's edge
+            rows = np.flatnonzero(~r.exact)
+            sub = self.candidates(seqs, users[rows], ends[rows], n, dense=True)
+            for f in fields(out):
+                mine = getattr(out, f.name)
+                if isinstance(mine, np.ndarray):
+                    mine[rows] = getattr(sub, f.name)
+        return out
 
     def _fit_pool_size(self) -> int:
         """Return the size of the candidate pool the fusion scorer and its probability were fitted on."""

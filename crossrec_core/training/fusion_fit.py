@@ -45,6 +45,7 @@ from crossrec_core.models.calibration import Calibration, log_normaliser
 from crossrec_core.models.features import FEATURES, N_FEATURES, fusion_logits
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.serving.recommender import Recommender
+from crossrec_core.serving.retrieval import BLOCKED_USERS
 from crossrec_core.training.progress import Phase
 
 log = logging.getLogger(__name__)
@@ -285,8 +286,9 @@ def fit_on_validation(model: TrainedModel, ds: InteractionDataset, users: np.nda
     valid = np.zeros((len(users), n), dtype=bool)
     cold = np.zeros(len(users), dtype=bool)
     targets = ds.seqs.items[ends].astype(np.int64)
-    # ~32M score cells per chunk, as recommending does (a chunk costs a pass over the item table)
-    bsz = max(1, min(4096, FUSION_MINING_CELLS // max(model.n_items, 1)))
+    # chunks as recommending takes them: a large catalogue's blocked retrieval holds a chunk's best items only;
+    # otherwise ~32M score cells per chunk (a chunk costs a pass over the item table)
+    bsz = BLOCKED_USERS if model.n_items >= rec.compact_min_items else max(1, min(4096, FUSION_MINING_CELLS // max(model.n_items, 1)))
     for s in range(0, len(users), bsz):
         report(epoch=0, n_epochs=tc.fusion_epochs, step=s, n_steps=len(users), loss=None, phase=Phase.FUSION_CANDIDATES)
         sc = rec.candidates(ds.seqs, users[s : s + bsz], ends[s : s + bsz], n)
