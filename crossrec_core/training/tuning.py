@@ -18,6 +18,7 @@ from crossrec_core.models.prior import recent_flow
 from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.serving.recommender import COLD_MAX_EVENTS, Recommender
+from crossrec_core.training.grid_ranks import grid_ranks, use_kernel
 from crossrec_core.training.progress import Phase
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,14 @@ def _best_on_grid(
     users: np.ndarray,
     ends: np.ndarray,
     targets: np.ndarray,
-    n_grid: int,
-    batch_parts: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, Callable[[int, np.ndarray], np.ndarray]]],
+    coefs: np.ndarray,
+    batch_parts: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, list[np.ndarray]]],
 ) -> tuple[int, dict[str, float]]:
     """Return (grid index, {"ndcg10", "hr10", "n"}) of the scoring variant best on these validation targets.
 
-    ``batch_parts(u, e)`` returns the base scores (b, n_items) of a batch and ``score(g, base)`` giving
-    variant g's scores; seen items are masked in the base. Index 0 (the plain model) wins ties.
+    ``batch_parts(u, e)`` returns the base scores (b, n_items) of a batch and the terms the variants add: variant
+    g scores ``base + coefs[g, 0] * terms[0] + ...`` (training/grid_ranks.py); seen items are masked in the base.
+    Index 0 (the plain model) wins ties.
     """
     # Why a cap: every variant ranks the whole catalogue for every user, so the cost grows with
     # users x items x variants; past GRID_MAX_CELLS users x items (100k items at 2,000 users) a seeded
@@ -91,14 +93,14 @@ def _best_on_grid(
     if len(users) > max_users:
         keep = np.sort(np.random.default_rng(0).choice(len(users), max_users, replace=False))
         users, ends, targets = users[keep], ends[keep], targets[keep]
-    ranks = np.zeros((n_grid, len(users)), dtype=np.int64)
+    ranks = np.zeros((len(coefs), len(users)), dtype=np.int64)
+    compiled = use_kernel(len(users) * model.n_items * len(coefs))
     bs = max(1, min(model.batch_size, 2_000_000 // max(model.n_items, 1)))
     for s in range(0, len(users), bs):
         u, e, t = users[s : s + bs], ends[s : s + bs], targets[s : s + bs]
-        base, score = batch_parts(u, e)
+        base, terms = batch_parts(u, e)
         seqs.mask_seen(base, u, e)
-        for g in range(n_grid):
-            ranks[g, s : s + bs] = masked_ranks(score(g, base), t)
+        ranks[:, s : s + bs] = grid_ranks(base, terms, coefs, t, compiled)
     results = [ndcg_hr(r) for r in ranks]
     best = 0
     for g, r in enumerate(results):
@@ -119,10 +121,9 @@ def select_knn_weight(
     V = model.item_vectors()
 
     def parts(u: np.ndarray, e: np.ndarray):
-        nb = knn.score_histories(seqs, u, e)  # (b, n_items)
-        return model.user_vectors(seqs, u, e) @ V.T, lambda g, base: base + np.float32(KNN_GRID[g]) * nb if KNN_GRID[g] else base
+        return model.user_vectors(seqs, u, e) @ V.T, [knn.score_histories(seqs, u, e)]  # (b, n_items) each
 
-    best, result = _best_on_grid(model, seqs, users, ends, targets, len(KNN_GRID), parts)
+    best, result = _best_on_grid(model, seqs, users, ends, targets, np.array(KNN_GRID, dtype=np.float32)[:, None], parts)
     return float(KNN_GRID[best]), result
 
 
@@ -204,14 +205,9 @@ def select_prior_weights(
     def parts(u: np.ndarray, e: np.ndarray):
         states = model.base_user_vectors(seqs, u, e)
         lift = model.category_lift(seqs, u, e, states=states)[:, model.prior.bucket]  # (b, n_items)
+        return states @ V.T, [log_pop, lift]
 
-        def score(g: int, dot: np.ndarray) -> np.ndarray:
-            a, b = grid[g]
-            return dot + a * log_pop + b * lift if (a or b) else dot
-
-        return states @ V.T, score
-
-    best, result = _best_on_grid(model, seqs, users, ends, targets, len(grid), parts)
+    best, result = _best_on_grid(model, seqs, users, ends, targets, np.array(grid, dtype=np.float32), parts)
     return float(grid[best][0]), float(grid[best][1]), result
 
 
