@@ -1,0 +1,77 @@
+"""Where a training run's time goes outside the epoch: every phase of ``train_model`` on a scale log, the epoch cut short.
+
+    CROSSREC_HOME=/tmp/scale-home .venv/bin/python bench/scale.py --sizes 10m --stages generate,ingest
+    CROSSREC_HOME=/tmp/scale-home OMP_NUM_THREADS=1 .venv/bin/python bench/train_phases.py --size 10m --steps 60 [--per-step 310]
+
+Trains the scale stage's model (bench/scale.py: defaults, text encoder off, one epoch) with the epoch cut to its
+first ``--steps`` batches, and prints the wall seconds of each phase (before the first step: loading, windows,
+item-neighbour tables; the cut epoch; validation; the blends; mining the fusion scorer's candidates; fitting it).
+With ``--per-step N`` it instead times steps 10..N of a full epoch (ms per step) and stops there.
+Run from a worktree with ``PYTHONPATH=<worktree>`` for a before / after pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import torch
+
+import crossrec_core.training.epochs as epochs
+from crossrec_core.config import ModelConfig
+from crossrec_core.storage.datasets import load_dataset
+from crossrec_core.training.loop import train_model
+
+
+class _Enough(Exception):
+    pass
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", default="10m")
+    p.add_argument("--steps", type=int, default=60, help="batches of the cut epoch")
+    p.add_argument("--per-step", type=int, default=0, help="time steps 10..N of a full epoch instead, then stop")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.per_step:
+        plain = epochs.epoch_batches
+        epochs.epoch_batches = lambda *a, **k: plain(*a, **k)[: args.steps]
+    ds = load_dataset(f"scale-{args.size}")
+    cfg = ModelConfig()
+    cfg = dataclasses.replace(cfg, item=dataclasses.replace(cfg.item, use_text=False), train=dataclasses.replace(cfg.train, epochs=1))
+    t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+    last = [0.0, "before the first step"]
+    marks: dict[str, float] = {}
+
+    def on_progress(prog) -> None:
+        now = time.perf_counter() - t0
+        if args.per_step and prog.phase == "train":
+            if prog.step == 10:
+                marks["from"] = now
+            if prog.step >= args.per_step:
+                marks["to"] = now
+                raise _Enough
+        phase = str(prog.phase)
+        if phase != last[1]:
+            phases[last[1]] = phases.get(last[1], 0.0) + now - last[0]
+            last[:] = [now, phase]
+
+    try:
+        train_model(ds, cfg, on_progress=on_progress)
+    except _Enough:
+        ms = (marks["to"] - marks["from"]) / (args.per_step - 10) * 1000
+        print(json.dumps({"size": args.size, "before the first step_s": round(phases.get("before the first step", 0.0), 1),
+                          "ms_per_step": round(ms, 1), "steps": f"10..{args.per_step}"}))
+        return
+    phases[last[1]] = phases.get(last[1], 0.0) + time.perf_counter() - t0 - last[0]
+    print(json.dumps({"size": args.size, "cut_epoch_steps": args.steps, **{k: round(v, 1) for k, v in phases.items()},
+                      "total_s": round(time.perf_counter() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
