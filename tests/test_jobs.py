@@ -128,6 +128,23 @@ def test_a_dead_worker_reads_as_failed(home):
     assert status.status == jobs.STATUS_FAILED and "stopped unexpectedly" in status.message
 
 
+@pytest.mark.parametrize("last_written", [jobs.STATUS_RUNNING, jobs.STATUS_FAILED])
+def test_a_cancelled_job_reads_as_cancelled_whatever_its_worker_wrote_last(home, last_written):
+    """The worker handles SIGTERM between bytecodes, so its last progress write (its running state, or a failure
+    while stopping) can land after the canceller's "cancelled" (a CI run on one loaded core read "failed")."""
+    folder = jobs.jobs_dir() / "cancelled-job"
+    folder.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)  # a live worker
+    (folder / "progress.json").write_text(json.dumps(jobs._progress_dict("cancelled-job", "d", "m", jobs.STATUS_RUNNING, pid=proc.pid)))
+    assert jobs.cancel_job("cancelled-job").status == jobs.STATUS_CANCELLED
+    proc.wait(timeout=30)
+    # the worker's late write overwrites the canceller's status, then the worker is gone
+    (folder / "progress.json").write_text(json.dumps(jobs._progress_dict("cancelled-job", "d", "m", last_written, pid=proc.pid)))
+    status = jobs.read_job("cancelled-job")
+    assert status.status == jobs.STATUS_CANCELLED and "Cancelled" in status.message
+    assert jobs.read_job("cancelled-job").status == jobs.STATUS_CANCELLED
+
+
 def test_cancel_stops_the_worker_and_a_second_job_for_a_running_name_is_refused(home):
     ds_name = save_tiny_dataset(400)
     cfg = tiny_config(200)

@@ -214,6 +214,11 @@ def read_job(job_id: str, root=None) -> JobStatus:
     if data is None:
         raise ConfigError(f"There is no training job '{job_id}' in this workspace.")
     status = _status_from_dict(data)
+    if status.status not in (STATUS_DONE, STATUS_CANCELLED) and (folder / CANCEL_MARKER).exists():
+        # cancelled: the worker may have rewritten its running state after the canceller wrote "cancelled" (it
+        # handles SIGTERM between bytecodes, so a progress write can land after), or failed while stopping
+        _merge_progress(folder, status=STATUS_CANCELLED, message="Cancelled; no model was saved.")
+        status = _status_from_dict(_read_json(folder / "progress.json") or data)
     if not status.finished and status.pid is not None and not _pid_alive(status.pid):
         # re-read: the worker may have written its final state between our read and the liveness check
         data = _read_json(folder / "progress.json") or data
@@ -243,6 +248,7 @@ def cancel_job(job_id: str, root=None) -> JobStatus:
     if status.finished:
         return status
     folder = jobs_dir(root) / safe_name(job_id)
+    (folder / CANCEL_MARKER).touch()  # first: whatever the worker writes before it stops, the cancel stands
     if status.pid is not None and _pid_alive(status.pid):
         try:
             os.killpg(status.pid, signal.SIGTERM)  # the worker leads its own session (start_new_session)
@@ -253,6 +259,9 @@ def cancel_job(job_id: str, root=None) -> JobStatus:
     _merge_progress(folder, status=STATUS_CANCELLED, message="Cancelled; no model was saved.")
     return read_job(job_id, root)
 
+
+# A cancelled job's folder holds this file: read_job reports the job cancelled whatever the worker last wrote.
+CANCEL_MARKER = "cancel-requested"
 
 # Seconds a cancelled worker has to end on its SIGTERM before its process group gets SIGKILL. Why: Python runs the
 # SIGTERM handler only between bytecodes, so a worker inside a long native call (or slow to shut down) lived on
