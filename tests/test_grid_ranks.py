@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from crossrec_core.training import grid_ranks as gr
-from crossrec_core.training.tuning import KNN_GRID, PRIOR_GRID_CAT, PRIOR_GRID_POP, masked_ranks
+from crossrec_core.training.grid_ranks import masked_ranks
+from crossrec_core.training.tuning import KNN_GRID, PRIOR_GRID_CAT, PRIOR_GRID_POP
 
 
 def _scores(seed: int, B: int = 9, N: int = 300):

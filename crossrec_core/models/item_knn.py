@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from crossrec_core.kernels import compiled_kernel
 from crossrec_core.data.dataset import InteractionDataset, Sequences
 from crossrec_core.errors import ConfigError, NotTrainedError
 
@@ -74,7 +75,6 @@ def _recent_events(seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_recen
 # From this many similarity entries the best neighbours are chosen by a compiled kernel (numba) rather than a
 # lexsort: on the 10M-event log (40M entries) the lexsort took 30 s; below, numba's import and compile cost more.
 KERNEL_MIN_ENTRIES = 2_000_000
-_KERNELS: dict = {}
 
 
 def _best_per_row(src, sim, n, k, row_start, row_keep):  # pragma: no cover - numba
@@ -110,15 +110,11 @@ def best_neighbours(src: np.ndarray, dst: np.ndarray, sim: np.ndarray, n: int, k
         keep = np.arange(len(src)) - row_start[src] < k
         idx = np.flatnonzero(keep)
     else:
-        if not _KERNELS:
-            import numba  # slow: compiles on import; only logs with millions of item pairs need it
-
-            _KERNELS["best"] = numba.njit(cache=True, nogil=True)(_best_per_row)
         row_start = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(row_counts, out=row_start[1:])
         row_keep = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.minimum(row_counts, k), out=row_keep[1:])
-        idx = _KERNELS["best"](src.astype(np.int64), sim.astype(np.float64), int(n), int(k), row_start, row_keep)
+        idx = compiled_kernel(_best_per_row)(src.astype(np.int64), sim.astype(np.float64), int(n), int(k), row_start, row_keep)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.minimum(row_counts, k), out=offsets[1:])
     return offsets, dst[idx], sim[idx]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from crossrec_core.kernels import compiled_kernel
 from crossrec_core.data.dataset import Sequences
 from crossrec_core.serving.retrieval import COLD_WEIGHTS, Retrieved, Tables, cold_flow, history_of, in_sorted, novel_window
 from crossrec_core.serving.selection import TIE_RESOLUTION, tie_keys
@@ -114,17 +115,9 @@ def _cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_f
             out[r, j] = base + w_sim * sim
 
 
-_KERNELS: dict = {}
-
-
 def _kernels() -> dict:
     """Return the compiled kernels (numba, cached on disk after the first compile)."""
-    if not _KERNELS:
-        import numba  # slow: compiles on import; only the blocked path (large catalogues) needs it
-
-        _KERNELS["collect"] = numba.njit(cache=True, nogil=True)(_collect)
-        _KERNELS["cold"] = numba.njit(cache=True, nogil=True)(_cold_block)
-    return _KERNELS
+    return {"collect": compiled_kernel(_collect), "cold": compiled_kernel(_cold_block)}
 
 
 @dataclass

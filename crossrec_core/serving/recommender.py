@@ -427,10 +427,7 @@ class Recommender:
         n = min(int(n or self.default_candidates), self.n_items)
         blocked = len(users) > 0 and self.n_items >= self.compact_min_items and not dense
         if blocked:  # a large catalogue: retrieval in blocks, as recommending does (no users x items arrays)
-            if self._tables is None:
-                self._tables = build_tables(self.model, self.item_vecs, self._norms, self.item_category, self.n_categories,
-                                            self.base_dim, self.pop_norm)
-            r = blocked_retrieve(self, self._tables, seqs, users, ends, None, max(self._fit_pool_size(), n), 0)
+            r = blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, None, max(self._fit_pool_size(), n), 0)
         else:
             r = self._retrieve(seqs, users, ends)
         norm = None if n == self._fit_pool_size() else self._pool_normaliser(seqs, users, ends, r)
@@ -444,6 +441,13 @@ class Recommender:
                 if isinstance(mine, np.ndarray):
                     mine[rows] = getattr(sub, f.name)
         return out
+
+    def _blocked_tables(self) -> Tables:
+        """Return the tables blocked retrieval walks (built on first use, kept: they depend on the model only)."""
+        if self._tables is None:
+            self._tables = build_tables(self.model, self.item_vecs, self._norms, self.item_category, self.n_categories,
+                                        self.base_dim, self.pop_norm)
+        return self._tables
 
     def _fit_pool_size(self) -> int:
         """Return the size of the candidate pool the fusion scorer and its probability were fitted on."""
@@ -512,11 +516,8 @@ class Recommender:
         if blocked:
             allowed = allowed_categories(history_of(seqs, users, ends, self.n_items), static, opts.cross_category_only,
                                          extra_categories, self.item_category, self.n_categories)
-            if self._tables is None:
-                self._tables = build_tables(self.model, self.item_vecs, self._norms, self.item_category, self.n_categories,
-                                            self.base_dim, self.pop_norm)
             n_unf = max(self._fit_pool_size(), 1 if filtered else n_cand)
-            r = blocked_retrieve(self, self._tables, seqs, users, ends, allowed, n_unf, n_cand if filtered else 0)
+            r = blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, allowed, n_unf, n_cand if filtered else 0)
         else:
             r = self._retrieve(seqs, users, ends) if retrieved is None else replace(retrieved, retrieval=retrieved.retrieval.copy())
         retrieval, cold, hist, user_vecs, knn, best, cols = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best, r.cols

@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossrec_core.kernels import compiled_kernel
+
 # From this many cell-variants (users x items x variants) the compiled kernel is used: below it numba's import and
 # first compile (~2 s) cost more than they save.
 KERNEL_MIN_CELLS = 2_000_000_000
-_KERNELS: dict = {}
 
 
 def use_kernel(cells: int) -> bool:
     """Return whether a search of ``cells`` cell-variants in all is worth the compiled kernel."""
     return cells >= KERNEL_MIN_CELLS
+
+
+def masked_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Return int64 (B,) 0-based rank of each row's target in ``scores`` (B, n_items) whose seen items are
+    already -inf; a seen target ranks last (n_items)."""
+    tv = scores[np.arange(len(targets)), targets]
+    return np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), scores.shape[1]).astype(np.int64)
 
 
 def _variant(base: np.ndarray, terms: list[np.ndarray], coefs: np.ndarray) -> np.ndarray:
@@ -76,21 +84,11 @@ def grid_ranks(base: np.ndarray, terms: list[np.ndarray], coefs: np.ndarray, tar
     targets = np.asarray(targets, dtype=np.int64)
     G, (B, N) = len(coefs), base.shape
     if not (use_kernel(B * N * G) if compiled is None else compiled):
-        out = np.empty((G, B), dtype=np.int64)
-        rows = np.arange(B)
-        for g in range(G):
-            scores = _variant(base, terms, coefs[g])
-            tv = scores[rows, targets]
-            out[g] = np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), N)
-        return out
-    if not _KERNELS:
-        import numba  # slow: compiles on import; only catalogues of hundreds of thousands of items need it
-
-        _KERNELS["ranks"] = numba.njit(cache=True, nogil=True)(_ranks_kernel)
+        return np.array([masked_ranks(_variant(base, terms, coefs[g]), targets) for g in range(G)], dtype=np.int64).reshape(G, B)
     full = [np.broadcast_to(np.asarray(t, dtype=np.float32), (B, N)) for t in terms]
     while len(full) < 2:
         full.append(np.broadcast_to(np.zeros(1, dtype=np.float32), (B, N)))
         coefs = np.concatenate([coefs, np.zeros((G, 1), dtype=np.float32)], axis=1)
     out = np.zeros((G, B), dtype=np.int64)
-    _KERNELS["ranks"](base, full[0], full[1], coefs, targets, out)
+    compiled_kernel(_ranks_kernel)(base, full[0], full[1], coefs, targets, out)
     return out

@@ -23,7 +23,7 @@ from crossrec_core.data.dataset import Sequences
 from crossrec_core.evaluation.metrics import ndcg_hr
 from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
-from crossrec_core.training.tuning import masked_ranks
+from crossrec_core.training.grid_ranks import masked_ranks
 
 # Weights of the neighbour term tried each epoch: a coarse version of tuning.KNN_GRID (the blend's own
 # weight is chosen on the full grid after training); 1000 = the table with the encoders as a tie-break.

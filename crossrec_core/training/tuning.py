@@ -18,7 +18,7 @@ from crossrec_core.models.prior import recent_flow
 from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.serving.recommender import COLD_MAX_EVENTS, Recommender
-from crossrec_core.training.grid_ranks import grid_ranks, use_kernel
+from crossrec_core.training.grid_ranks import grid_ranks, masked_ranks, use_kernel
 from crossrec_core.training.progress import Phase
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,6 @@ def rank_targets(scores: np.ndarray, seqs: Sequences, users: np.ndarray, ends: n
     Seen items (anything in the history) are excluded from the ranking, as the product never recommends them.
     """
     return masked_ranks(seqs.mask_seen(scores.copy(), users, ends), targets)
-
-
-def masked_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Return int64 (B,) 0-based rank of each row's target in ``scores`` (B, n_items) whose seen items are
-    already -inf; a seen target ranks last (n_items)."""
-    tv = scores[np.arange(len(targets)), targets]
-    return np.where(np.isfinite(tv), (scores > tv[:, None]).sum(axis=1), scores.shape[1]).astype(np.int64)
 
 
 def valid_ranks(model: TrainedModel, seqs: Sequences, users: np.ndarray, ends: np.ndarray, targets: np.ndarray) -> np.ndarray:
