@@ -16,6 +16,8 @@ kind a sequence model is for (long rating or viewing histories, like a film or v
 
     .venv/bin/python bench/drift_logs.py --out /tmp/drift-b --seed 6      # bench/RESULTS.md's drift-b
     .venv/bin/python bench/drift_logs.py --out /tmp/drift-c --seed 7 --users 6000 --items 3700 --categories 18 --median-events 165
+    # short histories, the shape of the held-out log A (3,000 shoppers, 1,500 items, 12 categories)
+    .venv/bin/python bench/drift_logs.py --out /tmp/drift-s --seed 11 --users 3000 --items 1500 --categories 12 --median-events 13
 
 writes interactions.csv (user_id,item_id,timestamp,event) and items.csv (item_id,category,title,brand)
 and a PROVENANCE.md saying how they were made.
