@@ -17,9 +17,9 @@ CORE = ROOT / "crossrec_core"
 
 # Lowest first: a module may import from its own layer and the layers before it, never from a later one.
 LAYERS = ("data", "models", "storage", "serving", "evaluation", "training", "cli")
-# Modules every layer may use: errors, settings, devices, text safety, and the workspace paths.
+# Modules every layer may use: errors, settings, devices, text safety, compiled kernels, and the workspace paths.
 FOUNDATION = {"crossrec_core", "crossrec_core.errors", "crossrec_core.config", "crossrec_core.device",
-              "crossrec_core.safe_text", "crossrec_core.storage.workspace"}
+              "crossrec_core.safe_text", "crossrec_core.kernels", "crossrec_core.storage.workspace"}
 ENTRY_POINTS = {"crossrec_core.__main__": "cli"}  # `python -m crossrec_core` is the CLI
 # Imports allowed inside functions: slow optional imports, each with a reason on its line.
 LAZY_OK = ("umap", "transformers", "numba", "opacus")  # slow to import (numba compiles on import; opacus ~1.5 s)
