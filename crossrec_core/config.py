@@ -205,6 +205,11 @@ class TrainConfig:
     # bucketing gives short histories (and the last, partial window of a long one) more weight per target
     # than random batches, as RecBole's SASRec draws them, do.
     length_buckets: bool = True
+    # On a CPU that multiplies bfloat16 natively (AVX512-BF16 or AMX), the full-catalogue softmax's matrix products
+    # run in bfloat16 (training/softmax.py: log-sum-exp, gradients' sums and the weights stay float32). Why: those
+    # products are most of a step on a CPU, and run ~2.5x faster in bfloat16 (bench/RESULTS.md, session 22). Ignored
+    # on other CPUs (oneDNN emulates bfloat16 there, slower than float32) and on a GPU (autocast, TrainConfig.device).
+    cpu_bf16: bool = True
     # Train twice, with length buckets and with random batches, and keep the run with the better validation
     # figure (training/batch_race.py batch_runs: which weighting suits a log differs; twice the epochs' time).
     batch_choice: bool = True
@@ -288,6 +293,7 @@ class TrainConfig:
         _check(_is_int(self.progress_every) and self.progress_every >= 1, f"progress_every must be >= 1, got {self.progress_every!r}.")
         _check(isinstance(self.batch_choice, bool), f"batch_choice must be true or false, got {self.batch_choice!r}.")
         _check(_is_int(self.batch_drop_after) and 0 <= self.batch_drop_after <= 1000, f"batch_drop_after must be 0..1000, got {self.batch_drop_after!r}.")
+        _check(isinstance(self.cpu_bf16, bool), f"cpu_bf16 must be true or false, got {self.cpu_bf16!r}.")
         _check(isinstance(self.length_buckets, bool), f"length_buckets must be true or false, got {self.length_buckets!r}.")
         _check(isinstance(self.window_weights, bool), f"window_weights must be true or false, got {self.window_weights!r}.")
         _check(self.weight_unit in ("window", "shopper"), f"weight_unit must be 'window' or 'shopper', got {self.weight_unit!r}.")

@@ -33,6 +33,13 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): there a bfloat16 product runs
+    ~2.5x faster than a float32 one (bench/RESULTS.md, session 22); elsewhere oneDNN emulates it, slower than float32."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
 def configure_cpu_threads() -> None:
     """Use every core for intra-op work but never oversubscribe (torch's default can exceed cores)."""
     n = int(os.environ.get("CROSSREC_THREADS", "0")) or (os.cpu_count() or 1)

@@ -7,7 +7,7 @@ from torch import nn
 from crossrec_core.models.fusion import build_net
 from crossrec_core.training import softmax
 from crossrec_core.training.loss import RetrievalLoss
-from crossrec_core.training.softmax import _BlockedSoftmaxCE, block_rows, softmax_cross_entropy
+from crossrec_core.training.softmax import _BlockedSoftmaxCE, _LowPrecisionSoftmaxCE, block_rows, softmax_cross_entropy
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, UserEncoderConfig
 
 
@@ -62,7 +62,8 @@ def test_the_training_loss_uses_it_on_a_cpu_and_gives_the_same_loss_and_gradient
     got = loss_mod(*args)
     got_grads = torch.autograd.grad(got, params, allow_unused=True)
 
-    def reference(hv, table, tv):  # what the loss computed before blocks: the whole logits at once
+    def reference(hv, table, tv, low=None):  # what the loss computed before blocks: the whole logits at once
+        assert low is None  # a RetrievalLoss of its own multiplies in its dtype (only a CPU Fit sets bfloat16)
         return nn.functional.cross_entropy(hv @ table.T, tv, reduction="none")
 
     with pytest.MonkeyPatch.context() as mp:
@@ -73,3 +74,39 @@ def test_the_training_loss_uses_it_on_a_cpu_and_gives_the_same_loss_and_gradient
     for g, w in zip(got_grads, want_grads):
         if w is not None:
             torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, n_items, rows", [(50, 30, 7), (300, 257, 64)])
+def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_exact_loss_and_gradients(n, n_items, rows):
+    h, table, targets, weights = _case(n, n_items, dim=16)
+    ref = nn.functional.cross_entropy(h @ table.T, targets, reduction="none")
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (h, table))
+    out = _LowPrecisionSoftmaxCE.apply(h, table, targets, rows, torch.bfloat16)
+    grads = torch.autograd.grad((out * weights).sum(), (h, table))
+    assert out.dtype == torch.float64 and all(g.dtype == torch.float64 for g in grads)  # the caller's dtype back
+    # bfloat16 keeps 8 bits of mantissa (0.4 %): the loss and each gradient within a few of those, not exact
+    assert (out - ref).abs().max() < 0.02 * ref.abs().mean()
+    for got, want in zip(grads, ref_grads):
+        assert (got - want).norm() < 0.01 * want.norm()
+        assert not torch.equal(got, want)  # the products did run in bfloat16
+
+
+def test_bfloat16_softmax_past_its_memory_cap_takes_the_float_path(monkeypatch):
+    h, table, targets, _ = _case(40, 30)
+    low = softmax_cross_entropy(h, table, targets, torch.bfloat16)
+    monkeypatch.setattr(softmax, "LOW_MAX_CELLS", 40 * 30 - 1)  # the kept softmax would not fit: float64 products
+    capped = softmax_cross_entropy(h, table, targets, torch.bfloat16)
+    exact = nn.functional.cross_entropy(h @ table.T, targets, reduction="none")
+    torch.testing.assert_close(capped, exact, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(low, exact, rtol=1e-9, atol=1e-12)
+
+
+def test_a_cpu_training_step_multiplies_in_bfloat16_only_where_the_cpu_does_so_natively(monkeypatch):
+    from crossrec_core.training import optim
+
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)
+    assert optim.cpu_product_dtype("cpu", True) == torch.bfloat16
+    assert optim.cpu_product_dtype("cpu", False) is None  # TrainConfig.cpu_bf16 off
+    assert optim.cpu_product_dtype("cuda", True) is None  # a GPU: autocast (amp_plan)
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
+    assert optim.cpu_product_dtype("cpu", True) is None  # emulated bfloat16 is slower than float32

@@ -23,7 +23,7 @@ from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.training.checkpoint import load_checkpoint, save_checkpoint
 from crossrec_core.training.loss import RetrievalLoss
-from crossrec_core.training.optim import FitOptimizer, amp_plan
+from crossrec_core.training.optim import FitOptimizer, amp_plan, cpu_product_dtype
 from crossrec_core.training.progress import Phase
 from crossrec_core.training.stopping import NeighbourTerms, better, per_user_ndcg, stopping_figures
 
@@ -199,6 +199,7 @@ class Fit:
         self.state, self.device, self.dist, self.ckpt, self.report, self.label = state, device, dist, ckpt, report, label
         tc = cfg.train
         self.loss_mod = RetrievalLoss(model.net, mode, tc.n_negatives)
+        self.loss_mod.low = cpu_product_dtype(device.type, tc.cpu_bf16)  # the full softmax's products (training/softmax.py)
         self.step_mod = (nn.parallel.DistributedDataParallel(self.loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
                          if dist.on else self.loss_mod)
         self.use_amp, self.amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())

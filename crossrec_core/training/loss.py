@@ -28,6 +28,7 @@ class RetrievalLoss(nn.Module):
         self.mode = mode
         self.n_negatives = n_negatives
         self.norm: float | None = None  # when set: the loss is the weighted sum over this (TrainConfig.step_mean)
+        self.low: torch.dtype | None = None  # on a CPU: the full softmax's products in this dtype (TrainConfig.cpu_bf16)
 
     def forward(self, items, events, gaps, valid, targets, weights, negatives):  # noqa: ANN001
         table = self.item_encoder() if self.mode == "ce" else None  # (n_items, d)
@@ -37,8 +38,8 @@ class RetrievalLoss(nn.Module):
         hv, tv, wv = h[m], targets[m], weights[m]  # (N, d), (N,), (N,)
         if hv.shape[0] == 0:
             return h.sum() * 0.0
-        if self.mode == "ce" and hv.device.type == "cpu":  # float32 on a CPU: the logits one block of rows at a time
-            loss = softmax_cross_entropy(hv, table, tv)
+        if self.mode == "ce" and hv.device.type == "cpu":  # on a CPU: the logits one block of rows at a time
+            loss = softmax_cross_entropy(hv, table, tv, self.low)
         elif self.mode == "ce":  # a GPU (autocast): the whole (N, n_items) logits at once, the loss in float32
             logits = hv @ table.T
             loss = nn.functional.cross_entropy(logits.float(), tv, reduction="none")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from crossrec_core.device import cpu_has_native_bf16
 from crossrec_core.errors import ConfigError
 from crossrec_core.models.fusion import CrossRecNet
 
@@ -81,6 +82,12 @@ def end_fit(net: CrossRecNet) -> None:
     id_emb = getattr(net.item_encoder, "id_emb", None)
     if id_emb is not None:
         id_emb.sparse = False
+
+
+def cpu_product_dtype(device_type: str, cpu_bf16: bool) -> torch.dtype | None:
+    """Return the dtype of the full softmax's products in a CPU training step (TrainConfig.cpu_bf16): bfloat16 where
+    the CPU multiplies it natively, else None (float32). A GPU runs the whole step under autocast instead (amp_plan)."""
+    return torch.bfloat16 if device_type == "cpu" and cpu_bf16 and cpu_has_native_bf16() else None
 
 
 def amp_plan(device_type: str, bf16_supported: bool) -> tuple[bool, torch.dtype, bool]:
