@@ -77,3 +77,22 @@ def test_the_compiled_choice_and_the_lexsort_agree_on_ties(monkeypatch):
 def test_a_catalogue_too_large_for_the_pair_codes_is_refused():
     with pytest.raises(ConfigError, match="too large"):
         ItemKNNRanker(window=10)._pair_counts(np.array([0, 1]), np.array([0, 0]), n=2**30)
+
+
+@pytest.mark.parametrize("directed", [False, True])
+def test_neighbour_sums_dense_and_sorted_give_the_same_cells_and_the_floats_of_score_histories(monkeypatch, directed):
+    ds = _random_log(seed=3, users=80, items=30)
+    knn = ItemKNNRanker(window=3, directed=directed, max_neighbors=6).fit(ds, ds.seqs)
+    users = np.arange(ds.n_users, dtype=np.int64)
+    ends = ds.seqs.offsets[users + 1] - 1  # every history but its last event
+    monkeypatch.setattr(item_knn, "DENSE_SUMS_PER_CONTRIBUTION", 10**9)
+    dense = knn.neighbour_sums(ds.seqs, users, ends)
+    monkeypatch.setattr(item_knn, "DENSE_SUMS_PER_CONTRIBUTION", 0)  # the sort of every contribution's cell
+    sorted_ = knn.neighbour_sums(ds.seqs, users, ends)
+    assert len(dense[0]) > 100
+    np.testing.assert_array_equal(dense[0], sorted_[0])
+    np.testing.assert_array_equal(dense[1], sorted_[1])
+    full = knn.score_histories(ds.seqs, users, ends) - knn._pop_tiebreak()[None, :]
+    want = np.zeros(full.size, np.float32)
+    want[dense[0]] = dense[1]
+    np.testing.assert_allclose(want, full.ravel(), rtol=0, atol=1e-6)  # every other cell: no neighbour reaches it

@@ -75,6 +75,12 @@ def _recent_events(seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_recen
 # From this many similarity entries the best neighbours are chosen by a compiled kernel (numba) rather than a
 # lexsort: on the 10M-event log (40M entries) the lexsort took 30 s; below, numba's import and compile cost more.
 KERNEL_MIN_ENTRIES = 2_000_000
+# neighbour_sums adds a shopper's contributions up in a dense (shoppers x items) array where that array is at most
+# this many cells per contribution (and DENSE_SUMS_MAX_CELLS in all), else sorts the contributions' cells. Why:
+# validation's 2,000-3,000 shoppers x 1-4k items sort 3M contributions in ~1 s an epoch's start, the dense sums take
+# ~0.03 s (bench/RESULTS.md, session 22); a 500k-item catalogue's rows would be mostly zeros, and there the sort wins.
+DENSE_SUMS_PER_CONTRIBUTION = 16
+DENSE_SUMS_MAX_CELLS = 1 << 25
 
 
 def _best_per_row(src, sim, n, k, row_start, row_keep):  # pragma: no cover - numba
@@ -255,6 +261,15 @@ class ItemKNNRanker(BaselineRanker):
         """Return (cells, sums): the sorted cells row * n_items + item that some neighbour reaches and their
         neighbour sums (score_histories minus the tie-break, added in the same order: the same floats)."""
         flat, vals = self._contributions(seqs, users, ends)
+        size = len(users) * self.n_items_
+        if size <= min(DENSE_SUMS_PER_CONTRIBUTION * len(flat), DENSE_SUMS_MAX_CELLS):
+            # few items per shopper's row: the rows' dense sums (score_histories' own, no sort), their nonzero cells
+            # (a neighbour sum is positive wherever a neighbour reaches: similarities and recency weights are)
+            out = torch.zeros(size, dtype=torch.float32)
+            out.index_add_(0, torch.from_numpy(flat), torch.from_numpy(vals))
+            dense = out.numpy()
+            cells = np.flatnonzero(dense)
+            return cells, dense[cells]
         cells, inv = np.unique(flat, return_inverse=True)
         out = torch.zeros(len(cells), dtype=torch.float32)
         out.index_add_(0, torch.from_numpy(inv.astype(np.int64).ravel()), torch.from_numpy(vals))
