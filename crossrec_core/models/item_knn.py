@@ -77,8 +77,9 @@ def _recent_events(seqs: Sequences, users: np.ndarray, ends: np.ndarray, n_recen
 KERNEL_MIN_ENTRIES = 2_000_000
 # neighbour_sums adds a shopper's contributions up in a dense (shoppers x items) array where that array is at most
 # this many cells per contribution (and DENSE_SUMS_MAX_CELLS in all), else sorts the contributions' cells. Why:
-# validation's 2,000-3,000 shoppers x 1-4k items sort 3M contributions in ~1 s an epoch's start, the dense sums take
-# ~0.03 s (bench/RESULTS.md, session 22); a 500k-item catalogue's rows would be mostly zeros, and there the sort wins.
+# before a training's first epoch, drift-s's 2,000 validation shoppers x 1,439 items (2.9M contributions) took 1.36 s
+# with the sort, 0.13 s with the dense sums (bench/RESULTS.md, session 22); a 500k-item catalogue's rows would be
+# mostly zeros, and there the sort wins.
 DENSE_SUMS_PER_CONTRIBUTION = 16
 DENSE_SUMS_MAX_CELLS = 1 << 25
 
