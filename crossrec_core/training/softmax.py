@@ -44,7 +44,7 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
             lse[s : s + rows] = block.sub_(top[:, None]).exp_().sum(dim=1).log_().add_(top)
         ctx.save_for_backward(h, table, targets, lse)
         ctx.rows = rows
-        return lse - (h * table[targets]).sum(dim=1)
+        return lse - _target_logits(h, table, targets)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
@@ -57,9 +57,7 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
             block.sub_(lse[s : s + rows, None]).exp_().mul_(grad[s : s + rows, None])  # grad x softmax
             torch.mm(block, table, out=grad_h[s : s + rows])
             grad_table.addmm_(block.T, h[s : s + rows])
-        # the target's own logit enters with a minus sign
-        grad_h.sub_(grad[:, None] * table[targets])
-        grad_table.index_add_(0, targets, -grad[:, None] * h)
+        _subtract_target_gradients(grad, h, table, targets, grad_h, grad_table)
         return grad_h, grad_table, None, None
 
 
@@ -75,18 +73,28 @@ class _LowPrecisionSoftmaxCE(torch.autograd.Function):
             total = block.sub_(top[:, None]).exp_().sum(dim=1)
             soft[s : s + rows] = block.div_(total[:, None])
             lse[s : s + rows] = total.log_().add_(top)
-        ctx.save_for_backward(h, table, targets, hl, tl, soft)
-        return lse - (h * table[targets]).sum(dim=1)
+        ctx.save_for_backward(h, table, targets, tl, soft)
+        return lse - _target_logits(h, table, targets)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
-        h, table, targets, hl, tl, soft = ctx.saved_tensors
+        h, table, targets, tl, soft = ctx.saved_tensors
         # d loss_i / d logit_ij = grad_i (softmax_ij - [j = target_i]); a row's grad_i scales its product, not the softmax
         grad_h = (soft @ tl).to(h.dtype).mul_(grad[:, None])
-        grad_table = (soft.T @ (h * grad[:, None]).to(hl.dtype)).to(table.dtype)
-        grad_h.sub_(grad[:, None] * table[targets])
-        grad_table.index_add_(0, targets, -grad[:, None] * h)
+        grad_table = (soft.T @ (h * grad[:, None]).to(soft.dtype)).to(table.dtype)
+        _subtract_target_gradients(grad, h, table, targets, grad_h, grad_table)
         return grad_h, grad_table, None, None, None
+
+
+def _target_logits(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Return (N,) each row's logit of its own target, in h's dtype (the loss is log-sum-exp minus it)."""
+    return (h * table[targets]).sum(dim=1)
+
+
+def _subtract_target_gradients(grad, h, table, targets, grad_h, grad_table) -> None:  # noqa: ANN001
+    """The target's own logit enters the loss with a minus sign: take its gradients off ``grad_h`` and ``grad_table``."""
+    grad_h.sub_(grad[:, None] * table[targets])
+    grad_table.index_add_(0, targets, -grad[:, None] * h)
 
 
 def softmax_cross_entropy(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, low: torch.dtype | None = None) -> torch.Tensor:
