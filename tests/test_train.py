@@ -731,3 +731,20 @@ def test_a_second_configuration_must_beat_the_first_by_more_than_validation_nois
     assert 0 < paired_z(noise, first) < 1 and paired_z(gain, first) > 5 and paired_z(first, first) == 0.0
     assert not clearly_better(noise, first) and not clearly_better(first, first)
     assert clearly_better(gain, first) and not clearly_better(first, gain)
+
+
+@pytest.mark.parametrize("cpu_bf16", [True, False])
+def test_a_cpu_training_hands_the_softmax_bfloat16_products_only_when_configured(monkeypatch, cpu_bf16):
+    from crossrec_core.training import loss as loss_module
+    from crossrec_core.training import optim
+
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)  # whatever CPU runs the suite
+    seen, real = [], loss_module.softmax_cross_entropy
+
+    def spy(h, table, targets, low=None):
+        seen.append(low)
+        return real(h, table, targets, low)
+
+    monkeypatch.setattr(loss_module, "softmax_cross_entropy", spy)
+    train_model(pattern_dataset(n_users=40), small_config(epochs=1, patience=1, fusion_epochs=0, batch_choice=False, cpu_bf16=cpu_bf16))
+    assert seen and set(seen) == {torch.bfloat16 if cpu_bf16 else None}
