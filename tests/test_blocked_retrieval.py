@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+import crossrec_core.serving.blocked as blocked_module
 import crossrec_core.serving.recommender as recommender_module
 from crossrec_core.config import ItemEncoderConfig, ModelConfig
 from crossrec_core.data.dataset import from_frames
@@ -29,6 +30,7 @@ from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.serving.blocked import blocked_retrieve
 from crossrec_core.serving.recommender import Recommender
+from crossrec_core.serving.retrieval import _bf16_item_terms
 from crossrec_core.serving.selection import _exact_top_n, stable_top_n
 
 N_USERS, N_ITEMS, N_CATEGORIES = 160, 500, 12
@@ -80,14 +82,21 @@ def _model_and_seqs():
     return model, ds, model.align(ds)
 
 
-@pytest.fixture(scope="module")
-def setup():
+@pytest.fixture(scope="module", params=[(False, 1 << 20), (True, 1 << 20), (True, 1 << 11)],
+                ids=["float32 walk", "bfloat16 walk", "bfloat16 walk, blocks of 256 items"])
+def setup(request):
+    """The dense reference and the blocked path, whose walk multiplies in float32 or in bfloat16 (each cell
+    that may enter a list scored again in float32), over the catalogue in one block or in blocks of 256."""
+    low, cells = request.param
+    saved = blocked_module.BF16_WALK, blocked_module.BLOCK_CELLS
+    blocked_module.BF16_WALK, blocked_module.BLOCK_CELLS = low, cells
     model, ds, seqs = _model_and_seqs()
     dense = Recommender(model)
     dense.compact_min_items = np.inf
     fast = Recommender(model)
     fast.compact_min_items = 0
-    return model, ds, seqs, dense, fast
+    yield model, ds, seqs, dense, fast
+    blocked_module.BF16_WALK, blocked_module.BLOCK_CELLS = saved
 
 
 OPTIONS = [{}, {"cross_category_only": True}, {"include_categories": ["c00", "c03", "c07"]}, {"exclude_categories": ["c01"]},
@@ -145,6 +154,7 @@ def test_blocked_pool_equals_the_dense_pool_with_novel_slots_and_ties(setup):
     fast._rank(seqs, users[:2], ends[:2], recommender_module.RecommendOptions())  # builds the tables
     r = blocked_retrieve(fast, fast._tables, seqs, users, ends, None, 30, 0)
     assert r.exact.all() and r.cold.sum() > 10
+    assert (fast._tables.warm_low is not None) == blocked_module.BF16_WALK
     d = dense._retrieve(seqs, users, ends)
     pool_fast = fast._candidate_pool(r.retrieval, 30, r.hist, r.cols)
     pool_dense = dense._candidate_pool(d.retrieval, 30, d.hist)
@@ -206,3 +216,32 @@ def test_fast_stable_top_n_equals_the_whole_row_tie_keys():
         got, want = stable_top_n(s, n), _exact_top_n(s, n)
         finite = np.isfinite(np.take_along_axis(s, want, axis=1))
         assert ((got == want) | ~finite).all()  # -inf columns come in no particular order (never shown)
+
+
+@pytest.mark.parametrize("low", [False, True], ids=["float32", "bfloat16"])
+def test_the_walk_keeps_the_exact_best_among_near_ties(low):
+    """2,000 items all but identical: their scores (~80) differ by ~0.01, where bfloat16 rounds to steps of 0.5,
+    so the bfloat16 product alone would keep an arbitrary few. Every cell within the error bound of the
+    threshold is scored again in float32: the kept best K are the exact best K, with their float32 values."""
+    rng = np.random.default_rng(3)
+    n, N, D, K = 8, 2000, 16, 26
+    base = rng.normal(size=D)
+    right = (base + rng.normal(scale=1e-3, size=(N, D))).astype(np.float32)
+    left = (5 * base + rng.normal(scale=0.1, size=(n, D))).astype(np.float32)
+    if low:
+        vals = torch.mm(torch.from_numpy(left).bfloat16(), torch.from_numpy(right).bfloat16().T).float().numpy()
+        rel, err_row, err_cell = blocked_module.BF16_REL, blocked_module.bf16_error_terms(left), _bf16_item_terms(right)
+        assert len(np.unique(vals[0])) < 10  # the bfloat16 scores alone cannot order these items
+    else:
+        vals, rel, err_row, err_cell = left @ right.T, 0.0, np.zeros((n, 2), np.float32), np.zeros((N, 2), np.float32)
+    unf, filt = blocked_module._Stream.empty(n, K), blocked_module._Stream.empty(n, 1)
+    blocked_module._kernels()["collect"](
+        vals, blocked_module._chunk_max(vals), np.float32(rel), err_row, err_cell, low, left, right,
+        np.zeros((n, 1), np.float32), np.zeros(N, np.int64), np.zeros((1, 1), bool), False, 0, np.zeros(n + 1, np.int64),
+        np.zeros(0, np.int64), np.zeros(0, np.float32), unf.vals, unf.pos, unf.cnt, unf.theta, filt.vals, filt.pos, filt.cnt, filt.theta)
+    exact = left.astype(np.float64) @ right.astype(np.float64).T
+    for r in range(n):
+        kept = unf.pos[r, : unf.cnt[r]]
+        best = kept[np.argsort(-unf.vals[r, : unf.cnt[r]], kind="stable")[:K]]
+        np.testing.assert_array_equal(np.sort(best), np.sort(np.argsort(-exact[r])[:K]))
+        np.testing.assert_allclose(unf.vals[r, : unf.cnt[r]], exact[r, kept], rtol=1e-6)

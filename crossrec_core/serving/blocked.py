@@ -30,8 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 
+from crossrec_core.device import cpu_has_native_bf16
 from crossrec_core.kernels import compiled_kernel
 from crossrec_core.data.dataset import Sequences
 from crossrec_core.serving.retrieval import COLD_WEIGHTS, Retrieved, Tables, cold_flow, history_of, in_sorted, novel_window
@@ -43,59 +45,129 @@ BLOCK_CELLS = 1 << 20
 KEEP_MARGIN = 16
 # Threads walking the catalogue at once (each with its share of a chunk's rows).
 WORKERS = 2
+# Items (the most popular) whose scores set where each warm row's threshold starts (``_Group.start_above``).
+FLOOR_SAMPLE = 4096
+# How far a bfloat16 product can be from the float32 one. With l~, w~ the inputs rounded to bfloat16, the product
+# sums exact bf16 x bf16 terms in float32 (D terms: at most D 2^-24 |l~| |w~| off) and rounds the result r to
+# bfloat16 (at most 2^-8/(1 - 2^-8) |r| off); l~ . w~ - l . w = (l~ - l) . w~ + l . (w~ - w) (Cauchy-Schwarz on
+# each); the float32 re-score is at most D 2^-24 |l| |w| off. So per cell:
+#   |bf16 - float32| <= BF16_REL |r| + |l~ - l| |w~| + |l| (|w~ - w| + 2 D 2^-24 |w~|),  each term x BF16_SAFETY.
+BF16_SAFETY = 1.25
+BF16_REL = BF16_SAFETY * 2.0**-8 / (1 - 2.0**-8)
+# The warm rows' product in bfloat16 (each cell that may enter a list scored again in float32): None = where the
+# CPU multiplies bfloat16 natively (~2.7x a float32 product there; emulated elsewhere, slower than float32).
+BF16_WALK: bool | None = None
 
 
-def _collect(vals, lift, run_start, run_cat, allowed, use_f, pos0, bv, bp, cnt, theta, fv, fp, fcnt, ftheta):  # pragma: no cover - numba
+def bf16_error_terms(left: np.ndarray) -> np.ndarray:
+    """Return float32 (n, 2): each row's |l~ - l| and |l| (x BF16_SAFETY), its terms of the bfloat16 bound."""
+    x = left.astype(np.float64)
+    low = torch.from_numpy(left).to(torch.bfloat16).double().numpy()
+    return (BF16_SAFETY * np.stack([np.linalg.norm(low - x, axis=1), np.linalg.norm(x, axis=1)], axis=1)).astype(np.float32)
+
+
+def walk_in_bf16() -> bool:
+    """Whether the warm walk multiplies in bfloat16 (``BF16_WALK``, else where the CPU has it natively)."""
+    return cpu_has_native_bf16() if BF16_WALK is None else bool(BF16_WALK)
+
+
+def _collect(vals, chunk_max, rel, err_row, err_cell, rescore, left, right, lift, cat, allowed, use_f, pos0, sp_start, sp_pos,
+             sp_val, bv, bp, cnt, theta, fv, fp, fcnt, ftheta):  # pragma: no cover - numba
     """Per row, keep the best scores of a block in a buffer of 2K (halved to the best K when full; theta =
-    the K-th best). The block holds category runs (run_start, run_cat); a score is vals + lift[row, cat]
-    (the category prior, 0 for cold rows). Each run is read 64 cells at a time by a vectorised count of
-    cells over the threshold; only a stretch with one goes through the scalar push. Second buffer: the
-    best among allowed categories (use_f)."""
-    B = vals.shape[0]
+    the K-th best). A cell's score is vals + its sparse correction (sp_*: per row, by position) +
+    lift[row, cat] (the category prior, 0 for cold rows). ``chunk_max`` (rows, chunks of 64) is the largest
+    of vals per chunk: a chunk whose bound (its max, its largest correction, lift and error) is under the
+    threshold is skipped unread. With ``rescore``, a cell's value is within rel |value| + err_row[row] .
+    err_cell[cell] of the float32 product (a bfloat16 product, BF16_REL): a cell whose value plus that
+    bound may pass is scored again in float32 (left[row] . right[cell]) and that value is kept; any other
+    cannot pass. Without, vals are the scores (rel and the errors 0). Second buffer: the best among allowed
+    categories (use_f). Seen cells are -inf in vals."""
+    B, nb = vals.shape
     cap, fcap = bv.shape[1], fv.shape[1]
+    n_chunks = chunk_max.shape[1]
+    # per chunk of 64 cells: the largest cell errors, and its category runs (run_cat[run_lo[k]:run_hi[k]])
+    w_chunk = np.zeros((n_chunks, 2), np.float32)
+    run_lo, run_hi = np.zeros(n_chunks, np.int64), np.zeros(n_chunks, np.int64)
+    run_cat = np.empty(nb, np.int64)
+    n_runs = 0
+    for j in range(nb):
+        k = j // 64
+        if j == 0 or cat[j] != cat[j - 1]:
+            run_cat[n_runs] = cat[j]
+            n_runs += 1
+        if j % 64 == 0:
+            run_lo[k] = n_runs - 1
+        run_hi[k] = n_runs
+        w_chunk[k, 0] = max(w_chunk[k, 0], err_cell[j, 0])
+        w_chunk[k, 1] = max(w_chunk[k, 1], err_cell[j, 1])
     for r in range(B):
-        for q in range(len(run_cat)):
-            c_ = run_cat[q]
-            add = lift[r, c_]
-            f_on = use_f and allowed[r, c_]
-            for s0 in range(run_start[q], run_start[q + 1], 64):
-                s1 = min(run_start[q + 1], s0 + 64)
-                th = theta[r] - add
-                if f_on:
-                    th = min(th, ftheta[r] - add)
-                n_hit = 0
-                for j in range(s0, s1):
-                    n_hit += vals[r, j] >= th
-                if n_hit == 0:
+        e0, e1 = err_row[r, 0], err_row[r, 1]
+        p = sp_start[r]
+        for k in range(n_chunks):
+            j0, j1 = k * 64, min(nb, k * 64 + 64)
+            p_end = p
+            sp_max = np.float32(0.0)
+            while p_end < sp_start[r + 1] and sp_pos[p_end] < j1:
+                sp_max = max(sp_max, sp_val[p_end])
+                p_end += 1
+            lift_max = lift[r, run_cat[run_lo[k]]]
+            f_any = False
+            for q in range(run_lo[k], run_hi[k]):
+                lift_max = max(lift_max, lift[r, run_cat[q]])
+                f_any = f_any or (use_f and allowed[r, run_cat[q]])
+            th = min(theta[r], ftheta[r]) if f_any else theta[r]
+            cm = chunk_max[r, k]
+            if cm + rel * abs(cm) + sp_max + lift_max + e0 * w_chunk[k, 0] + e1 * w_chunk[k, 1] < th:
+                p = p_end
+                continue
+            for j in range(j0, j1):
+                a = vals[r, j]
+                sp = np.float32(0.0)
+                while p < p_end and sp_pos[p] < j:
+                    p += 1
+                if p < p_end and sp_pos[p] == j:
+                    sp = sp_val[p]
+                if a == -np.inf:
                     continue
-                for j in range(s0, s1):
-                    v = vals[r, j] + add
-                    if v >= theta[r]:
-                        c = cnt[r]
-                        bv[r, c] = v
-                        bp[r, c] = pos0 + j
-                        c += 1
-                        if c == cap:
-                            keep = cap // 2
-                            order = np.argsort(-bv[r, :c])[:keep]
-                            tv, tp = bv[r, order].copy(), bp[r, order].copy()
-                            bv[r, :keep], bp[r, :keep] = tv, tp
-                            theta[r] = tv[keep - 1]
-                            c = keep
-                        cnt[r] = c
-                    if f_on and v >= ftheta[r]:
-                        c = fcnt[r]
-                        fv[r, c] = v
-                        fp[r, c] = pos0 + j
-                        c += 1
-                        if c == fcap:
-                            keep = fcap // 2
-                            order = np.argsort(-fv[r, :c])[:keep]
-                            tv, tp = fv[r, order].copy(), fp[r, order].copy()
-                            fv[r, :keep], fp[r, :keep] = tv, tp
-                            ftheta[r] = tv[keep - 1]
-                            c = keep
-                        fcnt[r] = c
+                c_ = cat[j]
+                add = lift[r, c_]
+                f_on = use_f and allowed[r, c_]
+                th = min(theta[r], ftheta[r]) if f_on else theta[r]
+                v = a + sp + add
+                if v + rel * abs(a) + e0 * err_cell[j, 0] + e1 * err_cell[j, 1] < th:
+                    continue
+                if rescore:
+                    dot = np.float32(0.0)
+                    for d in range(left.shape[1]):
+                        dot += left[r, d] * right[j, d]
+                    v = dot + sp + add
+                if v >= theta[r]:
+                    c = cnt[r]
+                    bv[r, c] = v
+                    bp[r, c] = pos0 + j
+                    c += 1
+                    if c == cap:
+                        keep = cap // 2
+                        order = np.argsort(-bv[r, :c])[:keep]
+                        tv, tp = bv[r, order].copy(), bp[r, order].copy()
+                        bv[r, :keep], bp[r, :keep] = tv, tp
+                        theta[r] = tv[keep - 1]
+                        c = keep
+                    cnt[r] = c
+                if f_on and v >= ftheta[r]:
+                    c = fcnt[r]
+                    fv[r, c] = v
+                    fp[r, c] = pos0 + j
+                    c += 1
+                    if c == fcap:
+                        keep = fcap // 2
+                        order = np.argsort(-fv[r, :c])[:keep]
+                        tv, tp = fv[r, order].copy(), fp[r, order].copy()
+                        fv[r, :keep], fp[r, :keep] = tv, tp
+                        ftheta[r] = tv[keep - 1]
+                        c = keep
+                    fcnt[r] = c
+            p = p_end
 
 
 def _cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, out):  # pragma: no cover - numba
@@ -179,19 +251,25 @@ def blocked_retrieve(rec, t: Tables, seqs: Sequences, users: np.ndarray, ends: n
     novel = [novel_window(t, rec.item_category, hist, seen_keys, elig, max(n_unf, 1), N)]
     if allowed_cat is not None:
         novel.append(novel_window(t, rec.item_category, hist, seen_keys, elig & allowed_cat, max(n_f, 1), N))
+    sample = t.inv[t.pop_order[:FLOOR_SAMPLE]]
     for g in groups:
         g.add_novel(novel, t, B)
+        g.start_above(t, sample)
     def walk(mine: list) -> None:
         for g in mine:
-            nb = max(256, BLOCK_CELLS // max(len(g.rows), 1))
-            for s in range(0, N, nb):
-                g.block(kern, t, s, min(N, s + nb))
+            for s in range(0, N, g.nb):
+                g.block(kern, t, s, min(N, s + g.nb))
 
-    # one thread per core, each with its share of the rows and a one-thread BLAS: a few large
+    # one thread per core, each with its share of the rows and a one-thread BLAS (and torch): a few large
     # single-threaded steps per core instead of thousands of small parallel regions (which stall
     # whenever the machine is shared)
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_workers) as pool:
-        list(pool.map(walk, [groups[i::n_workers] for i in range(n_workers)]))
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_workers) as pool:
+            list(pool.map(walk, [groups[i::n_workers] for i in range(n_workers)]))
+    finally:
+        torch.set_num_threads(torch_threads)
     unf = _Stream.empty(B, max(n_unf, 1) + KEEP_MARGIN)
     filt = _Stream.empty(B, n_f + KEEP_MARGIN) if allowed_cat is not None else None
     for g in groups:
@@ -256,11 +334,14 @@ class _Group:
 
     rows: np.ndarray
     is_cold: bool
+    nb: int  # positions per block
     left: np.ndarray  # (n, D) warm: user columns of the product; cold: its events' unit dense columns
+    left_low: torch.Tensor | None  # warm rows' columns in bfloat16 where the walk multiplies in bfloat16
+    err: np.ndarray  # (n, 2) float32: the rows' terms of a bfloat16 score's error bound (0: exact scores)
     lift: np.ndarray  # (n, C) float32 per-category constant (the one-hot prior of warm rows; else 0)
     allowed: np.ndarray  # (n, C) bool or (1, 1)
     seen: tuple[np.ndarray, np.ndarray]  # (local row, position) sorted by position
-    sparse: tuple[np.ndarray, np.ndarray, np.ndarray]  # warm: (local row, position, w * kNN sum) sorted by position
+    sparse: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # warm: (block, local row, position, w * kNN sum) by (block, row, position)
     cold_in: tuple  # cold: (ev_start, ev_own, ev_bucket, flow)
     unf: _Stream
     filt: _Stream
@@ -272,12 +353,15 @@ class _Group:
     @classmethod
     def make(cls, rec, t: Tables, rows, is_cold, user_vecs, hist, seen_keys, sp_keys, sp_vals, allowed_cat, keep_u, keep_f):
         N, n = rec.n_items, len(rows)
+        nb = max(256, BLOCK_CELLS // max(n, 1))
         local = np.full(len(hist.lengths), -1, dtype=np.int64)
         local[rows] = np.arange(n)
         sr, si = local[seen_keys // N], seen_keys % N
         ok = sr >= 0
         seen = _by_pos(sr[ok], t.inv[si[ok]])
-        lift, cold_in, sparse = np.zeros((n, rec.n_categories), np.float32), (), (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.float32),)
+        lift, cold_in = np.zeros((n, rec.n_categories), np.float32), ()
+        sparse = (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.float32),)
+        left_low, err = None, np.zeros((n, 2), np.float32)
         if is_cold:
             pick = local[hist.rows] >= 0
             ev_row, ev_item = local[hist.rows[pick]], hist.items[pick]
@@ -297,17 +381,35 @@ class _Group:
             if t.knn_tie is not None:
                 left = np.concatenate([left, np.ones((n, 1), np.float32)], axis=1)
             left = np.ascontiguousarray(left, dtype=np.float32)
+            if t.warm_low is not None:
+                left_low = torch.from_numpy(left).to(torch.bfloat16)
+                err = bf16_error_terms(left)
             if t.onehot is not None:
                 j0, cat_bucket, val = t.onehot
                 lift = np.ascontiguousarray((u[:, j0:] * val)[:, cat_bucket], dtype=np.float32)
             kr = local[sp_keys // N]
             ok = kr >= 0
             r_, p_ = kr[ok], t.inv[sp_keys[ok] % N]
-            o = np.argsort(p_, kind="stable")
-            sparse = (r_[o], p_[o], sp_vals[ok][o].astype(np.float32))
+            o = np.lexsort((p_, r_, p_ // nb))
+            sparse = ((p_ // nb)[o], r_[o], p_[o], sp_vals[ok][o].astype(np.float32))
         allowed = np.zeros((1, 1), bool) if allowed_cat is None else np.ascontiguousarray(allowed_cat[rows])
         filt = _Stream.empty(n, keep_f) if allowed_cat is not None else _Stream.empty(n, 1)
-        return cls(rows, is_cold, left, lift, allowed, seen, sparse, cold_in, _Stream.empty(n, keep_u), filt, allowed_cat is not None)
+        return cls(rows, is_cold, nb, left, left_low, err, lift, allowed, seen, sparse, cold_in, _Stream.empty(n, keep_u), filt,
+                   allowed_cat is not None)
+
+    def start_above(self, t: Tables, sample: np.ndarray) -> None:
+        """Start each warm row's threshold at the K-th best score among the ``sample`` positions (the K its buffer
+        keeps), read without the sparse corrections (all >= 0, so the start is at most the K-th best the walk
+        will see): the walk then reads few cells twice before its buffers fill with good ones."""
+        keep = self.unf.vals.shape[1] // 2
+        if self.is_cold or len(self.rows) == 0 or len(sample) < keep or (self.sparse[3] < 0).any():
+            return
+        sample = np.sort(sample)
+        v = self.left @ t.warm[sample].T + self.lift[:, t.cat_pos[sample]]
+        at = np.searchsorted(sample, self.seen[1])
+        hit = sample[np.minimum(at, len(sample) - 1)] == self.seen[1]
+        v[self.seen[0][hit], at[hit]] = -np.inf
+        self.unf.theta[:] = -np.partition(-v, keep - 1, axis=1)[:, keep - 1]
 
     def add_novel(self, novel: list, t: Tables, B: int) -> None:
         """Keep the novel-window cells of this group's rows (their values are read block by block)."""
@@ -322,6 +424,13 @@ class _Group:
         n = len(self.rows)
         if n == 0:
             return
+        lo, hi = np.searchsorted(self.seen[1], [s, e])
+        seen_r, seen_j = self.seen[0][lo:hi], self.seen[1][lo:hi] - s
+        b = s // self.nb
+        lo, hi = np.searchsorted(self.sparse[0], [b, b + 1])
+        sp_r, sp_j, sp_v = self.sparse[1][lo:hi], self.sparse[2][lo:hi] - s, self.sparse[3][lo:hi]
+        sp_start = np.searchsorted(sp_r, np.arange(n + 1)).astype(np.int64)
+        low = self.left_low is not None
         if self.is_cold:
             ev_start, ev_own, ev_bucket, flow = self.cold_in
             S = self.left @ t.unit_dense[s:e].T
@@ -329,21 +438,39 @@ class _Group:
             kern["cold"](np.ascontiguousarray(S), ev_start, ev_own, ev_bucket, t.bucket_pos[s:e], t.unit_own[s:e], flow,
                          t.cat_pos[s:e], t.pop_pos[s:e], np.float32(COLD_WEIGHTS["category_flow"]),
                          np.float32(COLD_WEIGHTS["popularity"]), np.float32(COLD_WEIGHTS["similarity"]), vals)
+        elif low:  # float32 from a bfloat16 product (a fast conversion), within the BF16_REL bound of the float32 one
+            vals = torch.mm(self.left_low, t.warm_low[s:e].T).float().numpy()
         else:
-            vals = self.left @ t.warm[s:e].T
-            lo, hi = np.searchsorted(self.sparse[1], [s, e])
-            vals[self.sparse[0][lo:hi], self.sparse[1][lo:hi] - s] += self.sparse[2][lo:hi]
-        lo, hi = np.searchsorted(self.seen[1], [s, e])
-        vals[self.seen[0][lo:hi], self.seen[1][lo:hi] - s] = -np.inf
-        vals = np.ascontiguousarray(vals, dtype=np.float32)
+            vals = np.ascontiguousarray(self.left @ t.warm[s:e].T, dtype=np.float32)
+        vals[seen_r, seen_j] = -np.inf
         u, f = self.unf, self.filt
         cat = t.cat_pos[s:e]
-        starts = np.concatenate([[0], np.flatnonzero(cat[1:] != cat[:-1]) + 1, [e - s]]).astype(np.int64)
-        kern["collect"](vals, self.lift, starts, cat[starts[:-1]], self.allowed, self.use_f, s,
-                        u.vals, u.pos, u.cnt, u.theta, f.vals, f.pos, f.cnt, f.theta)
+        kern["collect"](vals, _chunk_max(vals), np.float32(BF16_REL if low else 0.0), self.err, t.warm_err[s:e], low, self.left, t.warm[s:e], self.lift, cat,
+                        self.allowed, self.use_f, s, sp_start, sp_j, sp_v, u.vals, u.pos, u.cnt, u.theta, f.vals, f.pos, f.cnt, f.theta)
         lo, hi = np.searchsorted(self.nov_pos, [s, e])
         r, j = self.nov_row[lo:hi], self.nov_pos[lo:hi] - s
-        self.nov_val[lo:hi] = vals[r, j] + self.lift[r, cat[j]]
+        if self.is_cold:
+            self.nov_val[lo:hi] = vals[r, j]
+            return
+        # the novel window's cells, scored in float32 (the product, the sparse correction, the prior's lift)
+        v = np.einsum("wd,wd->w", self.left[r], t.warm[s + j])
+        if len(sp_r) and len(r):
+            keys, want = sp_r * (e - s) + sp_j, r * (e - s) + j
+            at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+            hit = keys[at] == want
+            v[hit] += sp_v[at[hit]]
+        self.nov_val[lo:hi] = v + self.lift[r, cat[j]]
+
+
+def _chunk_max(vals: np.ndarray) -> np.ndarray:
+    """Return float32 (rows, chunks): each row's largest value per 64 columns (torch: a vectorised reduction)."""
+    x = torch.from_numpy(vals)
+    n, nb = x.shape
+    full = nb - nb % 64
+    parts = [x[:, :full].reshape(n, full // 64, 64).amax(dim=2)] if full else []
+    if full < nb:
+        parts.append(x[:, full:].amax(dim=1, keepdim=True))
+    return torch.cat(parts, dim=1).numpy()
 
 
 def _by_pos(rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

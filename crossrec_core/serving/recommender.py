@@ -42,7 +42,7 @@ from crossrec_core.models.prior import category_flow, category_mass
 from crossrec_core.serving.explain import (contributions, display_title, explain_cold, explain_warm, recency_weights,
                                            with_category_step)
 from crossrec_core.serving.history import resolve_history
-from crossrec_core.serving.blocked import blocked_retrieve
+from crossrec_core.serving.blocked import blocked_retrieve, walk_in_bf16
 from crossrec_core.serving.retrieval import BLOCKED_USERS, COMPACT_MIN_ITEMS, History as _History, Retrieved as _Retrieved
 from crossrec_core.serving.retrieval import Tables, allowed_categories, build_tables, cold_scores, history_of, lookup, neighbour_values, novel_in_order, rows_subset
 from crossrec_core.serving.scoring import one_user_sequences
@@ -446,7 +446,7 @@ class Recommender:
         """Return the tables blocked retrieval walks (built on first use, kept: they depend on the model only)."""
         if self._tables is None:
             self._tables = build_tables(self.model, self.item_vecs, self._norms, self.item_category, self.n_categories,
-                                        self.base_dim, self.pop_norm)
+                                        self.base_dim, self.pop_norm, low_precision=walk_in_bf16())
         return self._tables
 
     def _fit_pool_size(self) -> int:

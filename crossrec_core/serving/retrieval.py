@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from crossrec_core.data.dataset import Sequences
 from crossrec_core.serving.selection import tie_keys
@@ -118,11 +119,14 @@ class Tables:
     pop_order: np.ndarray  # items by popularity, ties by item index (the novel-slot order)
     cat_size: np.ndarray  # (C,) items per category
     knn_tie: np.ndarray | None  # (n_items,) knn_weight * the kNN popularity tie-break, or None
+    warm_err: np.ndarray  # (n_items, 2) float32 by position: an item's terms of the bfloat16 error bound (serving/blocked.py)
+    warm_low: torch.Tensor | None  # ``warm`` in bfloat16 where the walk multiplies in bfloat16 (serving/blocked.py)
 
 
 def build_tables(model, item_vecs: np.ndarray, norms: np.ndarray, item_category: np.ndarray, n_categories: int,
-                 base_dim: int, pop_norm: np.ndarray) -> Tables:
-    """Return the Tables of a model (detects the one-hot category-bucket prior columns, models/prior.py)."""
+                 base_dim: int, pop_norm: np.ndarray, low_precision: bool = False) -> Tables:
+    """Return the Tables of a model (detects the one-hot category-bucket prior columns, models/prior.py);
+    ``low_precision``: also a bfloat16 copy of the warm columns (the walk's product, re-scored in float32)."""
     n, D = item_vecs.shape
     perm = np.argsort(item_category, kind="stable")
     inv = np.empty(n, dtype=np.int64)
@@ -143,12 +147,24 @@ def build_tables(model, item_vecs: np.ndarray, norms: np.ndarray, item_category:
         bucket_pos = onehot[1][item_category[perm]]
         unit_own = (item_vecs[perm, onehot[0] + bucket_pos] / norms[perm, 0]).astype(np.float32)
     keys = tie_keys(pop_norm[None, :])[0]
+    warm = np.ascontiguousarray(warm, dtype=np.float32)
     return Tables(
-        perm=perm, inv=inv, cat_pos=item_category[perm].astype(np.int64), warm=np.ascontiguousarray(warm, dtype=np.float32),
+        perm=perm, inv=inv, cat_pos=item_category[perm].astype(np.int64), warm=warm,
         dense_cols=dense_cols, onehot=onehot, unit_dense=np.ascontiguousarray(dense[perm] / norms[perm], dtype=np.float32),
         unit_own=unit_own, bucket_pos=bucket_pos, pop_pos=pop_norm[perm].astype(np.float32),
         pop_order=np.argsort(-keys, kind="stable"), cat_size=np.bincount(item_category, minlength=n_categories), knn_tie=knn_tie,
+        warm_err=_bf16_item_terms(warm),
+        warm_low=torch.from_numpy(warm).to(torch.bfloat16) if low_precision else None,
     )
+
+
+def _bf16_item_terms(warm: np.ndarray) -> np.ndarray:
+    """Return float32 (n, 2): each row w's |w~| and |w~ - w| + 2 D 2^-24 |w~| (w~: w in bfloat16), the item
+    terms of the bfloat16 product's error bound (serving/blocked.py, BF16_REL)."""
+    x = warm.astype(np.float64)
+    low = torch.from_numpy(warm).to(torch.bfloat16).double().numpy()
+    n_low = np.linalg.norm(low, axis=1)
+    return np.stack([n_low, np.linalg.norm(low - x, axis=1) + 2 * warm.shape[1] * 2.0**-24 * n_low], axis=1).astype(np.float32)
 
 
 def _onehot_layout(model, item_vecs: np.ndarray, base_dim: int) -> tuple[int, np.ndarray, np.float32] | None:
