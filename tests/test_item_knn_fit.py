@@ -89,9 +89,12 @@ def test_neighbour_sums_dense_and_sorted_give_the_same_cells_and_the_floats_of_s
     dense = knn.neighbour_sums(ds.seqs, users, ends)
     monkeypatch.setattr(item_knn, "DENSE_SUMS_PER_CONTRIBUTION", 0)  # the sort of every contribution's cell
     sorted_ = knn.neighbour_sums(ds.seqs, users, ends)
+    monkeypatch.setattr(item_knn, "ROW_SUMS_MIN_CONTRIBUTIONS", 0)  # the compiled kernel, row by row
+    rows = knn.neighbour_sums(ds.seqs, users, ends)
     assert len(dense[0]) > 100
-    np.testing.assert_array_equal(dense[0], sorted_[0])
-    np.testing.assert_array_equal(dense[1], sorted_[1])
+    for other in (sorted_, rows):
+        np.testing.assert_array_equal(dense[0], other[0])
+        np.testing.assert_array_equal(dense[1], other[1])
     full = knn.score_histories(ds.seqs, users, ends) - knn._pop_tiebreak()[None, :]
     want = np.zeros(full.size, np.float32)
     want[dense[0]] = dense[1]

@@ -82,6 +82,40 @@ KERNEL_MIN_ENTRIES = 2_000_000
 # mostly zeros, and there the sort wins.
 DENSE_SUMS_PER_CONTRIBUTION = 16
 DENSE_SUMS_MAX_CELLS = 1 << 25
+# Past the dense sums, from this many contributions a compiled kernel adds each shopper's row up in one item-wide
+# array and sorts only the items it touched (np.unique's argsort of every cell took 16 s of 10M recommending's
+# 100,000 shoppers: bench/RESULTS.md, session 23); below, numba's import costs more than it saves.
+ROW_SUMS_MIN_CONTRIBUTIONS = 200_000
+
+
+def _row_sums(flat, vals, n):  # pragma: no cover - numba
+    """Return (cells, sums) of contributions grouped by row (cell = row * n + item, rows ascending): per row, the
+    sums in an item-wide array, added in input order (index_add_'s floats), and the row's touched items sorted."""
+    acc = np.zeros(n, np.float32)
+    mark = np.zeros(n, np.bool_)
+    touched = np.empty(n, np.int64)
+    cells = np.empty(len(flat), np.int64)
+    sums = np.empty(len(flat), np.float32)
+    out, i = 0, 0
+    while i < len(flat):
+        row = flat[i] // n
+        t = 0
+        while i < len(flat) and flat[i] // n == row:
+            item = flat[i] % n
+            if not mark[item]:
+                mark[item] = True
+                touched[t] = item
+                t += 1
+            acc[item] += vals[i]
+            i += 1
+        items = np.sort(touched[:t])
+        for q in range(t):
+            cells[out] = row * n + items[q]
+            sums[out] = acc[items[q]]
+            acc[items[q]] = 0.0
+            mark[items[q]] = False
+            out += 1
+    return cells[:out], sums[:out]
 
 
 def _best_per_row(src, sim, n, k, row_start, row_keep):  # pragma: no cover - numba
@@ -271,6 +305,8 @@ class ItemKNNRanker(BaselineRanker):
             dense = out.numpy()
             cells = np.flatnonzero(dense)
             return cells, dense[cells]
+        if len(flat) >= ROW_SUMS_MIN_CONTRIBUTIONS and (len(flat) < 2 or (np.diff(flat // self.n_items_) >= 0).all()):
+            return compiled_kernel(_row_sums)(flat, vals, int(self.n_items_))
         cells, inv = np.unique(flat, return_inverse=True)
         out = torch.zeros(len(cells), dtype=torch.float32)
         out.index_add_(0, torch.from_numpy(inv.astype(np.int64).ravel()), torch.from_numpy(vals))

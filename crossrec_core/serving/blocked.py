@@ -390,7 +390,7 @@ class _Group:
             kr = local[sp_keys // N]
             ok = kr >= 0
             r_, p_ = kr[ok], t.inv[sp_keys[ok] % N]
-            o = np.lexsort((p_, r_, p_ // nb))
+            o = np.argsort((p_ // nb) * (n * nb) + r_ * nb + p_ % nb)  # by (block, row, position): distinct keys
             sparse = ((p_ // nb)[o], r_[o], p_[o], sp_vals[ok][o].astype(np.float32))
         allowed = np.zeros((1, 1), bool) if allowed_cat is None else np.ascontiguousarray(allowed_cat[rows])
         filt = _Stream.empty(n, keep_f) if allowed_cat is not None else _Stream.empty(n, 1)
