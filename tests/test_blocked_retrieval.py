@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+import crossrec_core.serving.block_kernels as block_kernels
 import crossrec_core.serving.blocked as blocked_module
 import crossrec_core.serving.recommender as recommender_module
 from crossrec_core.config import ItemEncoderConfig, ModelConfig
@@ -30,7 +31,6 @@ from crossrec_core.models.item_knn import ItemKNNRanker
 from crossrec_core.models.trained import TrainedModel
 from crossrec_core.serving.blocked import blocked_retrieve
 from crossrec_core.serving.recommender import Recommender
-from crossrec_core.serving.retrieval import _bf16_item_terms
 from crossrec_core.serving.selection import _exact_top_n, stable_top_n
 
 N_USERS, N_ITEMS, N_CATEGORIES = 160, 500, 12
@@ -230,13 +230,17 @@ def test_the_walk_keeps_the_exact_best_among_near_ties(low):
     left = (5 * base + rng.normal(scale=0.1, size=(n, D))).astype(np.float32)
     if low:
         vals = torch.mm(torch.from_numpy(left).bfloat16(), torch.from_numpy(right).bfloat16().T).float().numpy()
-        rel, err_row, err_cell = blocked_module.BF16_REL, blocked_module.bf16_error_terms(left), _bf16_item_terms(right)
+        rel, err_row, err_cell = block_kernels.BF16_REL, block_kernels.bf16_error_terms(left), block_kernels.bf16_item_terms(right)
         assert len(np.unique(vals[0])) < 10  # the bfloat16 scores alone cannot order these items
+        # the bound holds for this torch's bfloat16 product, cell by cell (and is not loose by orders of magnitude)
+        bound = rel * np.abs(vals) + err_row @ err_cell.T
+        off = np.abs(vals - left.astype(np.float64) @ right.astype(np.float64).T)
+        assert (off <= bound).all() and off.max() > bound.max() / 20
     else:
         vals, rel, err_row, err_cell = left @ right.T, 0.0, np.zeros((n, 2), np.float32), np.zeros((N, 2), np.float32)
     unf, filt = blocked_module._Stream.empty(n, K), blocked_module._Stream.empty(n, 1)
-    blocked_module._kernels()["collect"](
-        vals, blocked_module._chunk_max(vals), np.float32(rel), err_row, err_cell, low, left, right,
+    block_kernels.kernels()["collect"](
+        vals, block_kernels.chunk_max(vals), np.float32(rel), err_row, err_cell, low, left, right,
         np.zeros((n, 1), np.float32), np.zeros(N, np.int64), np.zeros((1, 1), bool), False, 0, np.zeros(n + 1, np.int64),
         np.zeros(0, np.int64), np.zeros(0, np.float32), unf.vals, unf.pos, unf.cnt, unf.theta, filt.vals, filt.pos, filt.cnt, filt.theta)
     exact = left.astype(np.float64) @ right.astype(np.float64).T

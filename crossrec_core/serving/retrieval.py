@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from crossrec_core.data.dataset import Sequences
+from crossrec_core.serving.block_kernels import bf16_item_terms
 from crossrec_core.serving.selection import tie_keys
 
 # From this many items, recommend_batch retrieves in blocks (below it the dense path is as fast).
@@ -153,18 +154,9 @@ def build_tables(model, item_vecs: np.ndarray, norms: np.ndarray, item_category:
         dense_cols=dense_cols, onehot=onehot, unit_dense=np.ascontiguousarray(dense[perm] / norms[perm], dtype=np.float32),
         unit_own=unit_own, bucket_pos=bucket_pos, pop_pos=pop_norm[perm].astype(np.float32),
         pop_order=np.argsort(-keys, kind="stable"), cat_size=np.bincount(item_category, minlength=n_categories), knn_tie=knn_tie,
-        warm_err=_bf16_item_terms(warm),
+        warm_err=bf16_item_terms(warm),
         warm_low=torch.from_numpy(warm).to(torch.bfloat16) if low_precision else None,
     )
-
-
-def _bf16_item_terms(warm: np.ndarray) -> np.ndarray:
-    """Return float32 (n, 2): each row w's |w~| and |w~ - w| + 2 D 2^-24 |w~| (w~: w in bfloat16), the item
-    terms of the bfloat16 product's error bound (serving/blocked.py, BF16_REL)."""
-    x = warm.astype(np.float64)
-    low = torch.from_numpy(warm).to(torch.bfloat16).double().numpy()
-    n_low = np.linalg.norm(low, axis=1)
-    return np.stack([n_low, np.linalg.norm(low - x, axis=1) + 2 * warm.shape[1] * 2.0**-24 * n_low], axis=1).astype(np.float32)
 
 
 def _onehot_layout(model, item_vecs: np.ndarray, base_dim: int) -> tuple[int, np.ndarray, np.float32] | None:

@@ -1,0 +1,170 @@
+"""The blocked walk's compiled kernels (serving/blocked.py) and the bound of its bfloat16 product.
+
+``_collect`` keeps each row's best scores of a block; ``_cold_block`` scores a block for cold shoppers. Where the
+walk multiplies in bfloat16 (``blocked.walk_in_bf16``), a cell's bfloat16 score is within a bound of its float32 one
+that ``bf16_error_terms`` / ``bf16_item_terms`` and BF16_REL give per row and per item; ``_collect`` scores again in
+float32 every cell whose bound reaches the threshold, so the kept scores and lists are those of a float32 walk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from crossrec_core.kernels import compiled_kernel
+
+# How far a bfloat16 product can be from the float32 one. With l~, w~ the inputs rounded to bfloat16, the product
+# sums exact bf16 x bf16 terms in float32 (D terms: at most D 2^-24 |l~| |w~| off) and rounds the result r to
+# bfloat16 (at most 2^-8/(1 - 2^-8) |r| off); l~ . w~ - l . w = (l~ - l) . w~ + l . (w~ - w) (Cauchy-Schwarz on
+# each); the float32 re-score is at most D 2^-24 |l| |w| off. So per cell:
+#   |bf16 - float32| <= BF16_REL |r| + |l~ - l| |w~| + |l| (|w~ - w| + 2 D 2^-24 |w~|),  each term x BF16_SAFETY.
+BF16_SAFETY = 1.25
+BF16_REL = BF16_SAFETY * 2.0**-8 / (1 - 2.0**-8)
+
+
+def bf16_error_terms(left: np.ndarray) -> np.ndarray:
+    """Return float32 (n, 2): each row's |l~ - l| and |l| (x BF16_SAFETY), its terms of the bfloat16 bound."""
+    x = left.astype(np.float64)
+    low = torch.from_numpy(left).to(torch.bfloat16).double().numpy()
+    return (BF16_SAFETY * np.stack([np.linalg.norm(low - x, axis=1), np.linalg.norm(x, axis=1)], axis=1)).astype(np.float32)
+
+
+def bf16_item_terms(warm: np.ndarray) -> np.ndarray:
+    """Return float32 (n, 2): each row w's |w~| and |w~ - w| + 2 D 2^-24 |w~| (w~: w in bfloat16), the item
+    terms of the bfloat16 product's error bound (BF16_REL)."""
+    x = warm.astype(np.float64)
+    low = torch.from_numpy(warm).to(torch.bfloat16).double().numpy()
+    n_low = np.linalg.norm(low, axis=1)
+    return np.stack([n_low, np.linalg.norm(low - x, axis=1) + 2 * warm.shape[1] * 2.0**-24 * n_low], axis=1).astype(np.float32)
+
+
+def chunk_max(vals: np.ndarray) -> np.ndarray:
+    """Return float32 (rows, chunks): each row's largest value per 64 columns (torch: a vectorised reduction)."""
+    x = torch.from_numpy(vals)
+    n, nb = x.shape
+    full = nb - nb % 64
+    parts = [x[:, :full].reshape(n, full // 64, 64).amax(dim=2)] if full else []
+    if full < nb:
+        parts.append(x[:, full:].amax(dim=1, keepdim=True))
+    return torch.cat(parts, dim=1).numpy()
+
+
+def _collect(vals, cmax, rel, err_row, err_cell, rescore, left, right, lift, cat, allowed, use_f, pos0, sp_start, sp_pos,
+             sp_val, bv, bp, cnt, theta, fv, fp, fcnt, ftheta):  # pragma: no cover - numba
+    """Per row, keep the best scores of a block in a buffer of 2K (halved to the best K when full; theta =
+    the K-th best). A cell's score is vals + its sparse correction (sp_*: per row, by position) +
+    lift[row, cat] (the category prior, 0 for cold rows). ``cmax`` (rows, chunks of 64) is the largest
+    of vals per chunk: a chunk whose bound (its max, its largest correction, lift and error) is under the
+    threshold is skipped unread. With ``rescore``, a cell's value is within rel |value| + err_row[row] .
+    err_cell[cell] of the float32 product (a bfloat16 product, BF16_REL): a cell whose value plus that
+    bound may pass is scored again in float32 (left[row] . right[cell]) and that value is kept; any other
+    cannot pass. Without, vals are the scores (rel and the errors 0). Second buffer: the best among allowed
+    categories (use_f). Seen cells are -inf in vals."""
+    B, nb = vals.shape
+    cap, fcap = bv.shape[1], fv.shape[1]
+    n_chunks = cmax.shape[1]
+    # per chunk of 64 cells: the largest cell errors, and its category runs (run_cat[run_lo[k]:run_hi[k]])
+    w_chunk = np.zeros((n_chunks, 2), np.float32)
+    run_lo, run_hi = np.zeros(n_chunks, np.int64), np.zeros(n_chunks, np.int64)
+    run_cat = np.empty(nb, np.int64)
+    n_runs = 0
+    for j in range(nb):
+        k = j // 64
+        if j == 0 or cat[j] != cat[j - 1]:
+            run_cat[n_runs] = cat[j]
+            n_runs += 1
+        if j % 64 == 0:
+            run_lo[k] = n_runs - 1
+        run_hi[k] = n_runs
+        w_chunk[k, 0] = max(w_chunk[k, 0], err_cell[j, 0])
+        w_chunk[k, 1] = max(w_chunk[k, 1], err_cell[j, 1])
+    for r in range(B):
+        e0, e1 = err_row[r, 0], err_row[r, 1]
+        p = sp_start[r]
+        for k in range(n_chunks):
+            j0, j1 = k * 64, min(nb, k * 64 + 64)
+            p_end = p
+            sp_max = np.float32(0.0)
+            while p_end < sp_start[r + 1] and sp_pos[p_end] < j1:
+                sp_max = max(sp_max, sp_val[p_end])
+                p_end += 1
+            lift_max = lift[r, run_cat[run_lo[k]]]
+            f_any = False
+            for q in range(run_lo[k], run_hi[k]):
+                lift_max = max(lift_max, lift[r, run_cat[q]])
+                f_any = f_any or (use_f and allowed[r, run_cat[q]])
+            th = min(theta[r], ftheta[r]) if f_any else theta[r]
+            cm = cmax[r, k]
+            if cm + rel * abs(cm) + sp_max + lift_max + e0 * w_chunk[k, 0] + e1 * w_chunk[k, 1] < th:
+                p = p_end
+                continue
+            for j in range(j0, j1):
+                a = vals[r, j]
+                sp = np.float32(0.0)
+                while p < p_end and sp_pos[p] < j:
+                    p += 1
+                if p < p_end and sp_pos[p] == j:
+                    sp = sp_val[p]
+                if a == -np.inf:
+                    continue
+                c_ = cat[j]
+                add = lift[r, c_]
+                f_on = use_f and allowed[r, c_]
+                th = min(theta[r], ftheta[r]) if f_on else theta[r]
+                v = a + sp + add
+                if v + rel * abs(a) + e0 * err_cell[j, 0] + e1 * err_cell[j, 1] < th:
+                    continue
+                if rescore:
+                    dot = np.float32(0.0)
+                    for d in range(left.shape[1]):
+                        dot += left[r, d] * right[j, d]
+                    v = dot + sp + add
+                if v >= theta[r]:
+                    c = cnt[r]
+                    bv[r, c] = v
+                    bp[r, c] = pos0 + j
+                    c += 1
+                    if c == cap:
+                        keep = cap // 2
+                        order = np.argsort(-bv[r, :c])[:keep]
+                        tv, tp = bv[r, order].copy(), bp[r, order].copy()
+                        bv[r, :keep], bp[r, :keep] = tv, tp
+                        theta[r] = tv[keep - 1]
+                        c = keep
+                    cnt[r] = c
+                if f_on and v >= ftheta[r]:
+                    c = fcnt[r]
+                    fv[r, c] = v
+                    fp[r, c] = pos0 + j
+                    c += 1
+                    if c == fcap:
+                        keep = fcap // 2
+                        order = np.argsort(-fv[r, :c])[:keep]
+                        tv, tp = fv[r, order].copy(), fp[r, order].copy()
+                        fv[r, :keep], fp[r, :keep] = tv, tp
+                        ftheta[r] = tv[keep - 1]
+                        c = keep
+                    fcnt[r] = c
+            p = p_end
+
+
+def _cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, out):  # pragma: no cover - numba
+    """Cold score of a block: w_flow * flow[row, cat] + w_pop * pop, plus w_sim * the best cosine to one of
+    the row's items (0 at least): the dense-column product S plus the one-hot overlap of same-bucket items."""
+    n_rows, nb = out.shape
+    for r in range(n_rows):
+        for j in range(nb):
+            base = w_flow * flow[r, cat[j]] + w_pop * pop[j]
+            sim = np.float32(0.0)
+            for e in range(ev_start[r], ev_start[r + 1]):
+                c = S[e, j]
+                if ev_bucket[e] >= 0 and ev_bucket[e] == bucket[j]:
+                    c = c + ev_own[e] * own[j]
+                if c > sim:
+                    sim = c
+            out[r, j] = base + w_sim * sim
+
+
+def kernels() -> dict:
+    """Return the compiled kernels (numba, cached on disk after the first compile)."""
+    return {"collect": compiled_kernel(_collect), "cold": compiled_kernel(_cold_block)}
