@@ -198,7 +198,7 @@ def test_candidates_for_the_fusion_fit_are_the_dense_ones(setup, monkeypatch, n)
     plain = recommender_module.Recommender.candidates
     monkeypatch.setattr(recommender_module.Recommender, "candidates", lambda self, *a, **k: spy.append(k.get("dense", False)) or plain(self, *a, **k))
     again = fast.candidates(seqs, users, ends, n)
-    assert spy == [False, True]
+    assert spy == [False, False, True]  # those rows walk again with the wide margin (inexact here too), then go dense
     np.testing.assert_array_equal(again.cand, want.cand)
     np.testing.assert_allclose(again.features, want.features, rtol=1e-4, atol=1e-4)
 
@@ -249,3 +249,28 @@ def test_the_walk_keeps_the_exact_best_among_near_ties(low):
         best = kept[np.argsort(-unf.vals[r, : unf.cnt[r]], kind="stable")[:K]]
         np.testing.assert_array_equal(np.sort(best), np.sort(np.argsort(-exact[r])[:K]))
         np.testing.assert_allclose(unf.vals[r, : unf.cnt[r]], exact[r, kept], rtol=1e-6)
+
+
+def test_rows_the_first_walk_cannot_decide_walk_again_with_a_wide_margin_before_the_dense_path(setup, monkeypatch):
+    """With no margin past the pool, tie buckets cross the kept set's edge: those rows walk again with
+    WIDE_KEEP_MARGIN, which decides them, and the lists are still the dense ones; no row takes the dense path."""
+    model, ds, seqs, dense, fast = setup
+    monkeypatch.setattr(blocked_module, "KEEP_MARGIN", 0)
+    margins, calls = [], []
+    monkeypatch.setattr(recommender_module, "blocked_retrieve",
+                        lambda *a, **k: margins.append(a[8] if len(a) > 8 else None) or calls.append(blocked_retrieve(*a, **k)) or calls[-1])
+    dense_rows = []
+    plain = recommender_module.Recommender._retrieve
+    monkeypatch.setattr(recommender_module.Recommender, "_retrieve", lambda self, s, u, e: dense_rows.append(len(u)) or plain(self, s, u, e))
+    users = np.arange(ds.n_users)
+    ends = seqs.offsets[1:][users]
+    want = dense.recommend_batch(seqs, users, ends, 10, batch_size=64)
+    dense_rows.clear()
+    got = fast.recommend_batch(seqs, users, ends, 10, batch_size=64)
+    assert None in margins and blocked_module.WIDE_KEEP_MARGIN in margins  # a first walk, and a second for some rows
+    first = [c for m, c in zip(margins, calls) if m is None]
+    wide = [c for m, c in zip(margins, calls) if m == blocked_module.WIDE_KEEP_MARGIN]
+    assert sum(int((~c.exact).sum()) for c in first) == sum(len(c.exact) for c in wide) > 0
+    assert all(c.exact.all() for c in wide)
+    assert dense_rows == []
+    assert_same_lists_up_to_rounding_ties(got, want)

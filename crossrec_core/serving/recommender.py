@@ -42,7 +42,7 @@ from crossrec_core.models.prior import category_flow, category_mass
 from crossrec_core.serving.explain import (contributions, display_title, explain_cold, explain_warm, recency_weights,
                                            with_category_step)
 from crossrec_core.serving.history import resolve_history
-from crossrec_core.serving.blocked import blocked_retrieve, walk_in_bf16
+from crossrec_core.serving.blocked import WIDE_KEEP_MARGIN, blocked_retrieve, walk_in_bf16
 from crossrec_core.serving.retrieval import BLOCKED_USERS, COMPACT_MIN_ITEMS, History as _History, Retrieved as _Retrieved
 from crossrec_core.serving.retrieval import Tables, allowed_categories, build_tables, cold_scores, history_of, lookup, neighbour_values, novel_in_order, rows_subset
 from crossrec_core.serving.scoring import one_user_sequences
@@ -418,16 +418,18 @@ class Recommender:
         cold ones), items in the history at -inf: what the candidate pool is cut from."""
         return self._retrieve(seqs, np.asarray(users, dtype=np.int64), np.asarray(ends, dtype=np.int64)).retrieval
 
-    def candidates(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, n: int | None = None, dense: bool = False) -> ScoredCandidates:
+    def candidates(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, n: int | None = None, dense: bool = False,
+                   margin: int | None = None) -> ScoredCandidates:
         """Return the top-``n`` unseen candidates of each history (no filters), best retrieval first, as
         the fusion scorer sees them: what the fusion fit learns from and the threshold curve sweeps.
-        Large catalogues retrieve in blocks unless ``dense`` (rows the blocks cannot decide exactly go dense)."""
+        Large catalogues retrieve in blocks unless ``dense`` (rows the blocks cannot decide exactly walk again
+        with WIDE_KEEP_MARGIN, then go dense)."""
         users = np.asarray(users, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
         n = min(int(n or self.default_candidates), self.n_items)
         blocked = len(users) > 0 and self.n_items >= self.compact_min_items and not dense
         if blocked:  # a large catalogue: retrieval in blocks, as recommending does (no users x items arrays)
-            r = blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, None, max(self._fit_pool_size(), n), 0)
+            r = blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, None, max(self._fit_pool_size(), n), 0, margin)
         else:
             r = self._retrieve(seqs, users, ends)
         norm = None if n == self._fit_pool_size() else self._pool_normaliser(seqs, users, ends, r)
@@ -435,7 +437,7 @@ class Recommender:
         out = self.score_candidates(seqs, users, ends, cand, r.retrieval, r.best, r.cold, r.user_vecs, r.knn, r.hist, norm, cols=r.cols)
         if blocked and r.exact is not None and not r.exact.all():  # a tie bucket crossed the kept set's edge
             rows = np.flatnonzero(~r.exact)
-            sub = self.candidates(seqs, users[rows], ends[rows], n, dense=True)
+            sub = self.candidates(seqs, users[rows], ends[rows], n, dense=margin is not None, margin=WIDE_KEEP_MARGIN)
             for f in fields(out):
                 mine = getattr(out, f.name)
                 if isinstance(mine, np.ndarray):
@@ -501,11 +503,13 @@ class Recommender:
         extra_categories: tuple[np.ndarray, np.ndarray] | None = None,
         retrieved: "_Retrieved | None" = None,
         dense: bool = False,
+        margin: int | None = None,
     ) -> _Ranked:
         """Rank a chunk; ``retrieved``: its retrieval stage already computed (read-only, copied before the
         filters write into it). Large catalogues retrieve in blocks (serving/retrieval.py) unless
         ``dense``; rows that path cannot decide exactly, and rows whose pool must widen, are ranked again
-        on the dense path (the same lists either way)."""
+        on the dense path (the same lists either way); rows the first walk could not decide walk again with
+        WIDE_KEEP_MARGIN (``margin``: None on the first walk) first."""
         opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
         B = len(users)
         static = self._static_mask(opts)
@@ -517,7 +521,7 @@ class Recommender:
             allowed = allowed_categories(history_of(seqs, users, ends, self.n_items), static, opts.cross_category_only,
                                          extra_categories, self.item_category, self.n_categories)
             n_unf = max(self._fit_pool_size(), 1 if filtered else n_cand)
-            r = blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, allowed, n_unf, n_cand if filtered else 0)
+            r = blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, allowed, n_unf, n_cand if filtered else 0, margin)
         else:
             r = self._retrieve(seqs, users, ends) if retrieved is None else replace(retrieved, retrieval=retrieved.retrieval.copy())
         retrieval, cold, hist, user_vecs, knn, best, cols = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best, r.cols
@@ -565,7 +569,9 @@ class Recommender:
         score = np.where(has, lookup(r.dot, cols, np.where(has, item_idx, 0)), np.nan).astype(np.float32)
         if redo.any():
             rows = np.flatnonzero(redo)
-            sub = self._rank(seqs, users[rows], ends[rows], opts, rows_subset(extra_categories, rows, B), dense=True)
+            wider = blocked and margin is None  # walk those rows again with a wide margin, then dense
+            sub = self._rank(seqs, users[rows], ends[rows], opts, rows_subset(extra_categories, rows, B), dense=not wider,
+                             margin=WIDE_KEEP_MARGIN)
             item_idx[rows], score[rows], prob[rows], cold = sub.item_idx, sub.score, sub.probability, cold.copy()
             cold[rows] = sub.cold
         return _Ranked(item_idx, score, prob, cold)
