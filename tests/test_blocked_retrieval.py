@@ -274,3 +274,28 @@ def test_rows_the_first_walk_cannot_decide_walk_again_with_a_wide_margin_before_
     assert all(c.exact.all() for c in wide)
     assert dense_rows == []
     assert_same_lists_up_to_rounding_ties(got, want)
+
+
+def test_the_cold_block_is_the_per_cell_score():
+    """cold_block's whole-array passes give, cell by cell, the cold score written as a loop: category flow and
+    popularity, plus the best cosine (0 at least) over the row's 0-3 items, same-bucket items adding their overlap."""
+    rng = np.random.default_rng(5)
+    counts = np.array([1, 0, 2, 3, 1, 0, 2])
+    ev_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    E, nb, C = int(counts.sum()), 300, 6
+    S = rng.uniform(-1, 1, (E, nb)).astype(np.float32)
+    ev_own, own = rng.uniform(0, 0.5, E).astype(np.float32), rng.uniform(0, 0.5, nb).astype(np.float32)
+    ev_bucket, bucket = rng.integers(-1, 3, E), rng.integers(-1, 3, nb)
+    flow, cat, pop = rng.uniform(0, 1, (len(counts), C)).astype(np.float32), rng.integers(0, C, nb), rng.uniform(0, 1, nb).astype(np.float32)
+    w = [np.float32(x) for x in (0.4, 0.3, 0.3)]
+    got = block_kernels.cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, *w)
+    want = np.zeros_like(got)
+    for r in range(len(counts)):
+        for j in range(nb):
+            sim = np.float32(0.0)
+            for e in range(ev_start[r], ev_start[r + 1]):
+                c = S[e, j] + (ev_own[e] * own[j] if ev_bucket[e] >= 0 and ev_bucket[e] == bucket[j] else np.float32(0.0))
+                sim = max(sim, c)
+            want[r, j] = (w[0] * flow[r, cat[j]] + w[1] * pop[j]) + w[2] * sim
+    np.testing.assert_array_equal(got, want)
+    assert (got[1] == (w[0] * flow[1, cat] + w[1] * pop)).all()  # a row without items: no similarity term

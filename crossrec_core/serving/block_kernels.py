@@ -1,6 +1,6 @@
 """The blocked walk's compiled kernels (serving/blocked.py) and the bound of its bfloat16 product.
 
-``_collect`` keeps each row's best scores of a block; ``_cold_block`` scores a block for cold shoppers. Where the
+``_collect`` keeps each row's best scores of a block; ``cold_block`` scores a block for cold shoppers. Where the
 walk multiplies in bfloat16 (``blocked.walk_in_bf16``), a cell's bfloat16 score is within a bound of its float32 one
 that ``bf16_error_terms`` / ``bf16_item_terms`` and BF16_REL give per row and per item; ``_collect`` scores again in
 float32 every cell whose bound reaches the threshold, so the kept scores and lists are those of a float32 walk.
@@ -36,6 +36,35 @@ def bf16_item_terms(warm: np.ndarray) -> np.ndarray:
     low = torch.from_numpy(warm).to(torch.bfloat16).double().numpy()
     n_low = np.linalg.norm(low, axis=1)
     return np.stack([n_low, np.linalg.norm(low - x, axis=1) + 2 * warm.shape[1] * 2.0**-24 * n_low], axis=1).astype(np.float32)
+
+
+def cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim) -> np.ndarray:
+    """Return float32 (rows, block) the cold score of a block: w_flow * flow[row, cat] + w_pop * pop, plus w_sim *
+    the best cosine to one of the row's items (0 at least): the dense-column product S (events, block) plus the
+    one-hot overlap of same-bucket items."""
+    out = np.empty((len(ev_start) - 1, S.shape[1]), np.float32)
+    compiled_kernel(_cold_block)(np.ascontiguousarray(S), ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow,
+                                 w_pop, w_sim, out)
+    return out
+
+
+def _cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, out):  # pragma: no cover - numba
+    """``cold_block`` into ``out``, a row at a time with the block's cells innermost (loops the compiler vectorises)."""
+    n_rows, nb = out.shape
+    for r in range(n_rows):
+        sim = out[r]
+        for j in range(nb):
+            sim[j] = 0.0
+        for e in range(ev_start[r], ev_start[r + 1]):
+            b, o = ev_bucket[e], ev_own[e]
+            for j in range(nb):
+                c = S[e, j]
+                if b >= 0 and b == bucket[j]:
+                    c = c + o * own[j]
+                if c > sim[j]:
+                    sim[j] = c
+        for j in range(nb):
+            sim[j] = (w_flow * flow[r, cat[j]] + w_pop * pop[j]) + w_sim * sim[j]
 
 
 def chunk_max(vals: np.ndarray) -> np.ndarray:
@@ -148,23 +177,6 @@ def _collect(vals, cmax, rel, err_row, err_cell, rescore, left, right, lift, cat
             p = p_end
 
 
-def _cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, out):  # pragma: no cover - numba
-    """Cold score of a block: w_flow * flow[row, cat] + w_pop * pop, plus w_sim * the best cosine to one of
-    the row's items (0 at least): the dense-column product S plus the one-hot overlap of same-bucket items."""
-    n_rows, nb = out.shape
-    for r in range(n_rows):
-        for j in range(nb):
-            base = w_flow * flow[r, cat[j]] + w_pop * pop[j]
-            sim = np.float32(0.0)
-            for e in range(ev_start[r], ev_start[r + 1]):
-                c = S[e, j]
-                if ev_bucket[e] >= 0 and ev_bucket[e] == bucket[j]:
-                    c = c + ev_own[e] * own[j]
-                if c > sim:
-                    sim = c
-            out[r, j] = base + w_sim * sim
-
-
 def kernels() -> dict:
     """Return the compiled kernels (numba, cached on disk after the first compile)."""
-    return {"collect": compiled_kernel(_collect), "cold": compiled_kernel(_cold_block)}
+    return {"collect": compiled_kernel(_collect)}

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from crossrec_core.device import cpu_has_native_bf16
 from crossrec_core.data.dataset import Sequences
-from crossrec_core.serving.block_kernels import BF16_REL, bf16_error_terms, chunk_max, kernels
+from crossrec_core.serving.block_kernels import BF16_REL, bf16_error_terms, chunk_max, cold_block, kernels
 from crossrec_core.serving.retrieval import COLD_WEIGHTS, Retrieved, Tables, cold_flow, history_of, in_sorted, novel_window
 from crossrec_core.serving.selection import TIE_RESOLUTION, tie_keys
 
@@ -305,10 +305,9 @@ class _Group:
         if self.is_cold:
             ev_start, ev_own, ev_bucket, flow = self.cold_in
             S = self.left @ t.unit_dense[s:e].T
-            vals = np.empty((n, e - s), np.float32)
-            kern["cold"](np.ascontiguousarray(S), ev_start, ev_own, ev_bucket, t.bucket_pos[s:e], t.unit_own[s:e], flow,
-                         t.cat_pos[s:e], t.pop_pos[s:e], np.float32(COLD_WEIGHTS["category_flow"]),
-                         np.float32(COLD_WEIGHTS["popularity"]), np.float32(COLD_WEIGHTS["similarity"]), vals)
+            vals = cold_block(S, ev_start, ev_own, ev_bucket, t.bucket_pos[s:e], t.unit_own[s:e], flow, t.cat_pos[s:e],
+                              t.pop_pos[s:e], np.float32(COLD_WEIGHTS["category_flow"]), np.float32(COLD_WEIGHTS["popularity"]),
+                              np.float32(COLD_WEIGHTS["similarity"]))
         elif low:  # float32 from a bfloat16 product (a fast conversion), within the BF16_REL bound of the float32 one
             vals = torch.mm(self.left_low, t.warm_low[s:e].T).float().numpy()
         else:
