@@ -82,7 +82,7 @@ def replay(res: dict, rule: str) -> dict:
     spent = setup + sum(cpu.get((ship, e), 0.0) for e in range(1, best_i + 2))
     other = next(r for r in runs if r != ship)
     last_other = len(curves[other]) if drop is None else drop[0]
-    spent += sum(cpu.get((other, e), 0.0) for e in range(1, min(last_other, best_i + 1 if drop is None else last_other) + 1))
+    spent += sum(cpu.get((other, e), 0.0) for e in range(1, min(last_other, best_i + 1) + 1))  # the rival's epochs before the best
     return {"rule": rule, "ship": ship, "dropped_at": None if drop is None else drop[0], "best_epoch": best_i + 1,
             "valid": curves[ship][best_i]["ndcg10_stop"], "cpu_to_best": spent}
 
