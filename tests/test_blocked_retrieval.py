@@ -299,3 +299,21 @@ def test_the_cold_block_is_the_per_cell_score():
             want[r, j] = (w[0] * flow[r, cat[j]] + w[1] * pop[j]) + w[2] * sim
     np.testing.assert_array_equal(got, want)
     assert (got[1] == (w[0] * flow[1, cat] + w[1] * pop)).all()  # a row without items: no similarity term
+
+
+def test_overlapping_walks_restore_the_thread_settings_once_after_the_last():
+    """recommend_batch walks the next chunk while it ranks this one: the walks' one-thread torch setting is
+    process-wide, so the first walk to start sets it and only the last to end restores it."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = blocked_module._one_thread_libraries(), blocked_module._one_thread_libraries()
+        first.__enter__()
+        assert torch.get_num_threads() == 1
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1  # the second walk still runs
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)

@@ -26,7 +26,9 @@ instead of the full-width one: 66 instead of 321 columns for a model with the ca
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,31 @@ FLOOR_SAMPLE = 4096
 # The warm rows' product in bfloat16 (each cell that may enter a list scored again in float32): None = where the
 # CPU multiplies bfloat16 natively (~2.7x a float32 product there; emulated elsewhere, slower than float32).
 BF16_WALK: bool | None = None
+
+
+_WALKS_LOCK = threading.Lock()
+_walks = {"running": 0, "torch": 1, "blas": None}
+
+
+@contextmanager
+def _one_thread_libraries():
+    """torch and BLAS at one thread while any walk runs. Both settings are process-wide and two walks may overlap
+    (recommend_batch walks the next chunk while it ranks this one), so they are counted: set by the first walk
+    to start, restored by the last to end."""
+    with _WALKS_LOCK:
+        if _walks["running"] == 0:
+            _walks["torch"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+            _walks["blas"] = threadpool_limits(1, user_api="blas")
+        _walks["running"] += 1
+    try:
+        yield
+    finally:
+        with _WALKS_LOCK:
+            _walks["running"] -= 1
+            if _walks["running"] == 0:
+                _walks["blas"].restore_original_limits()
+                torch.set_num_threads(_walks["torch"])
 
 
 def walk_in_bf16() -> bool:
@@ -134,13 +161,8 @@ def blocked_retrieve(rec, t: Tables, seqs: Sequences, users: np.ndarray, ends: n
     # one thread per core, each with its share of the rows and a one-thread BLAS (and torch): a few large
     # single-threaded steps per core instead of thousands of small parallel regions (which stall
     # whenever the machine is shared)
-    torch_threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_workers) as pool:
-            list(pool.map(walk, [groups[i::n_workers] for i in range(n_workers)]))
-    finally:
-        torch.set_num_threads(torch_threads)
+    with _one_thread_libraries(), ThreadPoolExecutor(n_workers) as pool:
+        list(pool.map(walk, [groups[i::n_workers] for i in range(n_workers)]))
     unf = _Stream.empty(B, max(n_unf, 1) + margin)
     filt = _Stream.empty(B, n_f + margin) if allowed_cat is not None else None
     for g in groups:

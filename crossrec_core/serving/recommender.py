@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Sequence
 
@@ -293,8 +294,8 @@ class Recommender:
         extra_lookup = None
         if extra_history_categories is not None and opts.cross_category_only:
             extra_lookup = (np.asarray(extra_history_categories[0], np.int64), np.asarray(extra_history_categories[1], np.int64))
-        frames = []
-        for lo in range(0, len(users), bs):  # chunks of users, each fully vectorised
+
+        def chunk(lo: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
             u, e = users[lo : lo + bs], ends[lo : lo + bs]
             extra = None
             if extra_lookup is not None:
@@ -303,7 +304,28 @@ class Recommender:
                 rows = where[extra_lookup[0]]
                 keep = rows >= 0
                 extra = (rows[keep], extra_lookup[1][keep])
-            r = self._rank(seqs, u, e, opts, extra)
+            return u, e, extra
+
+        # a large catalogue: the next chunk's walk (both cores) runs while this chunk is ranked (mostly one core)
+        ahead = ThreadPoolExecutor(1) if self.n_items >= self.compact_min_items and len(users) > bs else None
+        if ahead is not None:
+            self._blocked_tables()  # built once, before two threads could both build them
+        try:
+            return self._batch_frames(seqs, users, bs, chunk, opts, ahead, explain, on_batch)
+        finally:
+            if ahead is not None:
+                ahead.shutdown(wait=True, cancel_futures=True)
+
+    def _batch_frames(self, seqs: Sequences, users: np.ndarray, bs: int, chunk: Callable, opts: RecommendOptions,
+                      ahead: "ThreadPoolExecutor | None", explain: bool, on_batch: Callable[[int, int], None] | None) -> pd.DataFrame:
+        """recommend_batch's chunks, each ranked (``ahead``: the next chunk walked meanwhile), as one table."""
+        walking = None
+        frames = []
+        for lo in range(0, len(users), bs):  # chunks of users, each fully vectorised
+            u, e, extra = chunk(lo)
+            walked = walking.result() if walking is not None else None
+            walking = None if ahead is None or lo + bs >= len(users) else ahead.submit(self._walk, seqs, *chunk(lo + bs), opts)
+            r = self._rank(seqs, u, e, opts, extra, walked=walked)
             ok = r.item_idx >= 0
             b, rank0 = np.nonzero(ok)
             items = r.item_idx[ok]
@@ -504,12 +526,14 @@ class Recommender:
         retrieved: "_Retrieved | None" = None,
         dense: bool = False,
         margin: int | None = None,
+        walked: "tuple[np.ndarray | None, _Retrieved] | None" = None,
     ) -> _Ranked:
         """Rank a chunk; ``retrieved``: its retrieval stage already computed (read-only, copied before the
         filters write into it). Large catalogues retrieve in blocks (serving/retrieval.py) unless
         ``dense``; rows that path cannot decide exactly, and rows whose pool must widen, are ranked again
         on the dense path (the same lists either way); rows the first walk could not decide walk again with
-        WIDE_KEEP_MARGIN (``margin``: None on the first walk) first."""
+        WIDE_KEEP_MARGIN (``margin``: None on the first walk) first. ``walked``: ``_walk``'s result for
+        this chunk, when it was walked ahead."""
         opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
         B = len(users)
         static = self._static_mask(opts)
@@ -518,10 +542,7 @@ class Recommender:
         blocked = retrieved is None and not dense and B > 0 and self.n_items >= self.compact_min_items
         allowed = None
         if blocked:
-            allowed = allowed_categories(history_of(seqs, users, ends, self.n_items), static, opts.cross_category_only,
-                                         extra_categories, self.item_category, self.n_categories)
-            n_unf = max(self._fit_pool_size(), 1 if filtered else n_cand)
-            r = blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, allowed, n_unf, n_cand if filtered else 0, margin)
+            allowed, r = walked if walked is not None else self._walk(seqs, users, ends, extra_categories, opts, margin)
         else:
             r = self._retrieve(seqs, users, ends) if retrieved is None else replace(retrieved, retrieval=retrieved.retrieval.copy())
         retrieval, cold, hist, user_vecs, knn, best, cols = r.retrieval, r.cold, r.hist, r.user_vecs, r.knn, r.best, r.cols
@@ -575,6 +596,18 @@ class Recommender:
             item_idx[rows], score[rows], prob[rows], cold = sub.item_idx, sub.score, sub.probability, cold.copy()
             cold[rows] = sub.cold
         return _Ranked(item_idx, score, prob, cold)
+
+    def _walk(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, extra_categories: tuple[np.ndarray, np.ndarray] | None,
+              opts: RecommendOptions, margin: int | None = None) -> tuple[np.ndarray | None, "_Retrieved"]:
+        """Return (allowed categories or None, the compact retrieval stage) of a chunk on the blocked path."""
+        opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))
+        static = self._static_mask(opts)
+        n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
+        filtered = static is not None or opts.cross_category_only
+        allowed = allowed_categories(history_of(seqs, users, ends, self.n_items), static, opts.cross_category_only,
+                                     extra_categories, self.item_category, self.n_categories)
+        n_unf = max(self._fit_pool_size(), 1 if filtered else n_cand)
+        return allowed, blocked_retrieve(self, self._blocked_tables(), seqs, users, ends, allowed, n_unf, n_cand if filtered else 0, margin)
 
     def _select(
         self,
