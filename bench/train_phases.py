@@ -6,7 +6,8 @@
 Trains the scale stage's model (bench/scale.py: defaults, text encoder off, one epoch) with the epoch cut to its
 first ``--steps`` batches, and prints the wall seconds of each phase (before the first step: loading, windows,
 item-neighbour tables; the cut epoch; validation; the blends; mining the fusion scorer's candidates; fitting it).
-With ``--per-step N`` it instead times steps 10..N of a full epoch (ms per step) and stops there.
+With ``--per-step N`` it instead times steps 10..N of a full epoch (ms per step) and stops there; ``--profile`` adds
+torch's profiler over those steps and prints its operators by self CPU time (where a step goes).
 Run from a worktree with ``PYTHONPATH=<worktree>`` for a before / after pair.
 """
 
@@ -35,6 +36,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60, help="batches of the cut epoch")
     p.add_argument("--per-step", type=int, default=0, help="time steps 10..N of a full epoch instead, then stop")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--profile", action="store_true", help="with --per-step: torch's profiler over steps 10..N")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not args.per_step:
@@ -47,14 +49,19 @@ def main() -> None:
     phases: dict[str, float] = {}
     last = [0.0, "before the first step"]
     marks: dict[str, float] = {}
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
     def on_progress(prog) -> None:
         now = time.perf_counter() - t0
         if args.per_step and prog.phase == "train":
             if prog.step == 10:
                 marks["from"] = now
+                if args.profile:
+                    prof.start()
             if prog.step >= args.per_step:
                 marks["to"] = now
+                if args.profile:
+                    prof.stop()
                 raise _Enough
         phase = str(prog.phase)
         if phase != last[1]:
@@ -67,6 +74,8 @@ def main() -> None:
         ms = (marks["to"] - marks["from"]) / (args.per_step - 10) * 1000
         print(json.dumps({"size": args.size, "before the first step_s": round(phases.get("before the first step", 0.0), 1),
                           "ms_per_step": round(ms, 1), "steps": f"10..{args.per_step}"}))
+        if args.profile:
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
         return
     phases[last[1]] = phases.get(last[1], 0.0) + time.perf_counter() - t0 - last[0]
     print(json.dumps({"size": args.size, "cut_epoch_steps": args.steps, **{k: round(v, 1) for k, v in phases.items()},
