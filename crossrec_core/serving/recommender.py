@@ -534,11 +534,8 @@ class Recommender:
         on the dense path (the same lists either way); rows the first walk could not decide walk again with
         WIDE_KEEP_MARGIN (``margin``: None on the first walk) first. ``walked``: ``_walk``'s result for
         this chunk, when it was walked ahead."""
-        opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
+        opts, static, n_cand, filtered = self._cut(opts)
         B = len(users)
-        static = self._static_mask(opts)
-        n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
-        filtered = static is not None or opts.cross_category_only
         blocked = retrieved is None and not dense and B > 0 and self.n_items >= self.compact_min_items
         allowed = None
         if blocked:
@@ -597,13 +594,17 @@ class Recommender:
             cold[rows] = sub.cold
         return _Ranked(item_idx, score, prob, cold)
 
+    def _cut(self, opts: RecommendOptions) -> tuple[RecommendOptions, np.ndarray | None, int, bool]:
+        """Return (opts with k at most the catalogue, the static item mask or None, the pool size, filtered?)."""
+        opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))  # no (B, k) arrays for k = 2**31
+        static = self._static_mask(opts)
+        n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
+        return opts, static, n_cand, static is not None or opts.cross_category_only
+
     def _walk(self, seqs: Sequences, users: np.ndarray, ends: np.ndarray, extra_categories: tuple[np.ndarray, np.ndarray] | None,
               opts: RecommendOptions, margin: int | None = None) -> tuple[np.ndarray | None, "_Retrieved"]:
         """Return (allowed categories or None, the compact retrieval stage) of a chunk on the blocked path."""
-        opts = replace(opts, k=min(opts.k, max(self.n_items, 1)))
-        static = self._static_mask(opts)
-        n_cand = min(max(int(opts.n_candidates or self.default_candidates), opts.k), self.n_items)
-        filtered = static is not None or opts.cross_category_only
+        opts, static, n_cand, filtered = self._cut(opts)
         allowed = allowed_categories(history_of(seqs, users, ends, self.n_items), static, opts.cross_category_only,
                                      extra_categories, self.item_category, self.n_categories)
         n_unf = max(self._fit_pool_size(), 1 if filtered else n_cand)
