@@ -90,7 +90,6 @@ def _collect(vals, cmax, rel, err_row, err_cell, rescore, left, right, lift, cat
     cannot pass. Without, vals are the scores (rel and the errors 0). Second buffer: the best among allowed
     categories (use_f). Seen cells are -inf in vals."""
     B, nb = vals.shape
-    cap, fcap = bv.shape[1], fv.shape[1]
     n_chunks = cmax.shape[1]
     # per chunk of 64 cells: the largest cell errors, and its category runs (run_cat[run_lo[k]:run_hi[k]])
     w_chunk = np.zeros((n_chunks, 2), np.float32)
@@ -148,32 +147,24 @@ def _collect(vals, cmax, rel, err_row, err_cell, rescore, left, right, lift, cat
                     for d in range(left.shape[1]):
                         dot += left[r, d] * right[j, d]
                     v = dot + sp + add
-                if v >= theta[r]:
-                    c = cnt[r]
-                    bv[r, c] = v
-                    bp[r, c] = pos0 + j
+                for which in range(2):  # the unfiltered buffer, then (f_on) the allowed categories' one
+                    if which == 1 and not f_on:
+                        break
+                    bvals, bpos, bcnt, bth = (bv, bp, cnt, theta) if which == 0 else (fv, fp, fcnt, ftheta)
+                    if v < bth[r]:
+                        continue
+                    c = bcnt[r]
+                    bvals[r, c] = v
+                    bpos[r, c] = pos0 + j
                     c += 1
-                    if c == cap:
-                        keep = cap // 2
-                        order = np.argsort(-bv[r, :c])[:keep]
-                        tv, tp = bv[r, order].copy(), bp[r, order].copy()
-                        bv[r, :keep], bp[r, :keep] = tv, tp
-                        theta[r] = tv[keep - 1]
+                    if c == bvals.shape[1]:  # full: keep the best half, theta = the worst of them
+                        keep = c // 2
+                        order = np.argsort(-bvals[r, :c])[:keep]
+                        tv, tp = bvals[r, order].copy(), bpos[r, order].copy()
+                        bvals[r, :keep], bpos[r, :keep] = tv, tp
+                        bth[r] = tv[keep - 1]
                         c = keep
-                    cnt[r] = c
-                if f_on and v >= ftheta[r]:
-                    c = fcnt[r]
-                    fv[r, c] = v
-                    fp[r, c] = pos0 + j
-                    c += 1
-                    if c == fcap:
-                        keep = fcap // 2
-                        order = np.argsort(-fv[r, :c])[:keep]
-                        tv, tp = fv[r, order].copy(), fp[r, order].copy()
-                        fv[r, :keep], fp[r, :keep] = tv, tp
-                        ftheta[r] = tv[keep - 1]
-                        c = keep
-                    fcnt[r] = c
+                    bcnt[r] = c
             p = p_end
 
 

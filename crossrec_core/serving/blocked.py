@@ -149,7 +149,7 @@ def blocked_retrieve(rec, t: Tables, seqs: Sequences, users: np.ndarray, ends: n
     novel = [novel_window(t, rec.item_category, hist, seen_keys, elig, max(n_unf, 1), N)]
     if allowed_cat is not None:
         novel.append(novel_window(t, rec.item_category, hist, seen_keys, elig & allowed_cat, max(n_f, 1), N))
-    sample = t.inv[t.pop_order[:FLOOR_SAMPLE]]
+    sample = np.sort(t.inv[t.pop_order[:FLOOR_SAMPLE]])  # positions, sorted once for every group
     for g in groups:
         g.add_novel(novel, t, B)
         g.start_above(t, sample)
@@ -291,13 +291,12 @@ class _Group:
                    allowed_cat is not None)
 
     def start_above(self, t: Tables, sample: np.ndarray) -> None:
-        """Start each warm row's threshold at the K-th best score among the ``sample`` positions (the K its buffer
+        """Start each warm row's threshold at the K-th best score among the sorted ``sample`` positions (the K its buffer
         keeps), read without the sparse corrections (all >= 0, so the start is at most the K-th best the walk
         will see): the walk then reads few cells twice before its buffers fill with good ones."""
         keep = self.unf.vals.shape[1] // 2
         if self.is_cold or len(self.rows) == 0 or len(sample) < keep or (self.sparse[3] < 0).any():
             return
-        sample = np.sort(sample)
         v = self.left @ t.warm[sample].T + self.lift[:, t.cat_pos[sample]]
         at = np.searchsorted(sample, self.seen[1])
         hit = sample[np.minimum(at, len(sample) - 1)] == self.seen[1]

@@ -120,7 +120,7 @@ class Tables:
     pop_order: np.ndarray  # items by popularity, ties by item index (the novel-slot order)
     cat_size: np.ndarray  # (C,) items per category
     knn_tie: np.ndarray | None  # (n_items,) knn_weight * the kNN popularity tie-break, or None
-    warm_err: np.ndarray  # (n_items, 2) float32 by position: an item's terms of the bfloat16 error bound (serving/blocked.py)
+    warm_err: np.ndarray  # (n_items, 2) float32 by position: an item's terms of the bfloat16 error bound (zeros without warm_low)
     warm_low: torch.Tensor | None  # ``warm`` in bfloat16 where the walk multiplies in bfloat16 (serving/blocked.py)
 
 
@@ -154,7 +154,7 @@ def build_tables(model, item_vecs: np.ndarray, norms: np.ndarray, item_category:
         dense_cols=dense_cols, onehot=onehot, unit_dense=np.ascontiguousarray(dense[perm] / norms[perm], dtype=np.float32),
         unit_own=unit_own, bucket_pos=bucket_pos, pop_pos=pop_norm[perm].astype(np.float32),
         pop_order=np.argsort(-keys, kind="stable"), cat_size=np.bincount(item_category, minlength=n_categories), knn_tie=knn_tie,
-        warm_err=bf16_item_terms(warm),
+        warm_err=bf16_item_terms(warm) if low_precision else np.zeros((n, 2), np.float32),
         warm_low=torch.from_numpy(warm).to(torch.bfloat16) if low_precision else None,
     )
 
