@@ -276,29 +276,92 @@ def test_rows_the_first_walk_cannot_decide_walk_again_with_a_wide_margin_before_
     assert_same_lists_up_to_rounding_ties(got, want)
 
 
-def test_the_cold_block_is_the_per_cell_score():
-    """cold_block's whole-array passes give, cell by cell, the cold score written as a loop: category flow and
-    popularity, plus the best cosine (0 at least) over the row's 0-3 items, same-bucket items adding their overlap."""
-    rng = np.random.default_rng(5)
+def _cold_reference(ev_vecs, ev_start, ev_own, ev_bucket, unit, bucket, own, flow, cat, pop, w):
+    """The cold score written as a loop: category flow and popularity, plus the best cosine (0 at least) over the
+    row's items, same-bucket items adding their overlap."""
+    S = ev_vecs.astype(np.float64) @ unit.T.astype(np.float64)
+    want = np.zeros((len(ev_start) - 1, len(cat)))
+    for r in range(len(ev_start) - 1):
+        for j in range(len(cat)):
+            sim = 0.0
+            for e in range(ev_start[r], ev_start[r + 1]):
+                c = S[e, j] + (ev_own[e] * own[j] if ev_bucket[e] >= 0 and ev_bucket[e] == bucket[j] else 0.0)
+                sim = max(sim, c)
+            want[r, j] = w[0] * flow[r, cat[j]] + w[1] * pop[j] + w[2] * sim
+    return want
+
+
+def _cold_inputs(seed: int):
+    rng = np.random.default_rng(seed)
     counts = np.array([1, 0, 2, 3, 1, 0, 2])
     ev_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    E, nb, C = int(counts.sum()), 300, 6
-    S = rng.uniform(-1, 1, (E, nb)).astype(np.float32)
-    ev_own, own = rng.uniform(0, 0.5, E).astype(np.float32), rng.uniform(0, 0.5, nb).astype(np.float32)
-    ev_bucket, bucket = rng.integers(-1, 3, E), rng.integers(-1, 3, nb)
-    flow, cat, pop = rng.uniform(0, 1, (len(counts), C)).astype(np.float32), rng.integers(0, C, nb), rng.uniform(0, 1, nb).astype(np.float32)
+    E, n, D, C = int(counts.sum()), 700, 9, 6
+    # unit vectors: D dense columns and, for items in a bucket, their one-hot value (shared by the bucket's items)
+    bucket = rng.integers(-1, 3, n)
+    full = rng.normal(size=(n, D + 1))
+    full[bucket < 0, D] = 0.0
+    full = full / np.linalg.norm(full, axis=1, keepdims=True)
+    unit, own = full[:, :D].astype(np.float32), np.abs(full[:, D]).astype(np.float32)
+    picked = rng.integers(0, n, E)  # the rows' items: each has a cell of cosine 1 (its own)
+    ev_vecs, ev_own, ev_bucket = unit[picked], own[picked], bucket[picked]
+    flow = rng.uniform(0, 1, (len(counts), C)).astype(np.float32)
+    cat = np.sort(rng.integers(0, C, n))  # positions are in category order
+    pop = rng.uniform(0, 1, n) ** 6  # a few popular items, a long tail
+    pop = pop[np.lexsort((-pop, cat))].astype(np.float32)  # the popular ones first within their category
     w = [np.float32(x) for x in (0.4, 0.3, 0.3)]
-    got = block_kernels.cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, *w)
-    want = np.zeros_like(got)
-    for r in range(len(counts)):
-        for j in range(nb):
-            sim = np.float32(0.0)
-            for e in range(ev_start[r], ev_start[r + 1]):
-                c = S[e, j] + (ev_own[e] * own[j] if ev_bucket[e] >= 0 and ev_bucket[e] == bucket[j] else np.float32(0.0))
-                sim = max(sim, c)
-            want[r, j] = (w[0] * flow[r, cat[j]] + w[1] * pop[j]) + w[2] * sim
-    np.testing.assert_array_equal(got, want)
-    assert (got[1] == (w[0] * flow[1, cat] + w[1] * pop)).all()  # a row without items: no similarity term
+    return ev_vecs, ev_start, ev_own, ev_bucket, unit, bucket, own, flow, cat, pop, w
+
+
+def test_the_cold_block_is_the_per_cell_score():
+    """cold_block scores every cell of a block (no threshold) as the loop does, for a block starting anywhere."""
+    ev_vecs, ev_start, ev_own, ev_bucket, unit, bucket, own, flow, cat, pop, w = _cold_inputs(5)
+    want = _cold_reference(ev_vecs, ev_start, ev_own, ev_bucket, unit, bucket, own, flow, cat, pop, w)
+    s, e = 130, 611  # a block that does not start or end on a chunk of 64
+    rows = len(ev_start) - 1
+    got, cmax = block_kernels.cold_block(ev_vecs, ev_start, ev_own, ev_bucket, np.ascontiguousarray(unit.T), s, bucket[s:e],
+                                         own[s:e], flow, cat[s:e], pop[s:e], *w, np.full(rows, -np.inf, np.float32),
+                                         np.zeros((rows, (e - s + 63) // 64), bool))
+    np.testing.assert_allclose(got, want[:, s:e], rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(cmax, block_kernels.chunk_max(got))
+    assert (got[1] == (w[0] * flow[1, cat[s:e]] + w[1] * pop[s:e])).all()  # a row without items: no similarity term
+
+
+def test_the_cold_block_skips_only_chunks_that_cannot_reach_the_threshold():
+    """With a threshold per row, a chunk is left unscored (its max -inf) only where none of its cells reaches it,
+    unless forced; every other chunk is scored exactly; and cold_floor is at most the n-th best unseen score."""
+    ev_vecs, ev_start, ev_own, ev_bucket, unit, bucket, own, flow, cat, pop, w = _cold_inputs(6)
+    want = _cold_reference(ev_vecs, ev_start, ev_own, ev_bucket, unit, bucket, own, flow, cat, pop, w)
+    rows, n = want.shape
+    theta = np.quantile(want, 0.9, axis=1).astype(np.float32)  # the best tenth of each row may pass
+    force = np.zeros((rows, (n + 63) // 64), bool)
+    force[0, 3] = True
+    got, cmax = block_kernels.cold_block(ev_vecs, ev_start, ev_own, ev_bucket, np.ascontiguousarray(unit.T), 0, bucket, own,
+                                         flow, cat, pop, *w, theta, force)
+    skipped = np.isneginf(cmax)
+    assert skipped.any() and not skipped.all()
+    chunk = np.arange(n) // 64
+    for r in range(rows):
+        for k in range(force.shape[1]):
+            cells = chunk == k
+            if skipped[r, k]:
+                assert not force[r, k]
+                assert (want[r, cells] < theta[r]).all()
+            else:
+                np.testing.assert_allclose(got[r, cells], want[r, cells], rtol=0, atol=2e-6)
+                assert cmax[r, k] == got[r, cells].max()
+    assert not skipped[0, 3]
+    # the floor: rows' own items are seen, so the n-th best unseen score is at least the (n + items)-th of flow and popularity
+    keep = 50
+    size = np.bincount(cat, minlength=flow.shape[1])
+    top = np.full((flow.shape[1], keep + 3), -np.inf, np.float32)
+    for c in range(flow.shape[1]):
+        p = np.sort(pop[cat == c])[::-1][: keep + 3]
+        top[c, : len(p)] = p
+    floor = block_kernels.cold_floor(flow, top, keep + 3, w[0], w[1])
+    for r in range(rows):
+        assert floor[r] <= np.sort(want[r])[::-1][keep - 1 + 3]
+        assert floor[r] > np.sort(want[r])[::-1][keep - 1 + 3] - 0.5  # a bound that bites, not -inf
+    assert size.sum() == n
 
 
 def test_overlapping_walks_restore_the_thread_settings_once_after_the_last():

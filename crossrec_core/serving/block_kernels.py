@@ -1,6 +1,7 @@
 """The blocked walk's compiled kernels (serving/blocked.py) and the bound of its bfloat16 product.
 
-``_collect`` keeps each row's best scores of a block; ``cold_block`` scores a block for cold shoppers. Where the
+``_collect`` keeps each row's best scores of a block; ``cold_block`` scores a block for cold shoppers, only the
+chunks whose bound reaches the row's threshold (``cold_floor`` starts it). Where the
 walk multiplies in bfloat16 (``blocked.walk_in_bf16``), a cell's bfloat16 score is within a bound of its float32 one
 that ``bf16_error_terms`` / ``bf16_item_terms`` and BF16_REL give per row and per item; ``_collect`` scores again in
 float32 every cell whose bound reaches the threshold, so the kept scores and lists are those of a float32 walk.
@@ -38,33 +39,100 @@ def bf16_item_terms(warm: np.ndarray) -> np.ndarray:
     return np.stack([n_low, np.linalg.norm(low - x, axis=1) + 2 * warm.shape[1] * 2.0**-24 * n_low], axis=1).astype(np.float32)
 
 
-def cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim) -> np.ndarray:
-    """Return float32 (rows, block) the cold score of a block: w_flow * flow[row, cat] + w_pop * pop, plus w_sim *
-    the best cosine to one of the row's items (0 at least): the dense-column product S (events, block) plus the
-    one-hot overlap of same-bucket items."""
-    out = np.empty((len(ev_start) - 1, S.shape[1]), np.float32)
-    compiled_kernel(_cold_block)(np.ascontiguousarray(S), ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow,
-                                 w_pop, w_sim, out)
-    return out
+# A cosine of unit vectors is at most 1; the chunk bound of ``cold_block`` takes this (float32 rounding of a 66-term
+# product is ~1e-5 at most; the slack is 30 times that, and only makes the bound looser).
+COLD_SIM_MAX = np.float32(1.0 + 2.0**-10)
 
 
-def _cold_block(S, ev_start, ev_own, ev_bucket, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, out):  # pragma: no cover - numba
-    """``cold_block`` into ``out``, a row at a time with the block's cells innermost (loops the compiler vectorises)."""
+def cold_block(ev_vecs, ev_start, ev_own, ev_bucket, unit_t, s, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, theta,
+               force) -> tuple[np.ndarray, np.ndarray]:
+    """Return (vals, cmax): float32 (rows, block) the cold score of a block of positions ``s:s+len(cat)`` and
+    (rows, chunks of 64) each chunk's largest. A cell's score: w_flow * flow[row, cat] + w_pop * pop, plus w_sim *
+    the best cosine to one of the row's items (0 at least): the events' dense columns (ev_vecs) times the item
+    columns (unit_t, (D, n_items) by position) plus the one-hot overlap of same-bucket items.
+
+    A chunk whose bound (flow and popularity at their largest in it, the cosine at 1) is under the row's ``theta``
+    cannot enter the row's lists: its cmax is -inf and its cells are left unwritten (its product never computed),
+    unless ``force`` (rows, chunks) asks for it (the novel-category window reads its values). Other chunks are
+    scored exactly."""
+    nb = len(cat)
+    vals = np.empty((len(ev_start) - 1, nb), np.float32)
+    cmax = np.empty((len(ev_start) - 1, (nb + 63) // 64), np.float32)
+    compiled_kernel(_cold_block)(np.ascontiguousarray(ev_vecs), ev_start, ev_own, ev_bucket, unit_t, s, bucket, own, flow, cat,
+                                 pop, w_flow, w_pop, w_sim, theta, force, vals, cmax)
+    return vals, cmax
+
+
+def _cold_block(ev_vecs, ev_start, ev_own, ev_bucket, unit_t, s, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, theta,
+                force, out, cmax):  # pragma: no cover - numba
+    """``cold_block`` into ``out``: per row and chunk of 64 cells, the bound, then (if it may pass) the cells'
+    products with the position innermost (loops the compiler vectorises; each cell sums its columns in order)."""
     n_rows, nb = out.shape
+    D = ev_vecs.shape[1]
+    n_chunks = (nb + 63) // 64
+    # per chunk: its category runs (run_cat[run_lo[k]:run_hi[k]]) with each run's largest popularity
+    run_lo, run_hi = np.zeros(n_chunks, np.int64), np.zeros(n_chunks, np.int64)
+    run_cat, run_pop = np.empty(nb, np.int64), np.empty(nb, np.float32)
+    n_runs = 0
+    for j in range(nb):
+        k = j // 64
+        if j % 64 == 0 or cat[j] != cat[j - 1]:
+            run_cat[n_runs] = cat[j]
+            run_pop[n_runs] = pop[j]
+            n_runs += 1
+            if j % 64 == 0:
+                run_lo[k] = n_runs - 1
+        run_pop[n_runs - 1] = max(run_pop[n_runs - 1], pop[j])
+        run_hi[k] = n_runs
+    acc = np.empty(64, np.float32)
+    sim = np.empty(64, np.float32)
     for r in range(n_rows):
-        sim = out[r]
-        for j in range(nb):
-            sim[j] = 0.0
-        for e in range(ev_start[r], ev_start[r + 1]):
-            b, o = ev_bucket[e], ev_own[e]
-            for j in range(nb):
-                c = S[e, j]
-                if b >= 0 and b == bucket[j]:
-                    c = c + o * own[j]
-                if c > sim[j]:
-                    sim[j] = c
-        for j in range(nb):
-            sim[j] = (w_flow * flow[r, cat[j]] + w_pop * pop[j]) + w_sim * sim[j]
+        for k in range(n_chunks):
+            j0, j1 = k * 64, min(nb, k * 64 + 64)
+            top = np.float32(-np.inf)
+            for q in range(run_lo[k], run_hi[k]):
+                top = max(top, w_flow * flow[r, run_cat[q]] + w_pop * run_pop[q])
+            if top + w_sim * COLD_SIM_MAX < theta[r] and not force[r, k]:
+                cmax[r, k] = -np.inf
+                continue
+            w = j1 - j0
+            for i in range(w):
+                sim[i] = 0.0
+            for e in range(ev_start[r], ev_start[r + 1]):
+                for i in range(w):
+                    acc[i] = 0.0
+                for d in range(D):
+                    x = ev_vecs[e, d]
+                    col = unit_t[d, s + j0 : s + j1]
+                    for i in range(w):
+                        acc[i] += x * col[i]
+                b, o = ev_bucket[e], ev_own[e]
+                for i in range(w):
+                    c = acc[i]
+                    if b >= 0 and b == bucket[j0 + i]:
+                        c = c + o * own[j0 + i]
+                    if c > sim[i]:
+                        sim[i] = c
+            m = np.float32(-np.inf)
+            for i in range(w):
+                j = j0 + i
+                out[r, j] = (w_flow * flow[r, cat[j]] + w_pop * pop[j]) + w_sim * sim[i]
+                m = max(m, out[r, j])
+            cmax[r, k] = m
+
+
+def cold_floor(flow: np.ndarray, cat_top_pop: np.ndarray, n: int, w_flow: np.float32, w_pop: np.float32) -> np.ndarray:
+    """Return float32 (rows,): a lower bound of each cold row's ``n``-th best score, the ``n``-th best of w_flow *
+    flow[row, cat] + w_pop * pop (its similarity term is 0 at least); ``cat_top_pop`` (C, >= n) holds each category's
+    largest popularities (-inf past its size). A small margin below: numpy and the compiled kernel may round the
+    sum differently."""
+    top = cat_top_pop[:, :n]
+    out = np.empty(len(flow), np.float32)
+    step = max(1, (1 << 22) // max(top.size, 1))  # rows at a time: (rows, C, n) stays ~16 MB
+    for a in range(0, len(flow), step):
+        v = (w_flow * flow[a : a + step, :, None] + w_pop * top[None, :, :]).reshape(min(step, len(flow) - a), -1)
+        out[a : a + step] = -np.partition(-v, n - 1, axis=1)[:, n - 1]
+    return out - np.float32(2.0**-16)
 
 
 def chunk_max(vals: np.ndarray) -> np.ndarray:
@@ -123,7 +191,8 @@ def _collect(vals, cmax, rel, err_row, err_cell, rescore, left, right, lift, cat
                 f_any = f_any or (use_f and allowed[r, run_cat[q]])
             th = min(theta[r], ftheta[r]) if f_any else theta[r]
             cm = cmax[r, k]
-            if cm + rel * abs(cm) + sp_max + lift_max + e0 * w_chunk[k, 0] + e1 * w_chunk[k, 1] < th:
+            # (a chunk of -inf: seen, or left unscored by cold_block; rel * |-inf| would be nan, never under th)
+            if cm == -np.inf or cm + rel * abs(cm) + sp_max + lift_max + e0 * w_chunk[k, 0] + e1 * w_chunk[k, 1] < th:
                 p = p_end
                 continue
             for j in range(j0, j1):

@@ -37,7 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from crossrec_core.device import cpu_has_native_bf16
 from crossrec_core.data.dataset import Sequences
-from crossrec_core.serving.block_kernels import BF16_REL, bf16_error_terms, chunk_max, cold_block, kernels
+from crossrec_core.serving.block_kernels import BF16_REL, bf16_error_terms, chunk_max, cold_block, cold_floor, kernels
 from crossrec_core.serving.retrieval import COLD_WEIGHTS, Retrieved, Tables, cold_flow, history_of, in_sorted, novel_window
 from crossrec_core.serving.selection import TIE_RESOLUTION, tie_keys
 
@@ -291,11 +291,26 @@ class _Group:
                    allowed_cat is not None)
 
     def start_above(self, t: Tables, sample: np.ndarray) -> None:
-        """Start each warm row's threshold at the K-th best score among the sorted ``sample`` positions (the K its buffer
-        keeps), read without the sparse corrections (all >= 0, so the start is at most the K-th best the walk
-        will see): the walk then reads few cells twice before its buffers fill with good ones."""
+        """Start each row's threshold below the K-th best score its walk will see (the K its buffer keeps): the walk
+        then reads few cells twice before its buffers fill with good ones, and (cold rows) skips the product of the
+        chunks that cannot reach it. Warm rows: the K-th best among the sorted ``sample`` positions, read without
+        the sparse corrections (all >= 0). Cold rows: ``cold_floor``, the K-th best without the similarity term,
+        counting the row's own items in (they are seen)."""
         keep = self.unf.vals.shape[1] // 2
-        if self.is_cold or len(self.rows) == 0 or len(sample) < keep or (self.sparse[3] < 0).any():
+        if len(self.rows) == 0:
+            return
+        if self.is_cold:
+            ev_start, _, _, flow = self.cold_in
+            n = keep + int(np.diff(ev_start).max(initial=0))
+            size = t.cat_size
+            first = np.cumsum(size) - size
+            at = np.arange(n)
+            top = np.where(at[None, :] < size[:, None], t.pop_desc[np.minimum(first[:, None] + at[None, :], len(t.pop_desc) - 1)],
+                           np.float32(-np.inf))
+            self.unf.theta[:] = cold_floor(flow, top.astype(np.float32), n, np.float32(COLD_WEIGHTS["category_flow"]),
+                                           np.float32(COLD_WEIGHTS["popularity"]))
+            return
+        if len(sample) < keep or (self.sparse[3] < 0).any():
             return
         v = self.left @ t.warm[sample].T + self.lift[:, t.cat_pos[sample]]
         at = np.searchsorted(sample, self.seen[1])
@@ -325,18 +340,25 @@ class _Group:
         low = self.left_low is not None
         if self.is_cold:
             ev_start, ev_own, ev_bucket, flow = self.cold_in
-            S = self.left @ t.unit_dense[s:e].T
-            vals = cold_block(S, ev_start, ev_own, ev_bucket, t.bucket_pos[s:e], t.unit_own[s:e], flow, t.cat_pos[s:e],
-                              t.pop_pos[s:e], np.float32(COLD_WEIGHTS["category_flow"]), np.float32(COLD_WEIGHTS["popularity"]),
-                              np.float32(COLD_WEIGHTS["similarity"]))
+            # a cell under the row's lowest threshold cannot enter a list: its chunk may go unscored unless the
+            # novel-category window reads it
+            theta = np.minimum(self.unf.theta, self.filt.theta) if self.use_f else self.unf.theta
+            lo, hi = np.searchsorted(self.nov_pos, [s, e])
+            force = np.zeros((n, (e - s + 63) // 64), bool)
+            force[self.nov_row[lo:hi], (self.nov_pos[lo:hi] - s) // 64] = True
+            vals, cmax = cold_block(self.left, ev_start, ev_own, ev_bucket, t.unit_t, s, t.bucket_pos[s:e], t.unit_own[s:e],
+                                    flow, t.cat_pos[s:e], t.pop_pos[s:e], np.float32(COLD_WEIGHTS["category_flow"]),
+                                    np.float32(COLD_WEIGHTS["popularity"]), np.float32(COLD_WEIGHTS["similarity"]), theta, force)
         elif low:  # float32 from a bfloat16 product (a fast conversion), within the BF16_REL bound of the float32 one
             vals = torch.mm(self.left_low, t.warm_low[s:e].T).float().numpy()
         else:
             vals = np.ascontiguousarray(self.left @ t.warm[s:e].T, dtype=np.float32)
         vals[seen_r, seen_j] = -np.inf
+        if not self.is_cold:  # (a cold chunk's max may be a seen cell's: still a bound)
+            cmax = chunk_max(vals)
         u, f = self.unf, self.filt
         cat = t.cat_pos[s:e]
-        kern["collect"](vals, chunk_max(vals), np.float32(BF16_REL if low else 0.0), self.err, t.warm_err[s:e], low, self.left, t.warm[s:e], self.lift, cat,
+        kern["collect"](vals, cmax, np.float32(BF16_REL if low else 0.0), self.err, t.warm_err[s:e], low, self.left, t.warm[s:e], self.lift, cat,
                         self.allowed, self.use_f, s, sp_start, sp_j, sp_v, u.vals, u.pos, u.cnt, u.theta, f.vals, f.pos, f.cnt, f.theta)
         lo, hi = np.searchsorted(self.nov_pos, [s, e])
         r, j = self.nov_row[lo:hi], self.nov_pos[lo:hi] - s
