@@ -350,18 +350,31 @@ def test_the_cold_block_skips_only_chunks_that_cannot_reach_the_threshold():
                 np.testing.assert_allclose(got[r, cells], want[r, cells], rtol=0, atol=2e-6)
                 assert cmax[r, k] == got[r, cells].max()
     assert not skipped[0, 3]
-    # the floor: rows' own items are seen, so the n-th best unseen score is at least the (n + items)-th of flow and popularity
-    keep = 50
-    size = np.bincount(cat, minlength=flow.shape[1])
-    top = np.full((flow.shape[1], keep + 3), -np.inf, np.float32)
-    for c in range(flow.shape[1]):
-        p = np.sort(pop[cat == c])[::-1][: keep + 3]
-        top[c, : len(p)] = p
-    floor = block_kernels.cold_floor(flow, top, keep + 3, w[0], w[1])
+    # the floor: at most the keep-th best unseen score (the rows' own items are seen)
+    keep, m = 50, int(np.diff(ev_start).max())
+    C, n_top = flow.shape[1], keep + m
+    top_pos = np.full((C, n_top), -1, np.int64)
+    for c in range(C):
+        p = np.flatnonzero(cat == c)
+        p = p[np.argsort(-pop[p], kind="stable")][:n_top]
+        top_pos[c, : len(p)] = p
+    top_pop = np.where(top_pos >= 0, pop[np.maximum(top_pos, 0)], -np.inf).astype(np.float32)
+    seen_pos = np.full((rows, m), -1, np.int64)
     for r in range(rows):
-        assert floor[r] <= np.sort(want[r])[::-1][keep - 1 + 3]
-        assert floor[r] > np.sort(want[r])[::-1][keep - 1 + 3] - 0.5  # a bound that bites, not -inf
-    assert size.sum() == n
+        own_items = np.unique(picked_of(ev_vecs, unit)[ev_start[r] : ev_start[r + 1]])
+        seen_pos[r, : len(own_items)] = own_items
+    floor = block_kernels.cold_floor(flow, ev_vecs, ev_start, ev_own, ev_bucket, top_pos, top_pop, np.ascontiguousarray(unit.T),
+                                     bucket, own, seen_pos, keep, *w)
+    flow_pop_only = np.array([np.sort(w[0] * flow[r, cat] + w[1] * pop)[::-1][n_top - 1] for r in range(rows)])
+    for r in range(rows):
+        unseen = np.setdiff1d(np.arange(n), seen_pos[r])
+        assert floor[r] <= np.sort(want[r, unseen])[::-1][keep - 1]
+    assert (floor > flow_pop_only).any()  # the exact scores of the likeliest items lift it above flow and popularity
+
+
+def picked_of(ev_vecs: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """The item each event is (its vector's row in ``unit``)."""
+    return np.array([int(np.flatnonzero((unit == v).all(axis=1))[0]) for v in ev_vecs])
 
 
 def test_overlapping_walks_restore_the_thread_settings_once_after_the_last():

@@ -121,17 +121,40 @@ def _cold_block(ev_vecs, ev_start, ev_own, ev_bucket, unit_t, s, bucket, own, fl
             cmax[r, k] = m
 
 
-def cold_floor(flow: np.ndarray, cat_top_pop: np.ndarray, n: int, w_flow: np.float32, w_pop: np.float32) -> np.ndarray:
-    """Return float32 (rows,): a lower bound of each cold row's ``n``-th best score, the ``n``-th best of w_flow *
-    flow[row, cat] + w_pop * pop (its similarity term is 0 at least); ``cat_top_pop`` (C, >= n) holds each category's
-    largest popularities (-inf past its size). A small margin below: numpy and the compiled kernel may round the
-    sum differently."""
-    top = cat_top_pop[:, :n]
+def cold_floor(flow, ev_vecs, ev_start, ev_own, ev_bucket, top_pos, top_pop, unit_t, bucket, own, seen_pos, keep, w_flow,
+               w_pop, w_sim) -> np.ndarray:
+    """Return float32 (rows,): a lower bound of each cold row's ``keep``-th best score among its unseen items.
+
+    ``top_pos`` / ``top_pop`` (C, n): each category's n most popular positions and their popularity (-1 / -inf past
+    its size), n = keep + the most events a row has (its items are seen). Two bounds, the larger kept: the n-th best
+    of w_flow * flow + w_pop * pop over every item (the similarity term is 0 at least), and the ``keep``-th best
+    exact score (similarity in) among the n items that bound ranks first (real items: the walk sees them too);
+    ``seen_pos`` (rows, m): each row's seen positions (-1 pads). A small margin below: numpy and the compiled
+    kernel round the sums differently."""
+    C, n = top_pop.shape
     out = np.empty(len(flow), np.float32)
-    step = max(1, (1 << 22) // max(top.size, 1))  # rows at a time: (rows, C, n) stays ~16 MB
+    step = max(1, (1 << 20) // max(C * n, 1))  # rows at a time: (rows, C, n) stays ~4 MB
     for a in range(0, len(flow), step):
-        v = (w_flow * flow[a : a + step, :, None] + w_pop * top[None, :, :]).reshape(min(step, len(flow) - a), -1)
-        out[a : a + step] = -np.partition(-v, n - 1, axis=1)[:, n - 1]
+        rows = np.arange(a, min(len(flow), a + step))
+        lb = (w_flow * flow[rows, :, None] + w_pop * top_pop[None, :, :]).reshape(len(rows), -1)
+        pick = np.argpartition(-lb, n - 1, axis=1)[:, :n]
+        low = np.take_along_axis(lb, pick, axis=1)
+        floor = low.min(axis=1)  # the n-th best of lb
+        pos = top_pos.reshape(-1)[pick]
+        sim = np.zeros(pos.shape, np.float32)
+        counts = ev_start[rows + 1] - ev_start[rows]
+        for slot in range(int(counts.max(initial=0))):
+            has = np.flatnonzero(counts > slot)
+            e = ev_start[rows[has]] + slot
+            p = np.maximum(pos[has], 0)
+            c = np.einsum("bd,dbn->bn", ev_vecs[e], unit_t[:, p])
+            same = (ev_bucket[e][:, None] >= 0) & (ev_bucket[e][:, None] == bucket[p])
+            c = c + np.where(same, ev_own[e][:, None] * own[p], np.float32(0))
+            sim[has] = np.maximum(sim[has], c)
+        exact = low + w_sim * sim
+        exact[(pos < 0) | (pos[:, :, None] == seen_pos[rows][:, None, :]).any(axis=2)] = -np.inf
+        best = -np.partition(-exact, keep - 1, axis=1)[:, keep - 1]
+        out[rows] = np.maximum(floor, best)
     return out - np.float32(2.0**-16)
 
 

@@ -300,15 +300,22 @@ class _Group:
         if len(self.rows) == 0:
             return
         if self.is_cold:
-            ev_start, _, _, flow = self.cold_in
-            n = keep + int(np.diff(ev_start).max(initial=0))
-            size = t.cat_size
-            first = np.cumsum(size) - size
+            ev_start, ev_own, ev_bucket, flow = self.cold_in
+            m = int(np.diff(ev_start).max(initial=0))
+            n = keep + m
+            first = np.cumsum(t.cat_size) - t.cat_size
             at = np.arange(n)
-            top = np.where(at[None, :] < size[:, None], t.pop_desc[np.minimum(first[:, None] + at[None, :], len(t.pop_desc) - 1)],
-                           np.float32(-np.inf))
-            self.unf.theta[:] = cold_floor(flow, top.astype(np.float32), n, np.float32(COLD_WEIGHTS["category_flow"]),
-                                           np.float32(COLD_WEIGHTS["popularity"]))
+            ok = at[None, :] < t.cat_size[:, None]
+            top_pos = np.where(ok, t.pop_desc[np.minimum(first[:, None] + at[None, :], len(t.pop_desc) - 1)], -1)
+            top_pop = np.where(ok, t.pop_pos[np.maximum(top_pos, 0)], np.float32(-np.inf)).astype(np.float32)
+            seen_pos = np.full((len(self.rows), max(m, 1)), -1, np.int64)
+            r, p = self.seen
+            o = np.lexsort((p, r))
+            r, p = r[o], p[o]
+            seen_pos[r, np.arange(len(r)) - np.searchsorted(r, r)] = p
+            self.unf.theta[:] = cold_floor(flow, self.left, ev_start, ev_own, ev_bucket, top_pos, top_pop, t.unit_t, t.bucket_pos,
+                                           t.unit_own, seen_pos, keep, *(np.float32(COLD_WEIGHTS[k]) for k in
+                                                                         ("category_flow", "popularity", "similarity")))
             return
         if len(sample) < keep or (self.sparse[3] < 0).any():
             return
