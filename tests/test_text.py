@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import crossrec_core.models.text as text_module
 from crossrec_core.errors import ConfigError
 from crossrec_core.models.text import TEXT_DIM, TextEncoder, item_texts
 
@@ -25,6 +26,21 @@ def test_offline_load_gives_384d_unit_vectors(shared_encoder):
     # related products are closer than unrelated ones
     w = shared_encoder.encode(["camping tent", "tent for camping", "espresso machine"])
     assert w[0] @ w[1] > w[0] @ w[2]
+
+
+def test_bfloat16_products_keep_the_float32_vectors_to_a_cosine_of_0_9999(monkeypatch):
+    """On a CPU the network may multiply in bfloat16 (BF16_CPU; by default where the CPU does it natively): its
+    vectors are not the float32 ones bit for bit, but within a cosine of 0.9999 of each, far closer than two titles."""
+    texts = ["Dome Tent | Camping", "Hiking Boots | Footwear", "Espresso machine, 15 bar | Kitchen",
+             "Strap top (1) | Ladieswear", "Organic green tea, 100 bags | Grocery"]
+    monkeypatch.setattr(text_module, "BF16_CPU", False)
+    exact = TextEncoder(cache_dir="").encode(texts)
+    monkeypatch.setattr(text_module, "BF16_CPU", True)
+    low = TextEncoder(cache_dir="").encode(texts)
+    assert not np.array_equal(exact, low)  # the switch reaches the network
+    cos = (exact * low).sum(axis=1)
+    assert cos.min() > 0.9999
+    assert (exact @ exact.T - np.eye(len(texts))).max() < 0.99  # two different titles are much further apart
 
 
 def test_identical_text_identical_vector_and_dedup(tmp_path):

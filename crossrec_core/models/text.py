@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from crossrec_core.device import cpu_has_native_bf16
 from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.storage.workspace import cache_dir as workspace_cache_dir
 
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 TEXT_DIM = 384
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _KEY_DTYPE = "S40"  # sha1 hex digest as bytes
+# The network's matrix products in bfloat16 on a CPU: None = where the CPU multiplies bfloat16 natively (half the
+# time of float32 there; emulated, slower, elsewhere). The vectors stay within a cosine of 0.9999 of the float32
+# ones (tests/test_text.py; bench/RESULTS.md, session 24): far below what separates two titles.
+BF16_CPU: bool | None = None
 
 
 def default_model_dir() -> Path:
@@ -144,14 +149,19 @@ class TextEncoder:
             raise ModelError(f"Could not load the text model from {self.model_dir}: {err}") from err
         self._model.eval().to(self.device)
 
+    def _cpu_bf16(self) -> bool:
+        if torch.device(self.device).type != "cpu":
+            return False
+        return cpu_has_native_bf16() if BF16_CPU is None else bool(BF16_CPU)
+
     def _encode_network(self, texts: list[str]) -> np.ndarray:
         """Return float32 (n, 384) L2-normalised mean-pooled vectors (no cache)."""
         self._load()
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16()):
             batch = self._tokenizer(
                 texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
             ).to(self.device)
-            hidden = self._model(**batch).last_hidden_state  # (B, T, 384)
+            hidden = self._model(**batch).last_hidden_state.float()  # (B, T, 384); pooled in float32
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, 384)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
