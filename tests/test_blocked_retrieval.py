@@ -103,17 +103,30 @@ OPTIONS = [{}, {"cross_category_only": True}, {"include_categories": ["c00", "c0
            {"threshold": 0.02}, {"per_category_cap": 2, "diversity": 0.3}, {"n_candidates": 12}]
 
 
+def _record_walks(monkeypatch) -> list:
+    """Record every blocked walk as (margin, Retrieved), each pair appended at once: recommend_batch walks the
+    next chunk in a second thread while it ranks this one, so two walks may overlap."""
+    walks = []
+
+    def record(*a, **k):
+        got = blocked_retrieve(*a, **k)
+        walks.append((a[8] if len(a) > 8 else k.get("margin"), got))
+        return got
+
+    monkeypatch.setattr(recommender_module, "blocked_retrieve", record)
+    return walks
+
+
 @pytest.mark.parametrize("kwargs", OPTIONS, ids=lambda k: ",".join(k) or "defaults")
 def test_blocked_path_gives_the_dense_lists(setup, kwargs, monkeypatch):
     model, ds, seqs, dense, fast = setup
-    calls = []
-    monkeypatch.setattr(recommender_module, "blocked_retrieve", lambda *a, **k: calls.append(blocked_retrieve(*a, **k)) or calls[-1])
+    walks = _record_walks(monkeypatch)
     users = np.arange(ds.n_users)
     ends = seqs.offsets[1:][users]
     want = dense.recommend_batch(seqs, users, ends, 10, batch_size=64, **kwargs)
     got = fast.recommend_batch(seqs, users, ends, 10, batch_size=64, **kwargs)
-    assert calls, "the blocked path was not taken"
-    cold = np.concatenate([c.cold for c in calls])
+    assert walks, "the blocked path was not taken"
+    cold = np.concatenate([c.cold for _, c in walks])
     assert cold.any() and (~cold).any()
     assert len(got) == len(want) > 0
     assert_same_lists_up_to_rounding_ties(got, want)
@@ -181,11 +194,10 @@ def test_candidates_for_the_fusion_fit_are_the_dense_ones(setup, monkeypatch, n)
     model, ds, seqs, dense, fast = setup
     users = np.arange(ds.n_users)
     ends = seqs.offsets[1:][users]
-    calls = []
-    monkeypatch.setattr(recommender_module, "blocked_retrieve", lambda *a, **k: calls.append(blocked_retrieve(*a, **k)) or calls[-1])
+    walks = _record_walks(monkeypatch)
     want = dense.candidates(seqs, users, ends, n)
     got = fast.candidates(seqs, users, ends, n)
-    assert len(calls) == 1 and not any(c.cols is None for c in calls)
+    assert len(walks) == 1 and not any(c.cols is None for _, c in walks)
     np.testing.assert_array_equal(got.cand, want.cand)
     np.testing.assert_array_equal(got.valid, want.valid)
     np.testing.assert_array_equal(got.cold, want.cold)
@@ -256,9 +268,7 @@ def test_rows_the_first_walk_cannot_decide_walk_again_with_a_wide_margin_before_
     WIDE_KEEP_MARGIN, which decides them, and the lists are still the dense ones; no row takes the dense path."""
     model, ds, seqs, dense, fast = setup
     monkeypatch.setattr(blocked_module, "KEEP_MARGIN", 0)
-    margins, calls = [], []
-    monkeypatch.setattr(recommender_module, "blocked_retrieve",
-                        lambda *a, **k: margins.append(a[8] if len(a) > 8 else None) or calls.append(blocked_retrieve(*a, **k)) or calls[-1])
+    walks = _record_walks(monkeypatch)
     dense_rows = []
     plain = recommender_module.Recommender._retrieve
     monkeypatch.setattr(recommender_module.Recommender, "_retrieve", lambda self, s, u, e: dense_rows.append(len(u)) or plain(self, s, u, e))
@@ -267,9 +277,10 @@ def test_rows_the_first_walk_cannot_decide_walk_again_with_a_wide_margin_before_
     want = dense.recommend_batch(seqs, users, ends, 10, batch_size=64)
     dense_rows.clear()
     got = fast.recommend_batch(seqs, users, ends, 10, batch_size=64)
+    margins = [m for m, _ in walks]
     assert None in margins and blocked_module.WIDE_KEEP_MARGIN in margins  # a first walk, and a second for some rows
-    first = [c for m, c in zip(margins, calls) if m is None]
-    wide = [c for m, c in zip(margins, calls) if m == blocked_module.WIDE_KEEP_MARGIN]
+    first = [c for m, c in walks if m is None]
+    wide = [c for m, c in walks if m == blocked_module.WIDE_KEEP_MARGIN]
     assert sum(int((~c.exact).sum()) for c in first) == sum(len(c.exact) for c in wide) > 0
     assert all(c.exact.all() for c in wide)
     assert dense_rows == []
@@ -326,7 +337,7 @@ def test_the_cold_block_is_the_per_cell_score():
     assert (got[1] == (w[0] * flow[1, cat[s:e]] + w[1] * pop[s:e])).all()  # a row without items: no similarity term
 
 
-def test_the_cold_block_skips_only_chunks_that_cannot_reach_the_threshold():
+def test_the_cold_block_skips_only_chunks_that_cannot_reach_the_threshold(monkeypatch):
     """With a threshold per row, a chunk is left unscored (its max -inf) only where none of its cells reaches it,
     unless forced; every other chunk is scored exactly; and cold_floor is at most the n-th best unseen score."""
     ev_vecs, ev_start, ev_own, ev_bucket, unit, bucket, own, flow, cat, pop, w = _cold_inputs(6)
@@ -363,13 +374,17 @@ def test_the_cold_block_skips_only_chunks_that_cannot_reach_the_threshold():
     for r in range(rows):
         own_items = np.unique(picked_of(ev_vecs, unit)[ev_start[r] : ev_start[r + 1]])
         seen_pos[r, : len(own_items)] = own_items
-    floor = block_kernels.cold_floor(flow, ev_vecs, ev_start, ev_own, ev_bucket, top_pos, top_pop, np.ascontiguousarray(unit.T),
-                                     bucket, own, seen_pos, keep, *w)
+    args = (ev_vecs, ev_start, ev_own, ev_bucket, top_pos, top_pop, np.ascontiguousarray(unit.T), bucket, own, seen_pos, keep, *w)
+    floor = block_kernels.cold_floor(flow, *args)
     flow_pop_only = np.array([np.sort(w[0] * flow[r, cat] + w[1] * pop)[::-1][n_top - 1] for r in range(rows)])
+    monkeypatch.setattr(block_kernels, "FLOOR_CATEGORIES", 2)  # from each row's two likeliest categories only
+    floor_two = block_kernels.cold_floor(flow, *args)
     for r in range(rows):
         unseen = np.setdiff1d(np.arange(n), seen_pos[r])
-        assert floor[r] <= np.sort(want[r, unseen])[::-1][keep - 1]
+        kth = np.sort(want[r, unseen])[::-1][keep - 1]
+        assert floor[r] <= kth and floor_two[r] <= kth
     assert (floor > flow_pop_only).any()  # the exact scores of the likeliest items lift it above flow and popularity
+    assert (floor_two > -np.inf).all() and (floor_two != floor).any()
 
 
 def picked_of(ev_vecs: np.ndarray, unit: np.ndarray) -> np.ndarray:
