@@ -42,6 +42,8 @@ def bf16_item_terms(warm: np.ndarray) -> np.ndarray:
 # A cosine of unit vectors is at most 1; the chunk bound of ``cold_block`` takes this (float32 rounding of a 66-term
 # product is ~1e-5 at most; the slack is 30 times that, and only makes the bound looser).
 COLD_SIM_MAX = np.float32(1.0 + 2.0**-10)
+# Categories per cold row whose most popular items start its threshold (``cold_floor``).
+FLOOR_CATEGORIES = 32
 
 
 def cold_block(ev_vecs, ev_start, ev_own, ev_bucket, unit_t, s, bucket, own, flow, cat, pop, w_flow, w_pop, w_sim, theta,
@@ -126,21 +128,26 @@ def cold_floor(flow, ev_vecs, ev_start, ev_own, ev_bucket, top_pos, top_pop, uni
     """Return float32 (rows,): a lower bound of each cold row's ``keep``-th best score among its unseen items.
 
     ``top_pos`` / ``top_pop`` (C, n): each category's n most popular positions and their popularity (-1 / -inf past
-    its size), n = keep + the most events a row has (its items are seen). Two bounds, the larger kept: the n-th best
-    of w_flow * flow + w_pop * pop over every item (the similarity term is 0 at least), and the ``keep``-th best
-    exact score (similarity in) among the n items that bound ranks first (real items: the walk sees them too);
-    ``seen_pos`` (rows, m): each row's seen positions (-1 pads). A small margin below: numpy and the compiled
-    kernel round the sums differently."""
+    its size), n = keep + the most events a row has (its items are seen). Over the items of the row's
+    FLOOR_CATEGORIES likeliest categories, two bounds, the larger kept: the n-th best of w_flow * flow + w_pop * pop
+    (the similarity term is 0 at least), and the ``keep``-th best exact score (similarity in) among the n items that
+    bound ranks first (real items: the walk sees them too). ``seen_pos`` (rows, m): each row's seen positions (-1
+    pads). A small margin below: numpy and the compiled kernel round the sums differently."""
     C, n = top_pop.shape
+    # any subset of the items gives lower bounds too: each row's FLOOR_CATEGORIES categories of the best first item
+    # (however many categories a shop has, the work per row stays FLOOR_CATEGORIES x n)
+    m = min(C, FLOOR_CATEGORIES)
     out = np.empty(len(flow), np.float32)
-    step = max(1, (1 << 20) // max(C * n, 1))  # rows at a time: (rows, C, n) stays ~4 MB
+    step = max(1, (1 << 20) // max(m * n, 1))  # rows at a time: (rows, m, n) stays ~4 MB
     for a in range(0, len(flow), step):
         rows = np.arange(a, min(len(flow), a + step))
-        lb = (w_flow * flow[rows, :, None] + w_pop * top_pop[None, :, :]).reshape(len(rows), -1)
+        first = w_flow * flow[rows] + w_pop * top_pop[None, :, 0]
+        cats = np.argpartition(-first, m - 1, axis=1)[:, :m] if m < C else np.broadcast_to(np.arange(C), (len(rows), C))
+        lb = (w_flow * np.take_along_axis(flow[rows], cats, axis=1)[:, :, None] + w_pop * top_pop[cats]).reshape(len(rows), -1)
         pick = np.argpartition(-lb, n - 1, axis=1)[:, :n]
         low = np.take_along_axis(lb, pick, axis=1)
         floor = low.min(axis=1)  # the n-th best of lb
-        pos = top_pos.reshape(-1)[pick]
+        pos = top_pos[cats].reshape(len(rows), -1)[np.arange(len(rows))[:, None], pick]
         sim = np.zeros(pos.shape, np.float32)
         counts = ev_start[rows + 1] - ev_start[rows]
         for slot in range(int(counts.max(initial=0))):
