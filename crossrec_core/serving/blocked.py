@@ -308,7 +308,7 @@ class _Group:
             first = np.cumsum(t.cat_size) - t.cat_size
             at = np.arange(n)
             ok = at[None, :] < t.cat_size[:, None]
-            top_pos = np.where(ok, t.pop_desc[np.minimum(first[:, None] + at[None, :], len(t.pop_desc) - 1)], -1)
+            top_pos = np.where(ok, t.pos_by_pop[np.minimum(first[:, None] + at[None, :], len(t.pos_by_pop) - 1)], -1)
             top_pop = np.where(ok, t.pop_pos[np.maximum(top_pos, 0)], np.float32(-np.inf)).astype(np.float32)
             seen_pos = np.full((len(self.rows), max(m, 1)), -1, np.int64)
             r, p = self.seen

@@ -117,7 +117,7 @@ class Tables:
     unit_own: np.ndarray  # (n_items,) float32 by position: a unit vector's own one-hot value (0 without)
     bucket_pos: np.ndarray  # bucket of each position (-1 without one-hot)
     pop_pos: np.ndarray  # pop_norm by position
-    pop_desc: np.ndarray  # positions, each category's sorted by popularity high to low (categories stay in place)
+    pos_by_pop: np.ndarray  # positions, each category's sorted by popularity high to low (categories stay in place)
     pop_order: np.ndarray  # items by popularity, ties by item index (the novel-slot order)
     cat_size: np.ndarray  # (C,) items per category
     knn_tie: np.ndarray | None  # (n_items,) knn_weight * the kNN popularity tie-break, or None
@@ -154,7 +154,7 @@ def build_tables(model, item_vecs: np.ndarray, norms: np.ndarray, item_category:
         perm=perm, inv=inv, cat_pos=item_category[perm].astype(np.int64), warm=warm,
         dense_cols=dense_cols, onehot=onehot, unit_t=np.ascontiguousarray((dense[perm] / norms[perm]).T, dtype=np.float32),
         unit_own=unit_own, bucket_pos=bucket_pos, pop_pos=pop_norm[perm].astype(np.float32),
-        pop_desc=np.lexsort((-pop_norm[perm], item_category[perm])),
+        pos_by_pop=np.lexsort((-pop_norm[perm], item_category[perm])),
         pop_order=np.argsort(-keys, kind="stable"), cat_size=np.bincount(item_category, minlength=n_categories), knn_tie=knn_tie,
         warm_err=bf16_item_terms(warm) if low_precision else np.zeros((n, 2), np.float32),
         warm_low=torch.from_numpy(warm).to(torch.bfloat16) if low_precision else None,
