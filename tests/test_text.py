@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,7 +14,8 @@ import pytest
 
 import crossrec_core.models.text as text_module
 from crossrec_core.errors import ConfigError
-from crossrec_core.models.text import TEXT_DIM, TextEncoder, item_texts
+from crossrec_core.models.bert import BertEncoder, load_bert
+from crossrec_core.models.text import TEXT_DIM, TextEncoder, default_model_dir, item_texts
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +100,54 @@ def test_bad_model_dir_is_config_error(tmp_path):
 def test_item_texts_joins_title_category_attributes():
     items = pd.DataFrame({"item_id": ["a", "b"], "title": ["Dome Tent", ""], "category": ["Camping", "Food"], "brand": ["Acme", ""]})
     assert list(item_texts(items, ("brand",))) == ["Dome Tent | Camping | Acme", "Food"]
+
+
+_HARD_TEXTS = ["Dome Tent | Camping", "", "x", "Café crème brûlée — ÉLAN naïve 日本語 テスト 中文 ☕ 😀", "a " * 200,
+               "Strap top (1) | Ladieswear | Black | Jersey", "UPPER lower MiXeD 123-456 $9.99 e-mail@x.com"]
+
+
+def test_the_bundled_bert_runs_without_transformers_and_gives_its_vectors(monkeypatch):
+    """The bundled model is a plain BERT: models/bert.py runs it from the folder's own files (transformers' import and
+    model builder cost seconds per training). Its token ids are transformers' tokenizer's, its float32 vectors
+    transformers' to 1e-5; short, empty, accented, CJK and over-long (truncated) texts alike."""
+    monkeypatch.setattr(text_module, "BF16_CPU", False)
+    own = TextEncoder(cache_dir="")
+    mine = own.encode(_HARD_TEXTS)
+    assert isinstance(own._model, BertEncoder)
+    monkeypatch.setattr(text_module, "load_bert", lambda folder: None)  # what a folder of another architecture gets
+    ref = TextEncoder(cache_dir="")
+    theirs = ref.encode(_HARD_TEXTS)
+    assert not isinstance(ref._model, BertEncoder)
+    np.testing.assert_allclose(mine, theirs, atol=1e-5)
+    batch = ref._tokenizer(_HARD_TEXTS, padding=True, truncation=True, max_length=own.max_seq_length)
+    encodings = own._tokenizer.encode_batch(_HARD_TEXTS)
+    assert [e.ids for e in encodings] == batch["input_ids"]
+    assert [e.attention_mask for e in encodings] == batch["attention_mask"]
+    assert len(encodings[4].ids) == own.max_seq_length  # the long text is cut where transformers cuts it
+
+
+def test_encoding_titles_never_imports_transformers(tmp_path):
+    """A fresh process encodes titles with the bundled model without importing transformers at all."""
+    code = ("import sys; from crossrec_core.models.text import TextEncoder; "
+            f"v = TextEncoder(cache_dir={str(tmp_path)!r}).encode(['Dome Tent | Camping']); "
+            "assert v.shape == (1, 384); print('transformers' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.stdout.strip() == "False"
+
+
+def test_a_folder_that_is_not_a_plain_bert_is_left_to_transformers(tmp_path):
+    """load_bert runs only what it runs exactly: another architecture, relative positions or no tokenizer.json -> None."""
+    src = default_model_dir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy(src / name, tmp_path / name)
+    assert load_bert(tmp_path) is not None
+    config = json.loads((src / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
+    assert load_bert(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    assert load_bert(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "tokenizer.json").unlink()
+    assert load_bert(tmp_path) is None

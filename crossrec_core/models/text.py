@@ -23,6 +23,7 @@ import torch
 
 from crossrec_core.device import cpu_has_native_bf16
 from crossrec_core.errors import ConfigError, ModelError
+from crossrec_core.models.bert import BertEncoder, load_bert
 from crossrec_core.storage.workspace import cache_dir as workspace_cache_dir
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,14 @@ class TextEncoder:
         # Nothing is ever downloaded: the model is a local folder and the hub is switched off.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        from transformers import AutoModel, AutoTokenizer  # lazy: importing transformers takes seconds; only titles need it
+        plain = load_bert(self.model_dir)  # a plain BERT (the bundled model) runs without transformers: seconds faster
+        if plain is not None:
+            model, tokenizer = plain
+            tokenizer.enable_truncation(max_length=self.max_seq_length)
+            tokenizer.enable_padding(pad_id=model.pad_id, pad_token=tokenizer.id_to_token(model.pad_id) or "[PAD]")
+            self._model, self._tokenizer = model.to(self.device), tokenizer
+            return
+        from transformers import AutoModel, AutoTokenizer  # lazy: importing transformers takes seconds
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
@@ -158,11 +166,17 @@ class TextEncoder:
         """Return float32 (n, 384) L2-normalised mean-pooled vectors (no cache)."""
         self._load()
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16()):
-            batch = self._tokenizer(
-                texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
-            ).to(self.device)
-            hidden = self._model(**batch).last_hidden_state.float()  # (B, T, 384); pooled in float32
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            if isinstance(self._model, BertEncoder):
+                encodings = self._tokenizer.encode_batch(texts)
+                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long, device=self.device)
+                mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long, device=self.device)
+                hidden = self._model.hidden(ids, mask).float()  # (B, T, 384); pooled in float32
+            else:
+                batch = self._tokenizer(
+                    texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
+                ).to(self.device)
+                hidden, mask = self._model(**batch).last_hidden_state.float(), batch["attention_mask"]
+            mask = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, 384)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         self.n_encoded += len(texts)
