@@ -230,6 +230,11 @@ class TrainConfig:
     # weight a batch holds ("target"): then every target weighs the same whatever batch it falls in, even
     # when length buckets put short windows together.
     step_mean: Literal["batch", "target"] = "batch"
+    # Each shopper's targets together weigh at most this quantile of the shoppers' target counts (0 = off): a
+    # shopper of n targets counts as min(n, c) of them, so the few longest histories cannot carry the fit (hm: a
+    # tenth of the shoppers hold half the targets) while shoppers up to c keep every target alike. Measured as a
+    # single run in place of the batch race (bench/RESULTS.md, session 25).
+    shopper_cap_quantile: float = 0.0
     # Add an item-kNN (co-occurrence) term to retrieval with a weight chosen on validation NDCG@10
     # (0 when it does not help): sparse catalogues reward item-to-item co-occurrence.
     knn_blend: bool = True
@@ -297,6 +302,8 @@ class TrainConfig:
         _check(isinstance(self.length_buckets, bool), f"length_buckets must be true or false, got {self.length_buckets!r}.")
         _check(isinstance(self.window_weights, bool), f"window_weights must be true or false, got {self.window_weights!r}.")
         _check(self.weight_unit in ("window", "shopper"), f"weight_unit must be 'window' or 'shopper', got {self.weight_unit!r}.")
+        _check(_is_num(self.shopper_cap_quantile) and 0.0 <= self.shopper_cap_quantile <= 1.0,
+               f"shopper_cap_quantile must be in [0, 1], got {self.shopper_cap_quantile!r}.")
         _check(self.step_mean in ("batch", "target"), f"step_mean must be 'batch' or 'target', got {self.step_mean!r}.")
         _check(_is_num(self.window_weight_power) and 0.0 <= self.window_weight_power <= 1.0,
                f"window_weight_power must be in [0, 1], got {self.window_weight_power!r}.")

@@ -659,6 +659,25 @@ def test_window_weight_power_goes_from_every_window_to_every_target():
         np.testing.assert_allclose(w * n[:, None] ** power, plain, rtol=1e-6)  # same targets, scaled
 
 
+def test_shopper_cap_makes_a_shopper_count_as_at_most_the_quantile_of_the_shoppers_targets():
+    from crossrec_core.training.loop import build_windows, training_windows
+
+    ds = pattern_dataset(60)
+    split = ds.leave_last_out()
+    short = lambda cfg: dataclasses.replace(cfg, user=dataclasses.replace(cfg.user, max_len=2))  # noqa: E731
+    plain = build_windows(ds, split, short(small_config())).tensors["weights"].numpy()
+    capped = build_windows(ds, split, short(small_config(shopper_cap_quantile=0.5))).tensors["weights"].numpy()
+    users, _ = training_windows(ds.seqs, split.train_end, 2)
+    n = np.bincount(users, weights=plain.sum(axis=1))
+    cap = np.quantile(n[n > 0], 0.5)
+    assert (n > cap).any() and (n[n > 0] < cap).any()  # shoppers on both sides of the cap
+    np.testing.assert_allclose(np.bincount(users, weights=capped.sum(axis=1)), np.minimum(n, cap), rtol=1e-6)
+    kept = n[users] <= cap  # shoppers up to the cap keep every target at its weight
+    np.testing.assert_array_equal(capped[kept], plain[kept])
+    scale = (np.minimum(n, cap) / np.maximum(n, 1e-12))[users][:, None]
+    np.testing.assert_allclose(capped, plain * scale, rtol=1e-6)  # a shopper's targets scaled alike
+
+
 def test_step_mean_target_weighs_every_target_the_same_whatever_its_batch():
     from crossrec_core.models.fusion import build_net
     from crossrec_core.training.loss import RetrievalLoss

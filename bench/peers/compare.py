@@ -169,22 +169,39 @@ def store(folder: Path, key: dict, result: dict, topk: pd.DataFrame) -> None:
 
 
 # -- crossrec, in a child process -------------------------------------------------------------------
-def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed: int, threads: int, home: str) -> dict:
+def crossrec_config(changes: str):
+    """Return the default ModelConfig with ``changes`` ("section.field:value,...", values parsed as JSON, else text)."""
+    import dataclasses
+
+    from crossrec_core.config import ModelConfig
+
+    cfg = ModelConfig()
+    for change in filter(None, changes.split(",")):
+        key, _, raw = change.partition(":")
+        section, _, name = key.strip().partition(".")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{name: value})})
+    return cfg
+
+
+def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed: int, threads: int, home: str, changes: str = "") -> dict:
     os.environ["CROSSREC_HOME"] = home
     import dataclasses
 
     import torch
 
-    from crossrec_core.config import ModelConfig
     from crossrec_core.serving.recommender import Recommender
     from crossrec_core.training.loop import train_model
 
     if threads > 0:
         torch.set_num_threads(threads)
     ds = load_dataset(spec, max_events)
-    cfg = ModelConfig()
-    changes = {"seed": seed, **({"epochs": epochs} if epochs is not None else {})}
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+    cfg = crossrec_config(changes)
+    fixed = {"seed": seed, **({"epochs": epochs} if epochs is not None else {})}
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **fixed))
     valid_at: dict[int, tuple[float, float]] = {}
 
     def cpu() -> float:
@@ -238,7 +255,8 @@ def run_crossrec(spec: str, args: argparse.Namespace, seed: int, key: dict, fold
     if not args.retrain and (found := cached(folder, key)) is not None:
         return found
     with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        res = pool.submit(_crossrec_child, spec, args.max_events, args.epochs, seed, args.threads, str(OUT / "peers" / "workspace")).result()
+        res = pool.submit(_crossrec_child, spec, args.max_events, args.epochs, seed, args.threads, str(OUT / "peers" / "workspace"),
+                          args.crossrec_config).result()
     topk = pd.DataFrame(res.pop("topk"))
     res["git_commit"] = git_commit()
     store(folder, key, res, topk)
@@ -352,7 +370,8 @@ def run_dataset(spec: str, args: argparse.Namespace) -> tuple[str, dict]:
     for seed in args.seeds:
         jobs = []
         if "crossrec" in args.methods:
-            key = {**base, "method": "crossrec", "form": "-", "seed": seed, "epochs": args.epochs, "threads": args.threads, "code": crossrec_code()}
+            key = {**base, "method": "crossrec", "form": "-", "seed": seed, "epochs": args.epochs, "threads": args.threads, "code": crossrec_code(),
+                   **({"config": args.crossrec_config} if args.crossrec_config else {})}
             jobs.append(("crossrec", "-", key, lambda key=key, seed=seed: run_crossrec(spec, args, seed, key, cache_dir(label, "crossrec", "-", seed, key))))
         for model in RECBOLE_MODELS:
             if model not in args.methods:
@@ -413,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="allpos form: each user's latest 51 train events (last, as SASRec+ / gSASRec) or all train events cut into 51-event windows")
     p.add_argument("--recbole-time-budget", type=float, default=0.0, metavar="S",
                    help="stop each RecBole run after the first epoch that ends past S seconds of training, keeping its best epoch (0 = none)")
+    p.add_argument("--crossrec-config", default="", metavar="CHANGES",
+                   help='crossrec trained with these changes to the defaults ("section.field:value,...", e.g. "train.patience:5"); '
+                        'cached apart from the defaults\' runs, which stay the ones the tables compare unless this is given')
     p.add_argument("--threads", type=int, default=0, help="torch threads for every method (0 = torch's default)")
     p.add_argument("--retrain", action="store_true", help="ignore the cache and train every run again")
     p.add_argument("--reuse-recbole", action="store_true", help=argparse.SUPPRESS)  # old flag: caching is now always on

@@ -135,6 +135,10 @@ def build_windows(ds: InteractionDataset, split: LeaveLastOut, cfg: ModelConfig)
         if tc.weight_unit == "shopper":  # a shopper's windows share one total
             n = np.bincount(w_users, weights=n, minlength=int(w_users.max()) + 1)[w_users]
         weights = weights / np.maximum(n, 1e-12)[:, None] ** tc.window_weight_power
+    if tc.shopper_cap_quantile > 0:  # a shopper of n targets counts as min(n, c): c a quantile of the shoppers' counts
+        n = np.bincount(w_users, weights=weights.sum(axis=1), minlength=int(w_users.max()) + 1)
+        cap = float(np.quantile(n[n > 0], tc.shopper_cap_quantile))
+        weights = weights * (np.minimum(n, cap) / np.maximum(n, 1e-12))[w_users][:, None].astype(np.float32)
     tensors = {
         "items": torch.from_numpy(win["items"][:, :-1]),
         "events": torch.from_numpy(win["events"][:, :-1]),
