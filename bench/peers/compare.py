@@ -226,8 +226,8 @@ def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed:
     item_idx = ds.item_index(model.item_ids[rec["item_idx"].to_numpy()])
     history = model.metrics.get("history", [])
     # with the batch choice the two runs take turns, an epoch each (training/batch_race.py): the time to the shipped
-    # run's best epoch includes the other run's epochs up to then
-    run = ("length buckets" if model.config.train.length_buckets else "random batches") if model.metrics.get("run_histories") else ""
+    # run's best epoch includes the other run's epochs up to then. Every run reports under its label, a single one too.
+    run = "length buckets" if model.config.train.length_buckets else "random batches"
     best_wall, best_cpu = valid_at.get((run, best_epoch), (float("nan"), float("nan")))
     return {
         "topk": {"user_idx": rec["user_idx"].to_numpy().astype(np.int64).tolist(), "rank": rec["rank"].to_numpy().astype(np.int64).tolist(),
