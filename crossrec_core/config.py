@@ -232,8 +232,10 @@ class TrainConfig:
     step_mean: Literal["batch", "target"] = "batch"
     # Each shopper's targets together weigh at most this quantile of the shoppers' target counts (0 = off): a
     # shopper of n targets counts as min(n, c) of them, so the few longest histories cannot carry the fit (hm: a
-    # tenth of the shoppers hold half the targets) while shoppers up to c keep every target alike. Measured as a
-    # single run in place of the batch race (bench/RESULTS.md, session 25).
+    # tenth of the shoppers hold half the targets) while shoppers up to c keep every target alike. Measured at 0.9 as
+    # one run of random batches in place of the batch race (bench/RESULTS.md, session 25): level or better on hm, the
+    # demo store, dense-c and chain-a in half the time, +14 % on drift-s's novel-category shoppers, but -3 % (drift-s)
+    # and -11 % (drift-b) on all shoppers of the drift logs, so not the default.
     shopper_cap_quantile: float = 0.0
     # Add an item-kNN (co-occurrence) term to retrieval with a weight chosen on validation NDCG@10
     # (0 when it does not help): sparse catalogues reward item-to-item co-occurrence.
