@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from calibration import log_paths, measure  # noqa: E402
 
-from crossrec_core.config import ModelConfig  # noqa: E402
+from crossrec_core.config import ModelConfig, changed_config  # noqa: E402
 from crossrec_core.data.load import load_log  # noqa: E402
 
 
@@ -56,17 +56,7 @@ def variants() -> dict[str, ModelConfig]:
 def custom_variant(spec: str) -> tuple[str, ModelConfig]:
     """Return (name, config) from "NAME=section.field:value,..." (values parsed as JSON, else text)."""
     name, _, changes = spec.partition("=")
-    cfg = ModelConfig()
-    for change in filter(None, changes.split(",")):
-        key, _, raw = change.partition(":")
-        section, _, field = key.strip().partition(".")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        part = dataclasses.replace(getattr(cfg, section), **{field: value})
-        cfg = dataclasses.replace(cfg, **{section: part})
-    return name.strip(), cfg
+    return name.strip(), changed_config(changes)
 
 
 def table(rows: list[dict]) -> str:

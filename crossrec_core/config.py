@@ -8,6 +8,7 @@ when the catalogue is large.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -366,6 +367,21 @@ class ModelConfig:
                 raise ConfigError(f"Unknown setting(s) in '{key}': {', '.join(sorted(bad))}.")
             kwargs[key] = klass(**sub)
         return cls(**kwargs)
+
+
+def changed_config(changes: str, base: ModelConfig | None = None) -> ModelConfig:
+    """Return ``base`` (the defaults when None) with ``changes``: "section.field:value,..." (sections item, user, train;
+    each value parsed as JSON, else kept as text), what the benchmarks' variants are written as."""
+    cfg = ModelConfig() if base is None else base
+    for change in filter(None, changes.split(",")):
+        key, _, raw = change.partition(":")
+        section, _, name = key.strip().partition(".")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{name: value})})
+    return cfg
 
 
 def default_config(

@@ -108,3 +108,12 @@ def test_attr_encoder_defaults_to_bag_but_old_saved_configs_keep_the_cnn():
     old = ModelConfig().to_dict()
     del old["item"]["attr_encoder"]  # a config.json written before the bag existed
     assert ModelConfig.from_dict(old).item.attr_encoder == "cnn"
+
+
+def test_changed_config_applies_each_change_parsed_as_json_else_text():
+    from crossrec_core.config import changed_config
+
+    cfg = changed_config('train.patience:5,user.kind:gru,train.cpu_bf16:false,item.text_model_dir:/models/x,train.lr:1e-3')
+    assert cfg.train.patience == 5 and cfg.user.kind == "gru" and cfg.train.cpu_bf16 is False and cfg.train.lr == 1e-3
+    assert cfg.item.text_model_dir == "/models/x"  # not JSON: kept as text
+    assert changed_config("") == ModelConfig() and changed_config("train.seed:7", cfg).user.kind == "gru"

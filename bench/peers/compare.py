@@ -169,37 +169,20 @@ def store(folder: Path, key: dict, result: dict, topk: pd.DataFrame) -> None:
 
 
 # -- crossrec, in a child process -------------------------------------------------------------------
-def crossrec_config(changes: str):
-    """Return the default ModelConfig with ``changes`` ("section.field:value,...", values parsed as JSON, else text)."""
-    import dataclasses
-
-    from crossrec_core.config import ModelConfig
-
-    cfg = ModelConfig()
-    for change in filter(None, changes.split(",")):
-        key, _, raw = change.partition(":")
-        section, _, name = key.strip().partition(".")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{name: value})})
-    return cfg
-
-
 def _crossrec_child(spec: str, max_events: int | None, epochs: int | None, seed: int, threads: int, home: str, changes: str = "") -> dict:
     os.environ["CROSSREC_HOME"] = home
     import dataclasses
 
     import torch
 
+    from crossrec_core.config import changed_config
     from crossrec_core.serving.recommender import Recommender
     from crossrec_core.training.loop import train_model
 
     if threads > 0:
         torch.set_num_threads(threads)
     ds = load_dataset(spec, max_events)
-    cfg = crossrec_config(changes)
+    cfg = changed_config(changes)
     fixed = {"seed": seed, **({"epochs": epochs} if epochs is not None else {})}
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **fixed))
     valid_at: dict[int, tuple[float, float]] = {}
