@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import crossrec_core.models.text as text_module
-from crossrec_core.errors import ConfigError
+from crossrec_core.errors import ConfigError, ModelError
 from crossrec_core.models.bert import BertEncoder, load_bert
 from crossrec_core.models.text import TEXT_DIM, TextEncoder, default_model_dir, item_texts
 
@@ -151,3 +151,17 @@ def test_a_folder_that_is_not_a_plain_bert_is_left_to_transformers(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "tokenizer.json").unlink()
     assert load_bert(tmp_path) is None
+
+
+def test_a_damaged_bert_folder_is_a_model_error_not_a_traceback(tmp_path):
+    """A text_model_dir whose weights or tokenizer file is damaged says which folder failed (ModelError)."""
+    src = default_model_dir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(src / name, tmp_path / name)
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="Could not load the text model"):
+        TextEncoder(tmp_path, cache_dir="").encode(["Dome Tent"])
+    shutil.copy(src / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelError, match="Could not load the text model"):
+        TextEncoder(tmp_path, cache_dir="").encode(["Dome Tent"])

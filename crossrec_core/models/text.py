@@ -141,7 +141,10 @@ class TextEncoder:
         # Nothing is ever downloaded: the model is a local folder and the hub is switched off.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        plain = load_bert(self.model_dir)  # a plain BERT (the bundled model) runs without transformers: seconds faster
+        try:  # a plain BERT (the bundled model) runs without transformers: seconds faster
+            plain = load_bert(self.model_dir)
+        except Exception as err:  # safetensors and tokenizers raise their own types for a damaged file
+            raise ModelError(f"Could not load the text model from {self.model_dir}: {err}") from err
         if plain is not None:
             model, tokenizer = plain
             tokenizer.enable_truncation(max_length=self.max_seq_length)
