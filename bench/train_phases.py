@@ -21,7 +21,7 @@ import time
 import torch
 
 import crossrec_core.training.epochs as epochs
-from crossrec_core.config import ModelConfig
+from crossrec_core.config import changed_config
 from crossrec_core.storage.datasets import load_dataset
 from crossrec_core.training.loop import train_model
 
@@ -37,13 +37,23 @@ def main() -> None:
     p.add_argument("--per-step", type=int, default=0, help="time steps 10..N of a full epoch instead, then stop")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="with --per-step: torch's profiler over steps 10..N")
+    p.add_argument("--set", default="", help='config changes, "section.field:value,..." (config.changed_config)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    shape: dict[str, int] = {}
+    plain_init = epochs.Fit.__init__
+
+    def init(self, *a, **k) -> None:  # the first run's targets and steps per epoch (target events/s below)
+        plain_init(self, *a, **k)
+        shape.setdefault("targets", int(self.windows.n_targets))
+        shape.setdefault("steps", int(self.n_steps))
+
+    epochs.Fit.__init__ = init
     if not args.per_step:
         plain = epochs.epoch_batches
         epochs.epoch_batches = lambda *a, **k: plain(*a, **k)[: args.steps]
     ds = load_dataset(f"scale-{args.size}")
-    cfg = ModelConfig()
+    cfg = changed_config(args.set)
     cfg = dataclasses.replace(cfg, item=dataclasses.replace(cfg.item, use_text=False), train=dataclasses.replace(cfg.train, epochs=1))
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
@@ -73,7 +83,9 @@ def main() -> None:
     except _Enough:
         ms = (marks["to"] - marks["from"]) / (args.per_step - 10) * 1000
         print(json.dumps({"size": args.size, "before the first step_s": round(phases.get("before the first step", 0.0), 1),
-                          "ms_per_step": round(ms, 1), "steps": f"10..{args.per_step}"}))
+                          "ms_per_step": round(ms, 1), "steps": f"10..{args.per_step}",
+                          "target_events_per_s": round(shape["targets"] / shape["steps"] / ms * 1000),
+                          "threads": args.threads, "set": args.set}))
         if args.profile:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
         return

@@ -40,9 +40,25 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(check()) for check in checks if check is not None)
 
 
+def cpu_threads() -> int:
+    """Return how many intra-op threads a CPU job should use: CROSSREC_THREADS when set, else the cores this process
+    may run on (``taskset`` / cgroup affinity, not the machine's count), at most OMP_NUM_THREADS when that is set.
+
+    Why not ``os.cpu_count()`` (what this did up to session 25): under ``OMP_NUM_THREADS=1 taskset -c 0`` it still
+    set two threads, which then took turns on the one core (every benchmark run "at one thread" since session 1 ran
+    two threads on one core; bench/RESULTS.md, session 26)."""
+    if os.environ.get("CROSSREC_THREADS", "").strip():
+        return max(1, int(os.environ["CROSSREC_THREADS"]))
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
+    return max(1, n)
+
+
 def configure_cpu_threads() -> None:
-    """Use every core for intra-op work but never oversubscribe (torch's default can exceed cores)."""
-    n = int(os.environ.get("CROSSREC_THREADS", "0")) or (os.cpu_count() or 1)
+    """Use every core this process may run on for intra-op work, never more (``cpu_threads``)."""
+    n = cpu_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

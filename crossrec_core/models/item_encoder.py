@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from crossrec_core.config import ItemEncoderConfig
+from crossrec_core.models.fast_ops import take_rows
 
 PAD_TOKEN = 0
 UNK_TOKEN = 1
@@ -113,9 +114,9 @@ class ItemEncoder(nn.Module):
     def input_vectors(self, idx: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Return float (..., d) vectors of HISTORY items: the scored-side vectors (from ``table`` when
         given, else computed) plus the category embedding when it sits on the input side only."""
-        out = table[idx] if table is not None else self(idx)
+        out = take_rows(table, idx) if table is not None else self(idx)
         if self.cfg.use_category and self.cfg.category_side == "input":
-            out = out + self.cat_emb(self.item_category[idx])
+            out = out + self.cat_emb(take_rows(self.item_category, idx))
         return out
 
     def forward(self, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,7 +134,7 @@ class ItemEncoder(nn.Module):
         category, attributes, title text, other vectors): ``forward`` is their sum."""
         out: dict[str, torch.Tensor] = {}
         if self.cfg.use_id:
-            keep = self.id_mask[idx]
+            keep = take_rows(self.id_mask, idx)  # take_rows: index_select, ~7x faster than [idx] on a CPU (models/fast_ops.py)
             if self.training and self.cfg.id_shrinkage > 0:
                 # an item's ID row is used in a step with probability n / (n + k) and weighted by that
                 # probability when scoring (dropout without rescaling): under Adam a fixed weight alone would
@@ -143,9 +144,9 @@ class ItemEncoder(nn.Module):
                 keep = keep * (torch.rand(idx.shape, device=idx.device) >= self.cfg.id_dropout).float()
             out["ID"] = self.id_emb(idx) * keep.unsqueeze(-1)
         if self.cfg.use_category and self.cfg.category_side == "both":
-            out["category"] = self.cat_emb(self.item_category[idx])
+            out["category"] = self.cat_emb(take_rows(self.item_category, idx))
         if self.use_attr:
-            tok = self.attr_tokens[idx]  # (..., L)
+            tok = take_rows(self.attr_tokens, idx)  # (..., L)
             flat = tok.reshape(-1, tok.shape[-1])
             if self.cfg.attr_encoder == "bag":
                 # the pad row is zero, so the sum over all slots is the sum over real tokens
@@ -158,9 +159,9 @@ class ItemEncoder(nn.Module):
                 h = torch.where(torch.isfinite(h), h, torch.zeros_like(h))  # items without attributes
             out["attributes"] = h.reshape(idx.shape + (self.cfg.dim,))
         if self.use_text:
-            out["title text"] = self.text_proj(self.text_vecs[idx])
+            out["title text"] = self.text_proj(take_rows(self.text_vecs, idx))
         if self.use_vec:
-            out["other vectors"] = self.vec_proj(self.extra_vecs[idx])
+            out["other vectors"] = self.vec_proj(take_rows(self.extra_vecs, idx))
         return out
 
     def append_items(self, category_idx: torch.Tensor, text_vecs: torch.Tensor | None = None,

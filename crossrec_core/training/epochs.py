@@ -238,7 +238,7 @@ class Fit:
         progress = dict(epoch=epoch, n_epochs=tc.epochs, run=self.label)
         for step, b in enumerate(batches, start=1):
             L = int(windows.length[b].max())
-            bt = {k: v[torch.from_numpy(b)][:, -L:].to(device) for k, v in windows.tensors.items()}
+            bt = {k: v.index_select(0, torch.from_numpy(b))[:, -L:].to(device) for k, v in windows.tensors.items()}
             negs = torch.randint(0, ds.n_items, (tc.n_negatives if self.mode == "sampled" else (bs * L if self.mode == "bce" else 1),), generator=gen).to(device)
             with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 loss = self.step_mod(bt["items"], bt["events"], bt["gaps"], bt["valid"], bt["targets"], bt["weights"], negs)

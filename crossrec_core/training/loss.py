@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from crossrec_core.config import ModelConfig
+from crossrec_core.models.fast_ops import masked_rows, take_rows
 from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.training.softmax import softmax_cross_entropy
 
@@ -35,7 +36,8 @@ class RetrievalLoss(nn.Module):
         vecs = self.item_encoder.input_vectors(items.clamp(min=0), table)
         h = self.user_encoder(vecs, events, gaps, valid)  # (B, T, d)
         m = weights > 0
-        hv, tv, wv = h[m], targets[m], weights[m]  # (N, d), (N,), (N,)
+        at = m.reshape(-1).nonzero().squeeze(1)  # index_select, not [m]: ~5x faster on a CPU (models/fast_ops.py)
+        hv, tv, wv = masked_rows(h, m, at), masked_rows(targets, m, at), masked_rows(weights, m, at)  # (N, d), (N,), (N,)
         if hv.shape[0] == 0:
             return h.sum() * 0.0
         if self.mode == "ce" and hv.device.type == "cpu":  # on a CPU: the logits one block of rows at a time
@@ -47,11 +49,10 @@ class RetrievalLoss(nn.Module):
             pos_vec = self.item_encoder(tv)  # (N, d)
             neg_vec = self.item_encoder(negatives)  # (K, d)
             pos = (hv * pos_vec).sum(-1, keepdim=True)  # (N, 1)
-            neg = hv @ neg_vec.T  # (N, K)
             # uniform sampling: the logQ correction is a constant and cancels; accidental hits are masked
-            neg = neg.masked_fill(negatives.unsqueeze(0) == tv.unsqueeze(1), float("-inf"))
-            logits = torch.cat([pos, neg], dim=1).float()
-            loss = nn.functional.cross_entropy(logits, torch.zeros_like(tv), reduction="none")
+            neg = _mask_hits((hv @ neg_vec.T).float(), tv, negatives)  # (N, K)
+            # -log softmax([pos, neg])[0] = softplus(logsumexp(neg) - pos): no (N, K + 1) copy to build
+            loss = nn.functional.softplus(torch.logsumexp(neg, dim=1) - pos.squeeze(1).float())
         else:  # bce, one negative per position (SASRec)
             neg_idx = negatives[: hv.shape[0]] if negatives.shape[0] >= hv.shape[0] else negatives[torch.arange(hv.shape[0], device=hv.device) % negatives.shape[0]]
             pos = (hv * self.item_encoder(tv)).sum(-1)
@@ -59,8 +60,22 @@ class RetrievalLoss(nn.Module):
             loss = nn.functional.softplus(-pos.float()) + nn.functional.softplus(neg.float())
         if self.category_head is not None:  # the next event's category, from the same state
             cat_logits = self.category_head(hv).float()
-            loss = loss + self.category_weight * nn.functional.cross_entropy(cat_logits, self.item_encoder.item_category[tv], reduction="none")
+            loss = loss + self.category_weight * nn.functional.cross_entropy(cat_logits, take_rows(self.item_encoder.item_category, tv), reduction="none")
         return (loss * wv).sum() / (wv.sum().clamp(min=1e-6) if self.norm is None else self.norm)
+
+
+def _mask_hits(neg: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Return ``neg`` (N, K) with every negative that is its row's own target set to float32's lowest value
+    (an accidental hit; in place). Only the few rows with a hit are compared column by column (a whole (N, K)
+    comparison and fill cost 4 % of a 10M-event step). The lowest finite value, not -inf: a row whose every
+    negative is a hit then has a finite log-sum-exp, its loss 0 and no NaN gradient."""
+    sorted_negs = negatives.sort().values
+    at = torch.searchsorted(sorted_negs, targets).clamp(max=sorted_negs.shape[0] - 1)
+    rows = torch.nonzero(sorted_negs[at] == targets).squeeze(1)
+    if rows.numel():
+        r, c = torch.nonzero(targets[rows].unsqueeze(1) == negatives.unsqueeze(0), as_tuple=True)
+        neg.index_put_((rows[r], c), torch.tensor(torch.finfo(neg.dtype).min, dtype=neg.dtype, device=neg.device))
+    return neg
 
 
 def resolve_loss(cfg: ModelConfig, n_items: int) -> str:
