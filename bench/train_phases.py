@@ -7,7 +7,9 @@ Trains the scale stage's model (bench/scale.py: defaults, text encoder off, one 
 first ``--steps`` batches, and prints the wall seconds of each phase (before the first step: loading, windows,
 item-neighbour tables; the cut epoch; validation; the blends; mining the fusion scorer's candidates; fitting it).
 With ``--per-step N`` it instead times steps 10..N of a full epoch (ms per step) and stops there; ``--profile`` adds
-torch's profiler over those steps and prints its operators by self CPU time (where a step goes).
+torch's profiler over those steps and prints its operators by self CPU time (where a step goes). With ``--epochs N``
+it trains N whole epochs (length buckets only) and prints each one's validation NDCG@10 and target events/s:
+quality against speed for a change of the step (``--set "train.batch_size:512"``).
 Run from a worktree with ``PYTHONPATH=<worktree>`` for a before / after pair.
 """
 
@@ -37,6 +39,8 @@ def main() -> None:
     p.add_argument("--per-step", type=int, default=0, help="time steps 10..N of a full epoch instead, then stop")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="with --per-step: torch's profiler over steps 10..N")
+    p.add_argument("--epochs", type=int, default=0, help="train N whole epochs of the first run, print each one's "
+                   "validation NDCG@10 and target events/s, then stop (quality against speed; the race's other run is off)")
     p.add_argument("--set", default="", help='config changes, "section.field:value,..." (config.changed_config)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,12 +53,27 @@ def main() -> None:
         shape.setdefault("steps", int(self.n_steps))
 
     epochs.Fit.__init__ = init
+    curve: list[dict] = []
+    plain_epoch = epochs.Fit.run_epoch
+
+    def run_epoch(self) -> None:  # --epochs: each epoch's figures, then stop
+        plain_epoch(self)
+        h = self.state.history[-1]
+        curve.append({"epoch": h["epoch"], "valid_ndcg10": round(h["ndcg10_stop"], 4), "encoders_ndcg10": round(h["ndcg10"], 4),
+                      "train_s": round(h["train_s"], 1), "target_events_per_s": round(h["events_per_s"])})
+        print(json.dumps(curve[-1]), flush=True)
+        if len(curve) >= args.epochs:
+            raise _Enough
+
+    if args.epochs:
+        epochs.Fit.run_epoch = run_epoch
     if not args.per_step:
         plain = epochs.epoch_batches
         epochs.epoch_batches = lambda *a, **k: plain(*a, **k)[: args.steps]
     ds = load_dataset(f"scale-{args.size}")
     cfg = changed_config(args.set)
-    cfg = dataclasses.replace(cfg, item=dataclasses.replace(cfg.item, use_text=False), train=dataclasses.replace(cfg.train, epochs=1))
+    train = dataclasses.replace(cfg.train, epochs=max(args.epochs, 1), batch_choice=cfg.train.batch_choice and not args.epochs)
+    cfg = dataclasses.replace(cfg, item=dataclasses.replace(cfg.item, use_text=False), train=train)
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
     last = [0.0, "before the first step"]
@@ -81,6 +100,10 @@ def main() -> None:
     try:
         train_model(ds, cfg, on_progress=on_progress)
     except _Enough:
+        if args.epochs:
+            print(json.dumps({"size": args.size, "set": args.set, "threads": args.threads, "steps_per_epoch": shape["steps"],
+                              "targets_per_epoch": shape["targets"], "epochs": curve}))
+            return
         ms = (marks["to"] - marks["from"]) / (args.per_step - 10) * 1000
         print(json.dumps({"size": args.size, "before the first step_s": round(phases.get("before the first step", 0.0), 1),
                           "ms_per_step": round(ms, 1), "steps": f"10..{args.per_step}",
