@@ -209,9 +209,10 @@ class TrainConfig:
     # bucketing gives short histories (and the last, partial window of a long one) more weight per target
     # than random batches, as RecBole's SASRec draws them, do.
     length_buckets: bool = True
-    # On a CPU that multiplies bfloat16 natively (AVX512-BF16 or AMX), the full-catalogue softmax's matrix products
-    # run in bfloat16 (training/softmax.py: log-sum-exp, gradients' sums and the weights stay float32). Why: those
-    # products are up to half of a step on a CPU, and run ~2.5x faster in bfloat16 (bench/RESULTS.md, session 22). Ignored
+    # On a CPU that multiplies bfloat16 natively (AVX512-BF16 or AMX), the softmax's matrix products (full catalogue,
+    # and since session 26 the sampled one's) run in bfloat16 (training/softmax.py: log-sum-exp, gradients' sums and the
+    # weights stay float32). Why: those products are up to half of a step on a CPU, and run ~2.5x faster in bfloat16
+    # (bench/RESULTS.md, sessions 22 and 26). Ignored
     # on other CPUs (oneDNN emulates bfloat16 there, slower than float32) and on a GPU (autocast, TrainConfig.device).
     cpu_bf16: bool = True
     # Train twice, with length buckets and with random batches, and keep the run with the better validation

@@ -1,4 +1,4 @@
-"""models/fast_ops.py (the CPU dropout, row gathers) and the sampled softmax's masking of accidental hits (training/loss.py)."""
+"""models/fast_ops.py: the CPU dropout and attention dropout, row gathers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from crossrec_core.models.fast_ops import Dropout, attention, dropout, masked_rows, take_rows
-from crossrec_core.training.loss import _mask_hits
 
 
 def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_keeps_the_mean():
@@ -73,37 +72,6 @@ def test_attention_without_dropout_is_torchs_and_with_it_keeps_the_expectation_a
     mean = draws[:, :, :, :-1].mean(dim=0)
     ref = nn.functional.scaled_dot_product_attention(q, k, v_leak, attn_mask=mask)[:, :, :-1]
     assert torch.allclose(mean, ref, atol=0.06)
-
-
-def _reference_sampled_loss(h, table, targets, negatives):
-    pos = (h * table[targets]).sum(-1, keepdim=True)
-    neg = (h @ table[negatives].T).masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
-    return nn.functional.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(targets), reduction="none")
-
-
-def test_masked_hits_give_the_reference_sampled_softmax_loss_and_gradients():
-    torch.manual_seed(6)
-    h = torch.randn(300, 16, requires_grad=True)
-    table = torch.randn(50, 16, requires_grad=True)
-    targets, negatives = torch.randint(0, 50, (300,)), torch.randint(0, 50, (64,))  # duplicates and many hits
-    assert (negatives.unsqueeze(0) == targets.unsqueeze(1)).any(dim=1).sum() > 100
-    ref = _reference_sampled_loss(h, table, targets, negatives)
-    g_ref = torch.autograd.grad(ref.sum(), [h, table])
-    pos = (h * table[targets]).sum(-1)
-    loss = nn.functional.softplus(torch.logsumexp(_mask_hits(h @ table[negatives].T, targets, negatives), dim=1) - pos)
-    g = torch.autograd.grad(loss.sum(), [h, table])
-    assert torch.allclose(loss, ref, atol=1e-5)
-    for a, b in zip(g, g_ref):
-        assert torch.allclose(a, b, atol=1e-5)
-
-
-def test_a_row_whose_every_negative_is_its_target_has_loss_0_and_a_finite_gradient():
-    h = torch.randn(2, 4, requires_grad=True)
-    neg = _mask_hits(h @ torch.randn(3, 4).T, torch.tensor([5, 6]), torch.tensor([5, 5, 5]))
-    loss = nn.functional.softplus(torch.logsumexp(neg, dim=1) - torch.zeros(2))
-    (g,) = torch.autograd.grad(loss.sum(), h)
-    assert float(loss[0].detach()) == 0.0 and float(loss[1].detach()) > 0.0
-    assert torch.isfinite(g).all()
 
 
 @pytest.mark.parametrize("shape", [(7,), (7, 5)])

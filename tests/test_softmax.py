@@ -6,8 +6,10 @@ from torch import nn
 
 from crossrec_core.models.fusion import build_net
 from crossrec_core.training import softmax
-from crossrec_core.training.loss import RetrievalLoss
-from crossrec_core.training.softmax import _BlockedSoftmaxCE, _LowPrecisionSoftmaxCE, block_rows, softmax_cross_entropy
+from crossrec_core.training.loss import RetrievalLoss, accidental_hits
+from crossrec_core.training.softmax import (
+    _BlockedSoftmaxCE, _LowPrecisionSoftmaxCE, _NegativesLogSumExp, block_rows, negatives_logsumexp, softmax_cross_entropy,
+)
 from crossrec_core.config import ItemEncoderConfig, ModelConfig, UserEncoderConfig
 
 
@@ -110,3 +112,60 @@ def test_a_cpu_training_step_multiplies_in_bfloat16_only_where_the_cpu_does_so_n
     assert optim.cpu_product_dtype("cuda", True) is None  # a GPU: autocast (amp_plan)
     monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
     assert optim.cpu_product_dtype("cpu", True) is None  # emulated bfloat16 is slower than float32
+
+
+def _sampled_reference(h, table, targets, negatives):
+    """The sampled softmax as it was written before session 26: [positive, negatives] logits, hits at -inf."""
+    pos = (h * table[targets]).sum(-1, keepdim=True)
+    neg = (h @ table[negatives].T).masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+    return nn.functional.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(targets), reduction="none")
+
+
+def _sampled(h, table, targets, negatives, rows, low=None):
+    r, c = accidental_hits(targets, negatives)
+    lse = _NegativesLogSumExp.apply(h, table[negatives], r, c, rows, low)
+    return nn.functional.softplus(lse - (h * table[targets]).sum(-1).to(lse.dtype))
+
+
+def test_accidental_hits_are_every_pair_of_a_negative_equal_to_its_rows_target():
+    targets, negatives = torch.tensor([3, 9, 3, 4]), torch.tensor([3, 5, 3, 9, 0])
+    r, c = accidental_hits(targets, negatives)
+    assert sorted(zip(r.tolist(), c.tolist())) == [(0, 0), (0, 2), (1, 3), (2, 0), (2, 2)]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 1000])  # blocks that do not divide N, hits on both sides of a block edge
+def test_sampled_softmax_in_blocks_matches_the_whole_logits_loss_and_gradients(rows):
+    h, table, targets, weights = _case(90, 40)
+    negatives = torch.randint(0, 40, (64,), generator=torch.Generator().manual_seed(1))  # duplicates and many hits
+    assert (negatives.unsqueeze(0) == targets.unsqueeze(1)).any(dim=1).sum() > 40
+    ref = _sampled_reference(h, table, targets, negatives)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (h, table))
+    out = _sampled(h, table, targets, negatives, rows)
+    grads = torch.autograd.grad((out * weights).sum(), (h, table))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_sampled_softmax_with_bfloat16_products_stays_near_the_exact_loss_and_gradients():
+    h, table, targets, weights = _case(300, 500, dim=16)
+    h, table = h.detach().float().requires_grad_(), table.detach().float().requires_grad_()
+    negatives = torch.randint(0, 500, (256,), generator=torch.Generator().manual_seed(2))
+    ref = _sampled(h, table, targets, negatives, 64)
+    ref_grads = torch.autograd.grad((ref * weights.float()).sum(), (h, table))
+    out = _sampled(h, table, targets, negatives, 64, torch.bfloat16)
+    grads = torch.autograd.grad((out * weights.float()).sum(), (h, table))
+    assert (out - ref).abs().max() / ref.abs().mean() < 0.01
+    for got, want in zip(grads, ref_grads):
+        assert (got - want).norm() / want.norm() < 0.01
+
+
+def test_a_row_whose_every_negative_is_its_target_has_loss_0_and_a_finite_gradient():
+    h = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(10, 4, dtype=torch.float64)
+    targets, negatives = torch.tensor([5, 6]), torch.tensor([5, 5, 5])
+    r, c = accidental_hits(targets, negatives)
+    loss = nn.functional.softplus(negatives_logsumexp(h, table[negatives], r, c))
+    (g,) = torch.autograd.grad(loss.sum(), h)
+    assert float(loss[0].detach()) == 0.0 and float(loss[1].detach()) > 0.0
+    assert torch.isfinite(g).all()

@@ -206,6 +206,7 @@ class Fit:
         tc = cfg.train
         self.loss_mod = RetrievalLoss(model.net, mode, tc.n_negatives)
         self.loss_mod.low = cpu_product_dtype(device.type, tc.cpu_bf16)  # the full softmax's products (training/softmax.py)
+        self.loss_mod.sampled_low = self.loss_mod.low
         self.step_mod = (nn.parallel.DistributedDataParallel(self.loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
                          if dist.on else self.loss_mod)
         self.use_amp, self.amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())

@@ -97,6 +97,70 @@ def _subtract_target_gradients(grad, h, table, targets, grad_h, grad_table) -> N
     grad_table.index_add_(0, targets, -grad[:, None] * h)
 
 
+class _NegativesLogSumExp(torch.autograd.Function):
+    """Each row's log-sum-exp over its logits against K shared negatives, accidental hits masked, in blocks of rows:
+    the sampled softmax's (N x K) logits never exist whole (see ``negatives_logsumexp``)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, negs: torch.Tensor, hit_rows: torch.Tensor, hit_cols: torch.Tensor, rows: int, low) -> torch.Tensor:  # noqa: ANN001
+        hl, nl = (h, negs) if low is None else (h.to(low), negs.to(low))
+        lse = torch.empty(h.shape[0], dtype=h.dtype, device=h.device)
+        soft = None if low is None else torch.empty(h.shape[0], negs.shape[0], dtype=low, device=h.device)
+        for s in range(0, h.shape[0], rows):
+            block = _masked_block(hl, nl, hit_rows, hit_cols, s, rows, h.dtype)
+            top = block.amax(dim=1)
+            total = block.sub_(top[:, None]).exp_().sum(dim=1)
+            if soft is not None:
+                soft[s : s + rows] = block.div_(total[:, None])
+            lse[s : s + rows] = total.log_().add_(top)
+        ctx.save_for_backward(h, negs, hit_rows, hit_cols, lse, *(() if soft is None else (nl, soft)))
+        ctx.rows, ctx.low = rows, low
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        h, negs, hit_rows, hit_cols, lse, *kept = ctx.saved_tensors
+        if kept:  # the softmax was kept in low precision: two products, no second exponential
+            nl, soft = kept
+            grad_h = (soft @ nl).to(h.dtype).mul_(grad[:, None])
+            grad_negs = (soft.T @ (h * grad[:, None]).to(soft.dtype)).to(negs.dtype)
+            return grad_h, grad_negs, None, None, None, None
+        grad_h = torch.empty_like(h)
+        grad_negs = torch.zeros_like(negs)
+        for s in range(0, h.shape[0], ctx.rows):
+            block = _masked_block(h, negs, hit_rows, hit_cols, s, ctx.rows, h.dtype)
+            block.sub_(lse[s : s + ctx.rows, None]).exp_().mul_(grad[s : s + ctx.rows, None])  # grad x softmax
+            torch.mm(block, negs, out=grad_h[s : s + ctx.rows])
+            grad_negs.addmm_(block.T, h[s : s + ctx.rows])
+        return grad_h, grad_negs, None, None, None, None
+
+
+def _masked_block(h, negs, hit_rows, hit_cols, start: int, rows: int, dtype: torch.dtype) -> torch.Tensor:  # noqa: ANN001
+    """Return the float (rows, K) logits of rows start.. against ``negs``, each accidental hit at dtype's lowest value."""
+    block = (h[start : start + rows] @ negs.T).to(dtype)
+    inside = (hit_rows >= start) & (hit_rows < start + rows)
+    if bool(inside.any()):
+        block[hit_rows[inside] - start, hit_cols[inside]] = torch.finfo(dtype).min
+    return block
+
+
+def negatives_logsumexp(h: torch.Tensor, negs: torch.Tensor, hit_rows: torch.Tensor, hit_cols: torch.Tensor,
+                        low: torch.dtype | None = None) -> torch.Tensor:
+    """Return (N,) ``logsumexp(h @ negs.T, dim=1)`` with the (row, column) pairs ``hit_rows, hit_cols`` left out (a
+    negative that is the row's own target), computed in blocks of rows; gradients flow to ``h`` and ``negs``.
+
+    A sampled softmax's loss is then ``softplus(lse - positive logit)``. Why blocks: the whole (N x K) logits and
+    their softmax gradient are fresh arrays past glibc's mmap threshold from about 8,000 positions x 1,024 negatives,
+    page-faulted in again every step (10M-event log, bench/RESULTS.md, session 26). A row whose every negative is a
+    hit gets float's lowest value plus log K (finite: no NaN gradient; its softplus is 0). ``low`` as in
+    ``softmax_cross_entropy``: the products in bfloat16 and the softmax kept for the backward pass.
+    """
+    rows = block_rows(negs.shape[0])
+    if low is not None and h.shape[0] * negs.shape[0] > LOW_MAX_CELLS:
+        low = None
+    return _NegativesLogSumExp.apply(h, negs, hit_rows, hit_cols, rows, low)
+
+
 def softmax_cross_entropy(h: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, low: torch.dtype | None = None) -> torch.Tensor:
     """Return (N,) ``-log softmax(h @ table.T)[i, targets[i]]``, computed in blocks of rows (module docstring).
 
