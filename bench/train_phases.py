@@ -67,7 +67,7 @@ def main() -> None:
 
     if args.epochs:
         epochs.Fit.run_epoch = run_epoch
-    if not args.per_step:
+    if not args.per_step and not args.epochs:  # the epoch cut to --steps batches
         plain = epochs.epoch_batches
         epochs.epoch_batches = lambda *a, **k: plain(*a, **k)[: args.steps]
     ds = load_dataset(f"scale-{args.size}")
