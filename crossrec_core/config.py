@@ -140,9 +140,6 @@ class TrainConfig:
     # weights are kept, so the extra epochs cost time, not quality.
     patience: int = 10
     batch_size: int = 128  # sequences per step (each holds up to max_len positions)
-    # A log whose epoch would take more than this many steps at batch_size takes more windows a step instead, so
-    # that an epoch is this many steps (0 = never). Why: NOT YET MEASURED (session 26).
-    max_epoch_steps: int = 0
     lr: float = 2e-3
     weight_decay: float = 0.0
     # "auto": full-catalogue softmax CE when n_items <= full_softmax_max_items, else sampled softmax.
@@ -274,7 +271,6 @@ class TrainConfig:
         _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, f"epochs must be 1..1000, got {self.epochs!r}.")
         _check(_is_int(self.patience) and 1 <= self.patience <= 100, f"patience must be 1..100, got {self.patience!r}.")
         _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 65536, f"batch_size must be 1..65536, got {self.batch_size!r}.")
-        _check(_is_int(self.max_epoch_steps) and self.max_epoch_steps >= 0, f"max_epoch_steps must be 0 or more, got {self.max_epoch_steps!r}.")
         _check(_is_num(self.lr) and 0.0 < self.lr <= 1.0, f"lr must be in (0, 1], got {self.lr!r}.")
         _check(_is_num(self.weight_decay) and 0.0 <= self.weight_decay < 1.0, f"weight_decay must be in [0, 1), got {self.weight_decay!r}.")
         _check(self.loss in ("auto", "ce", "sampled", "bce"), f"loss must be auto, ce, sampled or bce, got {self.loss!r}.")

@@ -52,12 +52,6 @@ def epoch_batches(length: np.ndarray, n_batches: int, rng: np.random.Generator, 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def epoch_batch_size(n_windows: int, batch_size: int, max_steps: int) -> int:
-    """Return the windows a step takes: ``batch_size``, or more where an epoch would otherwise run more than
-    ``max_steps`` steps (0 = no limit; TrainConfig.max_epoch_steps)."""
-    return max(int(batch_size), -(-int(n_windows) // int(max_steps))) if max_steps > 0 else int(batch_size)
-
-
 @dataclass
 class FitState:
     """What the epochs carry (and a checkpoint saves): the per-epoch log, the best epoch and its weights."""
@@ -212,8 +206,7 @@ class Fit:
         self.use_amp, self.amp_dtype, scaled = amp_plan(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
         # a multiple of the world size, so every DDP rank runs the same number of steps (no hang)
-        self.batch_size = epoch_batch_size(windows.n, tc.batch_size, tc.max_epoch_steps)
-        self.n_batches_total = -(-(-(-windows.n // self.batch_size)) // dist.world) * dist.world
+        self.n_batches_total = -(-(-(-windows.n // tc.batch_size)) // dist.world) * dist.world
         self.n_steps = self.n_batches_total // dist.world
         if tc.step_mean == "target":  # every target weighs the same in whichever batch it falls
             self.loss_mod.norm = float(windows.tensors["weights"].sum()) / self.n_batches_total
@@ -229,7 +222,7 @@ class Fit:
     def run_epoch(self) -> None:
         """Train epoch ``state.start_epoch``, validate it, keep the best weights, checkpoint, and move on by one."""
         model, ds, windows, state, device, dist, tc = self.model, self.ds, self.windows, self.state, self.device, self.dist, self.cfg.train
-        net, epoch, bs = model.net, int(state.start_epoch), self.batch_size
+        net, epoch, bs = model.net, int(state.start_epoch), tc.batch_size
         model.config = self.cfg
         # per-epoch seeds make resume reproduce an uninterrupted run exactly, and the runs' turns independent
         torch.manual_seed(tc.seed * 1009 + epoch)
