@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from crossrec_core.config import ItemEncoderConfig
-from crossrec_core.models.fast_ops import take_rows
+from crossrec_core.models.gather import take_rows
 
 PAD_TOKEN = 0
 UNK_TOKEN = 1
@@ -134,7 +134,7 @@ class ItemEncoder(nn.Module):
         category, attributes, title text, other vectors): ``forward`` is their sum."""
         out: dict[str, torch.Tensor] = {}
         if self.cfg.use_id:
-            keep = take_rows(self.id_mask, idx)  # take_rows: index_select, ~7x faster than [idx] on a CPU (models/fast_ops.py)
+            keep = take_rows(self.id_mask, idx)  # take_rows: index_select, ~7x faster than [idx] on a CPU (models/gather.py)
             if self.training and self.cfg.id_shrinkage > 0:
                 # an item's ID row is used in a step with probability n / (n + k) and weighted by that
                 # probability when scoring (dropout without rescaling): under Adam a fixed weight alone would

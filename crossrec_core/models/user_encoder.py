@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from crossrec_core.config import UserEncoderConfig
-from crossrec_core.models.fast_ops import Dropout, attention
 
 
 class _Block(nn.Module):
@@ -26,7 +25,7 @@ class _Block(nn.Module):
         self.proj = nn.Linear(d, d)
         self.ln2 = nn.LayerNorm(d)
         self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
-        self.drop = Dropout(dropout)  # models/fast_ops.py: torch's mask costs ~7x more on a CPU
+        self.drop = nn.Dropout(dropout)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
@@ -51,7 +50,9 @@ class _Block(nn.Module):
         q = q.view(B, Q, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, Q, Dh)
         k = k.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
         v = v.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
-        y = attention(q, k, v, attn_mask, self.dropout, self.training)  # (B, H, Q, Dh)
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, Q, Dh)
         return y.transpose(1, 2).reshape(B, Q, D)
 
 
@@ -91,7 +92,7 @@ class UserEncoder(nn.Module):
         for emb in (self.event_emb, self.gap_emb):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.02)
-        self.in_drop = Dropout(cfg.dropout)
+        self.in_drop = nn.Dropout(cfg.dropout)
         if cfg.kind == "transformer":
             self.pos_emb = nn.Embedding(cfg.max_len, d)  # cfg.positions: from the first real event, or back from the last column
             nn.init.normal_(self.pos_emb.weight, std=0.02)

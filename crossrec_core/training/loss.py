@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from crossrec_core.config import ModelConfig
-from crossrec_core.models.fast_ops import masked_rows, take_rows
+from crossrec_core.models.gather import masked_rows, take_rows
 from crossrec_core.models.fusion import CrossRecNet
 from crossrec_core.training.softmax import negatives_logsumexp, softmax_cross_entropy
 
@@ -38,7 +38,7 @@ class RetrievalLoss(nn.Module):
         vecs = self.item_encoder.input_vectors(items.clamp(min=0), table)
         h = self.user_encoder(vecs, events, gaps, valid)  # (B, T, d)
         m = weights > 0
-        at = m.reshape(-1).nonzero().squeeze(1)  # index_select, not [m]: ~5x faster on a CPU (models/fast_ops.py)
+        at = m.reshape(-1).nonzero().squeeze(1)  # index_select, not [m]: ~5x faster on a CPU (models/gather.py)
         hv, tv, wv = masked_rows(h, m, at), masked_rows(targets, m, at), masked_rows(weights, m, at)  # (N, d), (N,), (N,)
         if hv.shape[0] == 0:
             return h.sum() * 0.0
